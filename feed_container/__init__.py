@@ -1,0 +1,1 @@
+"""The Fargate feed service: Kite WebSocket pool -> validated, KPL-aggregated ticks -> Kinesis."""

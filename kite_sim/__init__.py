@@ -1,0 +1,1 @@
+"""Kite Connect simulator: WebSocket feed, REST API, login, order matching, postbacks, faults."""

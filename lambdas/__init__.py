@@ -1,0 +1,1 @@
+"""Lambda functions: thin handlers over pure logic and dal/broker adapters."""

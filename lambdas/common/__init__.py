@@ -1,0 +1,1 @@
+"""Adapters and helpers every Lambda shares: observability, env models, secrets, db pool."""
