@@ -9,7 +9,7 @@ printed, so CI logs cannot leak what they report.
 from __future__ import annotations
 
 import re
-import subprocess  # nosec B404 - runs git with fixed arguments only
+import subprocess  # nosec B404 # runs git with fixed arguments only
 import sys
 from pathlib import Path
 
@@ -31,7 +31,7 @@ EXTRA_PATTERNS = {
 def tracked_files() -> list[Path]:
     """Files git tracks, or every regular file when the tree is not a checkout."""
     try:
-        out = subprocess.run(  # nosec B603 B607 - fixed command, no shell
+        out = subprocess.run(  # nosec B603 B607 # fixed command, no shell
             ["git", "ls-files", "-z"],  # noqa: S607 - git from PATH, as a developer runs it
             cwd=ROOT,
             check=True,
