@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
+import asyncpg
 import pytest
 
 from sandbox.moto_server import AwsEndpoint, MotoServer
@@ -67,6 +70,46 @@ def _info_from_url(url: str) -> ConnectionInfo:
         database=(parsed.path or "/postgres").lstrip("/") or "postgres",
         ca_file=None,
     )
+
+
+@pytest.fixture
+async def fresh_database(postgres: ConnectionInfo) -> AsyncIterator[ConnectionInfo]:
+    """A new, empty database on the session's server, dropped after the test."""
+    name = f"t_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(postgres.dsn, ssl=_client_tls(postgres))
+    try:
+        await admin.execute(f'create database "{name}"')
+    finally:
+        await admin.close()
+    yield replace(postgres, database=name)
+    admin = await asyncpg.connect(postgres.dsn, ssl=_client_tls(postgres))
+    try:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await admin.close()
+
+
+def _client_tls(info: ConnectionInfo) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(info.ca_file) if info.ca_file else None)
+    if info.ca_file is None:  # an external server we hold no CA for
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def db_env(info: ConnectionInfo) -> dict[str, str]:
+    """DB_* settings that point the Lambdas' database code at ``info``."""
+    env = {
+        "DB_HOST": info.host,
+        "DB_PORT": str(info.port),
+        "DB_NAME": info.database,
+        "DB_USER": info.user,
+        "DB_PASSWORD": info.password,
+        "DB_TLS": "verify-full" if info.ca_file else "require",
+    }
+    if info.ca_file:
+        env["DB_CA_FILE"] = str(info.ca_file)
+    return env
 
 
 @pytest.fixture

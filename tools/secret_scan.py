@@ -32,7 +32,8 @@ def tracked_files() -> list[Path]:
     """Files git tracks, or every regular file when the tree is not a checkout."""
     try:
         out = subprocess.run(  # nosec B603 B607 # fixed command, no shell
-            ["git", "ls-files", "-z"],  # noqa: S607 - git from PATH, as a developer runs it
+            # Tracked files plus new ones not ignored: a secret is caught before its commit.
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607
             cwd=ROOT,
             check=True,
             capture_output=True,

@@ -36,6 +36,11 @@ def new_session(api_key: str) -> KiteSession:
     return KiteSession(api_key, secrets.token_hex(16), "AB1234", issued, next_token_expiry(issued))
 
 
+def overwrite(sm: object, name: str, value: str) -> None:
+    """Replace a secret's value behind the vault's back, as an attacker or a bug would."""
+    sm.put_secret_value(SecretId=name, SecretString=value)  # type: ignore[attr-defined]  # pragma: allowlist secret
+
+
 @pytest.fixture
 def kms_key(aws: AwsEndpoint) -> str:
     kms = boto3.client("kms", **aws.client_kwargs())
@@ -80,7 +85,7 @@ def test_ciphertext_moved_to_another_account_does_not_open(aws: AwsEndpoint, kms
     # When someone copies account 1's encrypted value over account 2's secret
     sm = boto3.client("secretsmanager", **aws.client_kwargs())
     stolen = sm.get_secret_value(SecretId="ticker/kite/acct-1/session")["SecretString"]
-    sm.put_secret_value(SecretId="ticker/kite/acct-2/session", SecretString=stolen)
+    overwrite(sm, "ticker/kite/acct-2/session", stolen)
     # Then account 2's session fails to open: the encryption context names account 1
     with pytest.raises(CredentialCorruptError, match="acct-2"):
         make_vault(aws, kms_key).session("acct-2")
@@ -100,7 +105,7 @@ def test_tampered_values_are_a_typed_error(aws: AwsEndpoint, kms_key: str, tampe
     vault = make_vault(aws, kms_key)
     vault.put_session("acct-1", new_session("k1"))
     sm = boto3.client("secretsmanager", **aws.client_kwargs())
-    sm.put_secret_value(SecretId="ticker/kite/acct-1/session", SecretString=tampered)
+    overwrite(sm, "ticker/kite/acct-1/session", tampered)
     # When it is read, Then the error is typed and names the account
     with pytest.raises(CredentialCorruptError, match="acct-1"):
         make_vault(aws, kms_key).session("acct-1")
