@@ -69,7 +69,7 @@ class PartitionManager:
                 for table in PARTITIONED_TABLES:
                     # Identifiers are built from a date and a fixed table list, never from input.
                     await conn.execute(
-                        f"create table if not exists market.{table}_p{day:%Y%m%d} "  # nosec B608
+                        f"create table if not exists market.{table}_p{day:%Y%m%d} "
                         f"partition of market.{table} for values from "
                         f"('{start.isoformat()}') to ('{end.isoformat()}')"
                     )
@@ -100,7 +100,7 @@ class PartitionManager:
             day = datetime.strptime(match["day"], "%Y%m%d").date()
             if day < keep_from:
                 await conn.execute(
-                    f"alter table market.{row['parent']} detach partition market.{row['relname']}"  # nosec B608
+                    f"alter table market.{row['parent']} detach partition market.{row['relname']}"
                 )
                 self._known.discard(day)
                 detached.append(row["relname"])
@@ -164,7 +164,7 @@ with inserted as (
     returning 1
 )
 select (select count(*) from inserted) as ticks, (select count(*) from bars) as bars
-"""  # noqa: S608 # nosec B608 # column lists are module constants
+"""  # noqa: S608 - column lists are module constants
 
 INSERT_GREEKS = f"""
 with inserted as (
@@ -174,7 +174,7 @@ with inserted as (
     returning 1
 )
 select count(*) from inserted
-"""  # noqa: S608 # nosec B608 # column lists are module constants
+"""  # noqa: S608 - column lists are module constants
 
 
 async def write_batch(

@@ -19,6 +19,7 @@ GREEKS_SCHEMA = "greeks/1"
 MODES = frozenset({"ltp", "quote", "full"})
 OPTION_TYPES = frozenset({"CE", "PE"})
 MAX_TOKEN = 2**32 - 1
+NUMBER = (int, float)
 
 TICK_COLUMNS = (
     "ts", "instrument_token", "underlying", "mode", "last_price", "last_traded_quantity",
@@ -94,7 +95,7 @@ def _optional_instant(record: dict[str, Any], name: str) -> datetime | None:
 
 
 def _finite(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, NUMBER) or not math.isfinite(value):
         raise PoisonRecordError("bad_field", f"{name} must be a finite number")
     return float(value)
 
@@ -128,15 +129,15 @@ def tick_row(record: dict[str, Any], source: SourceId) -> tuple[Any, ...]:
         mode,
         _finite(record.get("last_price"), "last_price"),
         _optional(record, "last_traded_quantity", int),
-        _optional(record, "average_traded_price", int | float),
+        _optional(record, "average_traded_price", NUMBER),
         _optional(record, "volume_traded", int),
         _optional(record, "total_buy_quantity", int),
         _optional(record, "total_sell_quantity", int),
-        _optional(ohlc, "open", int | float),
-        _optional(ohlc, "high", int | float),
-        _optional(ohlc, "low", int | float),
-        _optional(ohlc, "close", int | float),
-        _optional(record, "change", int | float),
+        _optional(ohlc, "open", NUMBER),
+        _optional(ohlc, "high", NUMBER),
+        _optional(ohlc, "low", NUMBER),
+        _optional(ohlc, "close", NUMBER),
+        _optional(record, "change", NUMBER),
         _optional_instant(record, "last_trade_time"),
         _optional(record, "oi", int),
         _optional(record, "oi_day_high", int),
@@ -167,7 +168,6 @@ def greeks_row(record: dict[str, Any]) -> tuple[Any, ...]:
     raw = record.get("raw") or {}
     if not isinstance(raw, dict):
         raise PoisonRecordError("bad_field", "raw must be an object")
-    number = int | float
     return (
         _optional_instant(record, "exchange_timestamp") or computed_at,
         _token(record),
@@ -177,19 +177,19 @@ def greeks_row(record: dict[str, Any]) -> tuple[Any, ...]:
         _finite(record.get("strike"), "strike"),
         option_type,
         _finite(record.get("price"), "price"),
-        _optional(record, "forward", number),
+        _optional(record, "forward", NUMBER),
         _field(record, "forward_source", str),
         _finite(record.get("t_years"), "t_years"),
         _finite(record.get("rate"), "rate"),
-        _optional(record, "iv", number),
-        _optional(record, "delta", number),
-        _optional(record, "gamma", number),
-        _optional(record, "theta", number),
-        _optional(record, "vega", number),
-        _optional(record, "rho", number),
-        _optional(raw, "theta", number),
-        _optional(raw, "vega", number),
-        _optional(raw, "rho", number),
+        _optional(record, "iv", NUMBER),
+        _optional(record, "delta", NUMBER),
+        _optional(record, "gamma", NUMBER),
+        _optional(record, "theta", NUMBER),
+        _optional(record, "vega", NUMBER),
+        _optional(record, "rho", NUMBER),
+        _optional(raw, "theta", NUMBER),
+        _optional(raw, "vega", NUMBER),
+        _optional(raw, "rho", NUMBER),
         _optional(record, "reason", str),
         computed_at,
         _field(src, "shard_id", str),
