@@ -164,7 +164,7 @@ with inserted as (
     returning 1
 )
 select (select count(*) from inserted) as ticks, (select count(*) from bars) as bars
-"""  # noqa: S608 - column lists are module constants
+"""  # noqa: S608 # nosec B608 # column lists are module constants
 
 INSERT_GREEKS = f"""
 with inserted as (
@@ -174,7 +174,7 @@ with inserted as (
     returning 1
 )
 select count(*) from inserted
-"""  # noqa: S608 - column lists are module constants
+"""  # noqa: S608 # nosec B608 # column lists are module constants
 
 
 async def write_batch(
