@@ -182,11 +182,9 @@ class Greeks:
     reason: CodeArray
 
 
-def _ndtr(z: FloatArray, out: FloatArray | None = None) -> FloatArray:
+def _ndtr(z: FloatArray) -> FloatArray:
     """Standard normal CDF; scipy's ``ndtr`` uses ``erfc`` in the tails (relative accuracy)."""
-    if out is None:
-        return cast(FloatArray, special.ndtr(z))
-    return cast(FloatArray, special.ndtr(z, out=out))
+    return cast(FloatArray, special.ndtr(z))
 
 
 def _as_float(value: ArrayLike) -> FloatArray:
@@ -225,10 +223,7 @@ def _normalized_otm_call(x: FloatArray, s: FloatArray) -> FloatArray:
     """
     h = x / s
     half_s = 0.5 * s
-    return cast(
-        FloatArray,
-        np.exp(0.5 * x) * _ndtr(h + half_s) - np.exp(-0.5 * x) * _ndtr(h - half_s),
-    )
+    return np.exp(0.5 * x) * _ndtr(h + half_s) - np.exp(-0.5 * x) * _ndtr(h - half_s)
 
 
 def black76_price(
@@ -249,7 +244,11 @@ def black76_price(
     negative sigma) give NaN; use :func:`greeks` for the reason codes.
     """
     f, k, tt, rr, sig, call = np.broadcast_arrays(
-        _as_float(forward), _as_float(strike), _as_float(t), _as_float(r), _as_float(sigma),
+        _as_float(forward),
+        _as_float(strike),
+        _as_float(t),
+        _as_float(r),
+        _as_float(sigma),
         np.asarray(is_call, dtype=bool),
     )
     with np.errstate(all="ignore"):
@@ -286,7 +285,11 @@ def greeks(
     :func:`implied_vol`, whose reason is the one to publish).
     """
     f, k, tt, rr, sig, call = np.broadcast_arrays(
-        _as_float(forward), _as_float(strike), _as_float(t), _as_float(r), _as_float(sigma),
+        _as_float(forward),
+        _as_float(strike),
+        _as_float(t),
+        _as_float(r),
+        _as_float(sigma),
         np.asarray(is_call, dtype=bool),
     )
     codes = _validate(f, k, tt, rr, sig)
@@ -297,7 +300,6 @@ def greeks(
         sqrt_t = np.sqrt(tt)
         s = sig * sqrt_t
         d1 = np.log(f / k) / s + 0.5 * s
-        d2 = d1 - s
         df = np.exp(-rr * tt)
         pdf_d1 = np.exp(-0.5 * d1 * d1) / _SQRT_2PI
         price = black76_price(f, k, tt, rr, sig, call)
@@ -351,7 +353,11 @@ def implied_vol(
     docstring for the method.
     """
     p, f, k, tt, rr, call = np.broadcast_arrays(
-        _as_float(price), _as_float(forward), _as_float(strike), _as_float(t), _as_float(r),
+        _as_float(price),
+        _as_float(forward),
+        _as_float(strike),
+        _as_float(t),
+        _as_float(r),
         np.asarray(is_call, dtype=bool),
     )
     shape = p.shape
@@ -439,7 +445,8 @@ def _solve_normalized(
     e_minus_half = 1.0 / upper  # e^{-x/2}
     x2 = x * x
     s_c = np.sqrt(-2.0 * x)
-    # At the inflection point h = -s/2, so b_c = e^{x/2}/2 - e^{-x/2} N(-s_c), b'_c = e^{x/2}/sqrt(2 pi).
+    # At the inflection point h = -s/2, so b_c = e^{x/2}/2 - e^{-x/2} N(-s_c)
+    # and b'_c = e^{x/2}/sqrt(2 pi).
     b_c = 0.5 * e_half - e_minus_half * _ndtr(-s_c)
     lower = beta < b_c
     guess = s_c + (beta - b_c) * (_SQRT_2PI / e_half)
@@ -529,7 +536,7 @@ def _householder_step(s: FloatArray, c: _StepConstants) -> tuple[FloatArray, Flo
     new = s + step
     # A wild step from a poor guess must not leave the domain s > 0.
     new = np.where(new > 0.0, new, 0.5 * s)
-    return cast(FloatArray, new), cast(FloatArray, step)
+    return new, step
 
 
 def _finish_stragglers(
