@@ -70,6 +70,12 @@ def mp_greeks(f: float, k: float, t: float, r: float, sigma: float, call: bool) 
     }
 
 
+def vega_is_meaningful(cases: OptionCases) -> npt.NDArray[np.bool_]:
+    """Where vega >= 1e-6 x forward: the points whose price pins the vol to 1e-9."""
+    g = greeks(cases.forward, cases.strike, cases.t, cases.r, cases.sigma, cases.is_call)
+    return g.vega_raw >= VEGA_FLOOR * cases.forward
+
+
 @pytest.fixture(scope="session")
 def reference() -> tuple[OptionCases, npt.NDArray[np.float64]]:
     """The seeded NSE-like set with prices computed in extended precision, rounded once."""
@@ -103,10 +109,7 @@ def test_implied_vol_is_within_1e_9_of_the_true_vol_wherever_vega_is_not_negligi
     # When their implied volatilities are computed
     iv, reason = implied_vol(prices, cases.forward, cases.strike, cases.t, cases.r, cases.is_call)
     # Then wherever vega >= 1e-6 x forward the error is at most 1e-9
-    vega = greeks(
-        cases.forward, cases.strike, cases.t, cases.r, cases.sigma, cases.is_call
-    ).vega_raw
-    meaningful = vega >= VEGA_FLOOR * cases.forward
+    meaningful = vega_is_meaningful(cases)
     assert meaningful.mean() > 0.7  # the set is not dominated by untestable points
     assert np.all(reason[meaningful] == OK)
     assert np.max(np.abs(iv - cases.sigma)[meaningful]) <= IV_TOLERANCE
@@ -219,10 +222,7 @@ def test_a_batch_mixing_good_and_bad_elements_never_raises_and_keeps_the_good_on
     assert [reason_of(int(c)) for c in reason[: len(BAD_CASES)]] == [c[6] for c in BAD_CASES]
     assert np.all(np.isnan(iv[: len(BAD_CASES)]))
     good_iv, good_reason = iv[len(BAD_CASES) :], reason[len(BAD_CASES) :]
-    vega = greeks(
-        cases.forward, cases.strike, cases.t, cases.r, cases.sigma, cases.is_call
-    ).vega_raw
-    meaningful = vega >= VEGA_FLOOR * cases.forward
+    meaningful = vega_is_meaningful(cases)
     assert np.all(good_reason[meaningful] == OK)
     np.testing.assert_allclose(good_iv[meaningful], cases.sigma[meaningful], atol=IV_TOLERANCE)
 
@@ -262,10 +262,7 @@ def test_stragglers_get_extra_steps_and_settle(monkeypatch: pytest.MonkeyPatch) 
     # When inverting
     iv, reason = implied_vol(price, cases.forward, cases.strike, cases.t, cases.r, cases.is_call)
     # Then the extra steps finish them to full accuracy
-    vega = greeks(
-        cases.forward, cases.strike, cases.t, cases.r, cases.sigma, cases.is_call
-    ).vega_raw
-    meaningful = vega >= VEGA_FLOOR * cases.forward
+    meaningful = vega_is_meaningful(cases)
     assert np.all(reason[meaningful] == OK)
     np.testing.assert_allclose(iv[meaningful], cases.sigma[meaningful], atol=IV_TOLERANCE)
 
