@@ -137,12 +137,12 @@ def implied_vol_throughput() -> Result:
                 "IVs/s",
             ),
             Figure(f"vollib (per-element), {BATCH:,} per call", rates["vollib"], "IVs/s"),
-            Figure("max |IV error| where vega >= 1e-6 F", our_error, "vol"),
+            Figure("max abs IV error where vega >= 1e-6 F", our_error, "vol"),
             Figure("share of the set with vega >= 1e-6 F", float(meaningful.mean()), "-"),
         ],
         checks=[
             (
-                "every option with vega >= 1e-6 F is solved to |IV error| <= 1e-9",
+                "every option with vega >= 1e-6 F is solved to abs IV error <= 1e-9",
                 bool(np.all(reason[meaningful] == OK)) and our_error <= IV_TOLERANCE,
             ),
             (
