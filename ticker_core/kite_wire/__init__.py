@@ -32,8 +32,10 @@ negative; the official client reads them unsigned); quantities, volumes, open
 interest and timestamps are unsigned. Timestamps are Unix seconds, decoded to
 aware datetimes in IST.
 
+Two decoders share one frame splitter and therefore one error policy:
 :func:`parse_ticks` gives the official client's tick dicts;
-:func:`encode_frame` makes frames of them.
+:func:`decode_frame` gives numpy columns per packet type for the feed's hot
+loop, and converts back to the same dicts with ``to_dicts()``.
 
 Error policy
 ------------
@@ -52,7 +54,7 @@ Decoding raises nothing but :class:`FrameError` subclasses.
   ``missing`` and ``lost_bytes``, and ``salvage``, a well-formed frame of the
   intact packets before the fault, which the caller decodes to keep them.
 * One packet of a length no layout has (0 included), boundaries intact:
-  **skip and count** it (``DecodeStats``); the
+  **skip and count** it (``DecodedFrame.skipped``, ``DecodeStats``); the
   other packets decode normally.
 
 Any byte values in a well-formed packet are a valid tick, so nothing else can
@@ -60,6 +62,15 @@ go wrong. Encoders raise :class:`EncodeError` for values the wire cannot
 carry.
 """
 
+from ticker_core.kite_wire._columnar import (
+    Column,
+    DecodedFrame,
+    PacketBatch,
+    column_names,
+    decode_frame,
+    depth_column,
+    encode_columns,
+)
 from ticker_core.kite_wire._frame import (
     HEARTBEAT,
     Buffer,
@@ -90,9 +101,12 @@ __all__ = [
     "DEPTH_SIDES",
     "HEARTBEAT",
     "Buffer",
+    "Column",
     "DecodeStats",
+    "DecodedFrame",
     "EncodeError",
     "FrameError",
+    "PacketBatch",
     "PacketCountMismatchError",
     "PacketKind",
     "PacketLayout",
@@ -102,6 +116,10 @@ __all__ = [
     "TrailingBytesError",
     "TruncatedFrameError",
     "WireField",
+    "column_names",
+    "decode_frame",
+    "depth_column",
+    "encode_columns",
     "encode_frame",
     "encode_packet",
     "join_frames",
