@@ -1,4 +1,4 @@
-"""Kite Connect's WebSocket wire format: decode and encode binary frames.
+"""Kite Connect's WebSocket wire format: decode and encode binary frames and text messages.
 
 Binary frames
 -------------
@@ -58,8 +58,8 @@ Decoding raises nothing but :class:`FrameError` subclasses.
   other packets decode normally.
 
 Any byte values in a well-formed packet are a valid tick, so nothing else can
-go wrong. Encoders raise :class:`EncodeError` for values the wire cannot
-carry.
+go wrong. Text messages never raise (:func:`parse_text`); encoders raise
+:class:`EncodeError` for values the wire cannot carry.
 """
 
 from ticker_core.kite_wire._columnar import (
@@ -94,6 +94,17 @@ from ticker_core.kite_wire._layout import (
     price_divisor,
     segment_of,
 )
+from ticker_core.kite_wire._text import (
+    ErrorMessage,
+    InvalidMessage,
+    JsonValue,
+    OrderUpdate,
+    ServerMessage,
+    TextMessage,
+    UnknownMessage,
+    encode_text,
+    parse_text,
+)
 from ticker_core.kite_wire._ticks import Tick, encode_frame, encode_packet, parse_ticks
 
 __all__ = [
@@ -105,16 +116,23 @@ __all__ = [
     "DecodeStats",
     "DecodedFrame",
     "EncodeError",
+    "ErrorMessage",
     "FrameError",
+    "InvalidMessage",
+    "JsonValue",
+    "OrderUpdate",
     "PacketBatch",
     "PacketCountMismatchError",
     "PacketKind",
     "PacketLayout",
     "Role",
     "Segment",
+    "ServerMessage",
+    "TextMessage",
     "Tick",
     "TrailingBytesError",
     "TruncatedFrameError",
+    "UnknownMessage",
     "WireField",
     "column_names",
     "decode_frame",
@@ -122,8 +140,10 @@ __all__ = [
     "encode_columns",
     "encode_frame",
     "encode_packet",
+    "encode_text",
     "join_frames",
     "pack_frame",
+    "parse_text",
     "parse_ticks",
     "price_divisor",
     "segment_of",
