@@ -193,6 +193,21 @@ def parse_ticks(frame: Buffer, *, stats: DecodeStats | None = None) -> list[Tick
 
 # --- encoding ----------------------------------------------------------------
 
+#: Keys leading to a value inside a tick dict, e.g. ("depth", "buy", 0, "price").
+TickPath = tuple[str | int, ...]
+#: Where each field after the token sits in a tick dict, by packet type.
+_PATHS: dict[PacketKind, list[TickPath]] = {
+    kind: [(f.name,) if f.group is None else (f.group, f.name) for f in kind.layout.fields[1:]]
+    for kind in PacketKind
+}
+#: Every depth entry field with its place in a tick dict, in wire order.
+_DEPTH_PATHS: list[tuple[WireField, TickPath]] = [
+    (e, (DEPTH, side, level, e.name))
+    for side in DEPTH_SIDES
+    for level in range(DEPTH_LEVELS)
+    for e in DEPTH_ENTRY_FIELDS
+]
+
 
 def _kind_of(tick: Mapping[str, Any]) -> PacketKind:
     """The packet type a tick dict encodes to, from its ``mode`` and its keys.
@@ -211,7 +226,7 @@ def _kind_of(tick: Mapping[str, Any]) -> PacketKind:
     raise EncodeError(f"tick mode {mode!r} is not one of {modes}")
 
 
-def _lookup(tick: Mapping[str, Any], path: Sequence[str | int]) -> Any:
+def _lookup(tick: Mapping[str, Any], path: TickPath) -> Any:
     node: Any = tick
     try:
         for key in path:
@@ -221,34 +236,37 @@ def _lookup(tick: Mapping[str, Any], path: Sequence[str | int]) -> Any:
     return node
 
 
-def _dotted(path: Sequence[str | int]) -> str:
+def _dotted(path: TickPath) -> str:
     return ".".join(str(p) for p in path)
 
 
-def _wire_value(field: WireField, value: Any, divisor: float, where: str) -> int:
-    """The wire integer of a tick value, checked against the field's wire range."""
+def _wire_value(field: WireField, value: Any, divisor: float, path: TickPath) -> int:
+    """The wire integer of a tick value, checked against the field's wire range.
+
+    ``path`` locates the value in the tick; it is formatted only for an error.
+    """
     if isinstance(value, bool):
-        raise EncodeError(f"{where} is a bool, not a {field.role.value}")
+        raise EncodeError(f"{_dotted(path)} is a bool, not a {field.role.value}")
     if field.role is Role.PRICE:
         try:
             scaled = float(value) * divisor
         except (TypeError, ValueError, OverflowError) as exc:
-            raise EncodeError(f"{where} = {value!r} is not a number") from exc
+            raise EncodeError(f"{_dotted(path)} = {value!r} is not a number") from exc
         if not math.isfinite(scaled):
-            raise EncodeError(f"{where} = {value!r} is not finite")
+            raise EncodeError(f"{_dotted(path)} = {value!r} is not finite")
         raw = round(scaled)
     elif field.role is Role.TIMESTAMP and isinstance(value, datetime):
         if value.tzinfo is None:
-            raise EncodeError(f"{where} is a naive datetime; the wire carries instants")
+            raise EncodeError(f"{_dotted(path)} is a naive datetime; the wire carries instants")
         raw = math.floor(value.timestamp())
     else:
         try:
             raw = operator.index(value)
         except TypeError as exc:
-            raise EncodeError(f"{where} = {value!r} is not an integer") from exc
+            raise EncodeError(f"{_dotted(path)} = {value!r} is not an integer") from exc
     low, high = field.role.wire_range
     if not low <= raw <= high:
-        raise EncodeError(f"{where} = {value!r} is outside the wire range [{low}, {high}]")
+        raise EncodeError(f"{_dotted(path)} = {value!r} is outside the wire range [{low}, {high}]")
     return raw
 
 
@@ -265,15 +283,14 @@ def encode_packet(tick: Mapping[str, Any]) -> bytes:
     """
     kind = _kind_of(tick)
     layout = kind.layout
-    token = _wire_value(layout.fields[0], _lookup(tick, (INSTRUMENT_TOKEN,)), 1.0, INSTRUMENT_TOKEN)
+    token_path = (INSTRUMENT_TOKEN,)
+    token = _wire_value(layout.fields[0], _lookup(tick, token_path), 1.0, token_path)
     divisor = DIVISOR_BY_SEGMENT[token & SEGMENT_MASK]
     values: list[int] = [token]
     by_name: dict[str, int] = {INSTRUMENT_TOKEN: token}
-    path: tuple[str | int, ...]
-    for f in layout.fields[1:]:
+    for f, path in zip(layout.fields[1:], _PATHS[kind], strict=True):
         if f.in_tick:
-            path = (f.name,) if f.group is None else (f.group, f.name)
-            raw = _wire_value(f, _lookup(tick, path), divisor, _dotted(path))
+            raw = _wire_value(f, _lookup(tick, path), divisor, path)
         else:
             # The index net change Kite sends: last minus close in wire units,
             # saturated because it is derived and invisible to Kite's client.
@@ -286,10 +303,8 @@ def encode_packet(tick: Mapping[str, Any]) -> bytes:
             levels = _lookup(tick, (DEPTH, side))
             if not isinstance(levels, Sequence) or len(levels) != DEPTH_LEVELS:
                 raise EncodeError(f"depth.{side} is not a list of {DEPTH_LEVELS} levels")
-            for level in range(DEPTH_LEVELS):
-                for e in DEPTH_ENTRY_FIELDS:
-                    path = (DEPTH, side, level, e.name)
-                    values.append(_wire_value(e, _lookup(tick, path), divisor, _dotted(path)))
+        for e, path in _DEPTH_PATHS:
+            values.append(_wire_value(e, _lookup(tick, path), divisor, path))
     return _STRUCTS[kind].pack(*values)
 
 
