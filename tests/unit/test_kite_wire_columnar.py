@@ -148,9 +148,20 @@ def test_select_keeps_the_rows_that_pass_validation() -> None:
     assert batch.select(slice(0, 1)).to_dicts() == batch.to_dicts()[:1]
 
 
-def test_to_dicts_makes_aware_timestamps() -> None:
+def test_to_dicts_gives_plain_python_values() -> None:
+    # Given a decoded full-mode batch
     batch = decode_frame(encode_columns(PacketKind.FULL, columns_for(PacketKind.FULL))).batches[0]
+    # When converted to dicts
     (first, *_) = batch.to_dicts()
+    # Then values are Python's own types (json.dumps refuses numpy scalars)
+    assert type(first["instrument_token"]) is int
+    assert type(first["oi"]) is int
+    assert type(first["last_price"]) is float
+    assert type(first["ohlc"]["close"]) is float
+    assert type(first["depth"]["sell"][4]["price"]) is float
+    assert type(first["depth"]["sell"][4]["orders"]) is int
+    assert type(first["tradable"]) is bool
+    # And timestamps are aware datetimes in IST
     assert first["exchange_timestamp"] == datetime.fromtimestamp(STAMP, IST)
     assert first["exchange_timestamp"].tzinfo is IST
 

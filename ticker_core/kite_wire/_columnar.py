@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -72,6 +71,12 @@ _RECORD_DTYPE = {
     for kind in PacketKind
 }
 _DEPTH_SHAPE = (len(DEPTH_SIDES), DEPTH_LEVELS)
+#: Values ``struct`` unpacks from one packet: fields, then every depth entry's.
+_VALUES_PER_PACKET = {
+    kind: len(kind.layout.fields)
+    + (len(DEPTH_ENTRY_FIELDS) * len(DEPTH_SIDES) * DEPTH_LEVELS if kind.layout.has_depth else 0)
+    for kind in PacketKind
+}
 
 
 def depth_column(entry: str) -> str:
@@ -129,24 +134,23 @@ class PacketBatch:
     def to_dicts(self) -> list[Tick]:
         """The rows as tick dicts, equal to what :func:`parse_ticks` gives for them."""
         layout = self.kind.layout
-        rows: Any = zip(*(self.columns[f.name].tolist() for f in layout.fields), strict=True)
+        rows, fields = len(self), len(layout.fields)
+        # Rows of Python values in wire order (fields, then each depth level's
+        # entry fields), which is what the shared tick builder reads.
+        wire = np.empty((rows, _VALUES_PER_PACKET[self.kind]), dtype=object)
+        for i, f in enumerate(layout.fields):
+            wire[:, i] = self.columns[f.name]
         if layout.has_depth:
-            per_level = [
-                self.columns[depth_column(e.name)].reshape(len(self), -1).tolist()
-                for e in DEPTH_ENTRY_FIELDS
-            ]
-            # Back to wire order: each level's entry fields, level after level.
-            rows = (
-                row + tuple(chain.from_iterable(zip(*levels, strict=True)))
-                for row, *levels in zip(rows, *per_level, strict=True)
-            )
+            step = len(DEPTH_ENTRY_FIELDS)
+            for k, e in enumerate(DEPTH_ENTRY_FIELDS):
+                wire[:, fields + k :: step] = self.columns[depth_column(e.name)].reshape(rows, -1)
         build = BUILDERS[self.kind]
         stamps: Stamps = {}
-        # Prices are already divided, so the shared builder divides by 1.0,
-        # which leaves every float unchanged.
+        # Prices are already divided, so the builder divides by 1.0, which
+        # leaves every float unchanged.
         return [
             build(values, 1.0, tradable, stamps)
-            for values, tradable in zip(rows, self.columns[TRADABLE].tolist(), strict=True)
+            for values, tradable in zip(wire.tolist(), self.columns[TRADABLE].tolist(), strict=True)
         ]
 
 
