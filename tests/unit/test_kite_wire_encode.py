@@ -181,10 +181,12 @@ def test_layouts_put_fields_where_kite_documents_them() -> None:
     assert full.offsets["depth"] == 64
     assert PacketKind.INDEX_FULL.layout.offsets["exchange_timestamp"] == 28
     assert PacketKind.QUOTE.layout.offsets["close"] == 40
-    # And the struct format and numpy dtype derived from it agree on size
+    # And the struct format and numpy dtype derived from it agree on size and values
     for kind in PacketKind:
         assert struct.calcsize(kind.layout.struct_format) == kind.length
         assert kind.layout.numpy_dtype().itemsize == kind.length
+        unpacked = struct.unpack(kind.layout.struct_format, bytes(kind.length))
+        assert len(unpacked) == kind.layout.value_count
 
 
 def test_only_prices_are_signed_and_scaled() -> None:

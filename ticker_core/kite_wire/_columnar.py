@@ -71,12 +71,6 @@ _RECORD_DTYPE = {
     for kind in PacketKind
 }
 _DEPTH_SHAPE = (len(DEPTH_SIDES), DEPTH_LEVELS)
-#: Values ``struct`` unpacks from one packet: fields, then every depth entry's.
-_VALUES_PER_PACKET = {
-    kind: len(kind.layout.fields)
-    + (len(DEPTH_ENTRY_FIELDS) * len(DEPTH_SIDES) * DEPTH_LEVELS if kind.layout.has_depth else 0)
-    for kind in PacketKind
-}
 
 
 def depth_column(entry: str) -> str:
@@ -137,7 +131,7 @@ class PacketBatch:
         rows, fields = len(self), len(layout.fields)
         # Rows of Python values in wire order (fields, then each depth level's
         # entry fields), which is what the shared tick builder reads.
-        wire = np.empty((rows, _VALUES_PER_PACKET[self.kind]), dtype=object)
+        wire = np.empty((rows, layout.value_count), dtype=object)
         for i, f in enumerate(layout.fields):
             wire[:, i] = self.columns[f.name]
         if layout.has_depth:

@@ -14,6 +14,7 @@ from ticker_core.kite_wire._layout import (
     FRAME_HEADER_SIZE,
     MAX_PACKET_LENGTH,
     MAX_PACKETS,
+    MIN_DATA_FRAME_SIZE,
     PACKET_PREFIX_SIZE,
     UINT16,
 )
@@ -106,7 +107,7 @@ class DecodeStats:
 
 def is_heartbeat(frame: Buffer) -> bool:
     """Whether ``frame`` is too short to hold a packet count (the official client's rule)."""
-    return len(frame) < FRAME_HEADER_SIZE
+    return len(frame) < MIN_DATA_FRAME_SIZE
 
 
 def scan(frame: Buffer, stats: DecodeStats | None) -> tuple[list[int], list[int]]:

@@ -55,15 +55,14 @@ class Segment(IntEnum):
 #: Prices travel as integers in the segment's smallest unit; most segments
 #: quote in paise.
 DEFAULT_PRICE_DIVISOR = 100.0
-#: Currency derivatives need more decimal places than paise.
+#: Currency derivatives (CDS, BCD) and NSE commodities (NCO) quote finer than paise.
 _SPECIAL_DIVISORS: dict[int, float] = {
     Segment.CDS: 10_000_000.0,
     Segment.BCD: 10_000.0,
     Segment.NCO: 10_000.0,
 }
-#: Divisor for every possible segment byte, indexed by segment. A tuple (a list
-#: for the tick path and a numpy array for the columnar path are made from it)
-#: so a lookup is one index, not a branch.
+#: Divisor for every possible segment byte, indexed by segment, so a lookup is
+#: one index rather than a branch (the columnar path makes an array of it).
 DIVISOR_BY_SEGMENT: tuple[float, ...] = tuple(
     _SPECIAL_DIVISORS.get(segment, DEFAULT_PRICE_DIVISOR) for segment in range(SEGMENT_MASK + 1)
 )
@@ -210,6 +209,12 @@ class PacketLayout:
         entry = "".join(f.role.struct_code for f in DEPTH_ENTRY_FIELDS) + f"{_DEPTH_PADDING}x"
         depth = entry * (len(DEPTH_SIDES) * DEPTH_LEVELS) if self.has_depth else ""
         return ">" + "".join(f.role.struct_code for f in self.fields) + depth
+
+    @property
+    def value_count(self) -> int:
+        """How many values unpacking yields: one per field, then one per depth entry field."""
+        depth = len(DEPTH_ENTRY_FIELDS) * len(DEPTH_SIDES) * DEPTH_LEVELS if self.has_depth else 0
+        return len(self.fields) + depth
 
     @property
     def length(self) -> int:
