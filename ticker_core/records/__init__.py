@@ -1,8 +1,17 @@
-"""The Kinesis record codec: KPL aggregation.
+"""The Kinesis record codec: KPL aggregation and batching under Kinesis limits.
+
+Producer side (the feed container)::
+
+    batcher = RecordBatcher(linger=0.2)
+    if batcher.add("NIFTY", data, now=monotonic()):   # a full batch is waiting
+        wake_sender()
+    for batch in batcher.drain(monotonic()):          # in the sender task
+        kinesis.put_records(StreamName=..., Records=batch.request_entries())
 
 Every error raised on bad data derives from :class:`RecordError`.
 """
 
+from ticker_core.records.batching import KinesisRecord, PutRecordsBatch, RecordBatcher
 from ticker_core.records.errors import (
     DeaggregationError,
     DigestMismatchError,
@@ -40,6 +49,9 @@ __all__ = [
     "DigestMismatchError",
     "EventRecordError",
     "InvalidKeyError",
+    "KinesisRecord",
+    "PutRecordsBatch",
+    "RecordBatcher",
     "RecordDecodeError",
     "RecordEncodeError",
     "RecordError",
