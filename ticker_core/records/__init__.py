@@ -1,12 +1,18 @@
-"""The Kinesis record codec: KPL aggregation and batching under Kinesis limits.
+"""The Kinesis record codec: KPL aggregation, batching, JSON tick records.
 
 Producer side (the feed container)::
 
     batcher = RecordBatcher(linger=0.2)
+    data = encode_tick(tick, underlying="NIFTY", received_at=now_utc)
     if batcher.add("NIFTY", data, now=monotonic()):   # a full batch is waiting
         wake_sender()
     for batch in batcher.drain(monotonic()):          # in the sender task
         kinesis.put_records(StreamName=..., Records=batch.request_entries())
+
+Consumer side::
+
+    for user in deaggregate(data, partition_key):
+        tick = decode_tick(user.data)
 
 Every error raised on bad data derives from :class:`RecordError`.
 """
@@ -36,6 +42,7 @@ from ticker_core.records.limits import (
     MAX_REQUEST_BYTES,
     MAX_REQUEST_RECORDS,
 )
+from ticker_core.records.ticks import TICK_SCHEMA, decode_tick, encode_tick
 
 __all__ = [
     "DEFAULT_AGGREGATE_BYTES",
@@ -44,6 +51,7 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "MAX_REQUEST_BYTES",
     "MAX_REQUEST_RECORDS",
+    "TICK_SCHEMA",
     "Aggregator",
     "DeaggregationError",
     "DigestMismatchError",
@@ -58,5 +66,7 @@ __all__ = [
     "RecordTooLargeError",
     "UserRecord",
     "deaggregate",
+    "decode_tick",
+    "encode_tick",
     "is_aggregated",
 ]
