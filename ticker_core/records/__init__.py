@@ -1,4 +1,4 @@
-"""The Kinesis record codec: KPL aggregation, batching, JSON tick records.
+"""The Kinesis record codec: KPL aggregation, batching, JSON user records.
 
 Producer side (the feed container)::
 
@@ -28,6 +28,7 @@ from ticker_core.records.errors import (
     RecordError,
     RecordTooLargeError,
 )
+from ticker_core.records.greeks import GREEKS_SCHEMA, decode_greeks, encode_greeks
 from ticker_core.records.kpl import (
     MAGIC,
     Aggregator,
@@ -46,6 +47,7 @@ from ticker_core.records.ticks import TICK_SCHEMA, decode_tick, encode_tick
 
 __all__ = [
     "DEFAULT_AGGREGATE_BYTES",
+    "GREEKS_SCHEMA",
     "MAGIC",
     "MAX_PARTITION_KEY_CHARS",
     "MAX_RECORD_BYTES",
@@ -66,7 +68,9 @@ __all__ = [
     "RecordTooLargeError",
     "UserRecord",
     "deaggregate",
+    "decode_greeks",
     "decode_tick",
+    "encode_greeks",
     "encode_tick",
     "is_aggregated",
 ]
