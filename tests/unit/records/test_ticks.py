@@ -274,6 +274,7 @@ def test_numpy_scalars_encode_as_the_python_numbers_they_hold() -> None:
         ("volume_traded",),
         ("oi_day_low",),
         ("average_traded_price",),
+        ("change",),
         ("ohlc", "close"),
         ("depth", "buy", 2, "quantity"),
         ("depth", "sell", 4, "orders"),
