@@ -1,4 +1,4 @@
-"""The Kinesis record codec: KPL aggregation, batching, JSON user records.
+"""The Kinesis record codec: KPL aggregation, batching, JSON user records, Lambda events.
 
 Producer side (the feed container)::
 
@@ -9,10 +9,10 @@ Producer side (the feed container)::
     for batch in batcher.drain(monotonic()):          # in the sender task
         kinesis.put_records(StreamName=..., Records=batch.request_entries())
 
-Consumer side::
+Consumer side (a Lambda)::
 
-    for user in deaggregate(data, partition_key):
-        tick = decode_tick(user.data)
+    for user in deaggregate_event(event):
+        tick = decode_tick(user.data)                 # key writes on user.record_id
 
 Every error raised on bad data derives from :class:`RecordError`.
 """
@@ -35,6 +35,11 @@ from ticker_core.records.kpl import (
     UserRecord,
     deaggregate,
     is_aggregated,
+)
+from ticker_core.records.lambda_event import (
+    KinesisUserRecord,
+    deaggregate_event,
+    deaggregate_event_record,
 )
 from ticker_core.records.limits import (
     DEFAULT_AGGREGATE_BYTES,
@@ -60,6 +65,7 @@ __all__ = [
     "EventRecordError",
     "InvalidKeyError",
     "KinesisRecord",
+    "KinesisUserRecord",
     "PutRecordsBatch",
     "RecordBatcher",
     "RecordDecodeError",
@@ -68,6 +74,8 @@ __all__ = [
     "RecordTooLargeError",
     "UserRecord",
     "deaggregate",
+    "deaggregate_event",
+    "deaggregate_event_record",
     "decode_greeks",
     "decode_tick",
     "encode_greeks",
