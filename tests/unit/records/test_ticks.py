@@ -317,6 +317,13 @@ def test_values_outside_the_schema_ranges_are_typed_errors(
         encode_tick({**full_tick(), **change}, **ENVELOPE)
 
 
+def test_an_integer_price_is_written_as_an_integer_whatever_its_type() -> None:
+    (tick,) = kite_ticks(ltp_packet(256265, 2401050))
+    as_int = encode_tick({**tick, "last_price": 24010}, **ENVELOPE)
+    assert b'"last_price":24010,' in as_int
+    assert encode_tick({**tick, "last_price": np.int64(24010)}, **ENVELOPE) == as_int
+
+
 def test_keys_the_schema_does_not_know_are_left_out() -> None:
     (tick,) = kite_ticks(SAMPLE_FULL)
     data = encode_tick({**tick, "segment": "NFO-OPT"}, **ENVELOPE)
