@@ -70,8 +70,6 @@ class _CheckedPathError(Exception):
     """The fast path cannot vouch for this tick; the checked path decides."""
 
 
-
-
 def encode_tick(
     tick: Mapping[str, Any],
     *,
