@@ -79,7 +79,7 @@ def number(name: str, value: object) -> float | int:
         result = int(value)
     else:
         fail(name, "must be a number", value)
-    if not math.isfinite(result):
+    if not _finite(result):
         fail(name, "must be finite", value)
     return result
 
@@ -90,8 +90,18 @@ def number_or_null(name: str, value: object) -> float | None:
         return None
     if type(value) is bool or not isinstance(value, (int, float, np.integer, np.floating)):
         fail(name, "must be a number or None", value)
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an int beyond any float is as good as infinite
+        return None
     return result if math.isfinite(result) else None
+
+
+def _finite(value: float | int) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def text(name: str, value: object) -> str:

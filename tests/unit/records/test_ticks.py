@@ -349,6 +349,7 @@ def full_tick() -> dict[str, Any]:
         ({"last_price": math.nan}, "last_price must be finite"),
         ({"last_price": math.inf}, "last_price must be finite"),
         ({"change": -math.inf}, "change must be finite"),
+        ({"change": 10**400}, "change must be finite"),
         ({"ohlc": {"open": 1.0, "high": math.nan, "low": 1.0, "close": 1.0}}, "ohlc.high"),
         ({"ohlc": {"open": 1.0, "high": 1.0, "low": 1.0}}, "ohlc lacks 'close'"),
         ({"ohlc": [1.0, 2.0]}, "ohlc must be a mapping"),
