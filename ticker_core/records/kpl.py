@@ -204,6 +204,10 @@ class Aggregator:
         empty aggregate, False means the record cannot fit one of this size at all.
         Raises :class:`InvalidKeyError` for a key Kinesis would reject.
         """
+        if type(data) is not bytes:
+            # Checked here, not at build(): a str or a mutable buffer inside the
+            # aggregate would only fail, or change, long after this call.
+            raise TypeError(f"user record data must be bytes, got {type(data).__name__}")
         n = len(data)
         if explicit_hash_key is None and self._pk_index.get(partition_key) == 0 and n < _HOT_LIMIT:
             # Hot path (every record after the first in a single-key aggregate,

@@ -372,3 +372,12 @@ def test_aggregate_size_limit_must_be_within_kinesis_limit(max_bytes: int) -> No
     with pytest.raises(ValueError, match="max_bytes"):
         Aggregator(max_bytes)
     assert Aggregator().max_bytes == MAX_RECORD_BYTES
+
+
+@pytest.mark.parametrize("data", ["text", bytearray(b"mutable"), memoryview(b"view")])
+def test_user_record_data_must_be_bytes(data: object) -> None:
+    # Given an aggregate, When anything but bytes is added, Then it is refused at once
+    agg = Aggregator()
+    with pytest.raises(TypeError, match="must be bytes"):
+        agg.try_add("NIFTY", data)  # type: ignore[arg-type]
+    assert len(agg) == 0
