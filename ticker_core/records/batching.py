@@ -244,10 +244,9 @@ class RecordBatcher:
         self._enqueue(record, aggregate.opened_at)
 
     def _enqueue(self, record: KinesisRecord, oldest: float) -> None:
-        if self._filling and (
-            len(self._filling) == self._request_records
-            or self._filling_bytes + record.size > self._request_bytes
-        ):
+        # A batch at the record count is completed as it reaches it (below);
+        # the byte limit is only known to be reached when a record does not fit.
+        if self._filling and self._filling_bytes + record.size > self._request_bytes:
             self._complete_batch()
         if not self._filling:
             self._filling_oldest = oldest
