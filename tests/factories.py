@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lambdas.persist.logic import SourceId
+from ticker_core.records import Aggregator, KinesisUserRecord
 
 IST_OFFSET = timedelta(hours=5, minutes=30)
 
@@ -58,8 +59,8 @@ def tick_record(
 
 def tick_stream(
     count: int, *, seed: int = 7, start: datetime | None = None, tokens: int = 20
-) -> Iterator[tuple[bytes, SourceId]]:
-    """``count`` encoded ticks on one shard, in stream order, spanning a few minutes."""
+) -> Iterator[KinesisUserRecord]:
+    """``count`` ticks on one shard as de-aggregated user records, in stream order."""
     rng = random.Random(seed)
     start = start or datetime(2026, 11, 27, 4, 0, tzinfo=UTC)  # 09:30 IST
     prices = {10_000 + t: 100.0 + t for t in range(tokens)}
@@ -70,7 +71,60 @@ def tick_stream(
         volumes[token] += rng.randint(1, 100)
         ts = start + timedelta(seconds=n // 10)  # 1 s resolution, ties like the exchange's
         record = tick_record(token, prices[token], ts, volume=volumes[token], oi=n)
-        yield (
-            json.dumps(record).encode(),
-            SourceId("shardId-000000000000", str(49_000_000_000_000_000 + n), 0),
+        yield user_record(json.dumps(record).encode(), str(49_000_000_000_000_000 + n))
+
+
+def user_record(
+    data: bytes,
+    sequence_number: str,
+    sub_sequence_number: int = 0,
+    *,
+    shard_id: str = "shardId-000000000000",
+    partition_key: str = "NIFTY",
+) -> KinesisUserRecord:
+    """A user record as a Lambda would see it after de-aggregation."""
+    return KinesisUserRecord(
+        shard_id=shard_id,
+        sequence_number=sequence_number,
+        sub_sequence_number=sub_sequence_number,
+        partition_key=partition_key,
+        data=data,
+        approximate_arrival_timestamp=1_795_000_000.0,
+        aggregated=sub_sequence_number > 0,
+    )
+
+
+def kinesis_event(
+    records: list[tuple[str, list[bytes]]],
+    *,
+    shard_id: str = "shardId-000000000000",
+    first_sequence: int = 49_600_000_000_000_000_000,
+    stream_arn: str = "arn:aws:kinesis:ap-south-1:123456789012:stream/ticks",
+) -> dict[str, Any]:
+    """A Lambda Kinesis event: one KPL-aggregated Kinesis record per (partition key, data list)."""
+    entries = []
+    for offset, (partition_key, datas) in enumerate(records):
+        aggregator = Aggregator()
+        for data in datas:
+            if not aggregator.try_add(partition_key, data):
+                raise ValueError("test aggregate too large")
+        sequence = str(first_sequence + offset)
+        entries.append(
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": partition_key,
+                    "sequenceNumber": sequence,
+                    "data": base64.b64encode(aggregator.build()).decode(),
+                    "approximateArrivalTimestamp": 1_795_000_000.0 + offset,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"{shard_id}:{sequence}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/persist",
+                "awsRegion": "ap-south-1",
+                "eventSourceARN": stream_arn,
+            }
         )
+    return {"Records": entries}

@@ -53,6 +53,11 @@ class Lazy(Generic[T]):
                 self._value = await self._factory()
         return self._value
 
+    @property
+    def current(self) -> T | None:
+        """The resource if it has been created, else None (never creates it)."""
+        return self._value
+
     def reset(self) -> T | None:
         """Forget the resource (the caller closes what is returned)."""
         value, self._value = self._value, None

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from lambdas.common.runtime import Lazy
 from lambdas.persist.logic import GREEKS_COLUMNS, TICK_COLUMNS
 
 IST_OFFSET = timedelta(hours=5, minutes=30)
@@ -197,3 +198,28 @@ async def write_batch(
             await conn.copy_records_to_table("stage_greeks", records=greeks, columns=GREEKS_COLUMNS)
             greeks_inserted = int(await conn.fetchval(INSERT_GREEKS))
     return WriteResult(ticks_inserted, greeks_inserted, bars)
+
+
+class PostgresBatchWriter:
+    """The persist function's writer: one pooled connection per batch."""
+
+    def __init__(self, pool: Lazy[asyncpg.Pool], partitions: PartitionManager) -> None:
+        self._pool = pool
+        self._partitions = partitions
+
+    async def write(
+        self, ticks: Sequence[tuple[Any, ...]], greeks: Sequence[tuple[Any, ...]]
+    ) -> WriteResult:
+        """Write one batch atomically (see :func:`write_batch`)."""
+        pool = await self._pool.get()
+        async with pool.acquire() as conn:
+            return await write_batch(conn, self._partitions, ticks, greeks)
+
+    async def maintain(self, today: date, days_ahead: int, retention_days: int) -> list[str]:
+        """Create partitions ahead and detach those past retention; returns detached names."""
+        pool = await self._pool.get()
+        async with pool.acquire() as conn:
+            await self._partitions.ensure_ahead(conn, today, days_ahead)
+            return await self._partitions.detach_older_than(
+                conn, today - timedelta(days=retention_days)
+            )

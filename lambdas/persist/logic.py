@@ -1,18 +1,29 @@
-"""Turn user records into database rows (pure).
+"""Turn a Kinesis batch into database rows, and decide what to report as failed.
 
 Each user record is one JSON object (``tick/1`` or ``greeks/1``). Anything that
-cannot become a row - bad JSON, an unknown schema, a missing or mistyped field
-- raises :class:`PoisonRecordError` with a reason, so the caller reports that
-record as a batch item failure while every other record is written.
+cannot become a row - a corrupt aggregate, bad JSON, an unknown schema, a
+missing or mistyped field - is poison: its Kinesis record is reported as a
+batch item failure (so it reaches the on-failure destination with its sequence
+number after the retries), while every good user record, including the good
+ones sharing an aggregate with the poison, is written. Writes are idempotent,
+so the redelivery that a reported failure causes writes nothing twice.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
+
+from ticker_core.records import EventRecordError, KinesisUserRecord, deaggregate_event_record
 
 TICK_SCHEMA = "tick/1"
 GREEKS_SCHEMA = "greeks/1"
@@ -44,21 +55,13 @@ class PoisonRecordError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class SourceId:
-    """Where a user record sits in its stream; unique per user record."""
-
-    shard_id: str
-    sequence_number: str
-    sub_sequence_number: int
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Rows:
     """Rows decoded from one batch, in stream order, as tuples in column order."""
 
-    ticks: list[tuple[Any, ...]]
-    greeks: list[tuple[Any, ...]]
+    ticks: list[tuple[Any, ...]] = field(default_factory=list)
+    greeks: list[tuple[Any, ...]] = field(default_factory=list)
+    poison: Counter[str] = field(default_factory=Counter)
 
 
 def _field(record: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -107,7 +110,7 @@ def _token(record: dict[str, Any]) -> int:
     return int(token)
 
 
-def tick_row(record: dict[str, Any], source: SourceId) -> tuple[Any, ...]:
+def tick_row(record: dict[str, Any], source: KinesisUserRecord) -> tuple[Any, ...]:
     """A ``market.ticks`` row from a ``tick/1`` record."""
     mode = record.get("mode")
     if mode not in MODES:
@@ -198,17 +201,89 @@ def greeks_row(record: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def decode(data: bytes, source: SourceId) -> tuple[str, tuple[Any, ...]]:
+def decode(user: KinesisUserRecord) -> tuple[str, tuple[Any, ...]]:
     """``("tick"|"greeks", row)`` for one user record, or :class:`PoisonRecordError`."""
     try:
-        record = json.loads(data)
+        record = json.loads(user.data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PoisonRecordError("bad_json", str(exc)[:120]) from exc
     if not isinstance(record, dict):
         raise PoisonRecordError("bad_json", "a user record must be a JSON object")
     schema = record.get("schema")
     if schema == TICK_SCHEMA:
-        return "tick", tick_row(record, source)
+        return "tick", tick_row(record, user)
     if schema == GREEKS_SCHEMA:
         return "greeks", greeks_row(record)
     raise PoisonRecordError("unknown_schema", f"schema {str(schema)[:40]!r} is not supported")
+
+
+class BatchWriter(Protocol):
+    """Where rows go (the dal's PostgreSQL writer, or a fake in tests)."""
+
+    async def write(self, ticks: list[tuple[Any, ...]], greeks: list[tuple[Any, ...]]) -> Any:
+        """Write both lists in one transaction, skipping rows already present."""
+        ...
+
+
+@dataclass(frozen=True)
+class PersistOutcome:
+    """What one invocation did: Lambda's partial batch response plus counts."""
+
+    response: dict[str, Any]
+    ticks: int
+    greeks: int
+    poison: Mapping[str, int]
+    written: Any
+    write_ms: float
+
+
+def decode_kinesis_record(raw: Mapping[str, Any], rows: Rows) -> None:
+    """Add one Kinesis record's good rows to ``rows``; raise if any of it is poison.
+
+    Every user record is decoded before raising, so good rows sharing an
+    aggregate with a poison record are still written.
+    """
+    try:
+        users = deaggregate_event_record(raw)
+    except EventRecordError as exc:
+        rows.poison["corrupt_record"] += 1
+        raise PoisonRecordError("corrupt_record", str(exc)) from exc
+    first_poison: PoisonRecordError | None = None
+    for user in users:
+        try:
+            kind, row = decode(user)
+        except PoisonRecordError as exc:
+            rows.poison[exc.reason] += 1
+            first_poison = first_poison or exc
+            continue
+        (rows.ticks if kind == "tick" else rows.greeks).append(row)
+    if first_poison is not None:
+        raise first_poison
+
+
+async def persist_event(event: Mapping[str, Any], writer: BatchWriter) -> PersistOutcome:
+    """Decode a Kinesis event, write its good rows in one transaction, report poison.
+
+    A write failure propagates: the invocation fails, nothing was committed,
+    and Kinesis redelivers the batch (bisected on error, if so configured).
+    """
+    rows = Rows()
+    processor = BatchProcessor(
+        event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False
+    )
+
+    def handle(record: KinesisStreamRecord) -> None:
+        decode_kinesis_record(record.raw_event, rows)
+
+    with processor(records=list(event.get("Records", [])), handler=handle):
+        processor.process()
+    started = time.perf_counter()
+    written = await writer.write(rows.ticks, rows.greeks) if rows.ticks or rows.greeks else None
+    return PersistOutcome(
+        response=dict(processor.response()),
+        ticks=len(rows.ticks),
+        greeks=len(rows.greeks),
+        poison=dict(rows.poison),
+        written=written,
+        write_ms=(time.perf_counter() - started) * 1000,
+    )

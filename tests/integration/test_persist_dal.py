@@ -15,10 +15,11 @@ from lambdas.common.db import DatabaseSettings, connection_parameters
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
 from lambdas.persist.dal import PartitionManager, write_batch
-from lambdas.persist.logic import SourceId, decode
+from lambdas.persist.logic import decode
 from sandbox.postgres import ConnectionInfo, EmbeddedPostgres
 from tests.conftest import db_env
-from tests.factories import tick_stream
+from tests.factories import tick_stream, user_record
+from ticker_core.records import KinesisUserRecord
 
 pytestmark = pytest.mark.integration
 
@@ -38,21 +39,21 @@ async def db(fresh_database: ConnectionInfo) -> AsyncIterator[asyncpg.Connection
     await conn.close()
 
 
-def rows_of(stream: list[tuple[bytes, SourceId]]) -> tuple[list[Any], list[Any]]:
+def rows_of(stream: list[KinesisUserRecord]) -> tuple[list[Any], list[Any]]:
     ticks, greeks = [], []
-    for data, source in stream:
-        kind, row = decode(data, source)
+    for user in stream:
+        kind, row = decode(user)
         (ticks if kind == "tick" else greeks).append(row)
     return ticks, greeks
 
 
 def expected_bars(
-    stream: list[tuple[bytes, SourceId]],
+    stream: list[KinesisUserRecord],
 ) -> dict[tuple[int, datetime], dict[str, Any]]:
     """Minute bars computed in Python, straight from the records, in stream order."""
     bars: dict[tuple[int, datetime], dict[str, Any]] = {}
-    for data, _ in stream:
-        r = json.loads(data)
+    for user in stream:
+        r = json.loads(user.data)
         ts = datetime.fromisoformat(r["exchange_timestamp"])
         key = (r["instrument_token"], ts.replace(second=0, microsecond=0))
         price = r["last_price"]
@@ -122,7 +123,7 @@ async def test_bar_volume_view_derives_traded_volume(db: asyncpg.Connection) -> 
     await write_batch(db, PartitionManager(), ticks, [])
     rows = await db.fetch("select volume, minute from market.bars_1m_view order by minute")
     total = sum(r["volume"] for r in rows)
-    cum = [json.loads(d)["volume_traded"] for d, _ in stream]
+    cum = [json.loads(u.data)["volume_traded"] for u in stream]
     # The view's volumes add up to the cumulative volume traded between the first and last tick
     assert total == cum[-1] - cum[0]
 
@@ -144,7 +145,7 @@ async def test_greeks_replayed_from_a_recomputation_collide_on_the_source_tick(
     }  # fmt: skip
     later = {**record, "computed_at": (ts + timedelta(seconds=30)).isoformat()}
     rows = [
-        decode(json.dumps(r).encode(), SourceId("shardId-000000000009", str(n), 0))[1]
+        decode(user_record(json.dumps(r).encode(), str(n), shard_id="shardId-000000000009"))[1]
         for n, r in enumerate((record, later))
     ]
     # When both are written
@@ -161,7 +162,7 @@ async def test_partitions_are_created_on_demand_and_detached_by_retention(
     partitions = PartitionManager()
     day1 = list(tick_stream(10, start=datetime(2026, 11, 26, 4, 0, tzinfo=UTC)))
     day2 = list(tick_stream(10, start=datetime(2026, 11, 27, 4, 0, tzinfo=UTC)))
-    day2 = [(d, SourceId(s.shard_id, str(int(s.sequence_number) + 100), 0)) for d, s in day2]
+    day2 = [user_record(u.data, str(int(u.sequence_number) + 100)) for u in day2]
     # When they are written, Then each day got its own partition
     await write_batch(db, partitions, rows_of(day1)[0] + rows_of(day2)[0], [])
     names = {

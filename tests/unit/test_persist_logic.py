@@ -12,12 +12,11 @@ from lambdas.persist.logic import (
     GREEKS_COLUMNS,
     TICK_COLUMNS,
     PoisonRecordError,
-    SourceId,
     decode,
 )
-from tests.factories import tick_record
+from tests.factories import tick_record, user_record
 
-SOURCE = SourceId("shardId-000000000001", "49650000000000000000000000001", 3)
+SEQ = "49650000000000000000000000001"
 TS = datetime(2026, 11, 27, 4, 0, 1, tzinfo=UTC)
 
 
@@ -60,13 +59,13 @@ def test_ticks_of_every_mode_become_rows_keyed_by_their_source(mode: str) -> Non
     # Given a valid tick of each mode
     data = json.dumps(tick_record(256265, 24010.5, TS, mode=mode)).encode()
     # When decoded
-    kind, row = decode(data, SOURCE)
+    kind, row = decode(user_record(data, SEQ, 3, shard_id="shardId-000000000001"))
     values = dict(zip(TICK_COLUMNS, row, strict=True))
     # Then it is a tick row carrying the Kinesis identity
     assert kind == "tick"
     assert (values["src_shard"], values["src_seq"], values["src_subseq"]) == (
-        SOURCE.shard_id,
-        int(SOURCE.sequence_number),
+        "shardId-000000000001",
+        int(SEQ),
         3,
     )
     assert values["last_price"] == 24010.5
@@ -79,7 +78,7 @@ def test_ticks_of_every_mode_become_rows_keyed_by_their_source(mode: str) -> Non
 
 
 def test_greeks_rows_take_the_source_ticks_identity() -> None:
-    kind, row = decode(json.dumps(greeks_record()).encode(), SOURCE)
+    kind, row = decode(user_record(json.dumps(greeks_record()).encode(), SEQ, 3))
     values = dict(zip(GREEKS_COLUMNS, row, strict=True))
     assert kind == "greeks"
     # The greeks record's own position is irrelevant: a recomputation must collide
@@ -96,7 +95,7 @@ def test_greeks_with_null_outputs_are_kept_with_their_reason() -> None:
     record = greeks_record(
         **nulls, reason="below_intrinsic", raw={"theta": None, "vega": None, "rho": None}
     )
-    _, row = decode(json.dumps(record).encode(), SOURCE)
+    _, row = decode(user_record(json.dumps(record).encode(), SEQ, 3))
     values = dict(zip(GREEKS_COLUMNS, row, strict=True))
     assert values["iv"] is None
     assert values["reason"] == "below_intrinsic"
@@ -132,5 +131,5 @@ def test_bad_records_are_poison_with_a_stable_reason(data: bytes, reason: str) -
     # Given a record that can never become a row
     # When decoded, Then it is poison, with a reason code the caller can count by
     with pytest.raises(PoisonRecordError) as caught:
-        decode(data, SOURCE)
+        decode(user_record(data, SEQ, 3, shard_id="shardId-000000000001"))
     assert caught.value.reason == reason

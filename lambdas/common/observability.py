@@ -1,0 +1,37 @@
+"""The one place Lambdas get their logger and metrics from.
+
+Powertools structured JSON logs and CloudWatch EMF metrics, named per
+function, in one namespace. Secrets never reach a log line: credentials are
+types whose repr masks them (see :mod:`lambdas.common.credentials`), and
+nothing here logs events wholesale.
+"""
+
+from __future__ import annotations
+
+import os
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+NAMESPACE = "TickerService"
+
+__all__ = ["NAMESPACE", "MetricUnit", "Observability"]
+
+
+class Observability:
+    """A function's logger and metrics; create one per handler module at init."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.logger = Logger(service=service, level=os.environ.get("LOG_LEVEL", "INFO"))
+        self.metrics = Metrics(
+            service=service, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
+        )
+
+    def count(self, name: str, value: float = 1) -> None:
+        """Add to a count metric for this invocation."""
+        self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+    def milliseconds(self, name: str, value: float) -> None:
+        """Record a duration metric for this invocation."""
+        self.metrics.add_metric(name=name, unit=MetricUnit.Milliseconds, value=value)
