@@ -36,7 +36,7 @@ BATCHES_PER_TURN = 2
 TARGET_ROWS_PER_S = 150_000
 
 PLAIN_INSERT = (
-    f"insert into market.ticks ({', '.join(TICK_COLUMNS)}) "  # noqa: S608 - constant columns
+    f"insert into market.ticks ({', '.join(TICK_COLUMNS)}) "
     f"values ({', '.join(f'${n}' for n in range(1, len(TICK_COLUMNS) + 1))})"
 )
 
@@ -174,9 +174,10 @@ async def run() -> Result:
                 "replays inserted nothing (rows = distinct batches written)",
                 rows == (1 + 2 * ROUNDS * BATCHES_PER_TURN) * BATCH_ROWS,
             ),
-        ],  # fmt: skip
+        ],
         notes=[
-            f"{BATCH_ROWS:,} full-mode ticks per batch (depth as JSON), {BATCHES_PER_TURN} batches per "
+            f"{BATCH_ROWS:,} full-mode ticks per batch (depth as JSON), "
+            f"{BATCHES_PER_TURN} batches per "
             f"contender per round, {ROUNDS} rounds; ratios are medians of per-round time ratios.",
             "Target from the issue: >= 150,000 idempotent rows/s.",
         ],
