@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kite_sim")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SESSION_KEY = "kite_session"
+SESSION_KEY: web.RequestKey[Session] = web.RequestKey("kite_session", Session)
 PUBLIC = {
     ("GET", "/"),
     ("GET", "/connect/login"),
@@ -53,7 +53,7 @@ MAX_LTP = 1000
 
 
 def _sim(request: web.Request) -> Simulator:
-    from kite_sim.server import SIM_KEY  # noqa: PLC0415
+    from kite_sim.server import SIM_KEY
 
     return request.app[SIM_KEY]
 
@@ -73,7 +73,7 @@ def session_of(request: web.Request) -> Session:
     session = request.get(SESSION_KEY)
     if session is None:
         raise TokenError("Incorrect `api_key` or `access_token`.")
-    return session  # type: ignore[no-any-return]
+    return session
 
 
 def account_of(request: web.Request) -> Account:
@@ -460,7 +460,9 @@ async def quote(request: web.Request) -> web.StreamResponse:
             "upper_circuit_limit": s.upper_circuit,
             "ohlc": {"open": s.open, "high": s.high, "low": s.low, "close": s.close},
             "depth": {
-                "buy": [{"price": v.price, "quantity": v.quantity, "orders": v.orders} for v in s.bids],
+                "buy": [
+                    {"price": v.price, "quantity": v.quantity, "orders": v.orders} for v in s.bids
+                ],
                 "sell": [
                     {"price": v.price, "quantity": v.quantity, "orders": v.orders} for v in s.asks
                 ],
@@ -533,9 +535,9 @@ def _margin_items(
             raise InputError("Invalid `tradingsymbol` or `exchange`.")
         side = str(spec.get("transaction_type", "BUY"))
         qty = int(float(spec.get("quantity", 0)))
-        price = float(spec.get("price") or 0.0) or sim.market.snapshot(
-            inst.instrument_token
-        ).last_price
+        price = (
+            float(spec.get("price") or 0.0) or sim.market.snapshot(inst.instrument_token).last_price
+        )
         product = str(spec.get("product", "NRML"))
         items.append((inst, side, order_margin(inst, side, qty, price, product)))
     return items
@@ -760,7 +762,7 @@ async def admin_ips(request: web.Request) -> web.StreamResponse:
 
 async def admin_tick_rates(request: web.Request) -> web.StreamResponse:
     """``POST /_sim/tick_rates`` ``{rates?: {key: ticks_per_s}, max_ticks_per_second?}``."""
-    from kite_sim.server import resolve_rates  # noqa: PLC0415
+    from kite_sim.server import resolve_rates
 
     sim = _sim(request)
     body = await _body(request)
@@ -796,7 +798,7 @@ async def admin_postbacks(request: web.Request) -> web.StreamResponse:
 
 def build_app(sim: Simulator) -> web.Application:
     """The aiohttp application of ``sim``."""
-    from kite_sim.server import SIM_KEY  # noqa: PLC0415
+    from kite_sim.server import SIM_KEY
 
     app = web.Application(middlewares=[kite_middleware], client_max_size=8 * 1024 * 1024)
     app[SIM_KEY] = sim

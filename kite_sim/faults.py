@@ -10,7 +10,6 @@ seconds after start or repeated ``every`` so many seconds.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -306,24 +305,3 @@ def _scalar(value: str) -> Any:
         except ValueError:
             continue
     return None if value in ("none", "null") else value
-
-
-def malformed_frame(kind: str, packet: bytes) -> bytes:
-    """A binary frame that breaks Kite's framing in the way ``kind`` says.
-
-    ``packet`` is one well-formed packet (without its length prefix).
-    truncated: the frame ends in the middle of the packet; bad_length: a
-    packet of a length no Kite mode has; count_mismatch: the header claims
-    more packets than follow; garbage: random-looking bytes.
-    """
-    good = struct.pack(">HH", 1, len(packet)) + packet
-    if kind == "truncated":
-        return good[: 4 + max(1, len(packet) // 2)]
-    if kind == "bad_length":
-        odd = packet[:13] if len(packet) > 13 else packet + b"\x00" * (13 - len(packet))
-        return struct.pack(">HH", 1, len(odd)) + odd
-    if kind == "count_mismatch":
-        return struct.pack(">HH", 3, len(packet)) + packet
-    if kind == "garbage":
-        return b"\xff\xfe\x00\x07garbage"
-    raise FaultSpecError(f"unknown malformed kind {kind!r}")

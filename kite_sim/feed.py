@@ -56,7 +56,7 @@ class Connection:
     last_sent: float = 0.0
     errors: int = 0
 
-    def tokens(self, tokens: Sequence[int]) -> dict[str, Any]:
+    def tokens(self, tokens: NDArray[np.int64]) -> dict[str, Any]:
         """Per-instrument sent counts of this connection (nonzero only), by token."""
         nz = np.flatnonzero(self.sent_per_instrument)
         return {str(int(tokens[k])): int(self.sent_per_instrument[k]) for k in nz}
@@ -78,7 +78,7 @@ class FeedHub:
 
     def __init__(
         self,
-        tokens: Sequence[int],
+        tokens: Sequence[int] | NDArray[np.int64],
         rates: Sequence[float] | NDArray[np.float64],
         *,
         seed: int = 0,

@@ -66,9 +66,7 @@ class GttBook:
     triggers: dict[int, Trigger] = field(default_factory=dict)
     next_id: int = 100_000
 
-    def _parse(
-        self, params: Mapping[str, Any]
-    ) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    def _parse(self, params: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
         trigger_type = str(params.get("type", ""))
         if trigger_type not in ("single", "two-leg"):
             raise InputError("Invalid `type`: single or two-leg.")

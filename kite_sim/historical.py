@@ -13,9 +13,9 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 
 import numpy as np
+from ticker_core.calendar import NseCalendar
 
 from kite_sim.errors import InputError
-from ticker_core.calendar import NseCalendar
 from ticker_core.tz import IST
 
 INTERVALS = {
@@ -129,7 +129,12 @@ class CandleGenerator:
                 last = min(first + minutes, SESSION_MINUTES)
                 out.append(
                     self._candle(
-                        stamp, path[first : last + 1], volumes[first:last], ois[first:last], tick, oi
+                        stamp,
+                        path[first : last + 1],
+                        volumes[first:last],
+                        ois[first:last],
+                        tick,
+                        oi,
                     )
                 )
         return out

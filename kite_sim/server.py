@@ -13,7 +13,8 @@ Embedding::
         sim.rest_url, sim.ws_url, sim.accounts[0].api_key, sim.issue_access_token()
 
     with ThreadedSimulator(SimConfig()) as sim:        # for synchronous clients
-        KiteConnect(api_key, root=sim.rest_url)
+        KiteConnect(sim.accounts[0].api_key, root=sim.rest_url)
+        sim.call(lambda: sim.sim.faults.drop_connections())  # state: on its loop
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from aiohttp import WSMsgType, web
+from ticker_core.calendar import NseCalendar
 
 from kite_sim.auth import Account, SessionStore, generate_account
 from kite_sim.clock import MarketClock, MonotonicClock, WallClock
@@ -44,12 +46,11 @@ from kite_sim.postbacks import PostbackSender, order_message, wants_postback
 from kite_sim.ratelimit import RateLimiter
 from kite_sim.universe import Universe, build_universe
 from kite_sim.wire import HEARTBEAT, encode_text, encode_ticks, malformed_frame, one_packet
-from ticker_core.calendar import NseCalendar
 from ticker_core.tz import IST
 
 log = logging.getLogger("kite_sim")
 T = TypeVar("T")
-SIM_KEY: web.AppKey[Simulator] = web.AppKey("kite_sim", None)  # type: ignore[arg-type]
+SIM_KEY: web.AppKey[Simulator] = web.AppKey("kite_sim")
 
 
 def default_market_start(calendar: NseCalendar, today: date | None = None) -> datetime:
@@ -83,7 +84,7 @@ class Client:
 
     conn: Connection
     ws: web.WebSocketResponse
-    transport: asyncio.BaseTransport | None
+    transport: asyncio.Transport | None
     queue: asyncio.Queue[tuple[str, Any, Any]] = field(default_factory=asyncio.Queue)
     backlog: int = 0  # tick frames queued and not yet written
     writer: asyncio.Task[None] | None = None
@@ -147,7 +148,7 @@ class Simulator:
         self.feed_lag = 0.0
         for spec in cfg.faults:
             self.faults.apply(spec)
-        from kite_sim.app import build_app  # noqa: PLC0415 - routes import the server module
+        from kite_sim.app import build_app
 
         self.app = build_app(self)
 
@@ -217,7 +218,7 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
         await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+        server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = int(sockets[0].getsockname()[1]) if sockets else self.config.port
         self._feed_task = asyncio.get_running_loop().create_task(self._feed_loop())
@@ -276,7 +277,8 @@ class Simulator:
         except Exception:
             self.hub.close(conn)
             raise
-        client = Client(conn, ws, request.transport)
+        transport = request.transport
+        client = Client(conn, ws, transport if isinstance(transport, asyncio.Transport) else None)
         client.writer = asyncio.get_running_loop().create_task(self._writer(client))
         self.clients[conn.conn_id] = client
         try:
@@ -382,10 +384,7 @@ class Simulator:
                     self._enqueue(client, "ticks", encode_ticks(self.market, idx, modes), idx)
                     queued += len(idx)
                     continue
-            if (
-                client.queue.empty()
-                and now - conn.last_sent >= self.config.heartbeat_interval
-            ):
+            if client.queue.empty() and now - conn.last_sent >= self.config.heartbeat_interval:
                 self._enqueue(client, "heartbeat", HEARTBEAT)
                 conn.last_sent = now
         self.feed_rounds += 1
@@ -470,8 +469,33 @@ class ThreadedSimulator:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
 
-    def __enter__(self) -> Simulator:
-        return self.start()
+    @property
+    def rest_url(self) -> str:
+        """The running simulator's REST root."""
+        assert self.sim is not None
+        return self.sim.rest_url
+
+    @property
+    def ws_url(self) -> str:
+        """The running simulator's WebSocket root."""
+        assert self.sim is not None
+        return self.sim.ws_url
+
+    @property
+    def accounts(self) -> list[Account]:
+        """The simulated accounts (credentials are fixed once started)."""
+        assert self.sim is not None
+        return self.sim.accounts
+
+    def issue_access_token(self, account_index: int = 0) -> str:
+        """An access token without the login redirect."""
+        assert self.sim is not None
+        sim = self.sim
+        return self.call(lambda: sim.issue_access_token(account_index))
+
+    def __enter__(self) -> ThreadedSimulator:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

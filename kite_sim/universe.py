@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
-
 from ticker_core.calendar import NseCalendar
 from ticker_core.instruments import Instrument, InstrumentType, instrument_token
 

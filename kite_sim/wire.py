@@ -12,9 +12,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-
-from kite_sim.feed import MODE_FULL, MODE_LTP, MODE_QUOTE
-from kite_sim.market import Market
 from ticker_core.kite_wire import (
     HEARTBEAT,
     PacketKind,
@@ -25,9 +22,13 @@ from ticker_core.kite_wire import (
     pack_frame,
 )
 
+from kite_sim.faults import FaultSpecError
+from kite_sim.feed import MODE_FULL, MODE_LTP, MODE_QUOTE
+from kite_sim.market import Market
+
 UINT32_MAX = 2**32 - 1
 
-__all__ = ["HEARTBEAT", "encode_text", "encode_ticks", "one_packet", "pack_frame"]
+__all__ = ["HEARTBEAT", "encode_text", "encode_ticks", "malformed_frame", "one_packet"]
 
 
 def _quantity(values: NDArray[Any]) -> NDArray[np.int64]:
@@ -93,7 +94,10 @@ def encode_ticks(market: Market, idx: NDArray[np.int64], modes: NDArray[np.int8]
         (MODE_FULL, PacketKind.FULL, PacketKind.INDEX_FULL),
     ):
         in_mode = modes == mode
-        for kind, sel in ((tradable_kind, idx[in_mode & ~index]), (index_kind, idx[in_mode & index])):
+        for kind, sel in (
+            (tradable_kind, idx[in_mode & ~index]),
+            (index_kind, idx[in_mode & index]),
+        ):
             if len(sel):
                 frames.append(encode_columns(kind, _columns(market, sel, kind)))
     if len(frames) == 1:
@@ -105,3 +109,23 @@ def one_packet(market: Market, k: int) -> bytes:
     """One LTP packet (without its length prefix), for malformed-frame faults."""
     frame = encode_columns(PacketKind.LTP, _columns(market, np.array([k]), PacketKind.LTP))
     return frame[4:]
+
+
+def malformed_frame(kind: str, packet: bytes) -> bytes:
+    """A binary frame that breaks Kite's framing in the way ``kind`` says.
+
+    ``packet`` is one well-formed packet. truncated: the frame ends inside the
+    packet; bad_length: a packet of a length no Kite mode has; count_mismatch:
+    the header announces more packets than follow; garbage: bytes that are no
+    frame at all.
+    """
+    good = pack_frame([packet])
+    if kind == "truncated":
+        return good[: 4 + max(1, len(packet) // 2)]
+    if kind == "bad_length":
+        return pack_frame([(packet + bytes(13))[:13]])
+    if kind == "count_mismatch":
+        return pack_frame([packet, packet, packet])[:2] + good[2:]
+    if kind == "garbage":
+        return b"\xff\xfe\x00\x07garbage"
+    raise FaultSpecError(f"unknown malformed kind {kind!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kite_sim.clock import ManualClock
-from kite_sim.faults import FaultController, FaultSpecError, malformed_frame, parse_cli_fault
+from kite_sim.faults import FaultController, FaultSpecError, parse_cli_fault
 from kite_sim.ratelimit import Category, Limit, RateLimiter, category_for, scaled_limits
 
 
@@ -159,13 +159,3 @@ def test_cli_fault_syntax() -> None:
         parse_cli_fault("{oops")
     with pytest.raises(FaultSpecError):
         parse_cli_fault("meteor:x=1")
-
-
-def test_malformed_frames_break_framing() -> None:
-    packet = bytes(range(8))
-    assert len(malformed_frame("truncated", packet)) < 4 + len(packet)
-    assert malformed_frame("bad_length", packet)[2:4] == b"\x00\x0d"
-    assert malformed_frame("count_mismatch", packet)[:2] == b"\x00\x03"
-    assert malformed_frame("garbage", packet)
-    with pytest.raises(FaultSpecError):
-        malformed_frame("nope", packet)
