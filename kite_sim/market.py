@@ -174,7 +174,7 @@ class Market:
         """Advance the underlyings to the market clock; how many steps were taken."""
         now = self.clock.epoch()
         self._roll_day_if_needed()
-        target = int((now - self.start_epoch) // self.step_seconds)
+        target = int((now - self.start_epoch) / self.step_seconds + 1e-6)
         todo = target - self.steps_done
         if todo <= 0:
             return 0
