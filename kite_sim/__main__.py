@@ -135,6 +135,11 @@ def startup_info(sim: Simulator) -> dict[str, object]:
 async def serve(cfg: SimConfig, as_json: bool) -> None:
     """Run until SIGINT/SIGTERM."""
     sim = Simulator(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
     await sim.start()
     info = startup_info(sim)
     if as_json:
@@ -146,11 +151,6 @@ async def serve(cfg: SimConfig, as_json: bool) -> None:
         print(f"market time     {info['market_time']}", flush=True)
         for a in sim.accounts:
             print(f"account {a.user_id} api_key={a.api_key} api_secret={a.api_secret}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
