@@ -1,0 +1,77 @@
+"""Envelope encryption with the AWS Encryption SDK and a KMS keyring.
+
+Every credential the service stores is encrypted client-side before it reaches
+Secrets Manager, under an encryption context naming the account and purpose.
+Reading a secret is then not enough to use it: the reader also needs
+``kms:Decrypt`` on the key *for that context*, and a ciphertext moved to
+another account's secret fails to decrypt. Shared by the feed container and
+the Lambdas, so it imports only the AWS SDKs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import aws_encryption_sdk
+from aws_cryptographic_material_providers.mpl import AwsCryptographicMaterialProviders
+from aws_cryptographic_material_providers.mpl.config import MaterialProvidersConfig
+from aws_cryptographic_material_providers.mpl.errors import (
+    AwsCryptographicMaterialProvidersException,
+)
+from aws_cryptographic_material_providers.mpl.models import CreateAwsKmsKeyringInput
+from aws_encryption_sdk import CommitmentPolicy
+from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError
+
+SERVICE_CONTEXT = {"service": "ticker-service"}
+
+
+class EnvelopeError(Exception):
+    """A ciphertext could not be decrypted: tampered, wrong key, or wrong context."""
+
+
+class Cipher(Protocol):
+    """What the vault needs from envelope encryption."""
+
+    def encrypt(self, plaintext: bytes, context: Mapping[str, str]) -> bytes:
+        """Encrypt ``plaintext`` bound to ``context``."""
+        ...
+
+    def decrypt(self, ciphertext: bytes, context: Mapping[str, str]) -> bytes:
+        """Decrypt, failing unless the ciphertext was bound to ``context``."""
+        ...
+
+
+class KmsEnvelopeCipher:
+    """AWS Encryption SDK messages under one KMS key (key commitment required)."""
+
+    def __init__(self, kms_client: Any, key_arn: str) -> None:
+        providers = AwsCryptographicMaterialProviders(config=MaterialProvidersConfig())
+        self._keyring = providers.create_aws_kms_keyring(
+            input=CreateAwsKmsKeyringInput(kms_key_id=key_arn, kms_client=kms_client)
+        )
+        self._sdk = aws_encryption_sdk.EncryptionSDKClient(
+            commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
+        )
+
+    def encrypt(self, plaintext: bytes, context: Mapping[str, str]) -> bytes:
+        """An ESDK message holding ``plaintext``, bound to ``context`` plus the service name."""
+        ciphertext, _header = self._sdk.encrypt(
+            source=plaintext,
+            keyring=self._keyring,
+            encryption_context={**SERVICE_CONTEXT, **context},
+        )
+        return bytes(ciphertext)
+
+    def decrypt(self, ciphertext: bytes, context: Mapping[str, str]) -> bytes:
+        """The plaintext, if and only if ``ciphertext`` was encrypted for ``context``."""
+        try:
+            plaintext, _header = self._sdk.decrypt(
+                source=ciphertext,
+                keyring=self._keyring,
+                encryption_context={**SERVICE_CONTEXT, **context},
+            )
+        except (AWSEncryptionSDKClientError, AwsCryptographicMaterialProvidersException) as exc:
+            # KMS being unreachable is not "tampered": botocore errors propagate as they are.
+            raise EnvelopeError(f"cannot decrypt for context {dict(context)}") from exc
+        return bytes(plaintext)

@@ -1,0 +1,140 @@
+"""The credential vault against Secrets Manager and KMS on moto's server."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+
+from lambdas.common.credentials import (
+    ApiCredentials,
+    CredentialCorruptError,
+    CredentialNotFoundError,
+    CredentialVault,
+    KiteSession,
+    next_token_expiry,
+)
+from lambdas.common.envelope import KmsEnvelopeCipher
+from sandbox.moto_server import AwsEndpoint
+
+pytestmark = pytest.mark.integration
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def new_session(api_key: str) -> KiteSession:
+    issued = datetime.now(UTC)
+    return KiteSession(api_key, secrets.token_hex(16), "AB1234", issued, next_token_expiry(issued))
+
+
+def overwrite(sm: object, name: str, value: str) -> None:
+    """Replace a secret's value behind the vault's back, as an attacker or a bug would."""
+    sm.put_secret_value(SecretId=name, SecretString=value)  # type: ignore[attr-defined]  # pragma: allowlist secret
+
+
+@pytest.fixture
+def kms_key(aws: AwsEndpoint) -> str:
+    kms = boto3.client("kms", **aws.client_kwargs())
+    return str(kms.create_key(Description="ticker-service credentials")["KeyMetadata"]["Arn"])
+
+
+def make_vault(aws: AwsEndpoint, key_arn: str, clock: FakeClock | None = None) -> CredentialVault:
+    kms = boto3.client("kms", **aws.client_kwargs())
+    sm = boto3.client("secretsmanager", **aws.client_kwargs())
+    return CredentialVault(
+        sm, KmsEnvelopeCipher(kms, key_arn), cache_seconds=60, clock=clock or FakeClock()
+    )
+
+
+def test_credentials_round_trip_and_are_stored_encrypted(aws: AwsEndpoint, kms_key: str) -> None:
+    # Given a vault and an account's API credentials and session
+    vault = make_vault(aws, kms_key)
+    creds = ApiCredentials("kitekey1", secrets.token_hex(16))
+    session = new_session("kitekey1")
+    # When both are stored
+    vault.put_api_credentials("acct-1", creds)
+    vault.put_session("acct-1", session)
+    # Then a fresh vault reads them back
+    reader = make_vault(aws, kms_key)
+    assert reader.api_credentials("acct-1") == creds
+    assert reader.session("acct-1") == session
+    # And what Secrets Manager holds reveals neither secret
+    sm = boto3.client("secretsmanager", **aws.client_kwargs())
+    for kind in ("api", "session"):
+        raw = sm.get_secret_value(SecretId=f"ticker/kite/acct-1/{kind}")["SecretString"]
+        assert creds.api_secret not in raw
+        assert session.access_token not in raw
+        assert json.loads(raw)["format"] == 1
+    assert reader.accounts() == ["acct-1"]
+
+
+def test_ciphertext_moved_to_another_account_does_not_open(aws: AwsEndpoint, kms_key: str) -> None:
+    # Given two accounts' sessions
+    vault = make_vault(aws, kms_key)
+    vault.put_session("acct-1", new_session("k1"))
+    vault.put_session("acct-2", new_session("k2"))
+    # When someone copies account 1's encrypted value over account 2's secret
+    sm = boto3.client("secretsmanager", **aws.client_kwargs())
+    stolen = sm.get_secret_value(SecretId="ticker/kite/acct-1/session")["SecretString"]
+    overwrite(sm, "ticker/kite/acct-2/session", stolen)
+    # Then account 2's session fails to open: the encryption context names account 1
+    with pytest.raises(CredentialCorruptError, match="acct-2"):
+        make_vault(aws, kms_key).session("acct-2")
+
+
+@pytest.mark.parametrize(
+    "tampered",
+    [
+        "not json",
+        json.dumps({"format": 2, "purpose": "kite-session", "ciphertext": ""}),
+        json.dumps({"format": 1, "purpose": "kite-session", "ciphertext": "%%%"}),
+        json.dumps({"format": 1, "purpose": "kite-session", "ciphertext": "AAAA"}),
+    ],
+)
+def test_tampered_values_are_a_typed_error(aws: AwsEndpoint, kms_key: str, tampered: str) -> None:
+    # Given a stored session that someone overwrote with garbage
+    vault = make_vault(aws, kms_key)
+    vault.put_session("acct-1", new_session("k1"))
+    sm = boto3.client("secretsmanager", **aws.client_kwargs())
+    overwrite(sm, "ticker/kite/acct-1/session", tampered)
+    # When it is read, Then the error is typed and names the account
+    with pytest.raises(CredentialCorruptError, match="acct-1"):
+        make_vault(aws, kms_key).session("acct-1")
+
+
+def test_rotation_is_seen_after_the_cache_ages_or_on_forced_refresh(
+    aws: AwsEndpoint, kms_key: str
+) -> None:
+    # Given a reader that has cached the morning's token
+    clock = FakeClock()
+    writer, reader = make_vault(aws, kms_key), make_vault(aws, kms_key, clock)
+    first, second = new_session("k1"), new_session("k1")
+    writer.put_session("acct-1", first)
+    assert reader.session("acct-1") == first
+    # When the token is rotated by another process
+    writer.put_session("acct-1", second)
+    # Then the reader keeps serving its cache within the TTL (no call per connection)
+    assert reader.session("acct-1") == first
+    # And sees the new token when forced (as the feed does on a 403)
+    assert reader.session("acct-1", force_refresh=True) == second
+    # And after the TTL, even unforced
+    writer.put_session("acct-1", first)
+    clock.now += 61
+    assert reader.session("acct-1") == first
+
+
+def test_missing_and_invalid_accounts_are_clear_errors(aws: AwsEndpoint, kms_key: str) -> None:
+    vault = make_vault(aws, kms_key)
+    with pytest.raises(CredentialNotFoundError, match="acct-9"):
+        vault.session("acct-9")
+    with pytest.raises(ValueError, match="invalid account id"):
+        vault.session("../other")
