@@ -122,7 +122,8 @@ def _http_json(url: str, body: Any = None) -> Any:
 
 def _http_text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=30) as resp:
-        return resp.read().decode()
+        text: str = resp.read().decode()
+        return text
 
 
 async def _consume(url: str, tokens: list[int], seconds: float) -> tuple[float, int, int]:

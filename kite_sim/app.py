@@ -70,7 +70,7 @@ def fail(error: KiteError) -> web.Response:
 
 def session_of(request: web.Request) -> Session:
     """The authenticated session of a request."""
-    session = request.get(SESSION_KEY)
+    session: Session | None = request.get(SESSION_KEY)
     if session is None:
         raise TokenError("Incorrect `api_key` or `access_token`.")
     return session
@@ -229,7 +229,7 @@ async def session_token(request: web.Request) -> web.StreamResponse:
         api_key=session.account.api_key,
         access_token=session.access_token,
         public_token=session.public_token,
-        refresh_token="",
+        refresh_token="",  # nosec B106 - Kite gives individual apps no refresh token
         enctoken=session.public_token,
         login_time=kite_timestamp(session.login_time),
     )
@@ -528,7 +528,7 @@ async def historical(request: web.Request) -> web.StreamResponse:
 def _margin_items(
     sim: Simulator, orders: list[dict[str, Any]]
 ) -> list[tuple[InstrumentLike, str, dict[str, Any]]]:
-    items = []
+    items: list[tuple[InstrumentLike, str, dict[str, Any]]] = []
     for spec in orders:
         inst = sim.market.instrument(str(spec.get("exchange")), str(spec.get("tradingsymbol")))
         if inst is None:

@@ -154,7 +154,8 @@ class Market:
             block = rng.standard_normal((CHUNK, u, 5))
             block[:, :, 3] = rng.random((CHUNK, u))  # uniform for the jump test
             self._chunk, self._chunk_id = block, chunk_id
-        return self._chunk[step % CHUNK]
+        row: F64 = self._chunk[step % CHUNK]
+        return row
 
     def _evolve(self, z: F64, dt: float) -> None:
         """One step of length ``dt`` trading-years with draws ``z`` (shape (U, 5))."""

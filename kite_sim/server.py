@@ -202,7 +202,7 @@ class Simulator:
     @property
     def _url_host(self) -> str:
         host = self.config.host
-        return "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+        return "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104  # nosec B104
 
     def issue_access_token(self, account_index: int = 0) -> str:
         """A session for an account without the login redirect (tests, admin)."""
@@ -451,17 +451,23 @@ class ThreadedSimulator:
             raise TimeoutError("simulator did not start")
         if failure:
             raise failure[0]
-        assert self.sim is not None
+        return self._running()
+
+    def _running(self) -> Simulator:
+        if self.sim is None:
+            raise RuntimeError("the simulator is not running")
         return self.sim
 
     def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         """Run ``fn()`` on the simulator's loop and return what it returns."""
-        assert self._loop is not None
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the simulator is not running")
 
         async def wrapper() -> T:
             return fn()
 
-        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(wrapper(), loop).result(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the simulator and its thread."""
@@ -472,25 +478,21 @@ class ThreadedSimulator:
     @property
     def rest_url(self) -> str:
         """The running simulator's REST root."""
-        assert self.sim is not None
-        return self.sim.rest_url
+        return self._running().rest_url
 
     @property
     def ws_url(self) -> str:
         """The running simulator's WebSocket root."""
-        assert self.sim is not None
-        return self.sim.ws_url
+        return self._running().ws_url
 
     @property
     def accounts(self) -> list[Account]:
         """The simulated accounts (credentials are fixed once started)."""
-        assert self.sim is not None
-        return self.sim.accounts
+        return self._running().accounts
 
     def issue_access_token(self, account_index: int = 0) -> str:
         """An access token without the login redirect."""
-        assert self.sim is not None
-        sim = self.sim
+        sim = self._running()
         return self.call(lambda: sim.issue_access_token(account_index))
 
     def __enter__(self) -> ThreadedSimulator:

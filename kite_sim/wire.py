@@ -34,7 +34,8 @@ __all__ = ["HEARTBEAT", "encode_text", "encode_ticks", "malformed_frame", "one_p
 def _quantity(values: NDArray[Any]) -> NDArray[np.int64]:
     # Kite's quantities are uint32 on the wire; a very long, very fast run
     # saturates rather than wrapping.
-    return np.minimum(values, UINT32_MAX).astype(np.int64)
+    out: NDArray[np.int64] = np.minimum(values, UINT32_MAX).astype(np.int64)
+    return out
 
 
 def _columns(market: Market, idx: NDArray[np.int64], kind: PacketKind) -> dict[str, Any]:
