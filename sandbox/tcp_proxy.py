@@ -88,13 +88,17 @@ class TcpProxy:
             return
         link = (client_w, server_w)
         self._links.add(link)
+        pipes = [
+            asyncio.ensure_future(self._pipe(client_r, server_w)),
+            asyncio.ensure_future(self._pipe(server_r, client_w)),
+        ]
         try:
-            await asyncio.gather(
-                self._pipe(client_r, server_w),
-                self._pipe(server_r, client_w),
-                return_exceptions=True,
-            )
+            # When either side goes away, so does the other, as with a real dead peer.
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
             self._links.discard(link)
             for w in link:
                 w.transport.abort()
@@ -118,12 +122,12 @@ class TcpProxy:
             raise TlsRequiredError
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(CHUNK):
-            if self._blackhole.is_set():
-                continue  # swallowed: the peer sees an open but silent connection
-            writer.write(data)
-            await writer.drain()
-        writer.transport.abort()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            while data := await reader.read(CHUNK):
+                if self._blackhole.is_set():
+                    continue  # swallowed: the peer sees an open but silent connection
+                writer.write(data)
+                await writer.drain()
 
     # -- control -------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The persist Lambda: ticks and Greeks from Kinesis into PostgreSQL, exactly once per record."""

@@ -1,0 +1,214 @@
+"""Turn user records into database rows (pure).
+
+Each user record is one JSON object (``tick/1`` or ``greeks/1``). Anything that
+cannot become a row - bad JSON, an unknown schema, a missing or mistyped field
+- raises :class:`PoisonRecordError` with a reason, so the caller reports that
+record as a batch item failure while every other record is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+TICK_SCHEMA = "tick/1"
+GREEKS_SCHEMA = "greeks/1"
+MODES = frozenset({"ltp", "quote", "full"})
+OPTION_TYPES = frozenset({"CE", "PE"})
+MAX_TOKEN = 2**32 - 1
+NUMBER = (int, float)
+
+TICK_COLUMNS = (
+    "ts", "instrument_token", "underlying", "mode", "last_price", "last_traded_quantity",
+    "average_traded_price", "volume_traded", "total_buy_quantity", "total_sell_quantity",
+    "open", "high", "low", "close", "change", "last_trade_time", "oi", "oi_day_high",
+    "oi_day_low", "exchange_timestamp", "depth", "received_at",
+    "src_shard", "src_seq", "src_subseq",
+)  # fmt: skip
+GREEKS_COLUMNS = (
+    "ts", "instrument_token", "tradingsymbol", "underlying", "expiry", "strike",
+    "option_type", "price", "forward", "forward_source", "t_years", "rate", "iv", "delta",
+    "gamma", "theta", "vega", "rho", "theta_per_year", "vega_per_unit", "rho_per_unit",
+    "reason", "computed_at", "src_shard", "src_seq", "src_subseq",
+)  # fmt: skip
+
+
+class PoisonRecordError(ValueError):
+    """A user record that can never become a row; ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class SourceId:
+    """Where a user record sits in its stream; unique per user record."""
+
+    shard_id: str
+    sequence_number: str
+    sub_sequence_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Rows decoded from one batch, in stream order, as tuples in column order."""
+
+    ticks: list[tuple[Any, ...]]
+    greeks: list[tuple[Any, ...]]
+
+
+def _field(record: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = record.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise PoisonRecordError("bad_field", f"{name} must be {kind}, got {type(value).__name__}")
+    return value
+
+
+def _optional(record: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = record.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise PoisonRecordError("bad_field", f"{name} must be {kind} or null")
+    return value
+
+
+def _instant(value: Any, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise PoisonRecordError("bad_field", f"{name} must be an ISO 8601 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise PoisonRecordError("bad_field", f"{name} is not ISO 8601: {value[:40]!r}") from exc
+    if parsed.tzinfo is None:
+        raise PoisonRecordError("bad_field", f"{name} has no UTC offset")
+    return parsed
+
+
+def _optional_instant(record: dict[str, Any], name: str) -> datetime | None:
+    value = record.get(name)
+    return None if value is None else _instant(value, name)
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, NUMBER) or not math.isfinite(value):
+        raise PoisonRecordError("bad_field", f"{name} must be a finite number")
+    return float(value)
+
+
+def _token(record: dict[str, Any]) -> int:
+    token = _field(record, "instrument_token", int)
+    if not 0 <= token <= MAX_TOKEN:
+        raise PoisonRecordError("bad_field", "instrument_token out of range")
+    return int(token)
+
+
+def tick_row(record: dict[str, Any], source: SourceId) -> tuple[Any, ...]:
+    """A ``market.ticks`` row from a ``tick/1`` record."""
+    mode = record.get("mode")
+    if mode not in MODES:
+        raise PoisonRecordError("bad_field", f"mode must be one of {sorted(MODES)}")
+    underlying = _field(record, "underlying", str)
+    if not underlying:
+        raise PoisonRecordError("bad_field", "underlying is empty")
+    received_at = _instant(record.get("received_at"), "received_at")
+    exchange_ts = _optional_instant(record, "exchange_timestamp")
+    ohlc = record.get("ohlc")
+    if ohlc is not None and not isinstance(ohlc, dict):
+        raise PoisonRecordError("bad_field", "ohlc must be an object")
+    ohlc = ohlc or {}
+    depth = record.get("depth")
+    return (
+        exchange_ts or received_at,
+        _token(record),
+        underlying,
+        mode,
+        _finite(record.get("last_price"), "last_price"),
+        _optional(record, "last_traded_quantity", int),
+        _optional(record, "average_traded_price", NUMBER),
+        _optional(record, "volume_traded", int),
+        _optional(record, "total_buy_quantity", int),
+        _optional(record, "total_sell_quantity", int),
+        _optional(ohlc, "open", NUMBER),
+        _optional(ohlc, "high", NUMBER),
+        _optional(ohlc, "low", NUMBER),
+        _optional(ohlc, "close", NUMBER),
+        _optional(record, "change", NUMBER),
+        _optional_instant(record, "last_trade_time"),
+        _optional(record, "oi", int),
+        _optional(record, "oi_day_high", int),
+        _optional(record, "oi_day_low", int),
+        exchange_ts,
+        None if depth is None else json.dumps(depth, separators=(",", ":")),
+        received_at,
+        source.shard_id,
+        int(source.sequence_number),
+        source.sub_sequence_number,
+    )
+
+
+def greeks_row(record: dict[str, Any]) -> tuple[Any, ...]:
+    """A ``market.greeks`` row; its identity is the *source tick's*, carried in the record."""
+    src = record.get("source")
+    if not isinstance(src, dict):
+        raise PoisonRecordError("bad_field", "source must be an object")
+    option_type = record.get("option_type")
+    if option_type not in OPTION_TYPES:
+        raise PoisonRecordError("bad_field", "option_type must be CE or PE")
+    try:
+        expiry = date.fromisoformat(_field(record, "expiry", str))
+        src_seq = int(_field(src, "sequence_number", str))
+    except ValueError as exc:
+        raise PoisonRecordError("bad_field", str(exc)) from exc
+    computed_at = _instant(record.get("computed_at"), "computed_at")
+    raw = record.get("raw") or {}
+    if not isinstance(raw, dict):
+        raise PoisonRecordError("bad_field", "raw must be an object")
+    return (
+        _optional_instant(record, "exchange_timestamp") or computed_at,
+        _token(record),
+        _optional(record, "tradingsymbol", str),
+        _field(record, "underlying", str),
+        expiry,
+        _finite(record.get("strike"), "strike"),
+        option_type,
+        _finite(record.get("price"), "price"),
+        _optional(record, "forward", NUMBER),
+        _field(record, "forward_source", str),
+        _finite(record.get("t_years"), "t_years"),
+        _finite(record.get("rate"), "rate"),
+        _optional(record, "iv", NUMBER),
+        _optional(record, "delta", NUMBER),
+        _optional(record, "gamma", NUMBER),
+        _optional(record, "theta", NUMBER),
+        _optional(record, "vega", NUMBER),
+        _optional(record, "rho", NUMBER),
+        _optional(raw, "theta", NUMBER),
+        _optional(raw, "vega", NUMBER),
+        _optional(raw, "rho", NUMBER),
+        _optional(record, "reason", str),
+        computed_at,
+        _field(src, "shard_id", str),
+        src_seq,
+        _field(src, "sub_sequence_number", int),
+    )
+
+
+def decode(data: bytes, source: SourceId) -> tuple[str, tuple[Any, ...]]:
+    """``("tick"|"greeks", row)`` for one user record, or :class:`PoisonRecordError`."""
+    try:
+        record = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PoisonRecordError("bad_json", str(exc)[:120]) from exc
+    if not isinstance(record, dict):
+        raise PoisonRecordError("bad_json", "a user record must be a JSON object")
+    schema = record.get("schema")
+    if schema == TICK_SCHEMA:
+        return "tick", tick_row(record, source)
+    if schema == GREEKS_SCHEMA:
+        return "greeks", greeks_row(record)
+    raise PoisonRecordError("unknown_schema", f"schema {str(schema)[:40]!r} is not supported")

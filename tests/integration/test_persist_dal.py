@@ -1,0 +1,209 @@
+"""Persisting ticks and Greeks to a real PostgreSQL: exactly once, bars that match the ticks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from lambdas.common.db import DatabaseSettings, connection_parameters
+from lambdas.migrate.dal import migrate
+from lambdas.migrate.logic import bundled_migrations
+from lambdas.persist.dal import PartitionManager, write_batch
+from lambdas.persist.logic import SourceId, decode
+from sandbox.postgres import ConnectionInfo, EmbeddedPostgres
+from tests.conftest import db_env
+from tests.factories import tick_stream
+
+pytestmark = pytest.mark.integration
+
+
+async def connect(info: ConnectionInfo) -> asyncpg.Connection:
+    settings = DatabaseSettings(**{k[3:].lower(): v for k, v in db_env(info).items()})
+    conn = await asyncpg.connect(**connection_parameters(settings))
+    await conn.execute("set timezone to 'UTC'")
+    return conn
+
+
+@pytest.fixture
+async def db(fresh_database: ConnectionInfo) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(fresh_database)
+    await migrate(conn, bundled_migrations())
+    yield conn
+    await conn.close()
+
+
+def rows_of(stream: list[tuple[bytes, SourceId]]) -> tuple[list[Any], list[Any]]:
+    ticks, greeks = [], []
+    for data, source in stream:
+        kind, row = decode(data, source)
+        (ticks if kind == "tick" else greeks).append(row)
+    return ticks, greeks
+
+
+def expected_bars(
+    stream: list[tuple[bytes, SourceId]],
+) -> dict[tuple[int, datetime], dict[str, Any]]:
+    """Minute bars computed in Python, straight from the records, in stream order."""
+    bars: dict[tuple[int, datetime], dict[str, Any]] = {}
+    for data, _ in stream:
+        r = json.loads(data)
+        ts = datetime.fromisoformat(r["exchange_timestamp"])
+        key = (r["instrument_token"], ts.replace(second=0, microsecond=0))
+        price = r["last_price"]
+        bar = bars.setdefault(key, {"open": price, "high": price, "low": price, "ticks": 0})
+        bar["high"] = max(bar["high"], price)
+        bar["low"] = min(bar["low"], price)
+        bar["close"] = price
+        bar["cum_close"] = r["volume_traded"]
+        bar["ticks"] += 1
+    return bars
+
+
+async def fetch_bars(conn: asyncpg.Connection) -> dict[tuple[int, datetime], dict[str, Any]]:
+    rows = await conn.fetch(
+        "select instrument_token, minute, open, high, low, close, cum_volume_close, tick_count "
+        "from market.bars_1m"
+    )
+    return {
+        (r["instrument_token"], r["minute"]): {
+            "open": r["open"],
+            "high": r["high"],
+            "low": r["low"],
+            "close": r["close"],
+            "cum_close": r["cum_volume_close"],
+            "ticks": r["tick_count"],
+        }
+        for r in rows
+    }
+
+
+async def test_a_batch_written_twice_yields_each_row_once(db: asyncpg.Connection) -> None:
+    # Given a batch of 2,000 ticks spanning several minutes
+    stream = list(tick_stream(2000))
+    ticks, greeks = rows_of(stream)
+    partitions = PartitionManager()
+    # When it is written, and then written again (a Kinesis retry)
+    first = await write_batch(db, partitions, ticks, greeks)
+    second = await write_batch(db, partitions, ticks, greeks)
+    # Then every tick is stored once, and the replay inserted nothing
+    assert first.ticks_inserted == 2000
+    assert second.ticks_inserted == 0
+    assert await db.fetchval("select count(*) from market.ticks") == 2000
+    # And the minute bars match the ticks exactly, unmoved by the replay
+    assert await fetch_bars(db) == expected_bars(stream)
+
+
+async def test_bars_are_exact_however_the_stream_is_split_and_replayed(
+    db: asyncpg.Connection,
+) -> None:
+    # Given a stream delivered in uneven batches, with overlapping redeliveries
+    # (what bisect-on-error and partial batch responses produce)
+    stream = list(tick_stream(1500, seed=11))
+    partitions = PartitionManager()
+    cuts = [(0, 400), (300, 700), (700, 701), (650, 1200), (1100, 1500), (0, 1500)]
+    # When each delivery is written in turn
+    for start, end in cuts:
+        ticks, _ = rows_of(stream[start:end])
+        await write_batch(db, partitions, ticks, [])
+    # Then the table holds the stream exactly once and the bars are those of the whole stream
+    assert await db.fetchval("select count(*) from market.ticks") == 1500
+    assert await fetch_bars(db) == expected_bars(stream)
+
+
+async def test_bar_volume_view_derives_traded_volume(db: asyncpg.Connection) -> None:
+    stream = list(tick_stream(600, seed=5, tokens=1))
+    ticks, _ = rows_of(stream)
+    await write_batch(db, PartitionManager(), ticks, [])
+    rows = await db.fetch("select volume, minute from market.bars_1m_view order by minute")
+    total = sum(r["volume"] for r in rows)
+    cum = [json.loads(d)["volume_traded"] for d, _ in stream]
+    # The view's volumes add up to the cumulative volume traded between the first and last tick
+    assert total == cum[-1] - cum[0]
+
+
+async def test_greeks_replayed_from_a_recomputation_collide_on_the_source_tick(
+    db: asyncpg.Connection,
+) -> None:
+    # Given a Greeks row, and the same row recomputed later (new computed_at, same source)
+    ts = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
+    record = {
+        "schema": "greeks/1", "instrument_token": 1, "tradingsymbol": "X", "underlying": "NIFTY",
+        "expiry": "2026-12-29", "strike": 24000.0, "option_type": "PE", "price": 12.0,
+        "forward": 24100.0, "forward_source": "parity", "t_years": 0.1, "rate": 0.065,
+        "iv": 0.2, "delta": -0.1, "gamma": 0.0001, "theta": -1.0, "vega": 2.0, "rho": -0.1,
+        "raw": {"theta": -365.0, "vega": 200.0, "rho": -10.0}, "reason": None,
+        "exchange_timestamp": ts.isoformat(), "computed_at": ts.isoformat(),
+        "source": {"shard_id": "shardId-000000000000", "sequence_number": "42",
+                   "sub_sequence_number": 0},
+    }  # fmt: skip
+    later = {**record, "computed_at": (ts + timedelta(seconds=30)).isoformat()}
+    rows = [
+        decode(json.dumps(r).encode(), SourceId("shardId-000000000009", str(n), 0))[1]
+        for n, r in enumerate((record, later))
+    ]
+    # When both are written
+    result = await write_batch(db, PartitionManager(), [], rows)
+    # Then only one is stored
+    assert result.greeks_inserted == 1
+    assert await db.fetchval("select count(*) from market.greeks") == 1
+
+
+async def test_partitions_are_created_on_demand_and_detached_by_retention(
+    db: asyncpg.Connection,
+) -> None:
+    # Given ticks on two different IST days
+    partitions = PartitionManager()
+    day1 = list(tick_stream(10, start=datetime(2026, 11, 26, 4, 0, tzinfo=UTC)))
+    day2 = list(tick_stream(10, start=datetime(2026, 11, 27, 4, 0, tzinfo=UTC)))
+    day2 = [(d, SourceId(s.shard_id, str(int(s.sequence_number) + 100), 0)) for d, s in day2]
+    # When they are written, Then each day got its own partition
+    await write_batch(db, partitions, rows_of(day1)[0] + rows_of(day2)[0], [])
+    names = {
+        r["relname"]
+        for r in await db.fetch("select relname from pg_class where relname like 'ticks_p%'")
+    }
+    assert {"ticks_p20261126", "ticks_p20261127"} <= names
+    # When partitions older than the 27th are detached
+    detached = await partitions.detach_older_than(db, date(2026, 11, 27))
+    # Then the 26th's tables left the live tables, and the 27th's stayed
+    assert detached == ["bars_1m_p20261126", "greeks_p20261126", "ticks_p20261126"]
+    assert await db.fetchval("select count(*) from market.ticks") == 10
+    # And ahead-of-time creation is idempotent, across processes too
+    await partitions.ensure_ahead(db, date(2026, 11, 27), days_ahead=3)
+    await PartitionManager().ensure_ahead(db, date(2026, 11, 27), days_ahead=3)
+    ahead = await db.fetchval(
+        "select count(*) from pg_class where relname ~ '^ticks_p2026(1127|1128|1129|1130)$'"
+    )
+    assert ahead == 4
+
+
+async def test_a_crash_mid_batch_commits_nothing_and_the_retry_is_exact() -> None:
+    # Given a private server, migrated, and a stream split in two batches
+    with EmbeddedPostgres() as server:
+        conn = await connect(server.info)
+        await migrate(conn, bundled_migrations())
+        stream = list(tick_stream(3000, seed=3))
+        first, second = rows_of(stream[:1500])[0], rows_of(stream[1500:])[0]
+        partitions = PartitionManager()
+        await write_batch(conn, partitions, first, [])
+        # When the database crashes while the second batch is being written
+        writing = asyncio.create_task(write_batch(conn, partitions, second, []))
+        await asyncio.sleep(0.01)
+        await asyncio.to_thread(server.restart, "immediate")
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+            await writing
+        conn.terminate()
+        # Then after it comes back, Kinesis retries the whole second batch (and, for
+        # good measure, the first) on a new connection
+        conn = await connect(server.info)
+        await write_batch(conn, PartitionManager(), first + second, [])
+        # And every tick is stored exactly once, with bars matching the whole stream
+        assert await conn.fetchval("select count(*) from market.ticks") == 3000
+        assert await fetch_bars(conn) == expected_bars(stream)
+        await conn.close()

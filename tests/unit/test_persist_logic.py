@@ -1,0 +1,136 @@
+"""Decoding user records into rows: every valid record becomes a row, every bad one a reason."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+
+import pytest
+
+from lambdas.persist.logic import (
+    GREEKS_COLUMNS,
+    TICK_COLUMNS,
+    PoisonRecordError,
+    SourceId,
+    decode,
+)
+from tests.factories import tick_record
+
+SOURCE = SourceId("shardId-000000000001", "49650000000000000000000000001", 3)
+TS = datetime(2026, 11, 27, 4, 0, 1, tzinfo=UTC)
+
+
+def greeks_record(**overrides: object) -> dict[str, object]:
+    record: dict[str, object] = {
+        "schema": "greeks/1",
+        "instrument_token": 12345,
+        "tradingsymbol": "NIFTY26DEC24000CE",
+        "underlying": "NIFTY",
+        "expiry": "2026-12-29",
+        "strike": 24000.0,
+        "option_type": "CE",
+        "price": 210.5,
+        "forward": 24100.0,
+        "forward_source": "future",
+        "t_years": 0.087,
+        "rate": 0.065,
+        "iv": 0.14,
+        "delta": 0.55,
+        "gamma": 0.0004,
+        "theta": -8.1,
+        "vega": 25.2,
+        "rho": -0.18,
+        "raw": {"theta": -2956.5, "vega": 2520.0, "rho": -18.3},
+        "reason": None,
+        "exchange_timestamp": TS.isoformat(),
+        "computed_at": TS.isoformat(),
+        "source": {
+            "shard_id": "shardId-000000000001",
+            "sequence_number": "4965",
+            "sub_sequence_number": 7,
+        },
+    }
+    record.update(overrides)
+    return record
+
+
+@pytest.mark.parametrize("mode", ["ltp", "quote", "full"])
+def test_ticks_of_every_mode_become_rows_keyed_by_their_source(mode: str) -> None:
+    # Given a valid tick of each mode
+    data = json.dumps(tick_record(256265, 24010.5, TS, mode=mode)).encode()
+    # When decoded
+    kind, row = decode(data, SOURCE)
+    values = dict(zip(TICK_COLUMNS, row, strict=True))
+    # Then it is a tick row carrying the Kinesis identity
+    assert kind == "tick"
+    assert (values["src_shard"], values["src_seq"], values["src_subseq"]) == (
+        SOURCE.shard_id,
+        int(SOURCE.sequence_number),
+        3,
+    )
+    assert values["last_price"] == 24010.5
+    # And its ts is the exchange timestamp when there is one, else the receipt time
+    expected_ts = (
+        TS if mode == "full" else datetime.fromisoformat(values["received_at"].isoformat())
+    )
+    assert values["ts"] == expected_ts
+    assert (values["depth"] is not None) == (mode == "full")
+
+
+def test_greeks_rows_take_the_source_ticks_identity() -> None:
+    kind, row = decode(json.dumps(greeks_record()).encode(), SOURCE)
+    values = dict(zip(GREEKS_COLUMNS, row, strict=True))
+    assert kind == "greeks"
+    # The greeks record's own position is irrelevant: a recomputation must collide
+    assert (values["src_shard"], values["src_seq"], values["src_subseq"]) == (
+        "shardId-000000000001",
+        4965,
+        7,
+    )
+    assert values["theta_per_year"] == -2956.5
+
+
+def test_greeks_with_null_outputs_are_kept_with_their_reason() -> None:
+    nulls = dict.fromkeys(("iv", "delta", "gamma", "theta", "vega", "rho"))
+    record = greeks_record(
+        **nulls, reason="below_intrinsic", raw={"theta": None, "vega": None, "rho": None}
+    )
+    _, row = decode(json.dumps(record).encode(), SOURCE)
+    values = dict(zip(GREEKS_COLUMNS, row, strict=True))
+    assert values["iv"] is None
+    assert values["reason"] == "below_intrinsic"
+
+
+GOOD_TICK = tick_record(256265, 24010.5, TS)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\xff\xfe not utf8", "bad_json"),
+        (b"{truncated", "bad_json"),
+        (b"[1, 2]", "bad_json"),
+        (json.dumps({**GOOD_TICK, "schema": "tick/9"}).encode(), "unknown_schema"),
+        (json.dumps({**GOOD_TICK, "mode": "depth"}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "instrument_token": -1}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "instrument_token": "256265"}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "last_price": None}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "underlying": ""}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "received_at": "yesterday"}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "received_at": "2026-11-27T09:30:00"}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "volume_traded": 1.5}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "ohlc": [1, 2]}).encode(), "bad_field"),
+        (json.dumps(greeks_record(option_type="XX")).encode(), "bad_field"),
+        (json.dumps(greeks_record(expiry="someday")).encode(), "bad_field"),
+        (json.dumps(greeks_record(source=None)).encode(), "bad_field"),
+        (json.dumps(greeks_record(raw=[1])).encode(), "bad_field"),
+        (json.dumps(greeks_record(strike=math.inf), allow_nan=True).encode(), "bad_field"),
+    ],
+)
+def test_bad_records_are_poison_with_a_stable_reason(data: bytes, reason: str) -> None:
+    # Given a record that can never become a row
+    # When decoded, Then it is poison, with a reason code the caller can count by
+    with pytest.raises(PoisonRecordError) as caught:
+        decode(data, SOURCE)
+    assert caught.value.reason == reason

@@ -1,0 +1,169 @@
+"""What the tick and Greeks JSON codecs share: strict JSON, timestamps, value checks.
+
+Output is RFC 8259 JSON: compact separators, ASCII (a subset of UTF-8, so
+every consumer reads it whatever its default), and never the ``NaN`` or
+``Infinity`` tokens Python's ``json`` writes by default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, Final, NoReturn
+
+import numpy as np
+
+from ticker_core.records.errors import RecordDecodeError, RecordEncodeError
+from ticker_core.tz import IST
+
+ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+"""One shared encoder: ``json.dumps`` with options builds a new one per call."""
+
+json_string: Final = json.encoder.encode_basestring_ascii
+"""A str as a JSON string literal, exactly as :data:`ENCODER` writes it (the C function)."""
+
+
+# Exchange times are whole seconds and many ticks share one, and a frame's
+# ticks share one receive time; formatting is most of a timestamp's cost, so
+# it is memoised. The result depends only on the instant (always rendered in
+# one zone), so a cache hit for an equal instant in another zone is correct.
+@lru_cache(maxsize=4096)
+def exchange_time(value: datetime) -> str:
+    """An aware datetime as ISO 8601 in IST (``2026-11-27T09:15:03+05:30``)."""
+    if value.utcoffset() is None:
+        raise RecordEncodeError(f"timestamp {value!r} is naive; timestamps must be timezone-aware")
+    return value.astimezone(IST).isoformat()
+
+
+@lru_cache(maxsize=256)
+def utc_time(value: datetime) -> str:
+    """An aware datetime as ISO 8601 in UTC with microseconds (``...T03:45:03.123456+00:00``)."""
+    if value.utcoffset() is None:
+        raise RecordEncodeError(f"timestamp {value!r} is naive; timestamps must be timezone-aware")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def timestamp_or_none(name: str, value: object, render: Callable[[datetime], str]) -> str | None:
+    """``render(value)`` for a datetime, None for None, else :class:`RecordEncodeError`."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        fail(name, "must be a timezone-aware datetime or None", value)
+    return render(value)
+
+
+def fail(name: str, requirement: str, value: object) -> NoReturn:
+    """Raise :class:`RecordEncodeError` naming the field, the rule and the offending type."""
+    raise RecordEncodeError(f"{name} {requirement}, got {type(value).__name__} {value!r:.60}")
+
+
+def integer(name: str, value: object) -> int:
+    """An int (numpy integers too, never bool): the JSON integer."""
+    if type(value) is int:
+        return value
+    if isinstance(value, np.integer):
+        return int(value)
+    fail(name, "must be an integer", value)
+
+
+def number(name: str, value: object) -> float | int:
+    """A finite int or float (numpy ones too, never bool), kept as it is."""
+    if type(value) is float or type(value) is int:
+        result: float | int = value
+    elif isinstance(value, np.floating):
+        result = float(value)
+    elif isinstance(value, np.integer):
+        result = int(value)
+    else:
+        fail(name, "must be a number", value)
+    if not _finite(result):
+        fail(name, "must be finite", value)
+    return result
+
+
+def number_or_null(name: str, value: object) -> float | None:
+    """A number as float, or None for None, NaN and infinities (JSON has no such numbers)."""
+    if value is None:
+        return None
+    if type(value) is bool or not isinstance(value, (int, float, np.integer, np.floating)):
+        fail(name, "must be a number or None", value)
+    try:
+        result = float(value)
+    except OverflowError:  # an int beyond any float is as good as infinite
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _finite(value: float | int) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def text(name: str, value: object) -> str:
+    """A non-empty str (as its plain value)."""
+    if not isinstance(value, str) or not value:
+        fail(name, "must be a non-empty string", value)
+    return str(value)  # a str subclass (StrEnum) becomes its plain value
+
+
+def string_or_null(name: str, value: object) -> str | None:
+    """Any str (as its plain value), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        fail(name, "must be a string or None", value)
+    return str(value)
+
+
+def one_of(name: str, value: object, allowed: frozenset[str | None]) -> str | None:
+    """``value`` if it is one of ``allowed`` (as its plain str)."""
+    if not (value is None or isinstance(value, str)) or value not in allowed:
+        fail(name, f"must be one of {sorted(map(str, allowed))}", value)
+    return None if value is None else str(value)
+
+
+def _reject_constant(token: str) -> NoReturn:
+    raise RecordDecodeError(f"{token} is not JSON (RFC 8259 has no such number)")
+
+
+def loads_object(data: bytes, schema: str) -> dict[str, Any]:
+    """Parse strict JSON, require an object whose ``schema`` is ``schema``."""
+    try:
+        value = json.loads(data, parse_constant=_reject_constant)
+    # JSONDecodeError and UnicodeDecodeError are ValueErrors; absurd nesting
+    # exhausts the parser's recursion.
+    except (ValueError, TypeError, RecursionError) as exc:
+        if isinstance(exc, RecordDecodeError):
+            raise
+        raise RecordDecodeError(f"not a JSON user record: {exc}") from exc
+    if not isinstance(value, dict):
+        raise RecordDecodeError(f"user record is a JSON {type(value).__name__}, not an object")
+    if value.get("schema") != schema:
+        raise RecordDecodeError(f"schema {value.get('schema')!r} is not {schema!r}")
+    return value
+
+
+def require(record: dict[str, Any], required: frozenset[str]) -> None:
+    """Raise :class:`RecordDecodeError` unless every required field is present."""
+    missing = required - record.keys()
+    if missing:
+        raise RecordDecodeError(f"user record lacks {sorted(missing)}")
+
+
+def parse_timestamp(record: dict[str, Any], name: str) -> None:
+    """Replace the ISO 8601 string at ``name`` (if present and not null) by an aware datetime."""
+    raw = record.get(name)
+    if raw is None:
+        return
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except (TypeError, ValueError) as exc:
+        raise RecordDecodeError(f"{name} is not an ISO 8601 timestamp: {raw!r:.60}") from exc
+    if parsed.utcoffset() is None:
+        raise RecordDecodeError(f"{name} has no UTC offset: {raw!r:.60}")
+    record[name] = parsed
