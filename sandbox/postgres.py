@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlparse
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -132,6 +132,33 @@ class ConnectionInfo:
             f"postgresql://{quote(self.user)}:{quote(self.password)}@{self.host}:{self.port}/"
             f"{quote(self.database)}?sslmode=require"
         )
+
+    @classmethod
+    def from_url(cls, url: str) -> ConnectionInfo:
+        """Details of a ``postgresql://user:password@host:port/db`` URL (no CA: TLS unverified)."""
+        parsed = urlparse(url)
+        return cls(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 5432,
+            user=unquote(parsed.username or "postgres"),
+            password=unquote(parsed.password or ""),
+            database=(parsed.path or "/postgres").lstrip("/") or "postgres",
+            ca_file=None,
+        )
+
+    def db_env(self) -> dict[str, str]:
+        """``DB_*`` settings that point the Lambdas' database code here."""
+        env = {
+            "DB_HOST": self.host,
+            "DB_PORT": str(self.port),
+            "DB_NAME": self.database,
+            "DB_USER": self.user,
+            "DB_PASSWORD": self.password,
+            "DB_TLS": "verify-full" if self.ca_file else "require",
+        }
+        if self.ca_file:
+            env["DB_CA_FILE"] = str(self.ca_file)
+        return env
 
     def with_port(self, port: int) -> ConnectionInfo:
         """The same credentials through another port (e.g. a TCP proxy)."""

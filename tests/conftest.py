@@ -54,22 +54,8 @@ def postgres_server() -> Iterator[EmbeddedPostgres | None]:
 def postgres(postgres_server: EmbeddedPostgres | None) -> ConnectionInfo:
     """Connection details of the session's PostgreSQL."""
     if postgres_server is None:
-        return _info_from_url(os.environ["DATABASE_URL"])
+        return ConnectionInfo.from_url(os.environ["DATABASE_URL"])
     return postgres_server.info
-
-
-def _info_from_url(url: str) -> ConnectionInfo:
-    from urllib.parse import unquote, urlparse
-
-    parsed = urlparse(url)
-    return ConnectionInfo(
-        host=parsed.hostname or "127.0.0.1",
-        port=parsed.port or 5432,
-        user=unquote(parsed.username or "postgres"),
-        password=unquote(parsed.password or ""),
-        database=(parsed.path or "/postgres").lstrip("/") or "postgres",
-        ca_file=None,
-    )
 
 
 @pytest.fixture
@@ -99,17 +85,7 @@ def _client_tls(info: ConnectionInfo) -> ssl.SSLContext:
 
 def db_env(info: ConnectionInfo) -> dict[str, str]:
     """DB_* settings that point the Lambdas' database code at ``info``."""
-    env = {
-        "DB_HOST": info.host,
-        "DB_PORT": str(info.port),
-        "DB_NAME": info.database,
-        "DB_USER": info.user,
-        "DB_PASSWORD": info.password,
-        "DB_TLS": "verify-full" if info.ca_file else "require",
-    }
-    if info.ca_file:
-        env["DB_CA_FILE"] = str(info.ca_file)
-    return env
+    return info.db_env()
 
 
 @pytest.fixture
