@@ -143,6 +143,16 @@ class SimAdmin:
             return self.clock(session_loop=False)
         return self.clock(session_loop=False, set=close.isoformat())
 
+    def tick_rates(
+        self, rates: dict[str, float], max_ticks_per_second: float | None = None
+    ) -> dict[str, Any]:
+        """Ticks/s per token, symbol, name or segment, and the cap on the total."""
+        body: dict[str, Any] = {"rates": rates}
+        if max_ticks_per_second is not None:
+            body["max_ticks_per_second"] = max_ticks_per_second
+        result: dict[str, Any] = self._call("POST", "/tick_rates", body)
+        return result
+
     def instruments_csv(self) -> str:
         """Kite's instruments dump (a public endpoint)."""
         _check_loopback(self.rest_url)

@@ -205,6 +205,7 @@ class LambdaFunction:
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._stats = FunctionStats()
         self._closed = False
+        self.started_pids: list[int] = []  # every environment's process, for leftover checks
 
     def environment(self) -> dict[str, str]:
         """The variables an environment of this function sees."""
@@ -291,6 +292,7 @@ class LambdaFunction:
                 raise
             with self._lock:
                 self._stats.cold_starts += 1
+                self.started_pids.append(environment.pid)
         with self._lock:
             environment.busy_since = time.monotonic()
             self._busy.add(environment)

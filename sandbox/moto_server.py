@@ -89,6 +89,11 @@ class MotoServer:
         self.stop()
         raise RuntimeError(f"moto server not ready after {START_TIMEOUT_S}s")
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def reset(self) -> None:
         """Delete every emulated resource (moto slows as it accumulates data)."""
         request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")  # noqa: S310
