@@ -33,6 +33,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 INIT_TIMEOUT_S = 60.0
 # What Lambda's Python runtime puts in every environment besides the function's own.
 PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+# A test run measuring coverage in child processes passes its settings on.
+PASSTHROUGH_PREFIXES = ("COVERAGE_",)
 
 
 class WorkerError(Exception):
@@ -209,7 +211,11 @@ class LambdaFunction:
 
     def environment(self) -> dict[str, str]:
         """The variables an environment of this function sees."""
-        base = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if k in PASSTHROUGH_ENV or k.startswith(PASSTHROUGH_PREFIXES)
+        }
         base["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(self.code_root), base.get("PYTHONPATH", "")) if p
         )

@@ -135,7 +135,7 @@ class ConnectionInfo:
 
     @classmethod
     def from_url(cls, url: str) -> ConnectionInfo:
-        """Details of a ``postgresql://user:password@host:port/db`` URL (no CA: TLS unverified)."""
+        """Details of a ``postgresql://`` URL with credentials (no CA file: TLS unverified)."""
         parsed = urlparse(url)
         return cls(
             host=parsed.hostname or "127.0.0.1",
