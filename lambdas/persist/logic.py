@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
-from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
-
-from ticker_core.records import EventRecordError, KinesisUserRecord, deaggregate_event_record
+from lambdas.common.kinesis_batch import PoisonRecordError, consume_kinesis_event
+from ticker_core.records import KinesisUserRecord
 
 TICK_SCHEMA = "tick/1"
 GREEKS_SCHEMA = "greeks/1"
@@ -45,14 +43,6 @@ GREEKS_COLUMNS = (
     "gamma", "theta", "vega", "rho", "theta_per_year", "vega_per_unit", "rho_per_unit",
     "reason", "computed_at", "src_shard", "src_seq", "src_subseq",
 )  # fmt: skip
-
-
-class PoisonRecordError(ValueError):
-    """A user record that can never become a row; ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
 
 
 @dataclass
@@ -237,30 +227,6 @@ class PersistOutcome:
     write_ms: float
 
 
-def decode_kinesis_record(raw: Mapping[str, Any], rows: Rows) -> None:
-    """Add one Kinesis record's good rows to ``rows``; raise if any of it is poison.
-
-    Every user record is decoded before raising, so good rows sharing an
-    aggregate with a poison record are still written.
-    """
-    try:
-        users = deaggregate_event_record(raw)
-    except EventRecordError as exc:
-        rows.poison["corrupt_record"] += 1
-        raise PoisonRecordError("corrupt_record", str(exc)) from exc
-    first_poison: PoisonRecordError | None = None
-    for user in users:
-        try:
-            kind, row = decode(user)
-        except PoisonRecordError as exc:
-            rows.poison[exc.reason] += 1
-            first_poison = first_poison or exc
-            continue
-        (rows.ticks if kind == "tick" else rows.greeks).append(row)
-    if first_poison is not None:
-        raise first_poison
-
-
 async def persist_event(event: Mapping[str, Any], writer: BatchWriter) -> PersistOutcome:
     """Decode a Kinesis event, write its good rows in one transaction, report poison.
 
@@ -268,19 +234,16 @@ async def persist_event(event: Mapping[str, Any], writer: BatchWriter) -> Persis
     and Kinesis redelivers the batch (bisected on error, if so configured).
     """
     rows = Rows()
-    processor = BatchProcessor(
-        event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False
-    )
 
-    def handle(record: KinesisStreamRecord) -> None:
-        decode_kinesis_record(record.raw_event, rows)
+    def consume(user: KinesisUserRecord) -> None:
+        kind, row = decode(user)
+        (rows.ticks if kind == "tick" else rows.greeks).append(row)
 
-    with processor(records=list(event.get("Records", [])), handler=handle):
-        processor.process()
+    response = consume_kinesis_event(event, consume, rows.poison)
     started = time.perf_counter()
     written = await writer.write(rows.ticks, rows.greeks) if rows.ticks or rows.greeks else None
     return PersistOutcome(
-        response=dict(processor.response()),
+        response=response,
         ticks=len(rows.ticks),
         greeks=len(rows.greeks),
         poison=dict(rows.poison),
