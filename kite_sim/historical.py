@@ -13,9 +13,9 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 
 import numpy as np
-from ticker_core.calendar import NseCalendar
 
 from kite_sim.errors import InputError
+from ticker_core.calendar import NseCalendar
 from ticker_core.tz import IST
 
 INTERVALS = {

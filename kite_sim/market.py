@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from ticker_core.calendar import expiry_epoch_seconds, year_fractions
-from ticker_core.instruments import Instrument, write_instruments_csv
-from ticker_core.options import black76_price
 
 from kite_sim.clock import MarketClock
 from kite_sim.marketview import Level, Snapshot
 from kite_sim.universe import Universe
+from ticker_core.calendar import expiry_epoch_seconds, year_fractions
+from ticker_core.instruments import Instrument, write_instruments_csv
+from ticker_core.options import black76_price
 from ticker_core.tz import IST
 
 TRADING_SECONDS_PER_YEAR = 252 * 6.25 * 3600  # volatility accrues in trading time

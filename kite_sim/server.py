@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 from aiohttp import WSMsgType, web
-from ticker_core.calendar import NseCalendar
 
 from kite_sim.auth import Account, SessionStore, generate_account
 from kite_sim.clock import MarketClock, MonotonicClock, WallClock
@@ -46,6 +45,7 @@ from kite_sim.postbacks import PostbackSender, order_message, wants_postback
 from kite_sim.ratelimit import RateLimiter
 from kite_sim.universe import Universe, build_universe
 from kite_sim.wire import HEARTBEAT, encode_text, encode_ticks, malformed_frame, one_packet
+from ticker_core.calendar import NseCalendar
 from ticker_core.tz import IST
 
 log = logging.getLogger("kite_sim")

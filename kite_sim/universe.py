@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
+
 from ticker_core.calendar import NseCalendar
 from ticker_core.instruments import Instrument, InstrumentType, instrument_token
 

@@ -12,6 +12,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from kite_sim.faults import FaultSpecError
+from kite_sim.feed import MODE_FULL, MODE_LTP, MODE_QUOTE
+from kite_sim.market import Market
 from ticker_core.kite_wire import (
     HEARTBEAT,
     PacketKind,
@@ -21,10 +25,6 @@ from ticker_core.kite_wire import (
     join_frames,
     pack_frame,
 )
-
-from kite_sim.faults import FaultSpecError
-from kite_sim.feed import MODE_FULL, MODE_LTP, MODE_QUOTE
-from kite_sim.market import Market
 
 UINT32_MAX = 2**32 - 1
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from ticker_core.kite_wire import HEARTBEAT, FrameError, parse_ticks
 
 from kite_sim.config import SimConfig
 from kite_sim.ratelimit import scaled_limits
 from kite_sim.server import Simulator
 from kite_sim.universe import UniverseConfig
+from ticker_core.kite_wire import HEARTBEAT, FrameError, parse_ticks
 
 pytestmark = pytest.mark.integration
 SMALL = UniverseConfig(stocks=4, nifty_weeklies=1, monthlies=2, index_strikes=4, stock_strikes=2)

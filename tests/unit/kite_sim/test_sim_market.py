@@ -6,10 +6,6 @@ from datetime import date, datetime
 
 import numpy as np
 import pytest
-from ticker_core.calendar import NseCalendar
-from ticker_core.instruments import parse_instruments
-from ticker_core.kite_wire import FrameError, parse_ticks
-from ticker_core.options import black76_price
 
 from kite_sim.clock import ManualClock, MarketClock
 from kite_sim.feed import MODE_FULL, MODE_LTP, MODE_QUOTE, ConnectionLimitError, FeedHub
@@ -17,6 +13,10 @@ from kite_sim.historical import CandleGenerator, parse_when
 from kite_sim.market import KIND_CALL, KIND_FUT, KIND_PUT, Market
 from kite_sim.universe import UniverseConfig, build_universe, option_symbol
 from kite_sim.wire import encode_ticks, malformed_frame, one_packet
+from ticker_core.calendar import NseCalendar
+from ticker_core.instruments import parse_instruments
+from ticker_core.kite_wire import FrameError, parse_ticks
+from ticker_core.options import black76_price
 from ticker_core.tz import IST
 
 START = datetime(2024, 6, 3, 9, 15, tzinfo=IST)  # a Monday
