@@ -24,6 +24,7 @@ from lambdas.common.credentials import CredentialError, CredentialVault
 from lambdas.common.db import DatabaseSettings, create_pool
 from lambdas.common.envelope import KmsEnvelopeCipher
 from lambdas.common.observability import Observability
+from lambdas.common.retry import full_jitter
 from lambdas.common.runtime import Lazy, LoopRunner
 from lambdas.common.settings import SnapshotSettings, VaultSettings
 from lambdas.instruments.broker import KiteError, KiteRestClient
@@ -46,6 +47,8 @@ class InstrumentsSettings(BaseSettings):
     account_id: str | None = None
     http_timeout_seconds: float = Field(default=60.0, gt=0)
     http_attempts: int = Field(default=3, ge=1)
+    http_retry_base_seconds: float = Field(default=1.0, ge=0)
+    """First retry waits up to this long (full jitter, doubling, capped at 8x)."""
     max_drop: float = Field(default=0.2, gt=0, lt=1)
     """Largest tolerated shrink of a segment against the last good dump."""
     keep_days: int = Field(default=7, ge=0)
@@ -71,7 +74,12 @@ vault = CredentialVault(
     cache_seconds=vault_settings.cache_seconds,
 )
 broker = KiteRestClient(
-    settings.kite_root, timeout_s=settings.http_timeout_seconds, attempts=settings.http_attempts
+    settings.kite_root,
+    timeout_s=settings.http_timeout_seconds,
+    attempts=settings.http_attempts,
+    delays=lambda: full_jitter(
+        settings.http_retry_base_seconds, 8 * settings.http_retry_base_seconds
+    ),
 )
 store = S3SnapshotStore(boto3.client("s3"), snapshot_settings.bucket, snapshot_settings.prefix)
 registry = PostgresRegistry(pool)
