@@ -9,7 +9,14 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from ticker_core.instruments import Instrument, InstrumentType, instrument_token
+from lambdas.common.instrument_snapshots import SnapshotPointer, csv_digest, snapshot_key
+from lambdas.instruments.dal import S3SnapshotStore
+from ticker_core.instruments import (
+    Instrument,
+    InstrumentType,
+    instrument_token,
+    parse_instruments,
+)
 from ticker_core.records import Aggregator, KinesisUserRecord
 
 IST_OFFSET = timedelta(hours=5, minutes=30)
@@ -204,3 +211,14 @@ def index_instrument(tradingsymbol: str, exchange_token: int) -> Instrument:
         segment="INDICES",
         exchange="NSE",
     )
+
+
+def publish_snapshot(store: S3SnapshotStore, csv_bytes: bytes, day: date) -> SnapshotPointer:
+    """Publish a dump as the instruments function would (object, then pointer), no checks."""
+    sha = csv_digest(csv_bytes)
+    summary = parse_instruments(csv_bytes.decode()).summary()
+    pointer = SnapshotPointer(day, sha, snapshot_key(day, sha, "instruments/"),
+                              datetime.now(UTC), summary)  # fmt: skip
+    store.put_snapshot(pointer.key, csv_bytes)
+    store.put_pointer(pointer)
+    return pointer

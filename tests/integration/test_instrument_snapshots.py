@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import pytest
@@ -15,12 +15,11 @@ from lambdas.common.instrument_snapshots import (
     SnapshotUnavailableError,
     csv_digest,
     pointer_key,
-    snapshot_key,
 )
 from lambdas.instruments.dal import S3SnapshotStore
 from tests.conftest import INSTRUMENTS_BUCKET
-from tests.factories import chain
-from ticker_core.instruments import parse_instruments, write_instruments_csv
+from tests.factories import chain, publish_snapshot
+from ticker_core.instruments import write_instruments_csv
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +43,7 @@ def dump(strikes: list[float]) -> bytes:
 
 
 def publish(store: S3SnapshotStore, csv_bytes: bytes, day: date = DAY) -> SnapshotPointer:
-    sha = csv_digest(csv_bytes)
-    summary = parse_instruments(csv_bytes.decode()).summary()
-    pointer = SnapshotPointer(day, sha, snapshot_key(day, sha, PREFIX), datetime.now(UTC), summary)
-    store.put_snapshot(pointer.key, csv_bytes)
-    store.put_pointer(pointer)
-    return pointer
+    return publish_snapshot(store, csv_bytes, day)
 
 
 def test_the_reader_follows_the_pointer_and_reloads_only_when_the_dump_changes(s3: Any) -> None:
