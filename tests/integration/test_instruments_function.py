@@ -341,3 +341,26 @@ def test_the_handler_publishes_then_finds_nothing_new_then_fails_loudly(
     assert any(m.get("InstrumentsPublicationFailed") == [1.0] for m in lines)
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert [getattr(r, "error", None) for r in errors] == ["KiteNetworkError"]
+
+
+def test_the_command_line_publishes_once_and_exits_non_zero_on_failure(
+    handler_module: ModuleType,
+    s3: Any,
+    sim_faults: ThreadedSimulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lambdas.instruments.__main__ import main
+
+    # Given Kite failing every attempt, When the command runs, Then it exits 1 saying why
+    running = sim_faults.sim
+    assert running is not None
+    sim_faults.call(lambda: running.faults.fail_rest(503, 2, path_prefix="/instruments"))
+    assert main() == 1
+    assert "not published" in capsys.readouterr().err
+    assert read_pointer(s3, BUCKET, PREFIX) is None
+    # When it runs in a fresh process (module) with Kite healthy, Then it publishes and says so
+    sys.modules.pop("lambdas.instruments.handler", None)
+    assert main() == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["status"] == "published"
+    assert read_pointer(s3, BUCKET, PREFIX) is not None
