@@ -71,14 +71,19 @@ view = GreeksSettingsView(
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Kinesis batch of ticks -> Greeks records; returns the partial batch response."""
     loads_before = snapshots.loads
-    outcome = greeks_event(
-        event,
-        instruments=instruments,
-        memory=memory,
-        publisher=publisher,
-        settings=view,
-        computed_at=datetime.now(UTC),
-    )
+    try:
+        outcome = greeks_event(
+            event,
+            instruments=instruments,
+            memory=memory,
+            publisher=publisher,
+            settings=view,
+            computed_at=datetime.now(UTC),
+        )
+    except Exception as exc:  # no snapshot, or records not written: Kinesis retries the batch
+        obs.count("GreeksBatchFailed")
+        obs.logger.error("greeks batch failed", extra={"error": type(exc).__name__})
+        raise
     obs.count("TicksReceived", outcome.ticks)
     obs.count("GreeksPublished", outcome.rows)
     obs.count("UnknownInstruments", outcome.unknown)

@@ -86,6 +86,7 @@ _KINDS = {
 }
 _EXPIRY_BITS = 20  # days since 1970 fit in 20 bits until the year 4840
 _NO_FORWARD = Reason.NO_FORWARD.code
+_EXPIRED = Reason.EXPIRED.code
 _EPOCH = date(1970, 1, 1)
 
 
@@ -121,6 +122,8 @@ class TickColumns:
             raise PoisonRecordError("bad_field", "last_price must be a number")
         exchange_ts = tick.get("exchange_timestamp")
         when = exchange_ts if isinstance(exchange_ts, datetime) else tick["received_at"]
+        if not isinstance(when, datetime):
+            raise PoisonRecordError("bad_field", "received_at must be a timestamp")
         self.tokens.append(token)
         self.prices.append(float(price))
         self.epochs.append(when.timestamp())
@@ -372,7 +375,9 @@ def compute_greeks(
     vols = implied_vol(price, forward, strike, t_years, rate, is_call)
     g = greeks(forward, strike, t_years, rate, vols.iv, is_call)
     reason = np.where(vols.reason != OK, vols.reason, g.reason).astype(np.uint8)
-    reason[source == SOURCE_NONE] = _NO_FORWARD
+    # Without a forward the math saw NaN; say why instead (an expired contract is expired).
+    none = source == SOURCE_NONE
+    reason[none] = np.where(t_years[none] > 0, _NO_FORWARD, _EXPIRED)
     return GreeksBatch(
         tick_pos=rows,
         inst_pos=row_inst,

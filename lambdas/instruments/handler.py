@@ -86,6 +86,7 @@ registry = PostgresRegistry(pool)
 publish_settings = PublishSettings(max_drop=settings.max_drop, keep_days=settings.keep_days)
 
 FAILURES = (SnapshotRejectedError, SessionUnavailableError, KiteError, CredentialError)
+"""The expected ways a publication fails (the command line exits 1 on these)."""
 
 
 def publish(event: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +109,7 @@ def publish(event: dict[str, Any]) -> dict[str, Any]:
                 settings=publish_settings,
             )
         )
-    except FAILURES as exc:
+    except Exception as exc:  # counted and logged whatever it is (S3, database, Kite), re-raised
         obs.count("InstrumentsPublicationFailed")
         reasons = list(getattr(exc, "reasons", ())) or [str(exc)]
         obs.logger.error(

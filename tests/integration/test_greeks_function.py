@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 from jsonschema import Draft202012Validator, FormatChecker
 
 from kite_sim.clock import ManualClock
@@ -30,6 +31,7 @@ from kite_sim.market import KIND_CALL, KIND_FUT, KIND_PUT, Market
 from kite_sim.server import Simulator
 from kite_sim.universe import UniverseConfig
 from kite_sim.wire import encode_ticks
+from lambdas.common.instrument_snapshots import SnapshotUnavailableError
 from lambdas.instruments.dal import S3SnapshotStore
 from sandbox.moto_server import AwsEndpoint
 from tests.conftest import INSTRUMENTS_BUCKET
@@ -232,3 +234,30 @@ def test_a_poison_record_is_reported_and_a_replay_yields_the_same_sources(
     assert [m.get("Poison_corrupt_record") for m in emf] == [[1.0], [1.0]]
     assert all(m["GreeksPublished"] == [float(len(once))] for m in emf)
     assert all("Forward_parity" in m and "Forward_future" in m for m in emf)
+
+
+def test_without_a_snapshot_or_a_stream_the_batch_fails_for_kinesis_to_retry(
+    aws: AwsEndpoint, s3: Any, market: Market, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    # Given a function whose bucket holds no snapshot yet and whose stream does not exist
+    monkeypatch.setenv("GREEKS_OUTPUT_STREAM", "missing")
+    monkeypatch.setenv("INSTRUMENTS_BUCKET", INSTRUMENTS_BUCKET)
+    sys.modules.pop("lambdas.greeks.handler", None)
+    module = importlib.import_module("lambdas.greeks.handler")
+    event = event_of(kite_ticks(market, model_prices=True)[:10], "shardId-000000000000", 10**20)
+    try:
+        # When a batch arrives, Then the invocation fails (nothing can be computed)
+        with pytest.raises(SnapshotUnavailableError):
+            module.handler(event, Context())
+        # When the snapshot appears but the stream is missing, Then it fails too
+        publish_snapshot(
+            S3SnapshotStore(s3, INSTRUMENTS_BUCKET, "instruments/"),
+            market.instruments_csv().encode(),
+            market.clock.now().date(),
+        )
+        with pytest.raises(ClientError):
+            module.handler(event, Context())
+    finally:
+        sys.modules.pop("lambdas.greeks.handler", None)
+    emf = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"_aws"' in x]
+    assert [m.get("GreeksBatchFailed") for m in emf] == [[1.0], [1.0]]

@@ -182,8 +182,22 @@ def test_a_parity_forward_is_remembered_too_and_expired_groups_are_forgotten() -
 
 
 def test_a_group_with_neither_future_parity_nor_memory_has_no_forward() -> None:
-    rows = rows_of(Ticks().add(FIN[0], 150.0, underlying="FINNIFTY").columns)
-    assert [(r["forward_source"], r["reason"]) for r in rows] == [("none", "no_forward")]
+    after_expiry = datetime(2026, 12, 29, 10, 1, tzinfo=UTC)
+    ticks = Ticks().add(FIN[0], 150.0, underlying="FINNIFTY")
+    ticks.add(FIN[0], 150.0, after_expiry, underlying="FINNIFTY")
+    rows = rows_of(ticks.columns)
+    # an expired contract is reported as expired, not as lacking a forward
+    assert [(r["forward_source"], r["reason"]) for r in rows] == [
+        ("none", "no_forward"),
+        ("none", "expired"),
+    ]
+
+
+def test_a_tick_without_any_timestamp_is_poison() -> None:
+    record = json.loads(tick_bytes(1, 1.0, NOW, exchange_timestamp=False))
+    record["received_at"] = None
+    with pytest.raises(ValueError, match="received_at"):
+        TickColumns().add(user(json.dumps(record).encode(), "1"))
 
 
 # --------------------------------------------------------------------------- join, time, inputs
