@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from ticker_core.instruments import (
     instrument_token,
     parse_instruments,
 )
-from ticker_core.records import Aggregator, KinesisUserRecord
+from ticker_core.records import Aggregator, KinesisUserRecord, lambda_event_record
 
 IST_OFFSET = timedelta(hours=5, minutes=30)
 
@@ -118,22 +117,14 @@ def kinesis_event(
                 raise ValueError("test aggregate too large")
         sequence = str(first_sequence + offset)
         entries.append(
-            {
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": partition_key,
-                    "sequenceNumber": sequence,
-                    "data": base64.b64encode(aggregator.build()).decode(),
-                    "approximateArrivalTimestamp": 1_795_000_000.0 + offset,
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": f"{shard_id}:{sequence}",
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::123456789012:role/persist",
-                "awsRegion": "ap-south-1",
-                "eventSourceARN": stream_arn,
-            }
+            lambda_event_record(
+                aggregator.build(),
+                partition_key=partition_key,
+                sequence_number=sequence,
+                shard_id=shard_id,
+                stream_arn=stream_arn,
+                arrival=1_795_000_000.0 + offset,
+            )
         )
     return {"Records": entries}
 
