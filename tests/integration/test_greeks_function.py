@@ -33,6 +33,7 @@ from kite_sim.universe import UniverseConfig
 from kite_sim.wire import encode_ticks
 from lambdas.common.instrument_snapshots import SnapshotUnavailableError
 from lambdas.instruments.dal import S3SnapshotStore
+from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.moto_server import AwsEndpoint
 from tests.conftest import INSTRUMENTS_BUCKET
 from tests.factories import kinesis_event, publish_snapshot
@@ -134,6 +135,13 @@ def handler_module(
     aws: AwsEndpoint, s3: Any, market: Market, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[ModuleType]:
     """The handler imported as Lambda would, with the sim's dump published and the stream made."""
+    yield _import_handler(aws, s3, market, monkeypatch)
+    sys.modules.pop("lambdas.greeks.handler", None)
+
+
+def _import_handler(
+    aws: AwsEndpoint, s3: Any, market: Market, monkeypatch: pytest.MonkeyPatch
+) -> ModuleType:
     publish_snapshot(
         S3SnapshotStore(s3, INSTRUMENTS_BUCKET, "instruments/"),
         market.instruments_csv().encode(),
@@ -144,9 +152,7 @@ def handler_module(
     monkeypatch.setenv("INSTRUMENTS_BUCKET", INSTRUMENTS_BUCKET)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TickerServiceTest")
     sys.modules.pop("lambdas.greeks.handler", None)
-    module = importlib.import_module("lambdas.greeks.handler")
-    yield module
-    sys.modules.pop("lambdas.greeks.handler", None)
+    return importlib.import_module("lambdas.greeks.handler")
 
 
 class Context:
@@ -261,3 +267,29 @@ def test_without_a_snapshot_or_a_stream_the_batch_fails_for_kinesis_to_retry(
         sys.modules.pop("lambdas.greeks.handler", None)
     emf = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"_aws"' in x]
     assert [m.get("GreeksBatchFailed") for m in emf] == [[1.0], [1.0]]
+
+
+def test_throttled_writes_are_retried_entry_by_entry_and_land_exactly_once(
+    aws: AwsEndpoint, s3: Any, market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the greeks stream behind a proxy that throttles writes the ways Kinesis does
+    proxy = KinesisFaultProxy(aws.url)
+    proxy.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", proxy.url)
+        monkeypatch.setenv("GREEKS_PUT_ATTEMPTS", "12")
+        module = _import_handler(aws, s3, market, monkeypatch)
+        ticks = kite_ticks(market, model_prices=True)
+        # When a batch is processed while the stream refuses writes for a moment
+        proxy.throttle(0.3)
+        assert module.handler(event_of(ticks, "shardId-000000000000", 10**20), Context()) == {
+            "batchItemFailures": []
+        }
+        # Then the throttling happened, and every row is on the stream exactly once
+        assert proxy.calls_refused + proxy.entries_refused > 0
+        records = stream_records(boto3.client("kinesis", **aws.client_kwargs()))
+        sources = [json.dumps(r["source"], sort_keys=True) for _, r in records]
+        assert len(sources) == len(set(sources)) == len(model_vols(market))
+    finally:
+        sys.modules.pop("lambdas.greeks.handler", None)
+        proxy.close()
