@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from lambdas.common.kinesis_batch import PoisonRecordError, consume_kinesis_event
+from lambdas.common.kinesis_batch import (
+    PoisonRecordError,
+    consume_kinesis_event,
+    consume_kinesis_record,
+)
 from ticker_core.records import KinesisUserRecord
 
 TICK_SCHEMA = "tick/1"
@@ -52,6 +56,11 @@ class Rows:
     ticks: list[tuple[Any, ...]] = field(default_factory=list)
     greeks: list[tuple[Any, ...]] = field(default_factory=list)
     poison: Counter[str] = field(default_factory=Counter)
+
+    def add(self, user: KinesisUserRecord) -> None:
+        """Decode one user record into its row (:class:`PoisonRecordError` if it cannot be)."""
+        kind, row = decode(user)
+        (self.ticks if kind == "tick" else self.greeks).append(row)
 
 
 def _field(record: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -227,6 +236,15 @@ class PersistOutcome:
     write_ms: float
 
 
+def decode_kinesis_record(raw: Mapping[str, Any], rows: Rows) -> None:
+    """Add one Kinesis record's good rows to ``rows``; raise if any of it is poison.
+
+    Every user record is decoded before raising, so good rows sharing an
+    aggregate with a poison record are still written.
+    """
+    consume_kinesis_record(raw, rows.add, rows.poison)
+
+
 async def persist_event(event: Mapping[str, Any], writer: BatchWriter) -> PersistOutcome:
     """Decode a Kinesis event, write its good rows in one transaction, report poison.
 
@@ -234,12 +252,7 @@ async def persist_event(event: Mapping[str, Any], writer: BatchWriter) -> Persis
     and Kinesis redelivers the batch (bisected on error, if so configured).
     """
     rows = Rows()
-
-    def consume(user: KinesisUserRecord) -> None:
-        kind, row = decode(user)
-        (rows.ticks if kind == "tick" else rows.greeks).append(row)
-
-    response = consume_kinesis_event(event, consume, rows.poison)
+    response = consume_kinesis_event(event, rows.add, rows.poison)
     started = time.perf_counter()
     written = await writer.write(rows.ticks, rows.greeks) if rows.ticks or rows.greeks else None
     return PersistOutcome(
