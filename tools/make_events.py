@@ -7,7 +7,6 @@ regenerates them and fails if a committed file drifted.
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ticker_core.kite_wire import encode_text
-from ticker_core.records import Aggregator, encode_greeks, encode_tick
+from ticker_core.records import Aggregator, encode_greeks, encode_tick, lambda_event_record
 from ticker_core.tz import IST
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
@@ -61,22 +60,15 @@ def _index_tick(token: int, price: float) -> dict[str, Any]:
 def _lambda_record(
     data: bytes, partition_key: str, sequence: str, stream: str, shard: str
 ) -> dict[str, Any]:
-    return {
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": partition_key,
-            "sequenceNumber": sequence,
-            "data": base64.b64encode(data).decode(),
-            "approximateArrivalTimestamp": 1795752000.123,
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": f"{shard}:{sequence}",
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": "arn:aws:iam::123456789012:role/ticker-stream-consumer",
-        "awsRegion": "ap-south-1",
-        "eventSourceARN": f"arn:aws:kinesis:ap-south-1:123456789012:stream/{stream}",
-    }
+    return lambda_event_record(
+        data,
+        partition_key=partition_key,
+        sequence_number=sequence,
+        shard_id=shard,
+        stream_arn=f"arn:aws:kinesis:ap-south-1:123456789012:stream/{stream}",
+        arrival=1795752000.123,
+        function_role_arn="arn:aws:iam::123456789012:role/ticker-stream-consumer",
+    )
 
 
 def ticks_event() -> dict[str, Any]:
