@@ -21,7 +21,6 @@ Two layers:
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -31,6 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from ticker_core.records import lambda_event_record
 
 MAX_EVENT_BYTES = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
 RECORD_ENVELOPE_BYTES = 420  # the JSON around one record's base64 data, ARNs included
@@ -388,25 +389,18 @@ class ShardState:
 
 
 def event_record(
-    record: StreamRecord, *, shard_id: str, stream_arn: str, region: str, role_arn: str
+    record: StreamRecord, *, shard_id: str, stream_arn: str, role_arn: str
 ) -> dict[str, Any]:
-    """One ``Records[]`` entry of a Lambda Kinesis event, exactly as Lambda writes it."""
-    return {
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": record.partition_key,
-            "sequenceNumber": record.sequence_number,
-            "data": base64.b64encode(record.data).decode("ascii"),
-            "approximateArrivalTimestamp": round(record.arrival, 3),
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": f"{shard_id}:{record.sequence_number}",
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": role_arn,
-        "awsRegion": region,
-        "eventSourceARN": stream_arn,
-    }
+    """One ``Records[]`` entry of a Lambda Kinesis event (the one shape tests and events/ use)."""
+    return lambda_event_record(
+        record.data,
+        partition_key=record.partition_key,
+        sequence_number=record.sequence_number,
+        shard_id=shard_id,
+        stream_arn=stream_arn,
+        arrival=round(record.arrival, 3),
+        function_role_arn=role_arn,
+    )
 
 
 def _iso_millis(epoch: float) -> str:
@@ -472,7 +466,6 @@ class MappingTarget:
     function_arn: str
     stream_name: str
     stream_arn: str
-    region: str
     role_arn: str
     on_failure_queue_url: str | None = None
 
@@ -656,7 +649,6 @@ class EventSourceMapping:
                         r,
                         shard_id=shard_id,
                         stream_arn=self.target.stream_arn,
-                        region=self.target.region,
                         role_arn=self.target.role_arn,
                     )
                     for r in batch.records

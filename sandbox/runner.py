@@ -472,7 +472,6 @@ class Sandbox:
                 function_arn=function.arn,
                 stream_name=stream_name,
                 stream_arn=arn,
-                region=aws.region,
                 role_arn=r.role_arn(function.name),
                 on_failure_queue_url=dlq,
             )

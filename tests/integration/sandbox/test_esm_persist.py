@@ -117,7 +117,6 @@ def mapping_factory(aws: AwsEndpoint, resources: Resources) -> Iterator[MakeMapp
             function_arn=function.arn,
             stream_name=resources.names.ticks_stream,
             stream_arn=resources.ticks_stream_arn,
-            region=aws.region,
             role_arn=resources.role_arn(function.name),
             on_failure_queue_url=resources.persist_failures_url,
         )

@@ -488,7 +488,6 @@ def test_event_records_have_lambdas_shape_and_de_aggregate_with_their_identity()
         record,
         shard_id="shardId-000000000003",
         stream_arn="arn:aws:kinesis:ap-south-1:000000000000:stream/ticks",
-        region="ap-south-1",
         role_arn="arn:aws:iam::000000000000:role/persist",
     )
     # Then it has exactly Lambda's keys
@@ -502,6 +501,8 @@ def test_event_records_have_lambdas_shape_and_de_aggregate_with_their_identity()
     }  # fmt: skip
     assert entry["eventID"] == "shardId-000000000003:49650000000000000000000000000000042"
     assert entry["eventSource"] == "aws:kinesis"
+    assert entry["awsRegion"] == "ap-south-1"
+    assert entry["invokeIdentityArn"] == "arn:aws:iam::000000000000:role/persist"
     assert base64.b64decode(entry["kinesis"]["data"]) == record.data
     # And the consumers' de-aggregation reads the user records with their identity
     users = deaggregate_event_record(entry)
