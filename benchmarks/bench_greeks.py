@@ -155,7 +155,7 @@ def _per_tick(
                 "raw": {"theta": float(g.theta_raw), "vega": float(g.vega_raw),
                         "rho": float(g.rho_raw)},
                 "reason": reason, "exchange_timestamp": ticks.exchange_timestamps[n],
-                "computed_at": computed_at, "source": ticks.sources[n],
+                "as_of": ticks.as_of[n], "computed_at": computed_at, "source": ticks.sources[n],
             }  # fmt: skip
             batcher.add(inst.underlying, encode_greeks(row), 0.0)
             ivs.append(float(iv))

@@ -111,6 +111,7 @@ def greeks_event() -> dict[str, Any]:
         "raw": {"theta": -5183.0, "vega": 1270.0, "rho": -3.8},
         "reason": None,
         "exchange_timestamp": EXCHANGE_TS,
+        "as_of": EXCHANGE_TS,
         "computed_at": RECEIVED,
         "source": {
             "shard_id": "shardId-000000000000",

@@ -102,6 +102,8 @@ class TickColumns:
     epochs: list[float] = field(default_factory=list)
     """Exchange timestamp, else received_at, in epoch seconds."""
     exchange_timestamps: list[datetime | None] = field(default_factory=list)
+    as_of: list[datetime] = field(default_factory=list)
+    """Exchange timestamp, else received_at: the tick's own instant, the same on every replay."""
     sources: list[dict[str, str | int]] = field(default_factory=list)
     poison: Counter[str] = field(default_factory=Counter)
 
@@ -128,6 +130,7 @@ class TickColumns:
         self.prices.append(float(price))
         self.epochs.append(when.timestamp())
         self.exchange_timestamps.append(exchange_ts if isinstance(exchange_ts, datetime) else None)
+        self.as_of.append(when)
         self.sources.append(user.source)
 
 
@@ -535,6 +538,7 @@ def greeks_rows(
             },
             "reason": reasons[i],
             "exchange_timestamp": ticks.exchange_timestamps[tick],
+            "as_of": ticks.as_of[tick],
             "computed_at": computed_at,
             "source": ticks.sources[tick],
         }

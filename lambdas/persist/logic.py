@@ -171,7 +171,8 @@ def greeks_row(record: dict[str, Any]) -> tuple[Any, ...]:
     if not isinstance(raw, dict):
         raise PoisonRecordError("bad_field", "raw must be an object")
     return (
-        _optional_instant(record, "exchange_timestamp") or computed_at,
+        # as_of, not computed_at: a recomputed row must land on the same key
+        _instant(record.get("as_of"), "as_of"),
         _token(record),
         _optional(record, "tradingsymbol", str),
         _field(record, "underlying", str),

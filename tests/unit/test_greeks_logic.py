@@ -227,6 +227,8 @@ def test_time_to_expiry_is_calendar_seconds_to_1530_ist_over_a_365_day_year() ->
     received = NOW + timedelta(hours=1, milliseconds=3)
     assert rows[1]["t_years"] == pytest.approx((expiry - received).total_seconds() / 31_536_000)
     assert rows[1]["exchange_timestamp"] is None
+    # And each row is "as of" its tick's own instant, which a recomputation repeats exactly
+    assert (rows[0]["as_of"], rows[1]["as_of"]) == (NOW, received)
 
 
 @pytest.mark.parametrize(
