@@ -102,6 +102,8 @@ class Options:
     ticks_per_instrument: float = 4.0
 
 
+# What every function's environment has besides its own settings.
+FUNCTION_ENV = {"POWERTOOLS_METRICS_NAMESPACE": "TickerService", "LOG_LEVEL": "WARNING"}
 # Event source mappings as the CDK stack configures them.
 GREEKS_MAPPING = MappingConfig(
     batch_size=500,
@@ -386,6 +388,16 @@ class Sandbox:
             env["AWS_ENDPOINT_URL_KINESIS"] = self.proxy.url
         return env
 
+    def _function(
+        self, name: str, handler: str, env: dict[str, str], **settings: Any
+    ) -> LambdaFunction:
+        function = LambdaFunction(
+            name, handler, env={**FUNCTION_ENV, **env}, log_dir=self.logs, **settings
+        )
+        self.functions[name] = function
+        self._on_exit(f"function {name}", function.kill_all)
+        return function
+
     def _start_functions(self) -> None:
         r = self._need(self.resources, "AWS")
         db = self._need(self.db, "PostgreSQL")
@@ -393,57 +405,45 @@ class Sandbox:
             self.proxy = KinesisFaultProxy(self._need(self.aws, "moto").url)
             self.proxy.start()
             self._on_exit("kinesis proxy", self.proxy.close)
-        common = {"POWERTOOLS_METRICS_NAMESPACE": "TickerService", "LOG_LEVEL": "WARNING"}
-        self.functions["persist"] = LambdaFunction(
+        self._function(
             "persist",
             "lambdas.persist.handler.handler",
-            env={**common, **self._aws_env(kinesis_via_proxy=False), **db.db_env()},
-            log_dir=self.logs,
+            {**self._aws_env(kinesis_via_proxy=False), **db.db_env()},
             timeout_s=60,
             memory_mb=1024,
             max_concurrency=2 * r.shards,
         )
-        if _has_module("lambdas.greeks.handler"):
-            self.functions["greeks"] = LambdaFunction(
-                "greeks",
-                "lambdas.greeks.handler.handler",
-                env={
-                    **common,
-                    **self._aws_env(kinesis_via_proxy=True),
-                    "GREEKS_OUTPUT_STREAM": r.names.greeks_stream,
-                    "INSTRUMENTS_BUCKET": r.names.instruments_bucket,
-                },
-                log_dir=self.logs,
-                timeout_s=60,
-                memory_mb=1024,
-                max_concurrency=r.shards,
-            )
-        else:
-            self.notes.append("greeks function not on this branch: Greeks are not computed")
-        if _has_module("lambdas.instruments.handler"):
-            self.functions["instruments"] = LambdaFunction(
-                "instruments",
-                "lambdas.instruments.handler.handler",
-                env={
-                    **common,
-                    **self._aws_env(kinesis_via_proxy=False),
-                    **db.db_env(),
-                    "INSTRUMENTS_BUCKET": r.names.instruments_bucket,
-                    "INSTRUMENTS_KITE_ROOT": self.rest_url,
-                    "KITE_CREDENTIALS_KMS_KEY_ARN": r.kms_key_arn,
-                    "KITE_CREDENTIALS_PREFIX": r.names.secrets_prefix,
-                },
-                log_dir=self.logs,
-                timeout_s=120,
-                max_concurrency=1,
-            )
-        for function in self.functions.values():
-            self._on_exit(f"function {function.name}", function.kill_all)
+        snapshot = {"INSTRUMENTS_BUCKET": r.names.instruments_bucket}
+        self._function(
+            "greeks",
+            "lambdas.greeks.handler.handler",
+            {
+                **self._aws_env(kinesis_via_proxy=True),
+                **snapshot,
+                "GREEKS_OUTPUT_STREAM": r.names.greeks_stream,
+            },
+            timeout_s=60,
+            memory_mb=1024,
+            max_concurrency=r.shards,
+        )
+        self._function(
+            "instruments",
+            "lambdas.instruments.handler.handler",
+            {
+                **self._aws_env(kinesis_via_proxy=False),
+                **db.db_env(),
+                **snapshot,
+                "INSTRUMENTS_KITE_ROOT": self.rest_url,
+                "KITE_CREDENTIALS_KMS_KEY_ARN": r.kms_key_arn,
+                "KITE_CREDENTIALS_PREFIX": r.names.secrets_prefix,
+            },
+            timeout_s=120,
+            max_concurrency=1,
+        )
 
     def _publish_instruments(self) -> None:
-        function = self.functions.get("instruments")
-        if function is None:
-            return
+        """The day's snapshot the Greeks function reads, published as the schedule would."""
+        function = self.functions["instruments"]
         result = function.invoke({})
         if result.failed:
             raise SandboxError(
@@ -456,13 +456,11 @@ class Sandbox:
     def _start_mappings(self) -> None:
         aws = self._need(self.aws, "moto")
         r = self._need(self.resources, "AWS")
-        pairs = [("ticks", "persist", PERSIST_MAPPING, r.persist_failures_url)]
-        if "greeks" in self.functions:
-            pairs = [
-                ("ticks", "greeks", GREEKS_MAPPING, r.greeks_failures_url),
-                *pairs,
-                ("greeks", "persist", PERSIST_MAPPING, r.persist_failures_url),
-            ]
+        pairs = [
+            ("ticks", "greeks", GREEKS_MAPPING, r.greeks_failures_url),
+            ("ticks", "persist", PERSIST_MAPPING, r.persist_failures_url),
+            ("greeks", "persist", PERSIST_MAPPING, r.persist_failures_url),
+        ]
         for stream, function_name, config, dlq in pairs:
             function = self.functions[function_name]
             stream_name = r.names.ticks_stream if stream == "ticks" else r.names.greeks_stream
@@ -776,7 +774,6 @@ class Sandbox:
             greeks=greeks,
             greeks_rows=greeks_rows,
             on_failure_batches=on_failure,
-            greeks_for_every_option_tick="greeks" in self.functions,
             labels=labels,
         )
         report.run = self._run_facts(counters)
