@@ -208,6 +208,7 @@ def build_report(
     on_failure_batches: int = 0,
     greeks_for_every_option_tick: bool = True,
     labels: Mapping[int, str] | None = None,
+    run_problems: Iterable[str] = (),
 ) -> Report:
     """Compare the witnesses; the verdict is ``complete`` only if nothing is off anywhere."""
     labels = labels or {}
@@ -316,6 +317,7 @@ def build_report(
         greeks_rows_in_postgres=greeks_rows.rows,
         on_failure_batches=on_failure_batches,
     )
+    problems += list(run_problems)
     if totals.ticks_sent_by_simulator == 0:
         problems.append("ticks: the simulator sent nothing; there is nothing to vouch for")
     verdict = "complete" if not problems else "incomplete"
@@ -412,6 +414,8 @@ def render(report: Report, path: str | None = None) -> str:
     else:
         lines.append("verdict: INCOMPLETE")
         lines += [f"  - {p}" for p in report.problems]
+    for note in report.run.get("notes", []):
+        lines.append(f"note: {note}")
     if path:
         lines.append(f"report written to {path}")
     return "\n".join(lines)

@@ -171,6 +171,13 @@ def test_discarded_batches_and_an_empty_run_are_not_complete() -> None:
     assert "INCOMPLETE" in render(empty)
 
 
+def test_a_run_problem_such_as_a_drain_timeout_makes_the_verdict_incomplete() -> None:
+    report = World().report(run_problems=["drain timed out waiting for the feed"])
+    assert report.problems == ["drain timed out waiting for the feed"]
+    report.run = {"notes": ["feed settled short"]}
+    assert "note: feed settled short" in render(report)
+
+
 def test_unreadable_user_records_are_counted() -> None:
     world = World()
     world.ticks.add(("shardId-2", 1), [b"not json"], {OPTION})
