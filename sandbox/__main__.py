@@ -45,7 +45,10 @@ def parse_args(argv: list[str]) -> Options:
     view.add_argument("--live", dest="live", action="store_true", default=None, help="live table")
     view.add_argument("--plain", dest="live", action="store_false", help="log lines, no table")
     p.add_argument(
-        "--drain-timeout", type=float, default=180.0, help="seconds allowed to drain; default 180"
+        "--drain-timeout",
+        type=float,
+        default=120.0,
+        help="give up draining after this many seconds without progress; default 120",
     )
     args = p.parse_args(argv)
     if args.accounts < 1 or args.shards < 1 or args.rate <= 0 or args.duration < 0:

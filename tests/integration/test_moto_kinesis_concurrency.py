@@ -65,3 +65,56 @@ def test_concurrent_put_records_lose_nothing_and_share_no_sequence_number(
     }
     assert sorted(rec["Data"] for rec in records) == sorted(expected)
     assert len({rec["SequenceNumber"] for rec in records}) == len(records)
+
+
+def test_get_records_pages_in_order_from_any_iterator(aws: AwsEndpoint) -> None:
+    # Given 50 records on one shard
+    client = boto3.client("kinesis", **aws.client_kwargs())
+    client.create_stream(StreamName="pages", ShardCount=1)
+    client.get_waiter("stream_exists").wait(StreamName="pages")
+    shard_id = client.list_shards(StreamName="pages")["Shards"][0]["ShardId"]
+    empty = client.get_shard_iterator(
+        StreamName="pages", ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    assert client.get_records(ShardIterator=empty)["Records"] == []
+    entries = [{"Data": str(i).encode(), "PartitionKey": "k"} for i in range(50)]
+    sequences = [
+        r["SequenceNumber"]
+        for r in client.put_records(StreamName="pages", Records=entries)["Records"]
+    ]
+
+    def read(iterator: str, limit: int) -> tuple[list[bytes], int]:
+        out: list[bytes] = []
+        pages = 0
+        while True:
+            page = client.get_records(ShardIterator=iterator, Limit=limit)
+            if not page["Records"]:
+                assert page["MillisBehindLatest"] == 0
+                return out, pages
+            pages += 1
+            out += [r["Data"] for r in page["Records"]]
+            iterator = page["NextShardIterator"]
+
+    # When read 7 at a time from the horizon, Then every record comes once, in order
+    everything, pages = read(empty, 7)
+    assert everything == [str(i).encode() for i in range(50)]
+    assert pages == 8
+    # And an iterator after a sequence number starts right after it
+    after = client.get_shard_iterator(
+        StreamName="pages",
+        ShardId=shard_id,
+        ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+        StartingSequenceNumber=sequences[41],
+    )["ShardIterator"]
+    assert read(after, 100)[0] == [str(i).encode() for i in range(42, 50)]
+    at = client.get_shard_iterator(
+        StreamName="pages",
+        ShardId=shard_id,
+        ShardIteratorType="AT_SEQUENCE_NUMBER",
+        StartingSequenceNumber=sequences[10],
+    )["ShardIterator"]
+    assert read(at, 100)[0][0] == b"10"
+    latest = client.get_shard_iterator(
+        StreamName="pages", ShardId=shard_id, ShardIteratorType="LATEST"
+    )["ShardIterator"]
+    assert read(latest, 100)[0] == []
