@@ -51,6 +51,9 @@ class KinesisRecord:
     user_bytes: int
     """Sum of those user records' data sizes (payload before aggregation framing)."""
     explicit_hash_key: str | None = None
+    added_at: float | None = field(default=None, compare=False)
+    """The batcher's ``now`` when its first (oldest) user record was added, for latency
+    figures; None for records built elsewhere (read back from disk, say)."""
     size: int = field(init=False)
     """What Kinesis counts against its limits: data + UTF-8 partition key."""
 
@@ -190,7 +193,7 @@ class RecordBatcher:
             else:
                 # Too large to share an aggregate: it travels alone, after what
                 # its key already has open, so per-key order holds.
-                alone = _lone_record(partition_key, data)
+                alone = _lone_record(partition_key, data, now)
                 if current is not None:
                     self._seal(partition_key, current)
                 self._enqueue(alone, now)
@@ -240,7 +243,9 @@ class RecordBatcher:
         del self._open[partition_key]
         agg = aggregate.aggregator
         data = agg.build(unwrap_single=True)
-        record = KinesisRecord(partition_key, data, len(agg), agg.payload_bytes)
+        record = KinesisRecord(
+            partition_key, data, len(agg), agg.payload_bytes, added_at=aggregate.opened_at
+        )
         self._enqueue(record, aggregate.opened_at)
 
     def _enqueue(self, record: KinesisRecord, oldest: float) -> None:
@@ -273,17 +278,17 @@ class RecordBatcher:
         return batches
 
 
-def _lone_record(partition_key: str, data: bytes) -> KinesisRecord:
+def _lone_record(partition_key: str, data: bytes, now: float) -> KinesisRecord:
     """A user record as a Kinesis record of its own, or :class:`RecordTooLargeError`."""
     key_bytes = len(validate_partition_key(partition_key))
     if not data.startswith(MAGIC):
         size = len(data) + key_bytes
         if size > MAX_RECORD_BYTES:
             raise RecordTooLargeError(partition_key, size, MAX_RECORD_BYTES)
-        return KinesisRecord(partition_key, data, 1, len(data))
+        return KinesisRecord(partition_key, data, 1, len(data), added_at=now)
     # Sent bare, it would read as a (corrupt) aggregate: wrap it in one.
     aggregator = Aggregator(MAX_RECORD_BYTES)
     if not aggregator.try_add(partition_key, data):
         size = aggregator.size_with(partition_key, data)
         raise RecordTooLargeError(partition_key, size, MAX_RECORD_BYTES)
-    return KinesisRecord(partition_key, aggregator.build(), 1, len(data))
+    return KinesisRecord(partition_key, aggregator.build(), 1, len(data), added_at=now)
