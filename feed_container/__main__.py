@@ -1,0 +1,51 @@
+"""``python -m feed_container``: the Fargate entrypoint, and the sandbox's plain process.
+
+Reads ``FEED_*`` settings (exit 2 naming the bad ones), logs JSON to stdout,
+runs until SIGTERM or SIGINT, then stops within ``FEED_STOP_TIMEOUT_SECONDS``
+and exits 0 (1 if the service itself failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from feed_container import logs
+from feed_container.service import FeedService
+from feed_container.settings import FeedSettings
+
+log = logging.getLogger("feed_container")
+
+
+async def serve(settings: FeedSettings) -> bool:
+    """Run the service until a stop signal; True when everything reached Kinesis."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await FeedService(settings).run(stop)
+
+
+def main() -> int:
+    """Parse settings, run, return the exit status."""
+    try:
+        settings = FeedSettings()  # type: ignore[call-arg]  # required fields come from the environment
+    except ValidationError as exc:
+        fields = ", ".join("FEED_" + str(e["loc"][0]).upper() for e in exc.errors() if e["loc"])
+        print(f"invalid feed configuration: {fields}\n{exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except Exception:
+        log.exception("feed failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
