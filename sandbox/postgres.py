@@ -319,6 +319,13 @@ class EmbeddedPostgres:
     # -- facts -------------------------------------------------------------------
 
     @property
+    def pid(self) -> int:
+        """The postmaster's process id (benchmarks read server CPU from it)."""
+        if self._process is None:
+            raise PostgresError("server not started")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         """Whether the server process is alive."""
         return self._process is not None and self._process.poll() is None

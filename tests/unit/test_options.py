@@ -11,7 +11,7 @@ import mpmath
 import numpy as np
 import numpy.typing as npt
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.option_cases import OptionCases, nse_like_cases
@@ -423,6 +423,9 @@ def test_price_is_monotone_in_volatility(
 
 @settings(max_examples=300, deadline=None)
 @given(m=moneyness, t=expiries, sigma=vols, call=st.booleans())
+# A put 37 standard deviations out of the money an hour from expiry: its price
+# (2.9e-312) is subnormal and carries no volatility information at all.
+@example(m=-0.40234375, t=0.00011415525114155251, sigma=1.0, call=False)
 def test_implied_vol_inverts_the_pricer(m: float, t: float, sigma: float, call: bool) -> None:
     # Given a price from a known volatility with a non-negligible vega
     f, k = 1000.0, 1000.0 * math.exp(m)
@@ -434,7 +437,12 @@ def test_implied_vol_inverts_the_pricer(m: float, t: float, sigma: float, call: 
         assert int(reason) == OK
         assert float(iv) == pytest.approx(sigma, abs=IV_TOLERANCE)
     else:  # the price carries (almost) no volatility information; it is solved or named
-        named = (OK, Reason.BELOW_INTRINSIC.code, Reason.NON_POSITIVE_PRICE.code)
+        named = (
+            OK,
+            Reason.BELOW_INTRINSIC.code,
+            Reason.NON_POSITIVE_PRICE.code,
+            Reason.NO_CONVERGENCE.code,
+        )
         assert int(reason) in named
 
 

@@ -8,6 +8,10 @@
 -- Primary keys end with ts because a partitioned table's unique keys must
 -- include the partition key; ts is a pure function of the record, so a replay
 -- has the same ts and still collides.
+--
+-- Write-path choices (measured in benchmarks/bench_persist.py): depth is kept
+-- as JSON text, not jsonb (jsonb parsing doubled the server's CPU per row),
+-- and shard ids compare bytewise (collate "C"), not by locale rules.
 
 create schema if not exists market;
 
@@ -32,9 +36,9 @@ create table market.ticks (
     oi_day_high          bigint,
     oi_day_low           bigint,
     exchange_timestamp   timestamptz,
-    depth                jsonb,
+    depth                text,  -- the tick/1 depth object as JSON; cast to jsonb to query
     received_at          timestamptz      not null,
-    src_shard            text             not null,
+    src_shard            text collate "C" not null,
     src_seq              numeric(48, 0)   not null,
     src_subseq           integer          not null,
     primary key (src_shard, src_seq, src_subseq, ts)
@@ -66,7 +70,7 @@ create table market.greeks (
     rho_per_unit       double precision,
     reason             text,
     computed_at        timestamptz      not null,
-    src_shard          text             not null,
+    src_shard          text collate "C" not null,
     src_seq            numeric(48, 0)   not null,
     src_subseq         integer          not null,
     primary key (src_shard, src_seq, src_subseq, ts)
