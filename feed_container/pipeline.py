@@ -55,7 +55,7 @@ class Bounds:
     """Sanity bounds: a tick outside them is corrupt and dropped (counted)."""
 
     max_abs_price: float = 1e8
-    max_future_skew_seconds: float = 86400.0
+    max_future_skew_seconds: float = 7 * 86400.0
 
 
 def validate(

@@ -188,7 +188,9 @@ class SendLane:
 
     def add(self, partition_key: str, data: bytes, now: float) -> None:
         """One user record; ``now`` is its frame's receipt time on the lane's clock."""
-        if self.batcher.add(partition_key, data, now):
+        idle = self.batcher.pending_user_records == 0
+        # Wake the accumulator for a complete batch, or to start the linger clock.
+        if self.batcher.add(partition_key, data, now) or idle:
             self._wake_accumulator.set()
 
     @property

@@ -69,8 +69,9 @@ class FeedSettings(BaseSettings):
 
     # -- validation ----------------------------------------------------------------------
     max_abs_price: float = Field(1e8, gt=0)
-    #: Exchange timestamps further than this ahead of the receive time are corrupt.
-    max_future_skew_seconds: float = Field(86400.0, gt=0)
+    #: Exchange timestamps further than this ahead of the receive time are corrupt (a week:
+    #: generous, because simulators run their market clock on the next trading day).
+    max_future_skew_seconds: float = Field(7 * 86400.0, gt=0)
 
     # -- Kinesis ----------------------------------------------------------------------------
     stream_name: str = Field(min_length=1)

@@ -209,15 +209,17 @@ class SpillStore:
 
     def read_next(self) -> SpilledBatch | None:
         """The oldest entry not yet read, or None when everything has been read."""
-        for segment in self._segments:
+        for segment in list(self._segments):
             if segment.exhausted:
                 continue
             if segment.read_offset >= segment.size:
-                if segment.sealed:
-                    segment.exhausted = True
-                    self._collect()
-                    continue
-                return None  # the writer's segment: caught up
+                if not segment.sealed:
+                    # Caught up with the writer: the next append opens a new segment,
+                    # so this one can go once its entries are acknowledged.
+                    self._seal_writer()
+                segment.exhausted = True
+                self._collect()
+                continue
             if self._writer is not None and not segment.sealed:
                 self._writer.flush()
             try:
