@@ -8,8 +8,9 @@ PutRecords only, can:
 
 * ``fail_entries(every=n, calls=k)``: in the next ``k`` calls, refuse every
   ``n``-th entry (counted across those calls) with
-  ``ProvisionedThroughputExceededException``. Refused entries are **not** forwarded, so they are not written, exactly as with
-  Kinesis; the answer merges moto's results with the refusals in request order.
+  ``ProvisionedThroughputExceededException``. Refused entries are **not**
+  forwarded, so they are not written, exactly as with Kinesis; the answer
+  merges moto's results with the refusals in request order.
 * ``throttle_calls(k)``: answer the next ``k`` calls with HTTP 400
   ``ProvisionedThroughputExceededException`` without forwarding them.
 * ``down()`` / ``up()``: stop listening (connections are refused) and listen

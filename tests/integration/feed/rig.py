@@ -59,6 +59,28 @@ class RunningFeed:
     def total(self, name: str) -> float:
         return self.service.metrics.total(name)
 
+    def value(self, name: str, **labels: str) -> float:
+        return self.service.metrics.value(name, **labels)
+
+    def connected(self, account: str | None = None) -> int:
+        pool = self.service.pool
+        if pool is None:
+            return 0
+        return sum(c.connected for c in pool.connections.values() if account in (None, c.account))
+
+    async def reaches(self, name: str, count: float, **labels: str) -> None:
+        """Wait until a metric (summed over labels unless given) reaches ``count``."""
+
+        def now() -> float:
+            return self.value(name, **labels) if labels else self.total(name)
+
+        await wait_until(lambda: now() >= count, what=f"{name}{labels} >= {count}")
+
+    async def grows(self, name: str, by: float, **labels: str) -> None:
+        """Wait until a metric grows by ``by`` from now."""
+        start = self.value(name, **labels) if labels else self.total(name)
+        await self.reaches(name, start + by, **labels)
+
     async def stop(self) -> bool:
         self.stop_event.set()
         return await asyncio.wait_for(self.task, 60)

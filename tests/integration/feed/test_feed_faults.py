@@ -36,7 +36,7 @@ async def test_steady_stream_reaches_kinesis_exactly_once(rig: Rig) -> None:
     tokens = subscribe_sample(rig)
     # When the container streams for a while and is then stopped
     feed = rig.start()
-    await wait_until(lambda: feed.total("feed_ticks_received_total") > 500, what="ticks")
+    await feed.reaches("feed_ticks_received_total", 500)
     delivered = await feed.stop()
     # Then everything reached Kinesis, exactly once, per instrument
     assert delivered
@@ -50,7 +50,7 @@ async def test_health_endpoints_answer_while_streaming(rig: Rig) -> None:
     subscribe_sample(rig, 10)
     feed = rig.start()
     await wait_until(lambda: not feed.service.readiness(), what="readiness")
-    await wait_until(lambda: feed.total("feed_kinesis_records_acked_total") > 0, what="acks")
+    await feed.reaches("feed_kinesis_records_acked_total", 0)
     port = feed.service.health.port
     # When the health endpoints are called
     async with aiohttp.ClientSession() as http:
@@ -71,12 +71,11 @@ async def test_dropped_connections_reconnect_and_resubscribe(rig: Rig) -> None:
     # Given a streaming container
     tokens = subscribe_sample(rig)
     feed = rig.start()
-    await wait_until(lambda: feed.total("feed_ticks_received_total") > 300, what="ticks")
+    await feed.reaches("feed_ticks_received_total", 300)
     # When the exchange drops every connection (no close frame)
     rig.sim.faults.drop_connections()
-    await wait_until(lambda: feed.total("feed_connects_total") >= 12, what="reconnects")
-    before = feed.total("feed_ticks_received_total")
-    await wait_until(lambda: feed.total("feed_ticks_received_total") > before + 300, what="ticks")
+    await feed.reaches("feed_connects_total", 12)
+    await feed.grows("feed_ticks_received_total", 300)
     await feed.stop()
     # Then every connection came back with its instruments, and nothing was lost
     assert feed.total("feed_reconnects_total") >= 6
@@ -87,17 +86,11 @@ async def test_silent_connections_trip_the_watchdog(rig: Rig) -> None:
     # Given a streaming container with a 1.5 s watchdog
     tokens = subscribe_sample(rig)
     feed = rig.start()
-    await wait_until(lambda: feed.total("feed_ticks_received_total") > 300, what="ticks")
+    await feed.reaches("feed_ticks_received_total", 300)
     # When one account's connections go silent (no ticks, no heartbeats) for 2.5 s
     rig.sim.faults.silence(2.5, api_key=rig.sim.accounts[0].api_key)
-    await wait_until(lambda: feed.total("feed_watchdog_trips_total") >= 3, what="watchdog")
-    before = feed.service.metrics.value("feed_ticks_received_total", account="acct0")
-    await wait_until(
-        lambda: (
-            feed.service.metrics.value("feed_ticks_received_total", account="acct0") > before + 100
-        ),
-        what="acct0 streaming again",
-    )
+    await feed.reaches("feed_watchdog_trips_total", 3)
+    await feed.grows("feed_ticks_received_total", 100, account="acct0")
     await feed.stop()
     # Then the silent connections were replaced and every tick sent is in Kinesis once
     assert feed.service.metrics.value("feed_watchdog_trips_total", account="acct1") == 0
@@ -108,33 +101,16 @@ async def test_expired_token_is_replaced_from_the_vault(rig: Rig) -> None:
     # Given a streaming container
     tokens = subscribe_sample(rig)
     feed = rig.start()
-    await wait_until(lambda: feed.total("feed_ticks_received_total") > 300, what="ticks")
+    await feed.reaches("feed_ticks_received_total", 300)
     # When account 0's token expires and its connections drop, so handshakes get 403
     api_key = rig.sim.accounts[0].api_key
     rig.sim.sessions.expire(api_key=api_key)
     rig.sim.faults.drop_connections(api_key=api_key)
-    await wait_until(
-        lambda: (
-            feed.service.metrics.value(
-                "feed_handshake_refusals_total", account="acct0", status="403"
-            )
-            >= 3
-        ),
-        what="403s",
-    )
+    await feed.reaches("feed_handshake_refusals_total", 3, account="acct0", status="403")
     # and the login flow stores a new token in the vault
     rig.put_session(rig.vault(), "acct0", api_key, rig.sim.issue_access_token(0))
-    await wait_until(
-        lambda: sum(c.connected for c in feed.service.pool.connections.values()) == 6,
-        what="all connections back",
-    )
-    before = feed.service.metrics.value("feed_ticks_received_total", account="acct0")
-    await wait_until(
-        lambda: (
-            feed.service.metrics.value("feed_ticks_received_total", account="acct0") > before + 100
-        ),
-        what="acct0 streaming again",
-    )
+    await wait_until(lambda: feed.connected() == 6, what="six connections")
+    await feed.grows("feed_ticks_received_total", 100, account="acct0")
     await feed.stop()
     # Then the new token was picked up without a restart, and nothing was lost
     assert feed.service.metrics.value("feed_token_refreshes_total", account="acct0") >= 1
@@ -149,29 +125,13 @@ async def test_a_fourth_connection_refused_backs_off_until_a_slot_frees(rig: Rig
     tokens = subscribe_sample(rig)
     # When the container opens its three connections for account 0
     feed = rig.start()
-    await wait_until(
-        lambda: (
-            feed.service.metrics.value(
-                "feed_handshake_refusals_total", account="acct0", status="429"
-            )
-            >= 1
-        ),
-        what="a 429",
-    )
+    await feed.reaches("feed_handshake_refusals_total", 1, account="acct0", status="429")
     # Then it never holds more than the key's three slots, and waits
-    assert feed.service.pool is not None
-    assert (
-        sum(c.connected for c in feed.service.pool.connections.values() if c.account == "acct0")
-        <= 2
-    )
+    assert feed.connected("acct0") <= 2
     # And when the other connection goes away, the third one connects and subscribes
     await foreign.close()
-    await wait_until(
-        lambda: sum(c.connected for c in feed.service.pool.connections.values()) == 6,
-        what="six connections",
-    )
-    before = feed.total("feed_ticks_received_total")
-    await wait_until(lambda: feed.total("feed_ticks_received_total") > before + 300, what="ticks")
+    await wait_until(lambda: feed.connected() == 6, what="six connections")
+    await feed.grows("feed_ticks_received_total", 300)
     await feed.stop()
     assert rig.sim.hub.refused_connections >= 1
     rig.assert_exactly_once(tokens)
@@ -181,16 +141,13 @@ async def test_partial_failures_and_throttling_resend_only_what_failed(rig: Rig)
     # Given a streaming container
     tokens = subscribe_sample(rig)
     feed = rig.start()
-    await wait_until(lambda: feed.total("feed_kinesis_records_acked_total") > 100, what="acks")
+    await feed.reaches("feed_kinesis_records_acked_total", 100)
     # When Kinesis refuses every second entry of 6 calls and throttles 4 calls whole
     rig.proxy.fail_entries(every=2, calls=6)
     await wait_until(lambda: rig.proxy.entries_refused > 0, what="refused entries")
     rig.proxy.throttle_calls(4)
     await wait_until(lambda: rig.proxy.calls_throttled >= 4, what="throttled calls")
-    before = feed.total("feed_kinesis_records_acked_total")
-    await wait_until(
-        lambda: feed.total("feed_kinesis_records_acked_total") > before + 100, what="acks"
-    )
+    await feed.grows("feed_kinesis_records_acked_total", 100)
     await feed.stop()
     # Then the refused entries were resent, nothing twice
     metrics = feed.service.metrics
@@ -205,10 +162,10 @@ async def test_kinesis_outage_longer_than_memory_spills_to_disk_and_replays(rig:
     # Given a container with a memory budget of a few batches
     tokens = subscribe_sample(rig)
     feed = rig.start(rig.settings(memory_high_bytes=100_000, memory_low_bytes=20_000))
-    await wait_until(lambda: feed.total("feed_kinesis_records_acked_total") > 100, what="acks")
+    await feed.reaches("feed_kinesis_records_acked_total", 100)
     # When Kinesis is unreachable long enough to fill memory
     rig.proxy.down()
-    await wait_until(lambda: feed.total("feed_spilled_records_total") > 300, what="spill")
+    await feed.reaches("feed_spilled_records_total", 300)
     assert feed.service.breaker.is_open
     # and comes back
     rig.proxy.up()
