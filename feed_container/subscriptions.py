@@ -140,6 +140,11 @@ class Reconciler:
         self.reconciled = asyncio.Event()
         self.rounds = 0
 
+    @property
+    def registry(self) -> InstrumentRegistry | None:
+        """The instruments windows are resolved against."""
+        return self._registry
+
     def set_registry(self, registry: InstrumentRegistry) -> None:
         """Use a new day's instruments for ATM windows."""
         self._registry = registry

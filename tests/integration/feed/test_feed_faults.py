@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 import websockets
 
+from lambdas.common.subscription_store import AtmWindowRule
 from tests.integration.feed.rig import Rig, wait_until
 
 pytestmark = pytest.mark.integration
@@ -175,3 +176,38 @@ async def test_kinesis_outage_longer_than_memory_spills_to_disk_and_replays(rig:
     assert feed.total("feed_replayed_records_total") >= feed.total("feed_spilled_records_total")
     assert feed.total("feed_dropped_records_total") == 0
     rig.assert_exactly_once(tokens)
+
+
+async def test_atm_window_follows_its_underlying_and_drops_strikes_that_leave(rig: Rig) -> None:
+    # Given an ATM window on NIFTY: 2 strikes either side, nearest expiry, full mode
+    rig.store().put_atm_window(AtmWindowRule("NIFTY", 2, 1, "full", "tests"))
+    feed = rig.start()
+    service = feed.service
+
+    def subscribed() -> dict[int, str]:
+        connections = service.pool.connections.values() if service.pool else ()
+        return {t: m for c in connections for t, m in c.desired.items()}
+
+    await wait_until(lambda: len(subscribed()) == 11, what="spot and a 5-strike window")
+    before = subscribed()
+    spot = next(t for t, m in before.items() if m == "ltp")
+    await feed.reaches("feed_ticks_received_total", 60)
+    # When NIFTY jumps 1.5%
+    rig.sim.market.shock("NIFTY", 1.5)
+    await wait_until(lambda: len(set(subscribed()) - set(before)) >= 6, what="re-centred window")
+    await feed.grows("feed_ticks_received_total", 60)
+    after = subscribed()
+    await feed.stop()
+    # Then the window is centred on the new price, the old strikes are gone, all in full mode
+    assert service.reconciler is not None
+    registry = service.reconciler.registry
+    assert registry is not None
+    options = [registry.by_token(t) for t in after if t != spot]
+    strikes = sorted({o.strike for o in options if o is not None})
+    price = service.pipeline.prices[spot]
+    assert len(strikes) == 5
+    assert strikes[1] < price < strikes[3]
+    assert set(before) - set(after) - {spot}
+    assert {m for t, m in after.items() if t != spot} == {"full"}
+    # And every tick of every instrument ever subscribed is in Kinesis once
+    rig.assert_exactly_once()
