@@ -47,7 +47,7 @@ import logging
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from feed_container.kinesis import KinesisError, KinesisWriter, PutResult
@@ -188,9 +188,13 @@ class SendLane:
 
     def add(self, partition_key: str, data: bytes, now: float) -> None:
         """One user record; ``now`` is its frame's receipt time on the lane's clock."""
+        self.add_many(partition_key, (data,), now)
+
+    def add_many(self, partition_key: str, datas: Sequence[bytes], now: float) -> None:
+        """User records of one key, in order (the hot path: one call per key and frame)."""
         idle = self.batcher.pending_user_records == 0
         # Wake the accumulator for a complete batch, or to start the linger clock.
-        if self.batcher.add(partition_key, data, now) or idle:
+        if self.batcher.add_many(partition_key, datas, now) or idle:
             self._wake_accumulator.set()
 
     @property

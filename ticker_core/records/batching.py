@@ -27,7 +27,7 @@ meant to be owned by one task, an accumulator on the caller's event loop.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ticker_core.records.errors import RecordTooLargeError
@@ -199,6 +199,26 @@ class RecordBatcher:
                 self._enqueue(alone, now)
         self._pending_records += 1
         self._pending_bytes += len(data)
+        return bool(self._ready)
+
+    def add_many(self, partition_key: str, datas: Sequence[bytes], now: float) -> bool:
+        """:meth:`add` for several user records of one key, in order; much cheaper per record.
+
+        Same result as calling :meth:`add` for each; on an error, the records
+        before the failing one are added and the error is raised as :meth:`add` would.
+        """
+        at, count = 0, len(datas)
+        while at < count:
+            current = self._open.get(partition_key)
+            if current is not None:
+                added, payload = current.aggregator.extend(partition_key, datas, at)
+                if added:
+                    self._pending_records += added
+                    self._pending_bytes += payload
+                    at += added
+                    continue
+            self.add(partition_key, datas[at], now)
+            at += 1
         return bool(self._ready)
 
     def drain(self, now: float) -> list[PutRecordsBatch]:

@@ -59,7 +59,7 @@ def test_prometheus_text_has_types_labels_and_the_lag_histogram() -> None:
     assert "# TYPE feed_ticks_received_total counter" in text
     assert 'feed_ticks_received_total{account="a1"} 5' in text
     assert "feed_buffer_bytes 42" in text
-    assert 'feed_e2e_lag_seconds_bucket{le="0.025"} 10' in text
+    assert 'feed_e2e_lag_seconds_bucket{le="0.02"} 10' in text
     assert "feed_e2e_lag_seconds_count 10" in text
 
 
@@ -76,7 +76,7 @@ def test_emf_lines_carry_per_account_deltas_and_stream_figures() -> None:
     assert account["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["account"]]
     stream = next(d for d in first if "account" not in d)
     assert stream["KinesisRequestsTotalOk"] == 1
-    assert stream["E2eLagP99Seconds"] == 0.25
+    assert stream["E2eLagP99Seconds"] == 0.2
     assert next(d for d in second if d.get("account") == "a1")["TicksReceivedTotal"] == 2
 
 
