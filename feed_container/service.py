@@ -42,7 +42,7 @@ from feed_container.connection import (
 )
 from feed_container.health import HealthServer
 from feed_container.instruments import InstrumentSource, load_registry, source_from_setting
-from feed_container.kinesis import KinesisWriter, client_config
+from feed_container.kinesis import KinesisWriter
 from feed_container.metrics import Metrics
 from feed_container.pipeline import Bounds, Pipeline
 from feed_container.planner import AssignmentPlanner, SlotId
@@ -60,7 +60,8 @@ log = logging.getLogger("feed_container.service")
 class Dependencies:
     """What the service talks to; anything left None is built from settings and the AWS SDK."""
 
-    kinesis_client: Any = None
+    #: Where PutRecords goes (default: where boto3 would send Kinesis calls).
+    kinesis_endpoint_url: str | None = None
     tokens: TokenProvider | None = None
     accounts: tuple[str, ...] | None = None
     subscriptions: DesiredSource | None = None
@@ -76,11 +77,12 @@ class FeedService:
         self.settings = s = settings
         self.deps = deps or Dependencies()
         self.metrics = Metrics()
-        kinesis = self.deps.kinesis_client or boto3.client(
-            "kinesis",
-            config=client_config(put_timeout=s.put_timeout_seconds, pool=s.sender_lanes + 2),
+        self.writer = KinesisWriter.from_session(
+            boto3.Session(),
+            s.stream_name,
+            timeout=s.put_timeout_seconds,
+            endpoint_url=self.deps.kinesis_endpoint_url,
         )
-        self.writer = KinesisWriter(kinesis, s.stream_name, threads=s.sender_lanes)
         self.breaker = CircuitBreaker(
             s.breaker_failures,
             s.breaker_open_seconds,
@@ -330,7 +332,7 @@ class FeedService:
                     self.pool.stop(), max(1.0, drain_deadline - time.monotonic())
                 )
         results = await asyncio.gather(*(lane.close(drain_deadline, final) for lane in self.lanes))
-        await asyncio.to_thread(self.writer.close)
+        await self.writer.close()
         if self.settings.emf_interval_seconds > 0:
             self.emit_emf()
         await self.health.stop()

@@ -22,7 +22,6 @@ from typing import Any
 
 import boto3
 
-from feed_container.kinesis import client_config
 from feed_container.service import Dependencies, FeedService
 from feed_container.settings import FeedSettings
 from kite_sim.server import Simulator
@@ -163,12 +162,7 @@ class Rig:
     def start(self, settings: FeedSettings | None = None, *, via_proxy: bool = True) -> RunningFeed:
         settings = settings or self.settings()
         endpoint = self.proxy.url if via_proxy else self.aws.url
-        kinesis = self.client(
-            "kinesis",
-            endpoint_url=endpoint,
-            config=client_config(put_timeout=settings.put_timeout_seconds, pool=8),
-        )
-        service = FeedService(settings, Dependencies(kinesis_client=kinesis))
+        service = FeedService(settings, Dependencies(kinesis_endpoint_url=endpoint))
         stop = asyncio.Event()
         running = RunningFeed(
             service, asyncio.get_running_loop().create_task(service.run(stop)), stop
