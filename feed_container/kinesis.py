@@ -182,4 +182,3 @@ def _result(content: bytes, sent: int) -> PutResult:
         raise KinesisAmbiguousError(f"{len(results)} results for {sent} records")
     failed = tuple(i for i, r in enumerate(results) if r.get("ErrorCode"))
     return PutResult(failed, tuple(str(results[i]["ErrorCode"]) for i in failed))
-

@@ -243,9 +243,7 @@ class Aggregator:
         self._payload_bytes += len(data)
         return True
 
-    def extend(
-        self, partition_key: str, datas: Sequence[bytes], start: int = 0
-    ) -> tuple[int, int]:
+    def extend(self, partition_key: str, datas: Sequence[bytes], start: int = 0) -> tuple[int, int]:
         """Add ``datas[start:]`` while they fit; returns (records added, their bytes).
 
         The bulk form of :meth:`try_add` for an aggregate whose first key is
