@@ -70,7 +70,8 @@ class MotoServer:
             return self.endpoint
         env = {**os.environ, "MOTO_PORT": str(self.port)}
         self._process = subprocess.Popen(  # nosec B603 # fixed arguments
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            # moto's server, with Kinesis calls serialised (see sandbox.moto_app).
+            [sys.executable, "-m", "sandbox.moto_app", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,

@@ -16,8 +16,13 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
+from lambdas.common.db import DatabaseSettings, connection_parameters
+from lambdas.migrate.dal import migrate
+from lambdas.migrate.logic import bundled_migrations
 from sandbox.moto_server import AwsEndpoint, MotoServer
 from sandbox.postgres import ConnectionInfo, EmbeddedPostgres
+
+INSTRUMENTS_BUCKET = "ticker-instruments"
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +115,32 @@ def db_env(info: ConnectionInfo) -> dict[str, str]:
     if info.ca_file:
         env["DB_CA_FILE"] = str(info.ca_file)
     return env
+
+
+def settings_for(info: ConnectionInfo) -> DatabaseSettings:
+    """The Lambdas' database settings for ``info`` (as their DB_* environment would give)."""
+    return DatabaseSettings(**{k[3:].lower(): v for k, v in db_env(info).items()})
+
+
+@pytest.fixture
+async def migrated(fresh_database: ConnectionInfo) -> ConnectionInfo:
+    """A fresh database with every bundled migration applied."""
+    conn = await asyncpg.connect(**connection_parameters(settings_for(fresh_database)))
+    await migrate(conn, bundled_migrations())
+    await conn.close()
+    return fresh_database
+
+
+@pytest.fixture
+def s3(aws: AwsEndpoint) -> object:
+    """An S3 client on the emulated account, with the instruments bucket created."""
+    import boto3
+
+    client = boto3.client("s3", **aws.client_kwargs())
+    client.create_bucket(
+        Bucket=INSTRUMENTS_BUCKET, CreateBucketConfiguration={"LocationConstraint": aws.region}
+    )
+    return client
 
 
 @pytest.fixture

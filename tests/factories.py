@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from ticker_core.records import Aggregator, KinesisUserRecord
+from lambdas.common.instrument_snapshots import SnapshotPointer, csv_digest, snapshot_key
+from lambdas.instruments.dal import S3SnapshotStore
+from ticker_core.instruments import (
+    Instrument,
+    InstrumentType,
+    instrument_token,
+    parse_instruments,
+)
+from ticker_core.records import Aggregator, KinesisUserRecord, lambda_event_record
 
 IST_OFFSET = timedelta(hours=5, minutes=30)
 
@@ -110,21 +117,99 @@ def kinesis_event(
                 raise ValueError("test aggregate too large")
         sequence = str(first_sequence + offset)
         entries.append(
-            {
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": partition_key,
-                    "sequenceNumber": sequence,
-                    "data": base64.b64encode(aggregator.build()).decode(),
-                    "approximateArrivalTimestamp": 1_795_000_000.0 + offset,
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": f"{shard_id}:{sequence}",
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::123456789012:role/persist",
-                "awsRegion": "ap-south-1",
-                "eventSourceARN": stream_arn,
-            }
+            lambda_event_record(
+                aggregator.build(),
+                partition_key=partition_key,
+                sequence_number=sequence,
+                shard_id=shard_id,
+                stream_arn=stream_arn,
+                arrival=1_795_000_000.0 + offset,
+            )
         )
     return {"Records": entries}
+
+
+def tick_bytes(
+    token: int,
+    price: float,
+    ts: datetime,
+    *,
+    underlying: str = "NIFTY",
+    mode: str = "full",
+    exchange_timestamp: bool = True,
+) -> bytes:
+    """A ``tick/1`` user record's bytes; without ``exchange_timestamp`` only received_at is set."""
+    record = tick_record(token, price, ts, underlying=underlying, mode=mode)
+    if not exchange_timestamp:
+        record.pop("exchange_timestamp", None)
+    return json.dumps(record).encode()
+
+
+def derivative(
+    name: str,
+    expiry: date,
+    kind: str,
+    exchange_token: int,
+    *,
+    strike: float = 0.0,
+    lot_size: int = 75,
+) -> Instrument:
+    """An NFO future (``kind="FUT"``) or option (``"CE"``/``"PE"``) with a consistent token."""
+    segment = "NFO-FUT" if kind == "FUT" else "NFO-OPT"
+    suffix = "FUT" if kind == "FUT" else f"{strike:g}{kind}"
+    return Instrument(
+        instrument_token=instrument_token(exchange_token, segment),
+        exchange_token=exchange_token,
+        tradingsymbol=f"{name}{expiry:%y%b}{suffix}".upper(),
+        name=name,
+        last_price=0.0,
+        expiry=expiry,
+        strike=strike if kind != "FUT" else 0.0,
+        tick_size=0.05,
+        lot_size=lot_size,
+        instrument_type=InstrumentType(kind),
+        segment=segment,
+        exchange="NFO",
+    )
+
+
+def chain(
+    name: str, expiry: date, strikes: list[float], *, first_exchange_token: int, future: bool
+) -> list[Instrument]:
+    """A future (optional) and a CE and PE per strike, tokens numbered from the given one."""
+    out = [derivative(name, expiry, "FUT", first_exchange_token)] if future else []
+    token = first_exchange_token + 1
+    for strike in strikes:
+        for kind in ("CE", "PE"):
+            out.append(derivative(name, expiry, kind, token, strike=strike))
+            token += 1
+    return out
+
+
+def index_instrument(tradingsymbol: str, exchange_token: int) -> Instrument:
+    """An index (INDICES segment), as Kite lists NIFTY 50."""
+    return Instrument(
+        instrument_token=instrument_token(exchange_token, "INDICES"),
+        exchange_token=exchange_token,
+        tradingsymbol=tradingsymbol,
+        name=tradingsymbol,
+        last_price=0.0,
+        expiry=None,
+        strike=0.0,
+        tick_size=0.0,
+        lot_size=0,
+        instrument_type=InstrumentType.EQ,
+        segment="INDICES",
+        exchange="NSE",
+    )
+
+
+def publish_snapshot(store: S3SnapshotStore, csv_bytes: bytes, day: date) -> SnapshotPointer:
+    """Publish a dump as the instruments function would (object, then pointer), no checks."""
+    sha = csv_digest(csv_bytes)
+    summary = parse_instruments(csv_bytes.decode()).summary()
+    pointer = SnapshotPointer(day, sha, snapshot_key(day, sha, "instruments/"),
+                              datetime.now(UTC), summary)  # fmt: skip
+    store.put_snapshot(pointer.key, csv_bytes)
+    store.put_pointer(pointer)
+    return pointer

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
-from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
-
-from ticker_core.records import EventRecordError, KinesisUserRecord, deaggregate_event_record
+from lambdas.common.kinesis_batch import (
+    PoisonRecordError,
+    consume_kinesis_event,
+    consume_kinesis_record,
+)
+from ticker_core.records import KinesisUserRecord
 
 TICK_SCHEMA = "tick/1"
 GREEKS_SCHEMA = "greeks/1"
@@ -47,14 +49,6 @@ GREEKS_COLUMNS = (
 )  # fmt: skip
 
 
-class PoisonRecordError(ValueError):
-    """A user record that can never become a row; ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-
-
 @dataclass
 class Rows:
     """Rows decoded from one batch, in stream order, as tuples in column order."""
@@ -62,6 +56,11 @@ class Rows:
     ticks: list[tuple[Any, ...]] = field(default_factory=list)
     greeks: list[tuple[Any, ...]] = field(default_factory=list)
     poison: Counter[str] = field(default_factory=Counter)
+
+    def add(self, user: KinesisUserRecord) -> None:
+        """Decode one user record into its row (:class:`PoisonRecordError` if it cannot be)."""
+        kind, row = decode(user)
+        (self.ticks if kind == "tick" else self.greeks).append(row)
 
 
 def _field(record: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -172,7 +171,8 @@ def greeks_row(record: dict[str, Any]) -> tuple[Any, ...]:
     if not isinstance(raw, dict):
         raise PoisonRecordError("bad_field", "raw must be an object")
     return (
-        _optional_instant(record, "exchange_timestamp") or computed_at,
+        # as_of, not computed_at: a recomputed row must land on the same key
+        _instant(record.get("as_of"), "as_of"),
         _token(record),
         _optional(record, "tradingsymbol", str),
         _field(record, "underlying", str),
@@ -243,22 +243,7 @@ def decode_kinesis_record(raw: Mapping[str, Any], rows: Rows) -> None:
     Every user record is decoded before raising, so good rows sharing an
     aggregate with a poison record are still written.
     """
-    try:
-        users = deaggregate_event_record(raw)
-    except EventRecordError as exc:
-        rows.poison["corrupt_record"] += 1
-        raise PoisonRecordError("corrupt_record", str(exc)) from exc
-    first_poison: PoisonRecordError | None = None
-    for user in users:
-        try:
-            kind, row = decode(user)
-        except PoisonRecordError as exc:
-            rows.poison[exc.reason] += 1
-            first_poison = first_poison or exc
-            continue
-        (rows.ticks if kind == "tick" else rows.greeks).append(row)
-    if first_poison is not None:
-        raise first_poison
+    consume_kinesis_record(raw, rows.add, rows.poison)
 
 
 async def persist_event(event: Mapping[str, Any], writer: BatchWriter) -> PersistOutcome:
@@ -268,19 +253,11 @@ async def persist_event(event: Mapping[str, Any], writer: BatchWriter) -> Persis
     and Kinesis redelivers the batch (bisected on error, if so configured).
     """
     rows = Rows()
-    processor = BatchProcessor(
-        event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False
-    )
-
-    def handle(record: KinesisStreamRecord) -> None:
-        decode_kinesis_record(record.raw_event, rows)
-
-    with processor(records=list(event.get("Records", [])), handler=handle):
-        processor.process()
+    response = consume_kinesis_event(event, rows.add, rows.poison)
     started = time.perf_counter()
     written = await writer.write(rows.ticks, rows.greeks) if rows.ticks or rows.greeks else None
     return PersistOutcome(
-        response=dict(processor.response()),
+        response=response,
         ticks=len(rows.ticks),
         greeks=len(rows.greeks),
         poison=dict(rows.poison),

@@ -128,10 +128,12 @@ async def test_bar_volume_view_derives_traded_volume(db: asyncpg.Connection) -> 
     assert total == cum[-1] - cum[0]
 
 
+@pytest.mark.parametrize("exchange_timestamp", [True, False], ids=["full-mode", "quote-mode"])
 async def test_greeks_replayed_from_a_recomputation_collide_on_the_source_tick(
-    db: asyncpg.Connection,
+    db: asyncpg.Connection, exchange_timestamp: bool
 ) -> None:
-    # Given a Greeks row, and the same row recomputed later (new computed_at, same source)
+    # Given a Greeks row, and the same row recomputed 30 s later (new computed_at, same
+    # source) - for a full-mode tick and for a quote-mode tick, which has no exchange time
     ts = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
     record = {
         "schema": "greeks/1", "instrument_token": 1, "tradingsymbol": "X", "underlying": "NIFTY",
@@ -139,7 +141,8 @@ async def test_greeks_replayed_from_a_recomputation_collide_on_the_source_tick(
         "forward": 24100.0, "forward_source": "parity", "t_years": 0.1, "rate": 0.065,
         "iv": 0.2, "delta": -0.1, "gamma": 0.0001, "theta": -1.0, "vega": 2.0, "rho": -0.1,
         "raw": {"theta": -365.0, "vega": 200.0, "rho": -10.0}, "reason": None,
-        "exchange_timestamp": ts.isoformat(), "computed_at": ts.isoformat(),
+        "exchange_timestamp": ts.isoformat() if exchange_timestamp else None,
+        "as_of": ts.isoformat(), "computed_at": ts.isoformat(),
         "source": {"shard_id": "shardId-000000000000", "sequence_number": "42",
                    "sub_sequence_number": 0},
     }  # fmt: skip
@@ -150,9 +153,10 @@ async def test_greeks_replayed_from_a_recomputation_collide_on_the_source_tick(
     ]
     # When both are written
     result = await write_batch(db, PartitionManager(), [], rows)
-    # Then only one is stored
+    # Then only one is stored, keyed on the tick's instant rather than the computation's
     assert result.greeks_inserted == 1
     assert await db.fetchval("select count(*) from market.greeks") == 1
+    assert await db.fetchval("select ts from market.greeks") == ts
 
 
 async def test_partitions_are_created_on_demand_and_detached_by_retention(

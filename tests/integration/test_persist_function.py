@@ -12,29 +12,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from lambdas.common.db import DatabaseSettings, connection_parameters
+from lambdas.common.db import connection_parameters
 from lambdas.common.runtime import Lazy
-from lambdas.migrate.dal import migrate
-from lambdas.migrate.logic import bundled_migrations
 from lambdas.persist.dal import PartitionManager, PostgresBatchWriter
 from lambdas.persist.logic import persist_event
 from sandbox.postgres import ConnectionInfo
-from tests.conftest import db_env
+from tests.conftest import db_env, settings_for
 from tests.factories import kinesis_event, tick_stream
 
 pytestmark = pytest.mark.integration
-
-
-def settings_for(info: ConnectionInfo) -> DatabaseSettings:
-    return DatabaseSettings(**{k[3:].lower(): v for k, v in db_env(info).items()})
-
-
-@pytest.fixture
-async def migrated(fresh_database: ConnectionInfo) -> ConnectionInfo:
-    conn = await asyncpg.connect(**connection_parameters(settings_for(fresh_database)))
-    await migrate(conn, bundled_migrations())
-    await conn.close()
-    return fresh_database
 
 
 async def count(info: ConnectionInfo, table: str) -> int:

@@ -43,6 +43,7 @@ def greeks_record(**overrides: object) -> dict[str, object]:
         "raw": {"theta": -2956.5, "vega": 2520.0, "rho": -18.3},
         "reason": None,
         "exchange_timestamp": TS.isoformat(),
+        "as_of": TS.isoformat(),
         "computed_at": TS.isoformat(),
         "source": {
             "shard_id": "shardId-000000000001",

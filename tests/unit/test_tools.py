@@ -67,3 +67,21 @@ def test_interleaved_rates_reports_ratio_to_anchor() -> None:
 def test_interleaved_rates_requires_the_anchor() -> None:
     with pytest.raises(ValueError, match="anchor"):
         harness.interleaved_rates({"a": lambda: None}, 1, anchor="missing")
+
+
+def test_secret_scan_exempts_only_sample_payload_fields(tmp_path: Path) -> None:
+    # Given base64 blobs as a sample event's "data" field, in another field, and in another file
+    def blob() -> str:
+        return secrets.token_urlsafe(48).replace("-", "+").replace("_", "/")
+
+    (tmp_path / "events").mkdir()
+    sample = tmp_path / "events" / "sample.json"
+    sample.write_text(f'{{\n  "data": "{blob()}",\n  "note": "{blob()}"\n}}\n')
+    elsewhere = tmp_path / "config.json"
+    elsewhere.write_text(f'{{\n  "data": "{blob()}"\n}}\n')
+    # When scanned
+    findings = secret_scan.scan([sample, elsewhere], root=tmp_path)
+    # Then only the sample's payload field is exempt
+    assert not any(f.startswith("events/sample.json:2:") for f in findings)
+    assert any(f.startswith("events/sample.json:3:") for f in findings)
+    assert any(f.startswith("config.json:2:") for f in findings)

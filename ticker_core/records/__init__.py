@@ -40,6 +40,7 @@ from ticker_core.records.lambda_event import (
     KinesisUserRecord,
     deaggregate_event,
     deaggregate_event_record,
+    lambda_event_record,
 )
 from ticker_core.records.limits import (
     DEFAULT_AGGREGATE_BYTES,
@@ -81,4 +82,5 @@ __all__ = [
     "encode_greeks",
     "encode_tick",
     "is_aggregated",
+    "lambda_event_record",
 ]

@@ -58,6 +58,7 @@ _REQUIRED: Final = frozenset(
         "raw",
         "reason",
         "exchange_timestamp",
+        "as_of",
         "computed_at",
         "source",
     }
@@ -69,7 +70,8 @@ def encode_greeks(row: Mapping[str, Any]) -> bytes:
 
     Numbers may be Python or numpy scalars; NaN and infinities become null.
     ``expiry`` is a date (or an ISO date string); ``exchange_timestamp`` an
-    aware datetime or None; ``computed_at`` an aware datetime; ``raw`` a
+    aware datetime or None; ``as_of`` (the source tick's exchange timestamp,
+    else its receipt time) and ``computed_at`` aware datetimes; ``raw`` a
     mapping of theta, vega and rho; ``source`` a mapping of shard_id,
     sequence_number and sub_sequence_number (see
     :attr:`ticker_core.records.KinesisUserRecord.source`). ``tradingsymbol``
@@ -99,6 +101,7 @@ def decode_greeks(data: bytes) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise RecordDecodeError(f"expiry is not an ISO date: {record['expiry']!r:.40}") from exc
     jf.parse_timestamp(record, "exchange_timestamp")
+    jf.parse_timestamp(record, "as_of")
     jf.parse_timestamp(record, "computed_at")
     return record
 
@@ -129,10 +132,11 @@ def _record(row: Mapping[str, Any]) -> dict[str, object]:
     record["exchange_timestamp"] = jf.timestamp_or_none(
         "exchange_timestamp", row["exchange_timestamp"], jf.exchange_time
     )
-    computed_at = jf.timestamp_or_none("computed_at", row["computed_at"], jf.utc_time)
-    if computed_at is None:
-        jf.fail("computed_at", "must be a timezone-aware datetime", None)
-    record["computed_at"] = computed_at
+    for name in ("as_of", "computed_at"):
+        instant = jf.timestamp_or_none(name, row[name], jf.utc_time)
+        if instant is None:
+            jf.fail(name, "must be a timezone-aware datetime", None)
+        record[name] = instant
     record["source"] = _source(row["source"])
     return record
 

@@ -113,6 +113,42 @@ def deaggregate_event(event: Mapping[str, Any]) -> Iterator[KinesisUserRecord]:
         yield from deaggregate_event_record(record)
 
 
+def lambda_event_record(
+    data: bytes,
+    *,
+    partition_key: str,
+    sequence_number: str,
+    shard_id: str,
+    stream_arn: str,
+    arrival: float,
+    function_role_arn: str = "arn:aws:iam::123456789012:role/stream-consumer",
+) -> dict[str, Any]:
+    """One ``Records[]`` entry exactly as Lambda's event source mapping delivers it.
+
+    The inverse of :func:`deaggregate_event_record`'s input side: ``data`` is
+    the Kinesis record's bytes as stored (an aggregate stays aggregated).
+    Used by the sandbox's event-source-mapping emulator, the samples in
+    ``events/`` and tests, so all of them share Lambda's one shape.
+    """
+    region = stream_arn.split(":")[3] if stream_arn.count(":") >= 5 else ""
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": partition_key,
+            "sequenceNumber": sequence_number,
+            "data": base64.b64encode(data).decode(),
+            "approximateArrivalTimestamp": arrival,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{sequence_number}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": function_role_arn,
+        "awsRegion": region,
+        "eventSourceARN": stream_arn,
+    }
+
+
 def _location(record: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """(shard id, sequence number) as far as the record has them, for error reports."""
     event_id = record.get("eventID") if isinstance(record, Mapping) else None

@@ -5,9 +5,11 @@
 -- carries the Kinesis identity of the user record it came from: (shard,
 -- sequence number, sub-sequence number) for ticks, and the *source tick's*
 -- identity for Greeks, so a replayed or recomputed batch writes nothing twice.
--- Primary keys end with ts because a partitioned table's unique keys must
--- include the partition key; ts is a pure function of the record, so a replay
--- has the same ts and still collides.
+-- The primary key leads with (instrument_token, ts) so that one index serves
+-- both per-instrument history reads and deduplication: the Kinesis identity
+-- determines the whole row (token and ts included), so uniqueness of
+-- (token, ts, identity) is exactly uniqueness of the identity. ts is also the
+-- partition key, which a partitioned table's unique keys must contain.
 --
 -- Write-path choices (measured in benchmarks/bench_persist.py): depth is kept
 -- as JSON text, not jsonb (jsonb parsing doubled the server's CPU per row),
@@ -41,10 +43,8 @@ create table market.ticks (
     src_shard            text collate "C" not null,
     src_seq              numeric(48, 0)   not null,
     src_subseq           integer          not null,
-    primary key (src_shard, src_seq, src_subseq, ts)
+    primary key (instrument_token, ts, src_shard, src_seq, src_subseq)
 ) partition by range (ts);
-
-create index ticks_instrument_ts on market.ticks (instrument_token, ts);
 
 create table market.greeks (
     ts                 timestamptz      not null,  -- the source tick's ts
@@ -73,10 +73,8 @@ create table market.greeks (
     src_shard          text collate "C" not null,
     src_seq            numeric(48, 0)   not null,
     src_subseq         integer          not null,
-    primary key (src_shard, src_seq, src_subseq, ts)
+    primary key (instrument_token, ts, src_shard, src_seq, src_subseq)
 ) partition by range (ts);
-
-create index greeks_instrument_ts on market.greeks (instrument_token, ts);
 
 -- One-minute bars over last_price, maintained as ticks are first inserted.
 -- open/close are the prices at open_ts/close_ts (earliest/latest tick in the

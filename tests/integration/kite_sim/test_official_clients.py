@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -76,6 +77,15 @@ def test_expired_token_raises_token_exception_and_calls_hook(sim: ThreadedSimula
     assert hooked == [True]
 
 
+def traded_equity_ticks(ticks: list[dict[str, Any]], token: int) -> Iterator[dict[str, Any]]:
+    """Full-mode ticks of ``token`` that report a trade today."""
+    return (
+        t
+        for t in ticks
+        if t["instrument_token"] == token and t["mode"] == "full" and t["volume_traded"] > 0
+    )
+
+
 def test_ticker_receives_ltp_quote_and_full_ticks(sim: ThreadedSimulator, reactor: Any) -> None:
     # Given a session and instruments across segments (NSE, INDICES, NFO, CDS, BCD)
     kite = login(sim)
@@ -98,6 +108,8 @@ def test_ticker_receives_ltp_quote_and_full_ticks(sim: ThreadedSimulator, reacto
     ).connect()
     try:
         # When ticks flow for a while
+        # (a full tick carries volume only after the day's first trade: the
+        # session-scoped simulator's day may have just rolled over)
         wait_for(
             lambda: (
                 {
@@ -106,9 +118,10 @@ def test_ticker_receives_ltp_quote_and_full_ticks(sim: ThreadedSimulator, reacto
                     if t["mode"] == modes.get(t["instrument_token"])
                 }
                 >= set(modes)
+                and any(traded_equity_ticks(probe.ticks, tokens["equity"]))
             ),
             timeout=15,
-            what="a tick in the requested mode for every instrument",
+            what="a tick in the requested mode for every instrument, and a traded equity tick",
         )
     finally:
         probe.close()
@@ -119,7 +132,7 @@ def test_ticker_receives_ltp_quote_and_full_ticks(sim: ThreadedSimulator, reacto
     assert index["tradable"] is False
     assert 10_000 < index["last_price"] < 50_000
     assert index["exchange_timestamp"] is not None
-    equity = latest[tokens["equity"]]
+    equity = list(traded_equity_ticks(probe.ticks, tokens["equity"]))[-1]
     assert equity["mode"] == "full"
     assert equity["tradable"] is True
     assert len(equity["depth"]["buy"]) == len(equity["depth"]["sell"]) == 5

@@ -66,6 +66,7 @@ def row(**changes: Any) -> dict[str, Any]:
         "raw": {"theta": -4526.0, "vega": 987.0, "rho": 152.0},
         "reason": None,
         "exchange_timestamp": datetime(2026, 11, 27, 9, 15, 3, tzinfo=IST),
+        "as_of": datetime(2026, 11, 27, 9, 15, 3, tzinfo=IST),
         "computed_at": datetime(2026, 11, 27, 3, 45, 3, 250000, tzinfo=UTC),
         "source": {
             "shard_id": "shardId-000000000002",
@@ -196,6 +197,7 @@ def test_any_numbers_give_strict_schema_valid_json(
         ({"expiry": "1 Dec 2026"}, "ISO date"),
         ({"expiry": None}, "ISO date"),
         ({"computed_at": None}, "computed_at must be a timezone-aware datetime"),
+        ({"as_of": None}, "as_of must be a timezone-aware datetime"),
         ({"computed_at": datetime(2026, 11, 27, 3, 45)}, "naive"),
         ({"exchange_timestamp": 1764215103}, "exchange_timestamp must be"),
         ({"raw": [1.0, 2.0, 3.0]}, "raw must be a mapping"),

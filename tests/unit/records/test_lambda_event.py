@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from ticker_core.records import (
     RecordBatcher,
     deaggregate_event,
     deaggregate_event_record,
+    lambda_event_record,
 )
 
 SHARD = "shardId-000000000003"
@@ -23,22 +23,15 @@ ARRIVAL = 1764215103.512
 
 def event_record(data: bytes, sequence_number: str, partition_key: str = "NIFTY") -> dict[str, Any]:
     """One Records[] entry as Lambda delivers it from a Kinesis stream."""
-    return {
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": partition_key,
-            "sequenceNumber": sequence_number,
-            "data": base64.b64encode(data).decode(),
-            "approximateArrivalTimestamp": ARRIVAL,
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": f"{SHARD}:{sequence_number}",
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
-        "awsRegion": "ap-south-1",
-        "eventSourceARN": "arn:aws:kinesis:ap-south-1:123456789012:stream/ticks",
-    }
+    return lambda_event_record(
+        data,
+        partition_key=partition_key,
+        sequence_number=sequence_number,
+        shard_id=SHARD,
+        stream_arn="arn:aws:kinesis:ap-south-1:123456789012:stream/ticks",
+        arrival=ARRIVAL,
+        function_role_arn="arn:aws:iam::123456789012:role/lambda-role",
+    )
 
 
 def test_a_plain_record_is_one_user_record_with_sub_sequence_zero() -> None:

@@ -1,0 +1,28 @@
+"""Environment models more than one Lambda reads (database settings are in ``db.py``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lambdas.common.instrument_snapshots import DEFAULT_PREFIX
+
+
+class SnapshotSettings(BaseSettings):
+    """``INSTRUMENTS_*``: where the instruments snapshot lives and how often to re-check it."""
+
+    model_config = SettingsConfigDict(env_prefix="INSTRUMENTS_", extra="ignore")
+
+    bucket: str
+    prefix: str = DEFAULT_PREFIX
+    recheck_seconds: float = Field(default=60.0, ge=0)
+
+
+class VaultSettings(BaseSettings):
+    """``KITE_CREDENTIALS_*``: the credential vault's secret prefix and KMS key."""
+
+    model_config = SettingsConfigDict(env_prefix="KITE_CREDENTIALS_", extra="ignore")
+
+    kms_key_arn: str
+    prefix: str = "ticker/kite"
+    cache_seconds: float = Field(default=60.0, ge=0)

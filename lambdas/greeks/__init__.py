@@ -1,0 +1,1 @@
+"""The greeks Lambda: option ticks from the ``ticks`` stream to IV and Greeks on ``greeks``."""
