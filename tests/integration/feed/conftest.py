@@ -10,7 +10,7 @@ import pytest
 from kite_sim.config import AccountConfig, SimConfig
 from kite_sim.server import Simulator
 from kite_sim.universe import UniverseConfig
-from sandbox.kinesis_faults import KinesisFaultProxy
+from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.moto_server import AwsEndpoint, MotoServer
 from tests.integration.feed.rig import Rig
 
@@ -18,8 +18,10 @@ from tests.integration.feed.rig import Rig
 @pytest.fixture(scope="session")
 def kinesis_proxy(moto_server: MotoServer) -> Iterator[KinesisFaultProxy]:
     """The fault-injecting proxy in front of the session's moto server."""
-    with KinesisFaultProxy(moto_server.url) as proxy:
-        yield proxy
+    proxy = KinesisFaultProxy(moto_server.url)
+    proxy.start()
+    yield proxy
+    proxy.close()
 
 
 def sim_config(**overrides: object) -> SimConfig:
@@ -43,8 +45,7 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     """A running simulator and a clean emulated AWS account with stream, table, key, sessions."""
     kinesis_proxy.up()
-    kinesis_proxy.fail_entries(0, 0)
-    kinesis_proxy.throttle_calls(0)
+    kinesis_proxy.throttle(0)
     async with Simulator(sim_config()) as sim:
         rig = Rig(sim=sim, aws=aws, proxy=kinesis_proxy, spill_dir=tmp_path / "spill")
         rig.setup_aws()

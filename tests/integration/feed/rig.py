@@ -28,7 +28,7 @@ from kite_sim.server import Simulator
 from lambdas.common.credentials import CredentialVault, KiteSession, next_token_expiry
 from lambdas.common.envelope import KmsEnvelopeCipher
 from lambdas.common.subscription_store import SubscriptionStore
-from sandbox.kinesis_faults import KinesisFaultProxy
+from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.moto_server import AwsEndpoint
 from ticker_core.records import deaggregate
 
