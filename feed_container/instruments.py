@@ -5,10 +5,12 @@ exchange and tradingsymbol in every record, and ATM windows. Sources:
 
 * ``kite``: ``GET /instruments`` from Kite (or the simulator) through
   :mod:`feed_container.broker`;
-* ``file:///path/instruments.csv``: a snapshot on disk;
-* ``s3://bucket/key``: the snapshot the instruments Lambda publishes.
+* ``file:///path/instruments.csv``: a dump on disk;
+* ``s3://bucket/prefix/``: the snapshot the instruments function publishes
+  (``lambdas.common.instrument_snapshots``: pointer ``current.json`` under the
+  prefix, gzip object checked against the pointer's SHA-256).
 
-Anything with an async ``load() -> str`` (the CSV text) plugs in.
+Anything with an async ``load() -> InstrumentRegistry`` plugs in.
 """
 
 from __future__ import annotations
@@ -20,17 +22,29 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from feed_container.broker import KiteRest
+from lambdas.common.instrument_snapshots import InstrumentSnapshotReader
 from ticker_core.instruments import InstrumentRegistry, parse_instruments
 
 log = logging.getLogger("feed_container.instruments")
 
 
 class InstrumentSource(Protocol):
-    """Something that fetches the day's instruments dump as Kite's CSV."""
+    """Something that gives the day's instruments."""
 
-    async def load(self) -> str:
-        """The CSV text."""
+    async def load(self) -> InstrumentRegistry:
+        """The instruments, indexed."""
         ...
+
+
+async def registry_from_csv(text: str) -> InstrumentRegistry:
+    """Parse a dump (off the loop): bad rows are skipped and logged, a bad dump raises."""
+    result = await asyncio.to_thread(parse_instruments, text)
+    if result.problems:
+        log.warning(
+            "instruments rows rejected",
+            extra={"rejected": len(result.problems), "first": str(result.problems[0])},
+        )
+    return InstrumentRegistry(result.instruments)
 
 
 class KiteInstrumentSource:
@@ -39,9 +53,9 @@ class KiteInstrumentSource:
     def __init__(self, rest: KiteRest) -> None:
         self._rest = rest
 
-    async def load(self) -> str:
+    async def load(self) -> InstrumentRegistry:
         """The dump Kite serves now."""
-        return await self._rest.instruments_csv()
+        return await registry_from_csv(await self._rest.instruments_csv())
 
 
 class FileInstrumentSource:
@@ -50,27 +64,23 @@ class FileInstrumentSource:
     def __init__(self, path: Path) -> None:
         self._path = path
 
-    async def load(self) -> str:
-        """The file's text."""
-        return await asyncio.to_thread(self._path.read_text, encoding="utf-8")
+    async def load(self) -> InstrumentRegistry:
+        """The file's dump."""
+        return await registry_from_csv(
+            await asyncio.to_thread(self._path.read_text, encoding="utf-8")
+        )
 
 
-class S3InstrumentSource:
-    """An S3 object (the instruments Lambda's published snapshot)."""
+class SnapshotInstrumentSource:
+    """The instruments function's published snapshot in S3 (cached by its reader)."""
 
-    def __init__(self, s3_client: Any, bucket: str, key: str) -> None:
-        self._s3 = s3_client
-        self._bucket = bucket
-        self._key = key
+    def __init__(self, s3_client: Any, bucket: str, prefix: str) -> None:
+        self._reader = InstrumentSnapshotReader(s3_client, bucket, prefix=prefix)
 
-    async def load(self) -> str:
-        """The object's body as text."""
-
-        def get() -> str:
-            body = self._s3.get_object(Bucket=self._bucket, Key=self._key)["Body"]
-            return str(body.read().decode("utf-8"))
-
-        return await asyncio.to_thread(get)
+    async def load(self) -> InstrumentRegistry:
+        """The snapshot the pointer names now."""
+        snapshot = await asyncio.to_thread(self._reader.current)
+        return snapshot.registry
 
 
 def source_from_setting(
@@ -85,19 +95,12 @@ def source_from_setting(
     if parsed.scheme == "s3":
         if s3_client is None:
             raise ValueError("an s3:// instruments source needs an S3 client")
-        return S3InstrumentSource(s3_client, parsed.netloc, parsed.path.lstrip("/"))
+        return SnapshotInstrumentSource(s3_client, parsed.netloc, parsed.path.lstrip("/"))
     raise ValueError(f"unknown instruments source {value!r}")
 
 
 async def load_registry(source: InstrumentSource) -> InstrumentRegistry:
-    """Fetch and parse; bad rows are skipped (and logged), a bad dump raises."""
-    text = await source.load()
-    result = await asyncio.to_thread(parse_instruments, text)
-    if result.problems:
-        log.warning(
-            "instruments rows rejected",
-            extra={"rejected": len(result.problems), "first": str(result.problems[0])},
-        )
-    registry = InstrumentRegistry(result.instruments)
+    """Load from ``source`` and log the size."""
+    registry = await source.load()
     log.info("instruments loaded", extra={"instruments": len(registry)})
     return registry

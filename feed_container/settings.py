@@ -63,7 +63,8 @@ class FeedSettings(BaseSettings):
     subscription_poll_seconds: float = Field(1.0, gt=0)
     #: How often ATM windows are re-centred on their underlyings' live prices.
     atm_recentre_seconds: float = Field(1.0, gt=0)
-    #: ``kite`` (GET /instruments), ``file:///path.csv`` or ``s3://bucket/key``.
+    #: ``kite`` (GET /instruments), ``file:///path.csv`` or ``s3://bucket/prefix/`` (the
+    #: instruments function's published snapshot: ``current.json`` under the prefix).
     instruments_source: str = "kite"
     instruments_refresh_seconds: float = Field(6 * 3600.0, gt=0)
 
@@ -124,7 +125,7 @@ class FeedSettings(BaseSettings):
             raise ValueError("retry_max_seconds must be >= retry_initial_seconds")
         source = self.instruments_source
         if source != "kite" and not source.startswith(("file://", "s3://")):
-            raise ValueError("instruments_source must be kite, file:///path or s3://bucket/key")
+            raise ValueError("instruments_source must be kite, file:///path or s3://bucket/prefix/")
         return self
 
     @property

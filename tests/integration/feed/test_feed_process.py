@@ -7,11 +7,13 @@ AWS from the SDK's environment, JSON logs on stdout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -54,11 +56,19 @@ def feed_env(rig: Rig, spill: Path, *, kinesis_url: str) -> dict[str, str]:
     return env
 
 
-async def start_feed(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    out = log.open("ab")
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "feed_container", env=env, stdout=out, stderr=out
-    )
+@contextlib.asynccontextmanager
+async def feed_process(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m feed_container``, killed on the way out if a test left it running."""
+    with log.open("ab") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "feed_container", env=env, stdout=out, stderr=out
+        )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def sigterm(process: asyncio.subprocess.Process) -> tuple[int, float]:
@@ -66,6 +76,10 @@ async def sigterm(process: asyncio.subprocess.Process) -> tuple[int, float]:
     process.send_signal(signal.SIGTERM)
     code = await asyncio.wait_for(process.wait(), STOP_TIMEOUT + 10)
     return code, time.monotonic() - started
+
+
+async def sent_more_than(rig: Rig, packets: int) -> None:
+    await wait_until(lambda: rig.sim.hub.counters(per_instrument=False)["packets_sent"] > packets)
 
 
 async def kinesis_count(rig: Rig) -> int:
@@ -78,14 +92,11 @@ async def test_sigterm_mid_stream_flushes_everything_and_exits_in_time(
     # Given the container running as a process, streaming
     tokens = subscribe_sample(rig)
     log = tmp_path / "feed.log"
-    process = await start_feed(feed_env(rig, tmp_path / "spill", kinesis_url=rig.aws.url), log)
-    try:
-        await wait_until(lambda: rig.sim.hub.counters(per_instrument=False)["packets_sent"] > 400)
+    env = feed_env(rig, tmp_path / "spill", kinesis_url=rig.aws.url)
+    async with feed_process(env, log) as process:
+        await sent_more_than(rig, 400)
         # When it gets SIGTERM mid-stream
         code, seconds = await sigterm(process)
-    finally:
-        if process.returncode is None:
-            process.kill()
     # Then it exits 0 within the stop timeout, having delivered every tick it received
     assert code == 0, log.read_text()[-3000:]
     assert seconds < STOP_TIMEOUT
@@ -108,26 +119,18 @@ async def test_a_restart_replays_what_a_stop_left_on_disk(rig: Rig, tmp_path: Pa
     log = tmp_path / "feed.log"
     rig.proxy.down()
     env = feed_env(rig, spill, kinesis_url=rig.proxy.url)
-    first = await start_feed(env, log)
-    try:
-        await wait_until(lambda: rig.sim.hub.counters(per_instrument=False)["packets_sent"] > 300)
+    async with feed_process(env, log) as first:
+        await sent_more_than(rig, 300)
         code, seconds = await sigterm(first)
-    finally:
-        if first.returncode is None:
-            first.kill()
     assert code == 0, log.read_text()[-3000:]
     assert seconds < STOP_TIMEOUT
     assert list(spill.rglob("*.seg")), "nothing was left on disk"
     assert await kinesis_count(rig) == 0
     # When Kinesis is back and the container starts again on the same storage
     rig.proxy.up()
-    second = await start_feed(env, log)
-    try:
+    async with feed_process(env, log) as second:
         await wait_until(lambda: not list(spill.rglob("*.seg")), what="spill replayed")
         code, _ = await sigterm(second)
-    finally:
-        if second.returncode is None:
-            second.kill()
     # Then the first run's ticks and the second's are all in Kinesis, once each
     assert code == 0
     rig.assert_exactly_once(tokens)

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 
 from feed_container.subscriptions import Reconciler, resolve, spot_instruments
 from lambdas.common.subscription_store import AtmWindowRule, DesiredSubscriptions
+from tests.factories import chain, index_instrument
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
 
 EXPIRY = date(2026, 12, 29)
@@ -13,59 +14,19 @@ AS_OF = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
 
 
 def registry() -> InstrumentRegistry:
-    rows = [
-        Instrument(
-            256265,
-            1001,
-            "NIFTY 50",
-            "NIFTY 50",
-            0.0,
-            None,
-            0.0,
-            0.0,
-            0,
-            InstrumentType.EQ,
-            "INDICES",
-            "NSE",
-        )
-    ]
-    token = 5000
-    for strike in range(23_800, 24_250, 50):
-        for kind in (InstrumentType.CE, InstrumentType.PE):
-            token += 1
-            rows.append(
-                Instrument(
-                    token << 8 | 2,
-                    token,
-                    f"NIFTY{strike}{kind}",
-                    "NIFTY",
-                    0.0,
-                    EXPIRY,
-                    float(strike),
-                    0.05,
-                    75,
-                    kind,
-                    "NFO-OPT",
-                    "NFO",
-                )
-            )
-    rows.append(
-        Instrument(
-            9999 << 8 | 7,
-            9999,
-            "CRUDE26DECFUT",
-            "CRUDE",
-            6000.0,
-            EXPIRY,
-            0.0,
-            1.0,
-            100,
-            InstrumentType.FUT,
-            "MCX-FUT",
-            "MCX",
-        )
+    crude = Instrument(
+        9999 << 8 | 7, 9999, "CRUDE26DECFUT", "CRUDE", 6000.0, EXPIRY, 0.0, 1.0, 100,
+        InstrumentType.FUT, "MCX-FUT", "MCX",
+    )  # fmt: skip
+    strikes = [float(k) for k in range(23_800, 24_250, 50)]
+    options = chain("NIFTY", EXPIRY, strikes, first_exchange_token=5001, future=False)
+    return InstrumentRegistry([index_instrument("NIFTY 50", 1001), *options, crude])
+
+
+def call(reg: InstrumentRegistry, strike: float) -> Instrument:
+    return next(
+        i for i in reg.instruments if i.strike == strike and i.instrument_type is InstrumentType.CE
     )
-    return InstrumentRegistry(rows)
 
 
 def strikes(reg: InstrumentRegistry, tokens: dict[int, str]) -> list[float]:
@@ -76,8 +37,7 @@ def test_a_window_is_centred_on_the_spot_price_and_includes_the_spot() -> None:
     # Given an ATM rule and an explicit subscription to one of its options in ltp
     reg = registry()
     spots = spot_instruments(reg)
-    ce_24000 = reg.by_symbol("NFO", "NIFTY24000CE")
-    assert ce_24000 is not None
+    ce_24000 = call(reg, 24_000.0)
     desired = DesiredSubscriptions(
         1, {ce_24000.instrument_token: "ltp"}, (AtmWindowRule("NIFTY", 1, 1, "full", "o"),)
     )
