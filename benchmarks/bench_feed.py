@@ -55,7 +55,7 @@ from ticker_core.instruments import parse_instruments
 
 SECONDS = float(os.environ.get("FEED_BENCH_SECONDS", "60"))
 RATE = float(os.environ.get("FEED_BENCH_RATE", "100000"))
-MOTO_SECONDS = float(os.environ.get("FEED_BENCH_MOTO_SECONDS", "30"))
+MOTO_SECONDS = float(os.environ.get("FEED_BENCH_MOTO_SECONDS", "20"))
 MOTO_RATE = float(os.environ.get("FEED_BENCH_MOTO_RATE", "40000"))
 WARMUP = 5.0
 ANCHOR_SECONDS = 8.0
@@ -334,7 +334,7 @@ def _run_container(
         t1, sim1 = time.perf_counter(), _sim_sent(admin)
         if full_mode is not None:
             full_mode()
-            for _ in range(15):
+            for _ in range(10):
                 time.sleep(1.0)
                 run.full_rss = max(run.full_rss, container.memory_info().rss)
     finally:
