@@ -390,6 +390,7 @@ def _figures(label: str, run: Run, sink: str) -> list[Figure]:
 @benchmark("feed_e2e")
 def run() -> Result:
     """Sustained end-to-end ticks/s with zero loss, latency, CPU and RSS of the container."""
+    load_start = os.getloadavg()[0]
     sink_port = free_port()
     sink_url = f"http://127.0.0.1:{sink_port}"
     with (
@@ -448,7 +449,11 @@ def run() -> Result:
             sink_url=sink_url,
             full_mode=full_mode,
         )
-    figures = [Figure("bare consumer (anchor): ticks/s delivered", anchor_rate, "ticks/s")]
+    figures = [
+        Figure("machine load average (1 min) at the start", load_start, "runnable"),
+        Figure("machine load average (1 min) at the end", os.getloadavg()[0], "runnable"),
+        Figure("bare consumer (anchor): ticks/s delivered", anchor_rate, "ticks/s"),
+    ]
     figures += _figures("stand-in", on_sink, "stand-in")
     figures.append(
         Figure(

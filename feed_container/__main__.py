@@ -3,12 +3,18 @@
 Reads ``FEED_*`` settings (exit 2 naming the bad ones), logs JSON to stdout,
 runs until SIGTERM or SIGINT, then stops within ``FEED_STOP_TIMEOUT_SECONDS``
 and exits 0 (1 if the service itself failed).
+
+Once the service has flushed, the process exits without joining worker
+threads still blocked in an AWS call (a subscription read, a vault read):
+their results are no longer wanted, and waiting for them could overrun the
+stop timeout, after which ECS kills the task anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -39,13 +45,19 @@ def main() -> int:
         print(f"invalid feed configuration: {fields}\n{exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    loop = asyncio.new_event_loop()
     try:
-        asyncio.run(serve(settings))
+        loop.run_until_complete(serve(settings))
     except Exception:
         log.exception("feed failed")
         return 1
+    finally:
+        loop.close()  # shuts the default executor down without waiting for it
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # see the module docstring: no join of abandoned worker threads
