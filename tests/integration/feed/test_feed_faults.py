@@ -51,7 +51,8 @@ async def test_health_endpoints_answer_while_streaming(rig: Rig) -> None:
     subscribe_sample(rig, 10)
     feed = rig.start()
     await wait_until(lambda: not feed.service.readiness(), what="readiness")
-    await feed.reaches("feed_kinesis_records_acked_total", 0)
+    await feed.reaches("feed_ticks_received_total", 1, account="acct0")
+    await feed.reaches("feed_kinesis_records_acked_total", 1)
     port = feed.service.health.port
     # When the health endpoints are called
     async with aiohttp.ClientSession() as http:
