@@ -10,6 +10,8 @@ throughput: a whole ``PutRecords``/``PutRecord`` call answered HTTP 400
 error code (those entries not written). Refusals alternate between the two,
 and every other entry of a partial call is refused, so a producer must retry
 exactly the failed entries, in order, to lose and duplicate nothing.
+:meth:`KinesisFaultProxy.down` and :meth:`~KinesisFaultProxy.up` make the
+endpoint unreachable and reachable again (connections refused): an outage.
 
 Runs its own event loop in a daemon thread, like :class:`sandbox.tcp_proxy.TcpProxy`.
 """
@@ -53,6 +55,7 @@ class KinesisFaultProxy:
             target=self._loop.run_forever, name="kinesis-proxy", daemon=True
         )
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -76,9 +79,14 @@ class KinesisFaultProxy:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
+        return await self._listen(0)
+
+    async def _listen(self, port: int) -> int:
+        if self._runner is None:
+            raise RuntimeError("proxy not started")
+        self._site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
+        await self._site.start()
+        server = self._site._server
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1])
 
@@ -91,6 +99,23 @@ class KinesisFaultProxy:
     @property
     def throttling(self) -> bool:
         return time.monotonic() < self._throttle_until
+
+    def down(self) -> None:
+        """Stop listening and close kept-alive connections: new calls are refused."""
+        self._call(self._down())
+
+    async def _down(self) -> None:
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        server = self._runner.server if self._runner is not None else None
+        for handler in list(server.connections if server is not None else []):
+            handler.force_close()
+
+    def up(self) -> None:
+        """Listen again on the same port (no-op while listening)."""
+        if self._site is None:
+            self._call(self._listen(self.port))
 
     def close(self) -> None:
         """Stop serving and stop the loop's thread."""

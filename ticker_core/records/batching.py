@@ -27,7 +27,7 @@ meant to be owned by one task, an accumulator on the caller's event loop.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ticker_core.records.errors import RecordTooLargeError
@@ -51,6 +51,9 @@ class KinesisRecord:
     user_bytes: int
     """Sum of those user records' data sizes (payload before aggregation framing)."""
     explicit_hash_key: str | None = None
+    added_at: float | None = field(default=None, compare=False)
+    """The batcher's ``now`` when its first (oldest) user record was added, for latency
+    figures; None for records built elsewhere (read back from disk, say)."""
     size: int = field(init=False)
     """What Kinesis counts against its limits: data + UTF-8 partition key."""
 
@@ -190,12 +193,32 @@ class RecordBatcher:
             else:
                 # Too large to share an aggregate: it travels alone, after what
                 # its key already has open, so per-key order holds.
-                alone = _lone_record(partition_key, data)
+                alone = _lone_record(partition_key, data, now)
                 if current is not None:
                     self._seal(partition_key, current)
                 self._enqueue(alone, now)
         self._pending_records += 1
         self._pending_bytes += len(data)
+        return bool(self._ready)
+
+    def add_many(self, partition_key: str, datas: Sequence[bytes], now: float) -> bool:
+        """:meth:`add` for several user records of one key, in order; much cheaper per record.
+
+        Same result as calling :meth:`add` for each; on an error, the records
+        before the failing one are added and the error is raised as :meth:`add` would.
+        """
+        at, count = 0, len(datas)
+        while at < count:
+            current = self._open.get(partition_key)
+            if current is not None:
+                added, payload = current.aggregator.extend(partition_key, datas, at)
+                if added:
+                    self._pending_records += added
+                    self._pending_bytes += payload
+                    at += added
+                    continue
+            self.add(partition_key, datas[at], now)
+            at += 1
         return bool(self._ready)
 
     def drain(self, now: float) -> list[PutRecordsBatch]:
@@ -240,7 +263,9 @@ class RecordBatcher:
         del self._open[partition_key]
         agg = aggregate.aggregator
         data = agg.build(unwrap_single=True)
-        record = KinesisRecord(partition_key, data, len(agg), agg.payload_bytes)
+        record = KinesisRecord(
+            partition_key, data, len(agg), agg.payload_bytes, added_at=aggregate.opened_at
+        )
         self._enqueue(record, aggregate.opened_at)
 
     def _enqueue(self, record: KinesisRecord, oldest: float) -> None:
@@ -273,17 +298,17 @@ class RecordBatcher:
         return batches
 
 
-def _lone_record(partition_key: str, data: bytes) -> KinesisRecord:
+def _lone_record(partition_key: str, data: bytes, now: float) -> KinesisRecord:
     """A user record as a Kinesis record of its own, or :class:`RecordTooLargeError`."""
     key_bytes = len(validate_partition_key(partition_key))
     if not data.startswith(MAGIC):
         size = len(data) + key_bytes
         if size > MAX_RECORD_BYTES:
             raise RecordTooLargeError(partition_key, size, MAX_RECORD_BYTES)
-        return KinesisRecord(partition_key, data, 1, len(data))
+        return KinesisRecord(partition_key, data, 1, len(data), added_at=now)
     # Sent bare, it would read as a (corrupt) aggregate: wrap it in one.
     aggregator = Aggregator(MAX_RECORD_BYTES)
     if not aggregator.try_add(partition_key, data):
         size = aggregator.size_with(partition_key, data)
         raise RecordTooLargeError(partition_key, size, MAX_RECORD_BYTES)
-    return KinesisRecord(partition_key, aggregator.build(), 1, len(data))
+    return KinesisRecord(partition_key, aggregator.build(), 1, len(data), added_at=now)

@@ -26,6 +26,7 @@ record, as in the KPL.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -241,6 +242,42 @@ class Aggregator:
         self._pb_size += len(pk_entry) + len(ehk_entry) + len(header) + len(data)
         self._payload_bytes += len(data)
         return True
+
+    def extend(self, partition_key: str, datas: Sequence[bytes], start: int = 0) -> tuple[int, int]:
+        """Add ``datas[start:]`` while they fit; returns (records added, their bytes).
+
+        The bulk form of :meth:`try_add` for an aggregate whose first key is
+        ``partition_key`` (what the batcher builds): it stops at the first
+        record that does not fit, or that needs the general path (another key
+        first, a record of 4 KiB or more), and adds nothing when the aggregate
+        is empty, so the caller continues with :meth:`try_add`.
+        """
+        if self._pk_index.get(partition_key) != 0:
+            return 0, 0
+        records = self._records
+        append = records.append
+        headers = _PK0_HEADERS
+        room = self._max_bytes - FRAMING_BYTES - self._first_pk_bytes - self._pb_size
+        added = payload = 0
+        for at in range(start, len(datas)):
+            data = datas[at]
+            if type(data) is not bytes:
+                raise TypeError(f"user record data must be bytes, got {type(data).__name__}")
+            n = len(data)
+            if n >= _HOT_LIMIT:
+                break
+            header = headers[n]
+            growth = len(header) + n
+            if growth > room:
+                break
+            append(header)
+            append(data)
+            room -= growth
+            added += 1
+            payload += n
+        self._pb_size = self._max_bytes - FRAMING_BYTES - self._first_pk_bytes - room
+        self._payload_bytes += payload
+        return added, payload
 
     def _plan(
         self, partition_key: str, data: bytes, explicit_hash_key: str | None

@@ -1,0 +1,267 @@
+"""Tick user records straight from decoded columns: the feed's hot-path JSON encoder.
+
+``ticker_core.records.encode_tick`` takes one tick dict at a time (about
+12 us for a full-mode tick): too slow for 100,000 ticks/s on a shared core.
+This encoder works on a whole :class:`~ticker_core.kite_wire.PacketBatch`:
+
+* the part of a record that depends only on the instrument and the mode
+  (schema, token, exchange, tradingsymbol, underlying, mode, tradable) is a
+  prefix string built once per instrument and cached;
+* the receive time and account are one suffix per frame;
+* exchange timestamps are formatted once per distinct second (cached);
+* every other value goes through one ``%`` template per packet type, fed by
+  ``zip`` over ``tolist()`` columns, so the per-value work is C code
+  (``%r`` of a float is ``repr``, exactly what ``encode_tick`` writes).
+
+The output is byte-identical to ``encode_tick(tick, underlying=...,
+received_at=..., exchange=..., tradingsymbol=..., account=...)`` for the
+same ticks; ``tests/unit/feed/test_encoder.py`` holds it to that.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ticker_core.instruments import InstrumentRegistry
+from ticker_core.kite_wire import DEPTH_LEVELS, DEPTH_SIDES, PacketBatch, PacketKind
+from ticker_core.kite_wire._layout import DIVISOR_BY_SEGMENT
+from ticker_core.tz import IST
+
+#: Partition key (and ``underlying``) of a token missing from the day's instruments.
+UNKNOWN_UNDERLYING = "UNKNOWN"
+
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
+_OHLC_CHANGE = ',"ohlc":{"open":%r,"high":%r,"low":%r,"close":%r},"change":%r'
+_QUOTE = (
+    ',"last_traded_quantity":%d,"average_traded_price":%r,"volume_traded":%d,'
+    '"total_buy_quantity":%d,"total_sell_quantity":%d' + _OHLC_CHANGE
+)
+_LEVELS = ",".join(['{"price":%r,"quantity":%d,"orders":%d}'] * DEPTH_LEVELS)
+_FULL_EXTRA = (
+    ',"last_trade_time":"%s","oi":%d,"oi_day_high":%d,"oi_day_low":%d,'
+    '"exchange_timestamp":"%s","depth":{"buy":[' + _LEVELS + '],"sell":[' + _LEVELS + "]}"
+)
+_OHLC_COLUMNS = ("open", "high", "low", "close", "change")
+_QUOTE_COLUMNS = (
+    "last_traded_quantity",
+    "average_traded_price",
+    "volume_traded",
+    "total_buy_quantity",
+    "total_sell_quantity",
+    *_OHLC_COLUMNS,
+)
+_STAMP = "stamp:"
+_DEPTH = "depth"
+
+#: Per packet type: the body template after the prefix and the value sources in order.
+#: A source is a column name, ``stamp:<column>`` (ISO time in IST), or ``depth``.
+_LAYOUT: dict[PacketKind, tuple[str, tuple[str, ...]]] = {
+    PacketKind.LTP: ("%s%r", ("last_price",)),
+    PacketKind.INDEX_QUOTE: ("%s%r" + _OHLC_CHANGE, ("last_price", *_OHLC_COLUMNS)),
+    PacketKind.INDEX_FULL: (
+        "%s%r" + _OHLC_CHANGE + ',"exchange_timestamp":"%s"',
+        ("last_price", *_OHLC_COLUMNS, _STAMP + "exchange_timestamp"),
+    ),
+    PacketKind.QUOTE: ("%s%r" + _QUOTE, ("last_price", *_QUOTE_COLUMNS)),
+    PacketKind.FULL: (
+        "%s%r" + _QUOTE + _FULL_EXTRA,
+        (
+            "last_price",
+            *_QUOTE_COLUMNS,
+            _STAMP + "last_trade_time",
+            "oi",
+            "oi_day_high",
+            "oi_day_low",
+            _STAMP + "exchange_timestamp",
+            _DEPTH,
+        ),
+    ),
+}
+_MAX_CACHED_STAMPS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentMeta:
+    """What a record says about its instrument beyond the tick."""
+
+    underlying: str
+    exchange: str | None
+    tradingsymbol: str | None
+
+
+def utc_iso(when: datetime) -> str:
+    """``received_at`` as the records codec writes it (UTC, microseconds)."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class ColumnarTickEncoder:
+    """Encodes decoded batches to ``tick/1`` user records; caches per instrument.
+
+    One per instruments registry (rebuild it when the registry changes).
+    Not thread-safe: owned by the event loop's pipeline.
+    """
+
+    def __init__(self, registry: InstrumentRegistry | None) -> None:
+        self._registry = registry
+        self._prefixes: dict[PacketKind, dict[int, str]] = {kind: {} for kind in PacketKind}
+        self._stamps: dict[int, str] = {}
+
+    def meta(self, token: int) -> InstrumentMeta:
+        """The instrument's underlying, exchange and tradingsymbol (unknown tokens too)."""
+        instrument = self._registry.by_token(token) if self._registry is not None else None
+        if instrument is None:
+            return InstrumentMeta(UNKNOWN_UNDERLYING, None, None)
+        return InstrumentMeta(instrument.underlying, instrument.exchange, instrument.tradingsymbol)
+
+    def suffix(self, received_at: datetime, account: str | None) -> str:
+        """The end of every record of one frame: receive time and account."""
+        tail = "}" if account is None else f',"account":{_json_string(account)}}}'
+        return f',"received_at":"{utc_iso(received_at)}"' + tail
+
+    def encode(self, batch: PacketBatch, suffix: str) -> list[bytes]:
+        """One user record per row of ``batch``, in row order."""
+        rows = len(batch)
+        if rows == 0:
+            return []
+        prices = _price_style(batch)
+        columns: list[Sequence[Any]] = [self._prefix_column(batch)]
+        for source in _LAYOUT[batch.kind][1]:
+            if source == _DEPTH:
+                columns.extend(_depth_columns(batch, prices))
+            elif source.startswith(_STAMP):
+                columns.append(self._stamp_column(batch[source[len(_STAMP) :]].tolist()))
+            elif source in _PRICE_COLUMNS:
+                columns.extend(_price_columns(batch[source], prices))
+            else:
+                columns.append(batch[source].tolist())
+        template = _template(batch.kind, prices) + suffix.replace("%", "%%")
+        return [(template % values).encode() for values in zip(*columns, strict=True)]
+
+    def _prefix_column(self, batch: PacketBatch) -> list[str]:
+        cache = self._prefixes[batch.kind]
+        tokens = batch["instrument_token"].tolist()
+        tradable = batch["tradable"].tolist()
+        out = []
+        for token, flag in zip(tokens, tradable, strict=True):
+            prefix = cache.get(token)
+            if prefix is None:
+                prefix = cache[token] = self._prefix(batch.kind, token, flag)
+            out.append(prefix)
+        return out
+
+    def _prefix(self, kind: PacketKind, token: int, tradable: bool) -> str:
+        meta = self.meta(token)
+        exchange = "null" if meta.exchange is None else _json_string(meta.exchange)
+        symbol = "null" if meta.tradingsymbol is None else _json_string(meta.tradingsymbol)
+        return (
+            f'{{"schema":"tick/1","instrument_token":{token},"exchange":{exchange},'
+            f'"tradingsymbol":{symbol},"underlying":{_json_string(meta.underlying)},'
+            f'"mode":"{kind.mode}","tradable":{"true" if tradable else "false"},"last_price":'
+        )
+
+    def _stamp_column(self, seconds: list[int]) -> list[str]:
+        stamps = self._stamps
+        if len(stamps) > _MAX_CACHED_STAMPS:
+            stamps.clear()
+        out = []
+        for s in seconds:
+            text = stamps.get(s)
+            if text is None:
+                text = stamps[s] = datetime.fromtimestamp(s, IST).isoformat()
+            out.append(text)
+        return out
+
+
+def _depth_columns(batch: PacketBatch, prices: str) -> list[list[Any]]:
+    """Depth values in template order: per side, per level, price, quantity, orders."""
+    price, quantity, orders = batch["depth_price"], batch["depth_quantity"], batch["depth_orders"]
+    out: list[list[Any]] = []
+    for side in range(len(DEPTH_SIDES)):
+        for level in range(DEPTH_LEVELS):
+            out.extend(_price_columns(price[:, side, level], prices))
+            out.append(quantity[:, side, level].tolist())
+            out.append(orders[:, side, level].tolist())
+    return out
+
+
+# -- prices --------------------------------------------------------------------------
+# repr() of a float is most of the cost of a record. A wire price is an int32
+# divided by 100 or 10,000 (every segment but CDS), so it has at most four
+# decimals and ten significant digits; repr of such a float is that decimal,
+# written shortest (trailing zeros dropped, at least one decimal: "123.0"),
+# because no shorter decimal lies within the float's half-ulp. So the text is
+# the integer part ("%d") and a fraction looked up in a 10,000-entry table,
+# both C-speed. Batches with a CDS row (divisor 1e7, where repr may switch to
+# exponent notation) keep %r. The change column is computed, not a wire price:
+# always %r. Tests compare both styles with repr over the whole wire range.
+
+_PRICE_COLUMNS = frozenset(("last_price", "average_traded_price", "open", "high", "low", "close"))
+_SCALE = 10_000
+_FRACTIONS = np.array(["." + (f"{i:04d}".rstrip("0") or "0") for i in range(_SCALE)], dtype=object)
+_TABLE_DIVISORS = np.array(
+    [d in (100.0, float(_SCALE)) for d in DIVISOR_BY_SEGMENT], dtype=np.bool_
+)
+#: Price styles: repr for every price, unsigned split, signed split.
+_REPR, _UNSIGNED, _SIGNED = "r", "u", "s"
+_STYLE_FORMAT = {_REPR: "%r", _UNSIGNED: "%d%s", _SIGNED: "%s%d%s"}
+_templates: dict[tuple[PacketKind, str], str] = {}
+
+
+def _price_style(batch: PacketBatch) -> str:
+    segments = batch["instrument_token"] & 0xFF
+    if not _TABLE_DIVISORS[segments].all():
+        return _REPR
+    columns = [batch[name] for name in _PRICE_COLUMNS if name in batch.columns]
+    if "depth_price" in batch.columns:
+        columns.append(batch["depth_price"])
+    negative = any(bool((c < 0).any()) for c in columns)
+    return _SIGNED if negative else _UNSIGNED
+
+
+def _price_columns(values: npt.NDArray[np.float64], style: str) -> list[list[Any]]:
+    if style == _REPR:
+        return [values.tolist()]
+    scaled = np.rint(values * _SCALE).astype(np.int64)
+    if style == _UNSIGNED:
+        whole, fraction = np.divmod(scaled, _SCALE)
+        return [whole.tolist(), _FRACTIONS[fraction].tolist()]
+    magnitude = np.abs(scaled)
+    whole, fraction = np.divmod(magnitude, _SCALE)
+    sign = np.where(scaled < 0, "-", "")
+    return [sign.tolist(), whole.tolist(), _FRACTIONS[fraction].tolist()]
+
+
+def _template(kind: PacketKind, style: str) -> str:
+    """The kind's body template with every wire price in ``style``."""
+    key = (kind, style)
+    template = _templates.get(key)
+    if template is None:
+        body, sources = _LAYOUT[kind]
+        # Rebuild the body slot by slot: %r slots that hold wire prices change style.
+        slots = body.split("%")
+        out = [slots[0]]
+        values = ["%s"]  # the prefix
+        for source in sources:
+            if source == _DEPTH:
+                values += [_PRICE, "%d", "%d"] * (len(DEPTH_SIDES) * DEPTH_LEVELS)
+            elif source.startswith(_STAMP):
+                values.append("%s")
+            elif source in _PRICE_COLUMNS:
+                values.append(_PRICE)
+            else:
+                values.append("%r" if source == "change" else "%d")
+        for slot, value in zip(slots[1:], values, strict=True):
+            fmt = _STYLE_FORMAT[style] if value == _PRICE else value
+            out.append(fmt + slot[1:])
+        template = _templates[key] = "".join(out)
+    return template
+
+
+_PRICE = "price"

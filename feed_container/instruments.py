@@ -1,0 +1,106 @@
+"""Where the day's instruments come from: an :class:`InstrumentSource`.
+
+The container needs the dump for partition keys (token -> underlying), the
+exchange and tradingsymbol in every record, and ATM windows. Sources:
+
+* ``kite``: ``GET /instruments`` from Kite (or the simulator) through
+  :mod:`feed_container.broker`;
+* ``file:///path/instruments.csv``: a dump on disk;
+* ``s3://bucket/prefix/``: the snapshot the instruments function publishes
+  (``lambdas.common.instrument_snapshots``: pointer ``current.json`` under the
+  prefix, gzip object checked against the pointer's SHA-256).
+
+Anything with an async ``load() -> InstrumentRegistry`` plugs in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from feed_container.broker import KiteRest
+from lambdas.common.instrument_snapshots import InstrumentSnapshotReader
+from ticker_core.instruments import InstrumentRegistry, parse_instruments
+
+log = logging.getLogger("feed_container.instruments")
+
+
+class InstrumentSource(Protocol):
+    """Something that gives the day's instruments."""
+
+    async def load(self) -> InstrumentRegistry:
+        """The instruments, indexed."""
+        ...
+
+
+async def registry_from_csv(text: str) -> InstrumentRegistry:
+    """Parse a dump (off the loop): bad rows are skipped and logged, a bad dump raises."""
+    result = await asyncio.to_thread(parse_instruments, text)
+    if result.problems:
+        log.warning(
+            "instruments rows rejected",
+            extra={"rejected": len(result.problems), "first": str(result.problems[0])},
+        )
+    return InstrumentRegistry(result.instruments)
+
+
+class KiteInstrumentSource:
+    """``GET /instruments`` from Kite."""
+
+    def __init__(self, rest: KiteRest) -> None:
+        self._rest = rest
+
+    async def load(self) -> InstrumentRegistry:
+        """The dump Kite serves now."""
+        return await registry_from_csv(await self._rest.instruments_csv())
+
+
+class FileInstrumentSource:
+    """A CSV file on local disk."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    async def load(self) -> InstrumentRegistry:
+        """The file's dump."""
+        return await registry_from_csv(
+            await asyncio.to_thread(self._path.read_text, encoding="utf-8")
+        )
+
+
+class SnapshotInstrumentSource:
+    """The instruments function's published snapshot in S3 (cached by its reader)."""
+
+    def __init__(self, s3_client: Any, bucket: str, prefix: str) -> None:
+        self._reader = InstrumentSnapshotReader(s3_client, bucket, prefix=prefix)
+
+    async def load(self) -> InstrumentRegistry:
+        """The snapshot the pointer names now."""
+        snapshot = await asyncio.to_thread(self._reader.current)
+        return snapshot.registry
+
+
+def source_from_setting(
+    value: str, *, kite_rest_url: str, s3_client: Any = None
+) -> InstrumentSource:
+    """The source named by ``FEED_INSTRUMENTS_SOURCE``."""
+    if value == "kite":
+        return KiteInstrumentSource(KiteRest(kite_rest_url))
+    parsed = urlparse(value)
+    if parsed.scheme == "file":
+        return FileInstrumentSource(Path(parsed.path))
+    if parsed.scheme == "s3":
+        if s3_client is None:
+            raise ValueError("an s3:// instruments source needs an S3 client")
+        return SnapshotInstrumentSource(s3_client, parsed.netloc, parsed.path.lstrip("/"))
+    raise ValueError(f"unknown instruments source {value!r}")
+
+
+async def load_registry(source: InstrumentSource) -> InstrumentRegistry:
+    """Load from ``source`` and log the size."""
+    registry = await source.load()
+    log.info("instruments loaded", extra={"instruments": len(registry)})
+    return registry

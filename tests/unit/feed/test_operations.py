@@ -1,0 +1,102 @@
+"""Settings from the environment, metrics as Prometheus and EMF, JSON logs without secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import secrets
+
+import pytest
+from pydantic import ValidationError
+
+from feed_container import logs
+from feed_container.metrics import Metrics
+from feed_container.settings import FeedSettings
+
+REQUIRED = {
+    "FEED_KMS_KEY_ID": "alias/ticker",
+    "FEED_SUBSCRIPTIONS_TABLE": "subs",
+    "FEED_STREAM_NAME": "ticks",
+}
+
+
+def test_settings_come_from_feed_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {**REQUIRED, "FEED_ACCOUNTS": " a1, a2 ,", "FEED_LINGER_MS": "20"}.items():
+        monkeypatch.setenv(key, value)
+    settings = FeedSettings()  # type: ignore[call-arg]
+    assert settings.accounts == ("a1", "a2")
+    assert settings.linger_seconds == pytest.approx(0.02)
+    assert settings.max_connections_per_key == 3
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("FEED_MAX_CONNECTIONS_PER_KEY", "4"),
+        ("FEED_MAX_INSTRUMENTS_PER_CONNECTION", "3001"),
+        ("FEED_MEMORY_LOW_BYTES", str(300 * 1024 * 1024)),
+        ("FEED_INSTRUMENTS_SOURCE", "ftp://x"),
+        ("FEED_REQUEST_RECORDS", "501"),
+    ],
+)
+def test_settings_refuse_what_kite_or_kinesis_would(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: str
+) -> None:
+    for k, v in {**REQUIRED, key: value}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValidationError):
+        FeedSettings()  # type: ignore[call-arg]
+
+
+def test_prometheus_text_has_types_labels_and_the_lag_histogram() -> None:
+    metrics = Metrics()
+    metrics.inc("feed_ticks_received_total", 5, account="a1")
+    metrics.set("feed_breaker_open", 1)
+    metrics.gauge_callback("feed_buffer_bytes", lambda: {(): 42.0})
+    metrics.observe_lag(0.02, 10)
+    text = metrics.render_prometheus()
+    assert "# TYPE feed_ticks_received_total counter" in text
+    assert 'feed_ticks_received_total{account="a1"} 5' in text
+    assert "feed_buffer_bytes 42" in text
+    assert 'feed_e2e_lag_seconds_bucket{le="0.02"} 10' in text
+    assert "feed_e2e_lag_seconds_count 10" in text
+
+
+def test_emf_lines_carry_per_account_deltas_and_stream_figures() -> None:
+    metrics = Metrics()
+    metrics.inc("feed_ticks_received_total", 5, account="a1")
+    metrics.inc("feed_kinesis_requests_total", outcome="ok")
+    metrics.observe_lag(0.2)
+    first = [json.loads(line) for line in metrics.emf_lines("NS", 1000)]
+    metrics.inc("feed_ticks_received_total", 2, account="a1")
+    second = [json.loads(line) for line in metrics.emf_lines("NS", 2000)]
+    account = next(d for d in first if d.get("account") == "a1")
+    assert account["TicksReceivedTotal"] == 5
+    assert account["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["account"]]
+    stream = next(d for d in first if "account" not in d)
+    assert stream["KinesisRequestsTotalOk"] == 1
+    assert stream["E2eLagP99Seconds"] == 0.2
+    assert next(d for d in second if d.get("account") == "a1")["TicksReceivedTotal"] == 2
+
+
+def test_logs_are_json_lines_and_tokens_are_masked() -> None:
+    token = secrets.token_hex(16)
+    out = io.StringIO()
+    logs.configure("INFO", out)
+    try:
+        log = logging.getLogger("feed_container.test")
+        log.warning(
+            "connect to ws://k/?api_key=k1&access_token=%s failed", token, extra={"slot": "a#0"}
+        )
+        log.info("header", extra={"auth": f"token k1:{token}"})
+        logging.getLogger("websockets.client").debug("GET /?access_token=%s", token)
+    finally:
+        logs.configure("WARNING", io.StringIO())
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert token not in out.getvalue()
+    assert lines[0]["level"] == "WARNING"
+    assert lines[0]["slot"] == "a#0"
+    assert "access_token=***" in lines[0]["msg"]
+    assert lines[1]["auth"] == "token k1:***"
+    assert len(lines) == 2

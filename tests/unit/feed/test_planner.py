@@ -1,0 +1,63 @@
+"""The connection planner: balance, stickiness, incremental diffs, capacity."""
+
+from __future__ import annotations
+
+from feed_container.planner import MODE_WEIGHT, AssignmentPlanner, SlotId
+
+
+def planner(
+    accounts: tuple[str, ...] = ("a", "b"), per: int = 3, capacity: int = 10
+) -> AssignmentPlanner:
+    return AssignmentPlanner(accounts, connections_per_account=per, capacity=capacity)
+
+
+def test_new_instruments_spread_over_every_slot_by_load() -> None:
+    # Given six empty slots
+    p = planner()
+    # When 12 quote and 6 full instruments are wanted
+    desired = dict.fromkeys(range(12), "quote") | {100 + t: "full" for t in range(6)}
+    plan = p.plan(desired)
+    # Then every slot gets one full and two quote instruments
+    assert set(plan.diffs) == set(p.slots)
+    for slot in p.slots:
+        modes = sorted(p.assignment(slot).values())
+        assert modes == ["full", "quote", "quote"]
+        assert p.load(slot) == MODE_WEIGHT["full"] + 2 * MODE_WEIGHT["quote"]
+
+
+def test_an_instrument_stays_on_its_connection_while_wanted() -> None:
+    # Given an assignment
+    p = planner()
+    p.plan(dict.fromkeys(range(18), "ltp"))
+    owners = {t: p.owner(t) for t in range(18)}
+    # When some go, some come and one changes mode
+    desired = dict.fromkeys(range(6, 18), "ltp") | {7: "full"} | {50: "quote", 51: "quote"}
+    plan = p.plan(desired)
+    # Then the rest did not move, and the diffs hold exactly the changes
+    assert all(p.owner(t) == owners[t] for t in range(6, 18))
+    assert sorted(t for d in plan.diffs.values() for t in d.unsubscribe) == list(range(6))
+    assert {t: m for d in plan.diffs.values() for t, m in d.mode.items()} == {7: "full"}
+    assert sorted(t for d in plan.diffs.values() for t in d.subscribe) == [50, 51]
+    # And the same desired set again changes nothing
+    assert p.plan(desired).diffs == {}
+
+
+def test_what_does_not_fit_is_reported_and_placed_once_room_appears() -> None:
+    # Given 2 slots of 3 instruments
+    p = planner(("a",), per=2, capacity=3)
+    # When 8 are wanted
+    plan = p.plan(dict.fromkeys(range(8), "ltp"))
+    # Then 6 are placed and 2 reported unassigned
+    assert len(plan.unassigned) == 2
+    assert sum(len(p.assignment(s)) for s in p.slots) == 6
+    # And when two leave, the waiting two take their place
+    left = {t: "ltp" for t in range(8) if t not in (0, 1)}
+    plan = p.plan(left)
+    assert plan.unassigned == {}
+    assert {p.owner(t) for t in left} <= set(p.slots)
+
+
+def test_slots_are_the_accounts_connections() -> None:
+    p = planner(("x", "y", "x"), per=3)
+    assert p.slots == tuple(SlotId(a, i) for a in ("x", "y") for i in range(3))
+    assert str(SlotId("x", 2)) == "x#2"
