@@ -65,9 +65,6 @@ SIM_TICK_INTERVAL_S = 0.1  # one frame per connection per 100 ms, as Kite's tick
 MAX_TICKS_PER_INSTRUMENT = 1 / SIM_TICK_INTERVAL_S
 FEED_WATCHDOG_S = 5.0
 FEED_SETTLE_S = 15.0  # drain: nothing moving for this long means nothing more will come
-# The simulated market trades on the next trading day when run off-hours, so exchange
-# timestamps can be days ahead of the wall clock: the feed must not take them for corrupt.
-FEED_FUTURE_SKEW_S = 8 * 86400.0
 
 
 T = TypeVar("T")
@@ -498,12 +495,12 @@ class Sandbox:
             "FEED_KMS_KEY_ID": r.kms_key_arn,
             "FEED_SUBSCRIPTIONS_TABLE": r.names.subscriptions_table,
             "FEED_STREAM_NAME": r.names.ticks_stream,
-            "FEED_INSTRUMENTS_SOURCE": "kite",
+            # The snapshot the instruments function published, as the Greeks function reads it.
+            "FEED_INSTRUMENTS_SOURCE": f"s3://{r.names.instruments_bucket}/instruments/",
             "FEED_HEALTH_HOST": "127.0.0.1",
             "FEED_HEALTH_PORT": str(self.feed_port),
             "FEED_SPILL_DIR": str(spill),
             "FEED_WATCHDOG_SECONDS": str(FEED_WATCHDOG_S),
-            "FEED_MAX_FUTURE_SKEW_SECONDS": str(FEED_FUTURE_SKEW_S),
             "FEED_BACKOFF_INITIAL_SECONDS": "0.5",
             "FEED_BACKOFF_MAX_SECONDS": "5",
             "FEED_CREDENTIAL_CACHE_SECONDS": "5",
@@ -512,9 +509,6 @@ class Sandbox:
         }
 
     def _start_feed(self) -> None:
-        if not _has_module("feed_container.__main__"):
-            self.notes.append("feed container not on this branch: no ticks flow")
-            return
         self.feed_port = free_port()
         self.feed = ManagedProcess.python(
             "feed_container",
@@ -884,15 +878,6 @@ class Sandbox:
 
 def _caught_up(mapping: EventSourceMapping, since: float) -> Callable[[], bool]:
     return lambda: mapping.view().caught_up_since(since)
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def main_run(options: Options, out: TextIO | None = None) -> int:
