@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from sandbox.runner import Options, main_run
@@ -71,6 +72,8 @@ def parse_args(argv: list[str]) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
+    # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     return main_run(parse_args(sys.argv[1:] if argv is None else argv))
 
 

@@ -702,28 +702,50 @@ class Sandbox:
         silent = accounts[0]
         rotated = accounts[-1]
 
+        def feed(name: str) -> float:
+            return total(self.feed_metrics() or {}, name)
+
+        def connections(api_key: str | None = None) -> int:
+            live = sim.counters(per_instrument=False)["feed"]["connections"].values()
+            return sum(1 for c in live if api_key is None or c["api_key"] == api_key)
+
+        def back_up(count: int, api_key: str | None = None, timeout: float = 20.0) -> str:
+            began = time.monotonic()
+            while time.monotonic() - began < timeout and not self._stop.is_set():
+                if connections(api_key) >= count:
+                    return f"all {count} back in {time.monotonic() - began:.1f}s"
+                time.sleep(0.1)
+            return f"{connections(api_key)} of {count} back after {timeout:g}s"
+
         def drop() -> str:
-            counters = sim.counters(per_instrument=False)["feed"]
+            live = connections()
             sim.fault({"kind": "drop"})
-            return f"dropped {len(counters['connections'])} live connections"
+            time.sleep(0.5)
+            return f"dropped {live} live connections; {back_up(live)}"
 
         def silence() -> str:
             seconds = FEED_WATCHDOG_S + 4
+            trips = feed("feed_watchdog_trips_total")
             sim.fault({"kind": "silence", "seconds": seconds, "api_key": silent.api_key})
+            self._stop.wait(seconds + 1)
             return (
-                f"{silent.user_id}'s connections silent for {seconds:g}s "
-                f"(watchdog {FEED_WATCHDOG_S:g}s)"
+                f"{silent.user_id}'s connections silent for {seconds:g}s: the watchdog "
+                f"({FEED_WATCHDOG_S:g}s) closed {feed('feed_watchdog_trips_total') - trips:.0f}"
             )
 
         def expire_and_rotate() -> str:
+            live = connections(rotated.api_key)
+            refused = feed("feed_handshake_refusals_total")
             expired = sim.expire_tokens(rotated.api_key)
             sim.fault({"kind": "drop", "api_key": rotated.api_key})
             if self._stop.wait(3.0):
                 return "interrupted"
             rotate_session(vault, self.rest_url, rotated)
             return (
-                f"{rotated.user_id}: {expired} token(s) expired, connections dropped, "
-                "new login in the vault 3s later"
+                f"{rotated.user_id}: {expired} token(s) expired and connections dropped; "
+                f"{feed('feed_handshake_refusals_total') - refused:.0f} handshakes refused "
+                f"(403) until a new login reached the vault 3s later; "
+                f"{back_up(live, rotated.api_key)}"
             )
 
         def throttle() -> str:
