@@ -166,6 +166,7 @@ class Sandbox:
         self.proxy: KinesisFaultProxy | None = None
         self.chaos: ChaosSchedule | None = None
         self._feed_state: tuple[float, ...] = ()
+        self._last_feed_metrics: dict[str, dict[Any, float]] = {}
         self._feed_state_since = 0.0
 
     # -- helpers ----------------------------------------------------------------------------
@@ -562,7 +563,10 @@ class Sandbox:
                     sample.sim_connections[user] = sample.sim_connections.get(user, 0) + 1
                 for account in self.accounts:
                     sample.sim_connections.setdefault(account.user_id, 0)
-        sample.feed = self.feed_metrics() or {}
+        metrics = self.feed_metrics()
+        if metrics is not None:
+            self._last_feed_metrics = metrics  # once the feed has stopped, its last word stands
+        sample.feed = self._last_feed_metrics
         sample.mappings = {name: m.view() for name, m in self.mappings.items()}
         sample.functions = {name: f.stats() for name, f in self.functions.items()}
         sample.on_failure = int(sum(view.on_failure_sent for view in sample.mappings.values()))
