@@ -59,7 +59,7 @@ from ticker_core.instruments import parse_instruments
 
 SECONDS = float(os.environ.get("FEED_BENCH_SECONDS", "60"))
 RATE = float(os.environ.get("FEED_BENCH_RATE", "100000"))
-MOTO_SECONDS = float(os.environ.get("FEED_BENCH_MOTO_SECONDS", "20"))
+MOTO_SECONDS = float(os.environ.get("FEED_BENCH_MOTO_SECONDS", "60"))
 MOTO_RATE = float(os.environ.get("FEED_BENCH_MOTO_RATE", "40000"))
 WARMUP = 5.0
 ANCHOR_SECONDS = 8.0
