@@ -192,6 +192,14 @@ class KiteConnection:
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
+            if ws.protocol.close_rcvd is None:
+                # The exchange's close frame never came back: frames it sent after
+                # ours may still have been on the wire when the socket was aborted.
+                self._metrics.inc("feed_unclean_closes_total", account=self.account)
+                log.warning(
+                    "close handshake did not complete; frames on the wire may be lost",
+                    extra={"account": self.account, "slot": str(self.slot)},
+                )
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

@@ -68,6 +68,7 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "feed_connects_total": ("counter", "Successful WebSocket handshakes"),
     "feed_reconnects_total": ("counter", "Reconnects after a connection ended"),
     "feed_watchdog_trips_total": ("counter", "Connections closed for silence"),
+    "feed_unclean_closes_total": ("counter", "Stops whose close handshake did not complete"),
     "feed_handshake_refusals_total": ("counter", "Handshakes refused by HTTP status"),
     "feed_token_refreshes_total": ("counter", "Access tokens re-read from the vault"),
     "feed_connections_open": ("gauge", "Live WebSocket connections"),

@@ -19,7 +19,6 @@ the stop event (SIGTERM). Stop, within ``stop_timeout_seconds``:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -210,6 +209,7 @@ class FeedService:
         settings = ConnectionSettings(
             watchdog=s.watchdog_seconds,
             connect_timeout=s.connect_timeout_seconds,
+            close_timeout=s.close_timeout_seconds,
             reset_after=s.backoff_reset_after_seconds,
             rate_limited_delay=s.rate_limited_delay_seconds,
         )
@@ -327,9 +327,19 @@ class FeedService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.pool is not None:
-            with contextlib.suppress(TimeoutError):
+            # The close handshake gets its full close_timeout (websockets aborts the
+            # socket itself after that): cutting it short would cancel readers with
+            # frames still on the wire, which the exchange has sent and we would miss.
+            close_budget = max(drain_deadline - time.monotonic(), s.close_timeout_seconds + 1.0)
+            try:
                 await asyncio.wait_for(
-                    self.pool.stop(), max(1.0, drain_deadline - time.monotonic())
+                    self.pool.stop(), min(close_budget, final - time.monotonic() - 0.5)
+                )
+            except TimeoutError:
+                self.metrics.inc("feed_unclean_closes_total")
+                log.warning(
+                    "connections did not finish closing; frames still on the wire are lost",
+                    extra={"budget_seconds": round(close_budget, 3)},
                 )
         results = await asyncio.gather(*(lane.close(drain_deadline, final) for lane in self.lanes))
         await self.writer.close()

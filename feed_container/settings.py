@@ -50,6 +50,8 @@ class FeedSettings(BaseSettings):
     #: No frame (heartbeats included) for this long: the connection is dead; reconnect.
     watchdog_seconds: float = Field(10.0, gt=0)
     connect_timeout_seconds: float = Field(10.0, gt=0)
+    close_timeout_seconds: float = Field(5.0, gt=0)
+    """How long a WebSocket close handshake may take before the socket is aborted."""
     backoff_initial_seconds: float = Field(1.0, gt=0)
     backoff_max_seconds: float = Field(30.0, gt=0)
     backoff_factor: float = Field(2.0, ge=1)

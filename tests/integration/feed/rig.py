@@ -197,8 +197,13 @@ class Rig:
                 iterator = page.get("NextShardIterator")
         return out
 
-    def assert_exactly_once(self, tokens: set[int] | None = None) -> Counter[int]:
-        """Ticks sent == user records in Kinesis, per token, and no record twice."""
+    def assert_exactly_once(
+        self, tokens: set[int] | None = None, *, context: str = ""
+    ) -> Counter[int]:
+        """Ticks sent == user records in Kinesis, per token, and no record twice.
+
+        ``context`` (e.g. the container's final log line) is added to a failure.
+        """
         ticks = self.kinesis_ticks()
         identity = Counter((t["account"], t["instrument_token"], t["received_at"]) for t in ticks)
         duplicates = [k for k, n in identity.items() if n > 1]
@@ -208,8 +213,20 @@ class Rig:
         if tokens is not None:
             sent = Counter({t: n for t, n in sent.items() if t in tokens})
         assert sum(sent.values()) > 0
-        assert found == sent, _difference(sent, found)
+        assert found == sent, _difference(sent, found) + (f"; {context}" if context else "")
         return found
+
+
+SAMPLE_MODES = ("ltp", "quote", "full")
+
+
+def subscribe_sample(rig: Rig, count: int = 60) -> set[int]:
+    """``count`` instruments of the simulator's universe, modes mixed."""
+    store = rig.store()
+    tokens = [i.instrument_token for i in rig.sim.universe.instruments[:count]]
+    for n, token in enumerate(tokens):
+        store.subscribe(token, SAMPLE_MODES[n % 3], "tests")
+    return set(tokens)
 
 
 def _difference(sent: Counter[int], found: Counter[int]) -> str:

@@ -16,20 +16,9 @@ import pytest
 import websockets
 
 from lambdas.common.subscription_store import AtmWindowRule
-from tests.integration.feed.rig import Rig, wait_until
+from tests.integration.feed.rig import Rig, subscribe_sample, wait_until
 
 pytestmark = pytest.mark.integration
-
-MODES = ("ltp", "quote", "full")
-
-
-def subscribe_sample(rig: Rig, count: int = 60) -> set[int]:
-    """``count`` instruments of the simulator's universe, modes mixed."""
-    store = rig.store()
-    tokens = [i.instrument_token for i in rig.sim.universe.instruments[:count]]
-    for n, token in enumerate(tokens):
-        store.subscribe(token, MODES[n % 3], "tests")
-    return set(tokens)
 
 
 async def test_steady_stream_reaches_kinesis_exactly_once(rig: Rig) -> None:

@@ -19,12 +19,16 @@ from pathlib import Path
 import pytest
 
 from sandbox.postgres import free_port
-from tests.integration.feed.rig import STREAM, TABLE, Rig, wait_until
-from tests.integration.feed.test_feed_faults import subscribe_sample
+from tests.integration.feed.rig import STREAM, TABLE, Rig, subscribe_sample, wait_until
 
 pytestmark = pytest.mark.integration
 
 STOP_TIMEOUT = 8.0
+
+
+def stopped_lines(log: Path) -> str:
+    """The container's "feed stopped" log lines (counts to read a failure by)."""
+    return " | ".join(line for line in log.read_text().splitlines() if "feed stopped" in line)
 
 
 def feed_env(rig: Rig, spill: Path, *, kinesis_url: str) -> dict[str, str]:
@@ -133,4 +137,4 @@ async def test_a_restart_replays_what_a_stop_left_on_disk(rig: Rig, tmp_path: Pa
         code, _ = await sigterm(second)
     # Then the first run's ticks and the second's are all in Kinesis, once each
     assert code == 0
-    rig.assert_exactly_once(tokens)
+    rig.assert_exactly_once(tokens, context=stopped_lines(log))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from itertools import repeat
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close, CloseCode
 from websockets.http11 import Response
 
 from feed_container.connection import (
@@ -29,6 +31,8 @@ class FakeSocket:
         self.server = server
         self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.sent: list[Any] = []
+        # websockets' protocol state: the peer's close frame, once it has answered ours
+        self.protocol = SimpleNamespace(close_rcvd=None)
 
     async def recv(self) -> bytes:
         item = await self.inbox.get()
@@ -42,6 +46,7 @@ class FakeSocket:
     async def close(self) -> None:
         if self in self.server.live:
             self.server.live.remove(self)
+        self.protocol.close_rcvd = Close(CloseCode.NORMAL_CLOSURE, "")  # a peer that answers
         self.inbox.put_nowait(None)
 
 
