@@ -318,7 +318,10 @@ class SendLane:
             if not result.failed:
                 self._finish(item)
                 return
-            item.batch = item.batch.subset(result.failed)
+            # Only the failed entries stay in memory: release what was acknowledged.
+            retry = item.batch.subset(result.failed)
+            self._queued_bytes -= item.batch.size - retry.size
+            item.batch = retry
             delays = delays or self._retry_delays()
             await self._pause(next(delays))
 

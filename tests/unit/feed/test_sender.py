@@ -97,6 +97,24 @@ async def test_only_failed_entries_are_resent_before_anything_newer(tmp_path: Pa
     await lane.close(0, 1)
 
 
+async def test_memory_accounting_returns_to_zero_after_partial_failures(tmp_path: Path) -> None:
+    # Given a lane whose memory budget would be eaten by any leak: refill only when empty
+    kinesis = ScriptedKinesis()
+    kinesis.script = [{1, 3}, {0}, set(), {2}]  # abcd: b,d fail; b fails again; efg: g fails
+    lane, _, _ = make_lane(tmp_path, kinesis, high=64, low=0)
+    lane.start()
+    # When batches are delivered through partial failures (some spill: the budget is small)
+    lane.offer([batch("a", "b", "c", "d"), batch("e", "f", "g"), batch("h")])
+    await settle(lane)
+    # Then memory reads empty again, so the next batches queue and the spill replays
+    assert lane.memory_bytes == 0
+    lane.offer([batch("i")])
+    await settle(lane)
+    assert sorted(kinesis.written) == [x.encode() for x in "abcdefghi"]
+    assert lane.memory_bytes == 0
+    await lane.close(0, 1)
+
+
 async def test_whole_call_failures_open_the_breaker_then_one_trial_closes_it(
     tmp_path: Path,
 ) -> None:
