@@ -34,11 +34,60 @@ BATCH_ROWS = 5_000  # about one Lambda batch of aggregated records
 ROUNDS = 5
 BATCHES_PER_TURN = 2
 TARGET_ROWS_PER_S = 150_000
+# Shards written at once, as that many Lambda environments would (one writer per shard).
+CONCURRENT_WRITERS = 2
+CONCURRENT_BATCHES_EACH = 3  # the first warms the connection (plans, staging tables), untimed
 
 PLAIN_INSERT = (
     f"insert into market.ticks ({', '.join(TICK_COLUMNS)}) "
     f"values ({', '.join(f'${n}' for n in range(1, len(TICK_COLUMNS) + 1))})"
 )
+
+
+def as_shard(batch: list[tuple[Any, ...]], shard: int) -> list[tuple[Any, ...]]:
+    """The batch's rows as if from ``shard``, with that shard's own instruments.
+
+    The feed keys records by underlying, so one instrument's ticks (and its bars)
+    come from one shard; concurrent writers never touch the same bar.
+    """
+    token_at, shard_at = TICK_COLUMNS.index("instrument_token"), TICK_COLUMNS.index("src_shard")
+    rekeyed = []
+    for row in batch:
+        values = list(row)
+        values[token_at] += shard * 1_000_000
+        values[shard_at] = f"shardId-{shard:012d}"
+        rekeyed.append(tuple(values))
+    return rekeyed
+
+
+async def concurrent_rate(
+    connect: Callable[[], Awaitable[asyncpg.Connection]],
+    batches: list[list[tuple[Any, ...]]],
+) -> float:
+    """Rows/s of CONCURRENT_WRITERS connections each writing its shard's batches at once."""
+    conns = [await connect() for _ in range(CONCURRENT_WRITERS)]
+    try:
+        per_writer = [
+            [as_shard(batch, shard + 1) for batch in batches[shard::CONCURRENT_WRITERS]]
+            for shard in range(CONCURRENT_WRITERS)
+        ]
+        partitions = [PartitionManager() for _ in conns]
+        for conn, own, known in zip(conns, per_writer, partitions, strict=True):
+            await write_batch(conn, known, own[0], [])
+
+        async def writer(
+            conn: asyncpg.Connection, own: list[list[tuple[Any, ...]]], known: PartitionManager
+        ) -> None:
+            for batch in own[1:]:
+                await write_batch(conn, known, batch, [])
+
+        start = time.perf_counter()
+        await asyncio.gather(*map(writer, conns, per_writer, partitions))
+        timed_rows = sum(len(batch) for own in per_writer for batch in own[1:])
+        return timed_rows / (time.perf_counter() - start)
+    finally:
+        for conn in conns:
+            await conn.close()
 
 
 def make_batches(count: int) -> list[list[tuple[Any, ...]]]:
@@ -87,15 +136,21 @@ async def _timed(
 async def run() -> Result:
     with EmbeddedPostgres() as server:
         info = server.direct_info
-        conn = await asyncpg.connect(
-            host=info.host, port=info.port, user=info.user, password=info.password,
-            database=info.database, ssl=False,
-        )  # fmt: skip
-        await conn.execute("set timezone to 'UTC'")
+
+        async def connect() -> asyncpg.Connection:
+            conn = await asyncpg.connect(
+                host=info.host, port=info.port, user=info.user, password=info.password,
+                database=info.database, ssl=False,
+            )  # fmt: skip
+            await conn.execute("set timezone to 'UTC'")
+            return conn
+
+        conn = await connect()
         await migrate(conn, bundled_migrations())
         partitions = PartitionManager()
         turns = ROUNDS * BATCHES_PER_TURN
-        batches = make_batches(3 * turns + 1 + 4)
+        concurrent_count = CONCURRENT_WRITERS * CONCURRENT_BATCHES_EACH
+        batches = make_batches(3 * turns + 1 + 4 + concurrent_count)
         warmup, batches = batches[0], batches[1:]
         await write_batch(conn, partitions, warmup, [])
 
@@ -138,11 +193,15 @@ async def run() -> Result:
         for chunk in batches[cursor : cursor + 4]:
             await conn.copy_records_to_table("bare_copy", records=chunk, columns=TICK_COLUMNS)
         ceiling = 4 * BATCH_ROWS / (time.perf_counter() - start)
+        cursor += 4
+        concurrent = await concurrent_rate(connect, batches[cursor : cursor + concurrent_count])
         rows = await conn.fetchval("select count(*) from market.ticks")
         bars = await conn.fetchval("select count(*) from market.bars_1m")
         await conn.close()
 
     per_turn = BATCH_ROWS * BATCHES_PER_TURN
+    concurrent_batches = CONCURRENT_WRITERS * CONCURRENT_BATCHES_EACH
+    distinct_batches = 1 + 2 * ROUNDS * BATCHES_PER_TURN + concurrent_batches
     rows_per_contender = per_turn * ROUNDS
     cpu_us = {name: 1e6 * s / rows_per_contender for name, s in cpu.by_contender.items()}
     rate = {name: per_turn / statistics.median(s) for name, s in seconds.items()}
@@ -167,6 +226,11 @@ async def run() -> Result:
             Figure("executemany plain INSERT", rate["plain"], "rows/s"),
             Figure("write_batch idempotent (new rows, bars folded)", rate["idempotent"], "rows/s"),
             Figure("write_batch replay (every row already present)", rate["replay"], "rows/s"),
+            Figure(
+                f"write_batch idempotent, {CONCURRENT_WRITERS} shards written at once",
+                concurrent,
+                "rows/s",
+            ),
             Figure("server CPU per row, executemany", cpu_us["plain"], "µs"),
             Figure("server CPU per row, write_batch idempotent", cpu_us["idempotent"], "µs"),
             Figure("server CPU per row, write_batch replay", cpu_us["replay"], "µs"),
@@ -180,7 +244,7 @@ async def run() -> Result:
             ),
             (
                 "replays inserted nothing (rows = distinct batches written)",
-                rows == (1 + 2 * ROUNDS * BATCHES_PER_TURN) * BATCH_ROWS,
+                rows == distinct_batches * BATCH_ROWS,
             ),
         ],
         notes=[
@@ -191,7 +255,8 @@ async def run() -> Result:
             "ceiling figure itself (rows copied with no index, no WAL, no dedupe), so one writer "
             "cannot reach it; per row, staging COPY ~6 µs, the insert ~4 µs, conflict handling "
             "~2 µs and the minute bars ~4.5 µs of server CPU. In AWS the function runs one "
-            "writer per shard, so throughput scales with shards and the instance's cores.",
+            "writer per shard; the concurrent figure shows that scaling, here bounded by two "
+            "cores shared by the server, both writers and this harness.",
         ],
     )
 
