@@ -262,6 +262,7 @@ class FeedService:
             watch=self.pipeline.watch,
             poll_seconds=s.subscription_poll_seconds,
             recentre_seconds=s.atm_recentre_seconds,
+            hysteresis_steps=s.atm_hysteresis_steps,
         )
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._instruments_loop(stop)))

@@ -65,6 +65,9 @@ class FeedSettings(BaseSettings):
     subscription_poll_seconds: float = Field(1.0, gt=0)
     #: How often ATM windows are re-centred on their underlyings' live prices.
     atm_recentre_seconds: float = Field(1.0, gt=0)
+    #: A window moves only once its underlying has gone this many strike steps from the
+    #: price it was centred on (0: re-centre on every move past a midpoint).
+    atm_hysteresis_steps: float = Field(0.5, ge=0, le=5)
     #: ``kite`` (GET /instruments), ``file:///path.csv`` or ``s3://bucket/prefix/`` (the
     #: instruments function's published snapshot: ``current.json`` under the prefix).
     instruments_source: str = "kite"

@@ -15,6 +15,13 @@ nearest live expiries): strikes entering are subscribed, strikes leaving are
 unsubscribed unless another subscription wants them. Until the first tick,
 the instruments dump's ``last_price`` stands in (when positive); with no
 price at all the window is empty.
+
+Hysteresis: a window stays centred where it was until its underlying has
+moved ``hysteresis_steps`` strike steps (the nearest expiry's step around
+the old centre) from the price it was centred on. Without it, a price
+hovering on the midpoint between two strikes would unsubscribe and
+resubscribe the edge strikes on every re-centre, leaving gaps in their
+ticks; with it, each change of window costs a real move of the underlying.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any, Protocol
 
-from lambdas.common.subscription_store import DesiredSubscriptions, wider_mode
+from lambdas.common.subscription_store import AtmWindowRule, DesiredSubscriptions, wider_mode
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
 
 log = logging.getLogger("feed_container.subscriptions")
@@ -72,18 +80,52 @@ def spot_instruments(registry: InstrumentRegistry) -> dict[str, Instrument]:
     return spots
 
 
+def _window(
+    registry: InstrumentRegistry, rule: AtmWindowRule, centre: float, as_of: datetime
+) -> tuple[Instrument, ...]:
+    return registry.atm_window(
+        rule.underlying,
+        centre,
+        strikes_each_side=rule.strikes_each_side,
+        expiries=rule.expiries,
+        as_of=as_of,
+    )
+
+
+def strike_step(window: tuple[Instrument, ...]) -> float | None:
+    """The smallest strike gap of the window's nearest expiry (None below two strikes)."""
+    expiries = [i.expiry for i in window if i.expiry is not None]
+    if not expiries:
+        return None
+    nearest = min(expiries)
+    ks = sorted({i.strike for i in window if i.expiry == nearest})
+    gaps = [high - low for low, high in pairwise(ks)]
+    return min(gaps) if gaps else None
+
+
 def resolve(
     desired: DesiredSubscriptions,
     registry: InstrumentRegistry | None,
     spots: Mapping[str, Instrument],
     prices: Mapping[int, float],
     as_of: datetime,
-) -> tuple[dict[int, str], set[int]]:
-    """The instruments to stream (token -> mode) and the spot tokens whose prices matter."""
+    *,
+    centres: Mapping[str, float] | None = None,
+    hysteresis_steps: float = 0.0,
+) -> tuple[dict[int, str], set[int], dict[str, float]]:
+    """The instruments to stream (token -> mode), the spot tokens whose prices matter,
+    and the price each underlying's windows are now centred on.
+
+    ``centres`` is the previous round's third value; with ``hysteresis_steps``
+    > 0 a window keeps its centre until the price has moved that many strike
+    steps from it.
+    """
     out = dict(desired.instruments)
     watched: set[int] = set()
+    new_centres: dict[str, float] = {}
     if registry is None:
-        return out, watched
+        return out, watched, new_centres
+    previous = centres or {}
     for rule in desired.atm_windows:
         spot = spots.get(rule.underlying)
         if spot is None:
@@ -96,17 +138,19 @@ def resolve(
             price = spot.last_price
         if price is None:
             continue
-        window = registry.atm_window(
-            rule.underlying,
-            price,
-            strikes_each_side=rule.strikes_each_side,
-            expiries=rule.expiries,
-            as_of=as_of,
-        )
-        for option in window:
+        centre = new_centres.get(rule.underlying)
+        if centre is None:
+            centre = price
+            held = previous.get(rule.underlying)
+            if held is not None and hysteresis_steps > 0:
+                step = strike_step(_window(registry, rule, held, as_of))
+                if step is not None and abs(price - held) < hysteresis_steps * step:
+                    centre = held
+            new_centres[rule.underlying] = centre
+        for option in _window(registry, rule, centre, as_of):
             t = option.instrument_token
             out[t] = wider_mode(out.get(t, rule.mode), rule.mode)
-    return out, watched
+    return out, watched, new_centres
 
 
 class Reconciler:
@@ -121,6 +165,7 @@ class Reconciler:
         watch: Callable[[set[int]], None],
         poll_seconds: float,
         recentre_seconds: float,
+        hysteresis_steps: float = 0.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -130,6 +175,8 @@ class Reconciler:
         self._watch = watch
         self._poll = poll_seconds
         self._recentre = recentre_seconds
+        self._hysteresis = hysteresis_steps
+        self._centres: dict[str, float] = {}
         self._now = now
         self._clock = clock
         self._registry: InstrumentRegistry | None = None
@@ -170,8 +217,14 @@ class Reconciler:
         """Resolve and apply; returns the desired map when it changed."""
         if self._snapshot is None:
             return None
-        desired, watched = resolve(
-            self._snapshot, self._registry, self._spots, self._prices, self._now()
+        desired, watched, self._centres = resolve(
+            self._snapshot,
+            self._registry,
+            self._spots,
+            self._prices,
+            self._now(),
+            centres=self._centres,
+            hysteresis_steps=self._hysteresis,
         )
         if watched != self._watched:
             self._watched = watched

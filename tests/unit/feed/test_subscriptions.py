@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from feed_container.subscriptions import Reconciler, resolve, spot_instruments
+from feed_container.subscriptions import Reconciler, resolve, spot_instruments, strike_step
 from lambdas.common.subscription_store import AtmWindowRule, DesiredSubscriptions
 from tests.factories import chain, index_instrument
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
@@ -42,7 +42,7 @@ def test_a_window_is_centred_on_the_spot_price_and_includes_the_spot() -> None:
         1, {ce_24000.instrument_token: "ltp"}, (AtmWindowRule("NIFTY", 1, 1, "full", "o"),)
     )
     # When resolved at a NIFTY price of 24,010
-    out, watched = resolve(desired, reg, spots, {256265: 24_010.0}, AS_OF)
+    out, watched, _ = resolve(desired, reg, spots, {256265: 24_010.0}, AS_OF)
     # Then the spot is streamed (ltp) and watched, 23950-24050 are in full, the explicit one widened
     assert watched == {256265}
     assert out[256265] == "ltp"
@@ -50,7 +50,7 @@ def test_a_window_is_centred_on_the_spot_price_and_includes_the_spot() -> None:
     assert out[ce_24000.instrument_token] == "full"
     assert len(out) == 1 + 6
     # And at 24,160 the window moves up and the old strikes leave
-    moved, _ = resolve(desired, reg, spots, {256265: 24_160.0}, AS_OF)
+    moved, _, _ = resolve(desired, reg, spots, {256265: 24_160.0}, AS_OF)
     assert strikes(reg, moved) == [
         24_000.0,
         24_100.0,
@@ -65,8 +65,60 @@ def test_without_a_price_the_window_is_empty_and_futures_stand_in_for_a_missing_
     spots = spot_instruments(reg)
     assert spots["CRUDE"].instrument_type is InstrumentType.FUT
     desired = DesiredSubscriptions(1, {}, (AtmWindowRule("NIFTY", 2, 1, "quote", "o"),))
-    out, _ = resolve(desired, reg, spots, {}, AS_OF)
+    out, _, centres = resolve(desired, reg, spots, {}, AS_OF)
     assert out == {256265: "ltp"}
+    assert centres == {}
+
+
+def test_hysteresis_holds_a_window_until_the_price_has_really_moved() -> None:
+    # Given a NIFTY window (step 50) centred at 24,010 with half a step of hysteresis
+    reg = registry()
+    spots = spot_instruments(reg)
+    desired = DesiredSubscriptions(1, {}, (AtmWindowRule("NIFTY", 1, 1, "full", "o"),))
+    centres: dict[str, float] = {}
+    seen = []
+    # When the price hovers around the 24,025 midpoint, then really moves, then hovers back
+    for price in (24_010.0, 24_026.0, 24_024.0, 24_034.0, 24_036.0, 24_020.0, 24_012.0, 24_010.0):
+        out, _, centres = resolve(
+            desired, reg, spots, {256265: price}, AS_OF, centres=centres, hysteresis_steps=0.5
+        )
+        seen.append((price, centres["NIFTY"], strikes(reg, out)[1]))
+    # Then the window moves only once the price is 25 points from where it was centred
+    assert seen == [
+        (24_010.0, 24_010.0, 24_000.0),
+        (24_026.0, 24_010.0, 24_000.0),  # past the midpoint, 16 from the centre: held
+        (24_024.0, 24_010.0, 24_000.0),
+        (24_034.0, 24_010.0, 24_000.0),  # 24 from the centre: held
+        (24_036.0, 24_036.0, 24_050.0),  # 26: re-centred
+        (24_020.0, 24_036.0, 24_050.0),  # back below the midpoint, 16 away: held
+        (24_012.0, 24_036.0, 24_050.0),  # 24 away: held
+        (24_010.0, 24_010.0, 24_000.0),  # 26 away: re-centred
+    ]
+
+
+def test_without_hysteresis_every_midpoint_crossing_moves_the_window() -> None:
+    reg = registry()
+    spots = spot_instruments(reg)
+    desired = DesiredSubscriptions(1, {}, (AtmWindowRule("NIFTY", 1, 1, "full", "o"),))
+    centres: dict[str, float] = {}
+    atm = []
+    for price in (24_024.0, 24_026.0, 24_024.0):
+        out, _, centres = resolve(desired, reg, spots, {256265: price}, AS_OF, centres=centres)
+        atm.append(strikes(reg, out)[1])
+    assert atm == [24_000.0, 24_050.0, 24_000.0]
+
+
+def test_strike_step_is_the_nearest_expirys_smallest_gap() -> None:
+    # Given a near expiry 50 apart and a later one 100 apart
+    near_strikes = [23_950.0, 24_000.0, 24_050.0]
+    near = chain("NIFTY", EXPIRY, near_strikes, first_exchange_token=100, future=False)
+    later = date(2027, 1, 26)
+    far = chain("NIFTY", later, [23_900.0, 24_000.0], first_exchange_token=200, future=False)
+    # Then the step is the near expiry's, whatever the order, and needs two strikes
+    assert strike_step((*far, *near)) == 50.0
+    assert strike_step(tuple(far)) == 100.0
+    assert strike_step(tuple(near[:2])) is None  # one strike: a call and a put
+    assert strike_step(()) is None
 
 
 class Store:
@@ -118,3 +170,33 @@ async def test_the_reconciler_rereads_only_on_a_new_generation_and_applies_only_
     rec.reconcile()
     assert len(applied[-1]) == 2 + 6
     assert rec.reconciled.is_set()
+
+
+async def test_the_reconciler_carries_window_centres_between_rounds() -> None:
+    # Given a reconciler with half a step of hysteresis and a centred NIFTY window
+    store = Store(DesiredSubscriptions(1, {}, (AtmWindowRule("NIFTY", 1, 1, "full", "o"),)))
+    applied: list[dict[int, str]] = []
+    prices = {256265: 24_010.0}
+    rec = Reconciler(
+        store,
+        applied.append,
+        prices=prices,
+        watch=lambda _: None,
+        poll_seconds=1,
+        recentre_seconds=1,
+        hysteresis_steps=0.5,
+        now=lambda: AS_OF,
+    )
+    rec.set_registry(registry())
+    await rec.refresh()
+    rec.reconcile()
+    # When the price wanders across the midpoint and back, re-centring each time
+    for price in (24_026.0, 24_024.0, 24_030.0, 24_021.0):
+        prices[256265] = price
+        rec.reconcile()
+    # Then nothing was re-applied; a real move applies the new window once
+    assert len(applied) == 1
+    prices[256265] = 24_040.0
+    rec.reconcile()
+    assert len(applied) == 2
+    assert strikes(rec.registry or registry(), applied[-1]) == [24_000.0, 24_050.0, 24_100.0]
