@@ -73,14 +73,27 @@ class AssignmentPlanner:
         if connections_per_account < 1 or capacity < 1:
             raise ValueError("connections_per_account and capacity must be >= 1")
         self._capacity = capacity
-        self._slots: dict[SlotId, dict[int, str]] = {
-            SlotId(account, i): {}
-            for account in dict.fromkeys(accounts)
-            for i in range(connections_per_account)
-        }
-        self._order = {slot: n for n, slot in enumerate(sorted(self._slots))}
-        self._load = dict.fromkeys(self._slots, 0)
+        self._connections_per_account = connections_per_account
+        self._slots: dict[SlotId, dict[int, str]] = {}
+        self._order: dict[SlotId, int] = {}
+        self._load: dict[SlotId, int] = {}
         self._owner: dict[int, SlotId] = {}
+        self.add_accounts(accounts)
+
+    def add_accounts(self, accounts: Iterable[str]) -> tuple[str, ...]:
+        """Give each new account its empty slots; returns the accounts that were new.
+
+        Nothing already assigned moves: the new slots take new instruments (and
+        those no slot had room for) at the next :meth:`plan`.
+        """
+        added = tuple(a for a in dict.fromkeys(accounts) if SlotId(a, 0) not in self._slots)
+        for account in added:
+            for i in range(self._connections_per_account):
+                slot = SlotId(account, i)
+                self._slots[slot] = {}
+                self._load[slot] = 0
+        self._order = {slot: n for n, slot in enumerate(sorted(self._slots))}
+        return added
 
     @property
     def slots(self) -> tuple[SlotId, ...]:

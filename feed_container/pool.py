@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from feed_container.connection import KiteConnection
 from feed_container.metrics import Labels, Metrics
@@ -35,6 +35,7 @@ class FeedPool:
         self._metrics = metrics
         self.connections: dict[SlotId, KiteConnection] = {}
         self._unassigned = 0
+        self._desired: Mapping[int, str] = {}
         metrics.gauge_callback("feed_connections_open", self._open_by_account)
         metrics.gauge_callback("feed_unassigned_instruments", lambda: {(): float(self._unassigned)})
         metrics.gauge_callback(
@@ -51,6 +52,7 @@ class FeedPool:
 
     def apply(self, desired: Mapping[int, str]) -> Plan:
         """Move every connection toward ``desired`` (token -> mode) with incremental messages."""
+        self._desired = desired
         plan = self._planner.plan(desired)
         for slot, diff in plan.diffs.items():
             conn = self.connections.get(slot)
@@ -65,6 +67,17 @@ class FeedPool:
             )
         self._unassigned = len(plan.unassigned)
         return plan
+
+    def add_accounts(self, accounts: Iterable[str]) -> tuple[str, ...]:
+        """Add accounts' slots and re-apply the last desired set; returns those that were new.
+
+        Instruments no slot had room for are placed on the new slots now, not at
+        the next change of the desired set.
+        """
+        added = self._planner.add_accounts(accounts)
+        if added:
+            self.apply(self._desired)
+        return added
 
     @property
     def open_connections(self) -> int:

@@ -243,7 +243,10 @@ class FeedService:
             lane.start()
         self.accounts = await self._accounts()
         if not self.accounts:
-            log.error("no accounts: set FEED_ACCOUNTS or store API credentials in the vault")
+            log.error(
+                "no accounts yet: set FEED_ACCOUNTS or store API credentials in the vault",
+                extra={"discovering": self._discovers_accounts()},
+            )
         tokens = self._tokens()
         planner = AssignmentPlanner(
             self.accounts,
@@ -267,6 +270,8 @@ class FeedService:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._instruments_loop(stop)))
         self._tasks.append(loop.create_task(self._start_reconciler()))
+        if self._discovers_accounts():
+            self._tasks.append(loop.create_task(self._accounts_loop()))
         if s.emf_interval_seconds > 0:
             self._tasks.append(loop.create_task(self._emf_loop()))
         log.info(
@@ -304,6 +309,29 @@ class FeedService:
         await self._loaded.wait()
         assert self.reconciler is not None  # nosec B101 # set in run()
         await self.reconciler.run()
+
+    def _discovers_accounts(self) -> bool:
+        """True when the accounts are the vault's (neither injected nor FEED_ACCOUNTS)."""
+        return self.deps.accounts is None and not self.settings.accounts
+
+    async def _accounts_loop(self) -> None:
+        """Add accounts whose API credentials reach the vault after start, without a restart.
+
+        An account removed from the vault keeps its connections (its token
+        still works until it expires) until the next restart.
+        """
+        while True:
+            await asyncio.sleep(self.settings.accounts_refresh_seconds)
+            try:
+                found = await self._accounts()
+            except Exception as exc:  # the vault is unreachable: keep the accounts we have
+                log.error("listing accounts failed", extra={"error": repr(exc)})
+                continue
+            assert self.pool is not None  # nosec B101 # set in run() before this task starts
+            added = self.pool.add_accounts(found)
+            if added:
+                self.accounts = (*self.accounts, *added)
+                log.info("accounts added", extra={"accounts": list(added)})
 
     async def _emf_loop(self) -> None:
         while True:

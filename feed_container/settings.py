@@ -35,6 +35,8 @@ class FeedSettings(BaseSettings):
     # -- accounts and Kite -------------------------------------------------------------
     #: Account ids in the credential vault; empty: every account with stored API credentials.
     accounts: Annotated[tuple[str, ...], NoDecode] = ()
+    #: With ``accounts`` empty, how often the vault is listed for accounts added since start.
+    accounts_refresh_seconds: float = Field(60.0, gt=0)
     kite_ws_url: str = "wss://ws.kite.trade"
     kite_rest_url: str = "https://api.kite.trade"
     secrets_prefix: str = "ticker/kite"

@@ -15,8 +15,9 @@ import aiohttp
 import pytest
 import websockets
 
+from lambdas.common.credentials import ApiCredentials
 from lambdas.common.subscription_store import AtmWindowRule
-from tests.integration.feed.rig import Rig, subscribe_sample, wait_until
+from tests.integration.feed.rig import Rig, fresh_token, subscribe_sample, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +127,37 @@ async def test_a_fourth_connection_refused_backs_off_until_a_slot_frees(rig: Rig
     await feed.stop()
     assert rig.sim.hub.refused_connections >= 1
     rig.assert_exactly_once(tokens)
+
+
+async def test_an_account_added_to_the_vault_mid_run_takes_what_did_not_fit(rig: Rig) -> None:
+    # Given only account 0 in the vault, one connection of 20 instruments, 30 wanted
+    vault = rig.vault()
+    sim0, sim1 = rig.sim.accounts[0], rig.sim.accounts[1]
+    vault.put_api_credentials("acct0", ApiCredentials(sim0.api_key, fresh_token()))
+    tokens = subscribe_sample(rig, 30)
+    settings = rig.settings(
+        accounts=(),
+        accounts_refresh_seconds=0.3,
+        max_connections_per_key=1,
+        max_instruments_per_connection=20,
+    )
+    feed = rig.start(settings)
+    await wait_until(
+        lambda: feed.total("feed_unassigned_instruments") == 10, what="10 instruments waiting"
+    )
+    await feed.reaches("feed_ticks_received_total", 100, account="acct0")
+    assert feed.connected("acct1") == 0
+    # When account 1's credentials reach the vault (its session is already there)
+    vault.put_api_credentials("acct1", ApiCredentials(sim1.api_key, fresh_token()))
+    # Then, without a restart, it connects and carries the 10 that did not fit
+    await wait_until(lambda: feed.connected("acct1") == 1, what="account 1 connected")
+    await wait_until(lambda: feed.total("feed_unassigned_instruments") == 0, what="all placed")
+    await feed.grows("feed_ticks_received_total", 100, account="acct1")
+    assert feed.service.accounts == ("acct0", "acct1")
+    await feed.stop()
+    assert feed.connected("acct0") == 0
+    rig.assert_exactly_once(tokens)
+    assert set(rig.sim_sent()) == tokens
 
 
 async def test_partial_failures_and_throttling_resend_only_what_failed(rig: Rig) -> None:

@@ -61,3 +61,24 @@ def test_slots_are_the_accounts_connections() -> None:
     p = planner(("x", "y", "x"), per=3)
     assert p.slots == tuple(SlotId(a, i) for a in ("x", "y") for i in range(3))
     assert str(SlotId("x", 2)) == "x#2"
+
+
+def test_an_account_added_later_takes_what_did_not_fit_and_nothing_moves() -> None:
+    # Given one account's 2 slots of 3, full, with 2 instruments waiting
+    p = planner(("a",), per=2, capacity=3)
+    desired = dict.fromkeys(range(8), "ltp")
+    p.plan(desired)
+    owners = {t: p.owner(t) for t in range(8) if p.owner(t) is not None}
+    # When a second account is added (and an existing one again)
+    assert p.add_accounts(["a", "b"]) == ("b",)
+    plan = p.plan(desired)
+    # Then the waiting two go to the new account's slots and nothing else moves
+    assert plan.unassigned == {}
+    assert {slot.account for slot in plan.diffs} == {"b"}
+    assert sorted(t for d in plan.diffs.values() for t in d.subscribe) == sorted(
+        set(range(8)) - set(owners)
+    )
+    assert all(p.owner(t) == slot for t, slot in owners.items())
+    assert p.slots == tuple(SlotId(a, i) for a in ("a", "b") for i in range(2))
+    # And adding known accounts changes nothing
+    assert p.add_accounts(["b"]) == ()
