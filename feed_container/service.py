@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -99,8 +100,14 @@ class FeedService:
         self.reconciler: Reconciler | None = None
         self.instruments_loaded = False
         self.accounts: tuple[str, ...] = ()
+        #: Accounts in the vault that have not logged in yet (no live session).
+        self.accounts_waiting: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task[Any]] = []
         self._loaded = asyncio.Event()
+        self.metrics.gauge_callback(
+            "feed_accounts_waiting_for_login",
+            lambda: {(("account", a),): 1.0 for a in self.accounts_waiting},
+        )
         self.metrics.gauge_callback(
             "feed_buffer_bytes", lambda: {(): float(sum(lane.memory_bytes for lane in self.lanes))}
         )
@@ -315,23 +322,38 @@ class FeedService:
         return self.deps.accounts is None and not self.settings.accounts
 
     async def _accounts_loop(self) -> None:
-        """Add accounts whose API credentials reach the vault after start, without a restart.
+        """Add accounts whose credentials reach the vault after start, without a restart.
 
-        An account removed from the vault keeps its connections (its token
-        still works until it expires) until the next restart.
+        An account joins once it has API credentials *and* a live session: new
+        instruments go to the least-loaded slots, so an account that has not
+        logged in yet would take instruments it cannot stream. An account
+        removed from the vault keeps its connections (its token still works
+        until it expires) until the next restart.
         """
         while True:
             await asyncio.sleep(self.settings.accounts_refresh_seconds)
             try:
                 found = await self._accounts()
+                new = [a for a in found if a not in self.accounts]
+                ready = [a for a in new if await asyncio.to_thread(self._has_live_session, a)]
             except Exception as exc:  # the vault is unreachable: keep the accounts we have
                 log.error("listing accounts failed", extra={"error": repr(exc)})
                 continue
+            self.accounts_waiting = tuple(a for a in new if a not in ready)
             assert self.pool is not None  # nosec B101 # set in run() before this task starts
-            added = self.pool.add_accounts(found)
+            added = self.pool.add_accounts(ready)
             if added:
                 self.accounts = (*self.accounts, *added)
                 log.info("accounts added", extra={"accounts": list(added)})
+
+    def _has_live_session(self, account: str) -> bool:
+        from lambdas.common.credentials import CredentialError
+
+        try:
+            session = self._vault().session(account)
+        except CredentialError:  # no login yet (or an unreadable one): not yet
+            return False
+        return not session.is_expired(datetime.now(UTC))
 
     async def _emf_loop(self) -> None:
         while True:

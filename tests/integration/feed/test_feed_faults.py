@@ -147,6 +147,12 @@ async def test_an_account_added_to_the_vault_mid_run_takes_what_did_not_fit(rig:
     )
     await feed.reaches("feed_ticks_received_total", 100, account="acct0")
     assert feed.connected("acct1") == 0
+    # When an account that has not logged in yet (API credentials, no session) appears
+    vault.put_api_credentials("nologin", ApiCredentials(sim1.api_key, fresh_token()))
+    await feed.reaches("feed_accounts_waiting_for_login", 1, account="nologin")
+    # Then it waits, counted, and does not join: it would take instruments it cannot stream
+    assert feed.service.accounts == ("acct0",)
+    assert feed.total("feed_unassigned_instruments") == 10
     # When account 1's credentials reach the vault (its session is already there)
     vault.put_api_credentials("acct1", ApiCredentials(sim1.api_key, fresh_token()))
     # Then, without a restart, it connects and carries the 10 that did not fit
