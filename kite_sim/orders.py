@@ -914,31 +914,34 @@ def _choice(
     return text
 
 
-def _int(p: Mapping[str, Any], name: str, default: int | None = None) -> int:
+def _number(p: Mapping[str, Any], name: str) -> float | None:
+    """The parameter as a float; None when absent or blank; InputError when not a number."""
     value = p.get(name)
     if value is None or str(value).strip() == "":
+        return None
+    try:
+        return float(str(value))
+    except ValueError:
+        raise InputError(f"Invalid `{name}`.") from None
+
+
+def _int(p: Mapping[str, Any], name: str, default: int | None = None) -> int:
+    number = _number(p, name)
+    if number is None:
         if default is None:
             raise InputError(f"Missing `{name}`.")
         return default
-    try:
-        number = float(str(value))
-    except ValueError:
-        raise InputError(f"Invalid `{name}`.") from None
     if not number.is_integer():
         raise InputError(f"Invalid `{name}`.")
     return int(number)
 
 
 def _float(p: Mapping[str, Any], name: str, default: float | None = None) -> float:
-    value = p.get(name)
-    if value is None or str(value).strip() == "":
+    number = _number(p, name)
+    if number is None:
         if default is None:
             raise InputError(f"Missing `{name}`.")
         return default
-    try:
-        number = float(str(value))
-    except ValueError:
-        raise InputError(f"Invalid `{name}`.") from None
     if math.isnan(number) or math.isinf(number):
         raise InputError(f"Invalid `{name}`.")
     return number
