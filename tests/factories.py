@@ -65,9 +65,17 @@ def tick_record(
 
 
 def tick_stream(
-    count: int, *, seed: int = 7, start: datetime | None = None, tokens: int = 20
+    count: int,
+    *,
+    seed: int = 7,
+    start: datetime | None = None,
+    tokens: int = 20,
+    per_second: int = 10,
 ) -> Iterator[KinesisUserRecord]:
-    """``count`` ticks on one shard as de-aggregated user records, in stream order."""
+    """``count`` ticks on one shard as de-aggregated user records, in stream order.
+
+    ``per_second`` ticks share each exchange second (the shard's tick rate).
+    """
     rng = random.Random(seed)
     start = start or datetime(2026, 11, 27, 4, 0, tzinfo=UTC)  # 09:30 IST
     prices = {10_000 + t: 100.0 + t for t in range(tokens)}
@@ -76,7 +84,7 @@ def tick_stream(
         token = rng.choice(list(prices))
         prices[token] = round(prices[token] * (1 + rng.gauss(0, 0.001)), 2)
         volumes[token] += rng.randint(1, 100)
-        ts = start + timedelta(seconds=n // 10)  # 1 s resolution, ties like the exchange's
+        ts = start + timedelta(seconds=n // per_second)  # 1 s resolution, ties like the exchange's
         record = tick_record(token, prices[token], ts, volume=volumes[token], oi=n)
         yield user_record(json.dumps(record).encode(), str(49_000_000_000_000_000 + n))
 

@@ -1,17 +1,19 @@
 """Write ticks, Greeks and minute bars to PostgreSQL, idempotently (asyncpg).
 
-One batch is one transaction: rows are bulk-copied (binary COPY) into
-session-local staging tables, then inserted with ``ON CONFLICT DO NOTHING``
-on the Kinesis identity. Minute bars are folded from the ``RETURNING`` set -
-only rows inserted *now* - so a replayed batch inserts nothing and leaves
-the bars as they were. Either everything in the batch commits or nothing
-does, which is what lets the caller fail a batch and have Kinesis retry it.
+One batch is one transaction. A batch never seen before - the common case -
+is binary-COPied straight into the tables, and its minute bars, folded on
+the client, are merged into the stored ones in the same transaction. A
+replay is caught by the primary keys (the Kinesis identity is part of each):
+the COPY fails, nothing is kept, and the batch is merged through a staging
+table with ``ON CONFLICT DO NOTHING``, its bars folded from only the rows
+inserted *now*. Either everything in the batch commits or nothing does,
+which is what lets the caller fail a batch and have Kinesis retry it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -19,7 +21,11 @@ from typing import Any
 import asyncpg
 
 from lambdas.common.runtime import Lazy
+from lambdas.persist.bars import MinuteBars, fold_minute_bars
 from lambdas.persist.logic import GREEKS_COLUMNS, TICK_COLUMNS
+from lambdas.persist.pgcopy import HEADER as COPY_HEADER
+from lambdas.persist.pgcopy import TRAILER as COPY_TRAILER
+from lambdas.persist.pgcopy import BinaryCopyEncoder, CopyColumn, Kind
 
 IST_OFFSET = timedelta(hours=5, minutes=30)
 PARTITIONED_TABLES = ("ticks", "greeks", "bars_1m")
@@ -35,6 +41,8 @@ class WriteResult:
     ticks_inserted: int
     greeks_inserted: int
     bars_touched: int
+    replay: bool = False
+    """Whether some rows were already stored, so the batch was merged rather than copied."""
 
 
 def ist_day(instant: datetime) -> date:
@@ -108,6 +116,28 @@ class PartitionManager:
         return sorted(detached)
 
 
+TICK_KINDS = {
+    "ts": Kind.TIMESTAMPTZ, "instrument_token": Kind.INT8, "underlying": Kind.TEXT,
+    "mode": Kind.TEXT, "last_price": Kind.FLOAT8, "last_traded_quantity": Kind.INT8,
+    "average_traded_price": Kind.FLOAT8, "volume_traded": Kind.INT8,
+    "total_buy_quantity": Kind.INT8, "total_sell_quantity": Kind.INT8, "open": Kind.FLOAT8,
+    "high": Kind.FLOAT8, "low": Kind.FLOAT8, "close": Kind.FLOAT8, "change": Kind.FLOAT8,
+    "last_trade_time": Kind.TIMESTAMPTZ, "oi": Kind.INT8, "oi_day_high": Kind.INT8,
+    "oi_day_low": Kind.INT8, "exchange_timestamp": Kind.TIMESTAMPTZ, "depth": Kind.TEXT,
+    "received_at": Kind.TIMESTAMPTZ, "src_shard": Kind.TEXT, "src_seq": Kind.NUMERIC,
+    "src_subseq": Kind.INT4,
+}  # fmt: skip
+COPY_CHUNK_ROWS = 1_000  # small enough that the server starts while the rest is encoded
+UNIQUE_PER_ROW = frozenset({"depth"})  # not worth remembering encodings of
+
+
+def tick_encoder() -> BinaryCopyEncoder:
+    """A binary COPY encoder for ``market.ticks`` rows (in TICK_COLUMNS order)."""
+    return BinaryCopyEncoder(
+        [CopyColumn(name, TICK_KINDS[name], name not in UNIQUE_PER_ROW) for name in TICK_COLUMNS]
+    )
+
+
 STAGING_DDL = """
 create temp table if not exists stage_ticks (like market.ticks) on commit delete rows;
 create temp table if not exists stage_greeks (like market.greeks) on commit delete rows;
@@ -115,57 +145,52 @@ create temp table if not exists stage_greeks (like market.greeks) on commit dele
 
 TICK_COLUMN_LIST = ", ".join(TICK_COLUMNS)
 GREEKS_COLUMN_LIST = ", ".join(GREEKS_COLUMNS)
-
-# Ties on ts (exchange timestamps have 1 s resolution) are broken by stream order.
-INSERT_TICKS_AND_FOLD_BARS = f"""
-with inserted as (
-    insert into market.ticks ({TICK_COLUMN_LIST})
-    select {TICK_COLUMN_LIST} from stage_ticks
-    on conflict do nothing
-    returning instrument_token, ts, last_price, volume_traded, oi, src_seq, src_subseq
-), minute as (
-    select
-        instrument_token,
-        date_trunc('minute', ts) as minute,
-        (array_agg(last_price order by ts, src_seq, src_subseq))[1] as open,
-        max(last_price) as high,
-        min(last_price) as low,
-        (array_agg(last_price order by ts desc, src_seq desc, src_subseq desc))[1] as close,
-        min(ts) as open_ts,
-        max(ts) as close_ts,
-        (array_agg(volume_traded order by ts, src_seq, src_subseq))[1] as cum_volume_open,
-        (array_agg(volume_traded order by ts desc, src_seq desc, src_subseq desc))[1]
-            as cum_volume_close,
-        (array_agg(oi order by ts desc, src_seq desc, src_subseq desc))[1] as oi,
-        count(*) as tick_count
-    from inserted
-    group by 1, 2
-), bars as (
-    insert into market.bars_1m as b (
-        instrument_token, minute, open, high, low, close, open_ts, close_ts,
-        cum_volume_open, cum_volume_close, oi, tick_count
+TOKEN, TS, PRICE, VOLUME, OI, SHARD, SEQ, SUBSEQ = (
+    TICK_COLUMNS.index(name)
+    for name in (
+        "instrument_token", "ts", "last_price", "volume_traded", "oi",
+        "src_shard", "src_seq", "src_subseq",
     )
-    select instrument_token, minute, open, high, low, close, open_ts, close_ts,
-           cum_volume_open, cum_volume_close, oi, tick_count
-    from minute
-    on conflict (instrument_token, minute) do update set
-        open = case when excluded.open_ts < b.open_ts then excluded.open else b.open end,
-        cum_volume_open = case when excluded.open_ts < b.open_ts
-                               then excluded.cum_volume_open else b.cum_volume_open end,
-        open_ts = least(b.open_ts, excluded.open_ts),
-        high = greatest(b.high, excluded.high),
-        low = least(b.low, excluded.low),
-        close = case when excluded.close_ts >= b.close_ts then excluded.close else b.close end,
-        cum_volume_close = case when excluded.close_ts >= b.close_ts
-                                then excluded.cum_volume_close else b.cum_volume_close end,
-        oi = case when excluded.close_ts >= b.close_ts
-                  then coalesce(excluded.oi, b.oi) else b.oi end,
-        close_ts = greatest(b.close_ts, excluded.close_ts),
-        tick_count = b.tick_count + excluded.tick_count
-    returning 1
-)
-select (select count(*) from inserted) as ticks, (select count(*) from bars) as bars
+)  # fmt: skip
+
+INSERT_NEW_TICKS = f"""
+insert into market.ticks ({TICK_COLUMN_LIST})
+select {TICK_COLUMN_LIST} from stage_ticks
+on conflict do nothing
+returning src_shard, src_seq, src_subseq
 """  # noqa: S608 # nosec B608 # column lists are module constants
+
+# A batch's partial bars merged into the stored ones (see lambdas/persist/bars.py).
+# Instants travel as µs since the Unix epoch: exact in int8 and float8 alike.
+UPSERT_BARS = """
+insert into market.bars_1m as b (
+    instrument_token, minute, open, high, low, close, open_ts, close_ts,
+    cum_volume_open, cum_volume_close, oi, tick_count
+)
+select token, to_timestamp(0) + minute_us * interval '1 microsecond', open, high, low, close,
+       to_timestamp(0) + open_us * interval '1 microsecond',
+       to_timestamp(0) + close_us * interval '1 microsecond',
+       cum_volume_open, cum_volume_close, oi, tick_count
+from unnest(
+    $1::int8[], $2::int8[], $3::float8[], $4::float8[], $5::float8[], $6::float8[],
+    $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int4[]
+) as u(token, minute_us, open, high, low, close, open_us, close_us,
+       cum_volume_open, cum_volume_close, oi, tick_count)
+on conflict (instrument_token, minute) do update set
+    open = case when excluded.open_ts < b.open_ts then excluded.open else b.open end,
+    cum_volume_open = case when excluded.open_ts < b.open_ts
+                           then excluded.cum_volume_open else b.cum_volume_open end,
+    open_ts = least(b.open_ts, excluded.open_ts),
+    high = greatest(b.high, excluded.high),
+    low = least(b.low, excluded.low),
+    close = case when excluded.close_ts >= b.close_ts then excluded.close else b.close end,
+    cum_volume_close = case when excluded.close_ts >= b.close_ts
+                            then excluded.cum_volume_close else b.cum_volume_close end,
+    oi = case when excluded.close_ts >= b.close_ts
+              then coalesce(excluded.oi, b.oi) else b.oi end,
+    close_ts = greatest(b.close_ts, excluded.close_ts),
+    tick_count = b.tick_count + excluded.tick_count
+"""
 
 INSERT_GREEKS = f"""
 with inserted as (
@@ -178,26 +203,117 @@ select count(*) from inserted
 """  # noqa: S608 # nosec B608 # column lists are module constants
 
 
+async def _copy_ticks(
+    conn: asyncpg.Connection,
+    table: str,
+    ticks: Sequence[tuple[Any, ...]],
+    while_server_reads: Callable[[], None] = lambda: None,
+) -> None:
+    """Binary-COPY ``ticks`` into ``table``, chunk by chunk.
+
+    ``while_server_reads`` runs once every row has been sent but before the
+    COPY is closed: client work placed there overlaps the server's.
+    """
+    encoder = tick_encoder()
+    schema, name = table.split(".")
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield COPY_HEADER
+        for start in range(0, len(ticks), COPY_CHUNK_ROWS):
+            yield encoder.encode_rows(ticks[start : start + COPY_CHUNK_ROWS])
+        while_server_reads()
+        yield COPY_TRAILER
+
+    await conn.copy_to_table(
+        name, schema_name=schema, source=stream(), columns=list(encoder.copy_columns),
+        format="binary",
+    )  # fmt: skip
+
+
+def _fold(ticks: Sequence[tuple[Any, ...]]) -> MinuteBars:
+    by_column = list(zip(*ticks, strict=True))
+    return fold_minute_bars(
+        by_column[TOKEN], by_column[TS], by_column[PRICE], by_column[VOLUME], by_column[OI]
+    )
+
+
+async def _merge_bars(conn: asyncpg.Connection, bars: MinuteBars) -> int:
+    if not len(bars):
+        return 0
+    await conn.execute(
+        UPSERT_BARS,
+        bars.instrument_token.tolist(), bars.minute_us.tolist(), bars.open.tolist(),
+        bars.high.tolist(), bars.low.tolist(), bars.close.tolist(), bars.open_ts_us.tolist(),
+        bars.close_ts_us.tolist(), bars.cum_volume_open, bars.cum_volume_close, bars.oi,
+        bars.tick_count.tolist(),
+    )  # fmt: skip
+    return len(bars)
+
+
+async def _copy_all_new(
+    conn: asyncpg.Connection,
+    ticks: Sequence[tuple[Any, ...]],
+    greeks: Sequence[tuple[Any, ...]],
+) -> WriteResult:
+    """The common case, a batch never seen: straight COPY; the keys refuse any repeat."""
+    bars = 0
+    async with conn.transaction():
+        if ticks:
+            folded: list[MinuteBars] = []
+            await _copy_ticks(conn, "market.ticks", ticks, lambda: folded.append(_fold(ticks)))
+            bars = await _merge_bars(conn, folded[0])
+        if greeks:
+            await conn.copy_records_to_table(
+                "greeks", schema_name="market", records=greeks, columns=GREEKS_COLUMNS
+            )
+    return WriteResult(len(ticks), len(greeks), bars, replay=False)
+
+
+async def _merge_replay(
+    conn: asyncpg.Connection,
+    ticks: Sequence[tuple[Any, ...]],
+    greeks: Sequence[tuple[Any, ...]],
+) -> WriteResult:
+    """A batch with rows already stored (a retry): insert only the missing ones."""
+    await conn.execute(STAGING_DDL)
+    ticks_inserted = bars = greeks_inserted = 0
+    async with conn.transaction():
+        if ticks:
+            await _copy_ticks(conn, "pg_temp.stage_ticks", ticks)
+            inserted = {
+                (shard, int(seq), subseq)
+                for shard, seq, subseq in await conn.fetch(INSERT_NEW_TICKS)
+            }
+            new = [row for row in ticks if (row[SHARD], row[SEQ], row[SUBSEQ]) in inserted]
+            ticks_inserted = len(new)
+            bars = await _merge_bars(conn, _fold(new)) if new else 0
+        if greeks:
+            await conn.copy_records_to_table("stage_greeks", records=greeks, columns=GREEKS_COLUMNS)
+            greeks_inserted = int(await conn.fetchval(INSERT_GREEKS))
+    return WriteResult(ticks_inserted, greeks_inserted, bars, replay=True)
+
+
 async def write_batch(
     conn: asyncpg.Connection,
     partitions: PartitionManager,
     ticks: Sequence[tuple[Any, ...]],
     greeks: Sequence[tuple[Any, ...]],
 ) -> WriteResult:
-    """Write one batch atomically; rows already present are skipped."""
+    """Write one batch atomically; rows already present are skipped.
+
+    Rows are first copied straight into the tables, in one transaction with
+    their bars. Kinesis redelivers only after a failure, so that is nearly
+    always the whole story; if any row is already stored, the primary key
+    refuses the COPY, the transaction rolls back, and the batch is merged
+    row by row instead (``ON CONFLICT DO NOTHING``; bars from the rows that
+    were new). Ticks are expected in stream order, as a Kinesis event has them.
+    """
     days = {ist_day(row[0]) for row in ticks} | {ist_day(row[0]) for row in greeks}
     await partitions.ensure(conn, days)
-    await conn.execute(STAGING_DDL)
-    ticks_inserted = bars = greeks_inserted = 0
-    async with conn.transaction():
-        if ticks:
-            await conn.copy_records_to_table("stage_ticks", records=ticks, columns=TICK_COLUMNS)
-            row = await conn.fetchrow(INSERT_TICKS_AND_FOLD_BARS)
-            ticks_inserted, bars = int(row["ticks"]), int(row["bars"])
-        if greeks:
-            await conn.copy_records_to_table("stage_greeks", records=greeks, columns=GREEKS_COLUMNS)
-            greeks_inserted = int(await conn.fetchval(INSERT_GREEKS))
-    return WriteResult(ticks_inserted, greeks_inserted, bars)
+    try:
+        return await _copy_all_new(conn, ticks, greeks)
+    except asyncpg.UniqueViolationError:
+        return await _merge_replay(conn, ticks, greeks)
 
 
 class PostgresBatchWriter:

@@ -33,6 +33,10 @@ MODES = frozenset({"ltp", "quote", "full"})
 OPTION_TYPES = frozenset({"CE", "PE"})
 MAX_TOKEN = 2**32 - 1
 NUMBER = (int, float)
+INT8_RANGE = range(-(2**63), 2**63)
+# Instants are written as exact µs (lambdas/persist/pgcopy.py), which holds from the
+# Unix epoch (Kite's "never", e.g. the last trade time of an untraded contract) to 2105.
+YEARS = range(1970, 2106)
 
 TICK_COLUMNS = (
     "ts", "instrument_token", "underlying", "mode", "last_price", "last_traded_quantity",
@@ -76,6 +80,9 @@ def _optional(record: dict[str, Any], name: str, kind: type | tuple[type, ...]) 
         return None
     if not isinstance(value, kind) or isinstance(value, bool):
         raise PoisonRecordError("bad_field", f"{name} must be {kind} or null")
+    if isinstance(value, int) and value not in INT8_RANGE:
+        # A database error here would fail the whole batch on every retry.
+        raise PoisonRecordError("bad_field", f"{name} is out of the 64-bit range")
     return value
 
 
@@ -88,6 +95,8 @@ def _instant(value: Any, name: str) -> datetime:
         raise PoisonRecordError("bad_field", f"{name} is not ISO 8601: {value[:40]!r}") from exc
     if parsed.tzinfo is None:
         raise PoisonRecordError("bad_field", f"{name} has no UTC offset")
+    if parsed.year not in YEARS:
+        raise PoisonRecordError("bad_field", f"{name} is outside {YEARS.start}-{YEARS.stop - 1}")
     return parsed
 
 

@@ -15,13 +15,16 @@ from lambdas.common.db import DatabaseSettings, connection_parameters
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
 from lambdas.persist.dal import PartitionManager, write_batch
-from lambdas.persist.logic import decode
+from lambdas.persist.logic import TICK_COLUMNS, decode
 from sandbox.postgres import ConnectionInfo, EmbeddedPostgres
 from tests.conftest import db_env
-from tests.factories import tick_stream, user_record
+from tests.factories import tick_record, tick_stream, user_record
 from ticker_core.records import KinesisUserRecord
 
 pytestmark = pytest.mark.integration
+
+KINESIS_SEQUENCE = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898
+TS = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
 
 
 async def connect(info: ConnectionInfo) -> asyncpg.Connection:
@@ -212,3 +215,62 @@ async def test_a_crash_mid_batch_commits_nothing_and_the_retry_is_exact() -> Non
         assert await conn.fetchval("select count(*) from market.ticks") == 3000
         assert await fetch_bars(conn) == expected_bars(stream)
         await conn.close()
+
+
+async def test_new_batches_are_copied_and_redeliveries_merged(db: asyncpg.Connection) -> None:
+    # Given a stream whose second delivery overlaps the first by half
+    stream = list(tick_stream(1000, seed=8))
+    partitions = PartitionManager()
+    first, _ = rows_of(stream[:600])
+    overlapping, _ = rows_of(stream[300:])
+    # When both are written
+    copied = await write_batch(db, partitions, first, [])
+    merged = await write_batch(db, partitions, overlapping, [])
+    # Then the first went straight in, and the second fell back to the merge,
+    # inserting only its unseen half, once
+    assert (copied.replay, copied.ticks_inserted) == (False, 600)
+    assert (merged.replay, merged.ticks_inserted) == (True, 400)
+    assert await db.fetchval("select count(*) from market.ticks") == 1000
+    assert await fetch_bars(db) == expected_bars(stream)
+
+
+@pytest.mark.parametrize("mode", ["ltp", "quote", "full"])
+async def test_the_column_encoder_stores_what_asyncpg_would(
+    db: asyncpg.Connection, mode: str
+) -> None:
+    # Given ticks of one mode (ltp and quote leave many columns NULL)
+    stream = [
+        user_record(
+            json.dumps(
+                tick_record(256265 + n % 7, 100.0 + n / 8, TS + timedelta(seconds=n), mode=mode)
+            ).encode(),
+            str(KINESIS_SEQUENCE + n // 10),
+            n % 10,
+        )
+        for n in range(300)
+    ]
+    ticks, _ = rows_of(stream)
+    # When written by the persist path, and separately by asyncpg's own COPY encoding
+    await write_batch(db, PartitionManager(), ticks, [])
+    await db.execute("create temp table reference (like market.ticks)")
+    await db.copy_records_to_table("reference", records=ticks, columns=TICK_COLUMNS)
+    # Then the two tables hold the same rows, value for value
+    difference = await db.fetchval(
+        "select count(*) from ((select * from market.ticks except all select * from reference)"
+        " union all (select * from reference except all select * from market.ticks)) d"
+    )
+    assert difference == 0
+    assert await db.fetchval("select count(*) from reference") == 300
+
+
+async def test_a_real_kinesis_sequence_number_is_kept_to_the_last_digit(
+    db: asyncpg.Connection,
+) -> None:
+    # Given a tick carried by a record with a 56-digit sequence number, as Kinesis assigns
+    record = tick_record(256265, 24010.5, TS)
+    ticks, _ = rows_of([user_record(json.dumps(record).encode(), str(KINESIS_SEQUENCE), 7)])
+    # When written
+    await write_batch(db, PartitionManager(), ticks, [])
+    # Then it is stored exactly
+    stored = await db.fetchval("select src_seq::text from market.ticks")
+    assert stored == str(KINESIS_SEQUENCE)

@@ -120,6 +120,16 @@ GOOD_TICK = tick_record(256265, 24010.5, TS)
         (json.dumps({**GOOD_TICK, "received_at": "yesterday"}).encode(), "bad_field"),
         (json.dumps({**GOOD_TICK, "received_at": "2026-11-27T09:30:00"}).encode(), "bad_field"),
         (json.dumps({**GOOD_TICK, "volume_traded": 1.5}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "volume_traded": 2**63}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "average_traded_price": -(2**63) - 1}).encode(), "bad_field"),
+        (
+            json.dumps({**GOOD_TICK, "received_at": "2107-01-01T00:00:00+00:00"}).encode(),
+            "bad_field",
+        ),
+        (
+            json.dumps({**GOOD_TICK, "last_trade_time": "1969-12-31T23:59:59+00:00"}).encode(),
+            "bad_field",
+        ),
         (json.dumps({**GOOD_TICK, "ohlc": [1, 2]}).encode(), "bad_field"),
         (json.dumps(greeks_record(option_type="XX")).encode(), "bad_field"),
         (json.dumps(greeks_record(expiry="someday")).encode(), "bad_field"),
