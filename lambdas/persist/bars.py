@@ -54,17 +54,33 @@ def fold_minute_bars(
     volumes: Sequence[int | None],
     open_interest: Sequence[int | None],
 ) -> MinuteBars:
-    """Bars of ticks given column-wise, in stream order.
+    """Bars of ticks given as Python columns, in stream order.
 
     ``instants`` are aware datetimes; ``volumes`` is Kite's cumulative day
     volume and may hold None (ltp ticks), as may ``open_interest``.
     """
-    n = len(tokens)
-    token = np.array(tokens, dtype=np.int64)
-    ts, _ = timestamp_us(instants)
-    price = np.array(prices, dtype=np.float64)
-    volume, volume_null = numbers(volumes, np.int64)
-    oi, oi_null = numbers(open_interest, np.int64)
+    return fold_minute_bar_arrays(
+        np.array(tokens, dtype=np.int64),
+        timestamp_us(instants)[0],
+        np.array(prices, dtype=np.float64),
+        numbers(volumes, np.int64),
+        numbers(open_interest, np.int64),
+    )
+
+
+def fold_minute_bar_arrays(
+    token: np.ndarray,
+    ts: np.ndarray,
+    price: np.ndarray,
+    volumes: tuple[np.ndarray, np.ndarray],
+    open_interest: tuple[np.ndarray, np.ndarray],
+) -> MinuteBars:
+    """Bars of ticks given as numpy columns (instants as Unix µs), in stream order.
+
+    ``volumes`` and ``open_interest`` are (values, NULL mask) pairs.
+    """
+    n = len(token)
+    (volume, volume_null), (oi, oi_null) = volumes, open_interest
     minute = ts // MINUTE_US * MINUTE_US
     # The last key sorts first: instrument, minute, instant, then stream order for ties.
     order = np.lexsort((np.arange(n), ts, minute, token))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from itertools import chain
@@ -146,7 +146,14 @@ class BinaryCopyEncoder:
     OverflowError here rather than being written wrongly.
     """
 
-    def __init__(self, columns: Sequence[CopyColumn], cache_limit: int = 100_000) -> None:
+    def __init__(
+        self,
+        columns: Sequence[CopyColumn],
+        cache_limit: int = 100_000,
+        retain: Iterable[str] = (),
+    ) -> None:
+        """``retain`` names fixed-width columns whose arrays :meth:`retained` gives back
+        after encoding, for callers that need them too (the minute bars)."""
         self.columns = tuple(columns)
         self._fixed = [(i, c) for i, c in enumerate(self.columns) if c.kind in FIXED_DTYPE]
         self._variable = [(i, c) for i, c in enumerate(self.columns) if c.kind not in FIXED_DTYPE]
@@ -159,6 +166,23 @@ class BinaryCopyEncoder:
         self._value_offsets = [fields_at[f"val{n}"][1] for n in range(len(self._fixed))]
         self._cache_limit = cache_limit
         self._caches = {i: _FieldCache(c.kind) for i, c in self._variable if c.repeats}
+        self._widths = [np.dtype(FIXED_DTYPE[c.kind]).itemsize for _, c in self._fixed]
+        fixed_names = {c.name for _, c in self._fixed}
+        if not set(retain) <= fixed_names:
+            raise ValueError(
+                f"only fixed-width columns can be retained: {set(retain) - fixed_names}"
+            )
+        self._retained: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in retain}
+
+    def retained(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Values (instants as Unix µs) and NULL mask of a retained column, all rows so far."""
+        parts = self._retained[name]
+        if not parts:
+            return np.empty(0, FIXED_DTYPE[self._kind_of(name)]), np.empty(0, bool)
+        return np.concatenate([v for v, _ in parts]), np.concatenate([n for _, n in parts])
+
+    def _kind_of(self, name: str) -> Kind:
+        return next(c.kind for c in self.columns if c.name == name)
 
     def encode(
         self, rows: Sequence[tuple[Any, ...]], chunk_rows: int = DEFAULT_CHUNK_ROWS
@@ -193,8 +217,12 @@ class BinaryCopyEncoder:
         keep: np.ndarray | None = None
         for slot, (i, column) in enumerate(self._fixed):
             values, nulls = _column_array(by_column[i], column.kind)
-            records[f"val{slot}"] = values
-            width = values.dtype.itemsize
+            if column.name in self._retained:
+                self._retained[column.name].append((values, nulls))
+            if column.kind is Kind.TIMESTAMPTZ:
+                values = values - PG_EPOCH_UNIX_US
+            records[f"val{slot}"] = values  # numpy converts to the big-endian field
+            width = self._widths[slot]
             lengths = np.full(n, width, np.int32)
             if nulls.any():
                 lengths[nulls] = -1
@@ -224,15 +252,15 @@ class BinaryCopyEncoder:
 
 
 def _column_array(values: Sequence[Any], kind: Kind) -> tuple[np.ndarray, np.ndarray]:
+    """Native-endian values (instants as Unix µs) and a NULL mask."""
     if kind is Kind.TIMESTAMPTZ:
-        unix_us, nulls = timestamp_us(values)
-        return (unix_us - PG_EPOCH_UNIX_US).astype(">i8"), nulls
+        return timestamp_us(values)
     if kind is Kind.DATE:
         nulls = _mask_or_empty(_null_mask(values), len(values))
         days = [0 if v is None else v.toordinal() - PG_EPOCH_ORDINAL for v in values]
-        return np.array(days, dtype=">i4"), nulls
+        return np.array(days, dtype=np.int32), nulls
     dtype = np.float64 if kind is Kind.FLOAT8 else np.int64
     array, nulls = numbers(values, dtype)
     if kind is Kind.INT4 and len(array) and (array.max() > 2**31 - 1 or array.min() < -(2**31)):
         raise OverflowError("value out of range for int4")
-    return array.astype(FIXED_DTYPE[kind]), nulls
+    return array, nulls

@@ -274,3 +274,20 @@ async def test_a_real_kinesis_sequence_number_is_kept_to_the_last_digit(
     # Then it is stored exactly
     stored = await db.fetchval("select src_seq::text from market.ticks")
     assert stored == str(KINESIS_SEQUENCE)
+
+
+async def test_bar_partitions_leave_room_for_in_place_updates(db: asyncpg.Connection) -> None:
+    # Given the partitions of one day, When they are created
+    await PartitionManager().ensure(db, {date(2026, 11, 27)})
+    options = {
+        r["relname"]: r["reloptions"]
+        for r in await db.fetch(
+            "select relname, reloptions from pg_class where relname like '%_p20261127'"
+        )
+    }
+    # Then only the bars, which every batch rewrites, keep free space on their pages
+    assert options == {
+        "ticks_p20261127": None,
+        "greeks_p20261127": None,
+        "bars_1m_p20261127": ["fillfactor=50"],
+    }

@@ -103,6 +103,26 @@ def test_greeks_with_null_outputs_are_kept_with_their_reason() -> None:
 
 
 GOOD_TICK = tick_record(256265, 24010.5, TS)
+LEVEL = {"price": 24010.5, "quantity": 50, "orders": 2}
+
+
+def test_depth_is_stored_positionally_with_every_value() -> None:
+    # Given a full tick whose levels all differ
+    record = {
+        **GOOD_TICK,
+        "depth": {
+            "buy": [{"price": 100.0 - n, "quantity": 10 + n, "orders": n} for n in range(5)],
+            "sell": [{"price": 101 + n, "quantity": 20 + n, "orders": 9 - n} for n in range(3)],
+        },
+    }
+    # When decoded
+    _, row = decode(user_record(json.dumps(record).encode(), SEQ))
+    stored = json.loads(dict(zip(TICK_COLUMNS, row, strict=True))["depth"])
+    # Then each level is [price, quantity, orders], in order, nothing dropped
+    assert stored == {
+        side: [[lvl["price"], lvl["quantity"], lvl["orders"]] for lvl in record["depth"][side]]
+        for side in ("buy", "sell")
+    }
 
 
 @pytest.mark.parametrize(
@@ -131,6 +151,35 @@ GOOD_TICK = tick_record(256265, 24010.5, TS)
             "bad_field",
         ),
         (json.dumps({**GOOD_TICK, "ohlc": [1, 2]}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "depth": [LEVEL]}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "depth": {"buy": [LEVEL]}}).encode(), "bad_field"),
+        (
+            json.dumps({**GOOD_TICK, "depth": {"buy": [], "sell": [], "x": []}}).encode(),
+            "bad_field",
+        ),
+        (
+            json.dumps({**GOOD_TICK, "depth": {"buy": [LEVEL] * 6, "sell": []}}).encode(),
+            "bad_field",
+        ),
+        (
+            json.dumps(
+                {**GOOD_TICK, "depth": {"buy": [{"price": 1.0, "quantity": 5}], "sell": []}}
+            ).encode(),
+            "bad_field",
+        ),
+        (
+            json.dumps(
+                {**GOOD_TICK, "depth": {"buy": [{**LEVEL, "quantity": 1.5}], "sell": []}}
+            ).encode(),
+            "bad_field",
+        ),
+        (
+            json.dumps(
+                {**GOOD_TICK, "depth": {"buy": [{**LEVEL, "price": math.nan}], "sell": []}}
+            ).encode(),
+            "bad_field",
+        ),
+        (json.dumps({**GOOD_TICK, "depth": {"buy": [7], "sell": []}}).encode(), "bad_field"),
         (json.dumps(greeks_record(option_type="XX")).encode(), "bad_field"),
         (json.dumps(greeks_record(expiry="someday")).encode(), "bad_field"),
         (json.dumps(greeks_record(source=None)).encode(), "bad_field"),

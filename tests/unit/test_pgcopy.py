@@ -167,3 +167,26 @@ def test_an_int4_out_of_range_raises_instead_of_wrapping() -> None:
     encoder = BinaryCopyEncoder([CopyColumn("sub", Kind.INT4)])
     with pytest.raises(OverflowError):
         encoder.encode_rows([(2**31,)])
+
+
+def test_retained_columns_come_back_as_arrays_over_every_chunk() -> None:
+    # Given an encoder asked to keep two fixed-width columns
+    rng = random.Random(5)
+    rows = [random_row(rng) for _ in range(1_234)]
+    encoder = BinaryCopyEncoder(COLUMNS, retain=("ts", "qty"))
+    # When a batch is encoded in several chunks
+    b"".join(encoder.encode(rows, chunk_rows=500))
+    # Then the kept columns span all rows, instants as Unix µs, NULLs masked
+    instants, instant_nulls = encoder.retained("ts")
+    quantities, qty_nulls = encoder.retained("qty")
+    assert instants.tolist() == [(row[0] - UNIX_EPOCH) // timedelta(microseconds=1) for row in rows]
+    assert not instant_nulls.any()
+    assert qty_nulls.tolist() == [row[2] is None for row in rows]
+    assert [
+        q for q, null in zip(quantities.tolist(), qty_nulls.tolist(), strict=True) if not null
+    ] == [row[2] for row in rows if row[2] is not None]
+
+
+def test_only_fixed_width_columns_can_be_retained() -> None:
+    with pytest.raises(ValueError, match="symbol"):
+        BinaryCopyEncoder(COLUMNS, retain=("symbol",))
