@@ -11,7 +11,6 @@ so the redelivery that a reported failure causes writes nothing twice.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import Counter
@@ -19,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
+
+import orjson
 
 from lambdas.common.kinesis_batch import (
     PoisonRecordError,
@@ -35,6 +36,7 @@ MAX_TOKEN = 2**32 - 1
 NUMBER = (int, float)
 DEPTH_SIDES = frozenset({"buy", "sell"})
 DEPTH_LEVELS = 5
+PRICE_TYPES = frozenset({int, float})  # exact types: a bool is not a price
 INT8_RANGE = range(-(2**63), 2**63)
 # Instants are written as exact µs (lambdas/persist/pgcopy.py), which holds from the
 # Unix epoch (Kite's "never", e.g. the last trade time of an untraded contract) to 2105.
@@ -143,9 +145,10 @@ def depth_text(depth: Any) -> str | None:
         for price, quantity, orders in rows:
             if type(quantity) is not int or type(orders) is not int:
                 raise PoisonRecordError("bad_field", f"depth.{side} quantities must be integers")
-            _finite(price, f"depth.{side} price")
+            if type(price) not in PRICE_TYPES or not math.isfinite(price):
+                raise PoisonRecordError("bad_field", f"depth.{side} prices must be finite numbers")
         compact[side] = rows
-    return json.dumps(compact, separators=(",", ":"))
+    return orjson.dumps(compact).decode()
 
 
 def tick_row(record: dict[str, Any], source: KinesisUserRecord) -> tuple[Any, ...]:
@@ -242,8 +245,9 @@ def greeks_row(record: dict[str, Any]) -> tuple[Any, ...]:
 def decode(user: KinesisUserRecord) -> tuple[str, tuple[Any, ...]]:
     """``("tick"|"greeks", row)`` for one user record, or :class:`PoisonRecordError`."""
     try:
-        record = json.loads(user.data)
-    except (UnicodeDecodeError, ValueError) as exc:
+        # orjson: a quarter of json's time here, and strict RFC 8259 (NaN is not JSON)
+        record = orjson.loads(user.data)
+    except orjson.JSONDecodeError as exc:
         raise PoisonRecordError("bad_json", str(exc)[:120]) from exc
     if not isinstance(record, dict):
         raise PoisonRecordError("bad_json", "a user record must be a JSON object")

@@ -291,3 +291,24 @@ async def test_bar_partitions_leave_room_for_in_place_updates(db: asyncpg.Connec
         "greeks_p20261127": None,
         "bars_1m_p20261127": ["fillfactor=50"],
     }
+
+
+async def test_one_batch_written_by_two_writers_at_once_lands_once(
+    db: asyncpg.Connection, fresh_database: ConnectionInfo
+) -> None:
+    # Given a batch, and a second writer (a retry racing an invocation that timed out)
+    stream = list(tick_stream(3000, seed=13))
+    ticks, _ = rows_of(stream)
+    other = await connect(fresh_database)
+    try:
+        # When both write it at the same moment
+        results = await asyncio.gather(
+            write_batch(db, PartitionManager(), ticks, []),
+            write_batch(other, PartitionManager(), ticks, []),
+        )
+    finally:
+        await other.close()
+    # Then one copied it, the other was refused by the key and merged nothing
+    assert sorted((r.replay, r.ticks_inserted) for r in results) == [(False, 3000), (True, 0)]
+    assert await db.fetchval("select count(*) from market.ticks") == 3000
+    assert await fetch_bars(db) == expected_bars(stream)

@@ -141,7 +141,7 @@ def test_depth_is_stored_positionally_with_every_value() -> None:
         (json.dumps({**GOOD_TICK, "received_at": "2026-11-27T09:30:00"}).encode(), "bad_field"),
         (json.dumps({**GOOD_TICK, "volume_traded": 1.5}).encode(), "bad_field"),
         (json.dumps({**GOOD_TICK, "volume_traded": 2**63}).encode(), "bad_field"),
-        (json.dumps({**GOOD_TICK, "average_traded_price": -(2**63) - 1}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "total_buy_quantity": -(2**63) - 1}).encode(), "bad_field"),
         (
             json.dumps({**GOOD_TICK, "received_at": "2107-01-01T00:00:00+00:00"}).encode(),
             "bad_field",
@@ -177,14 +177,23 @@ def test_depth_is_stored_positionally_with_every_value() -> None:
             json.dumps(
                 {**GOOD_TICK, "depth": {"buy": [{**LEVEL, "price": math.nan}], "sell": []}}
             ).encode(),
+            "bad_json",  # NaN is not JSON (RFC 8259)
+        ),
+        (
+            json.dumps({**GOOD_TICK, "depth": {"buy": [7], "sell": []}}).encode(),
             "bad_field",
         ),
-        (json.dumps({**GOOD_TICK, "depth": {"buy": [7], "sell": []}}).encode(), "bad_field"),
+        (
+            json.dumps(
+                {**GOOD_TICK, "depth": {"buy": [{**LEVEL, "price": True}], "sell": []}}
+            ).encode(),
+            "bad_field",
+        ),
         (json.dumps(greeks_record(option_type="XX")).encode(), "bad_field"),
         (json.dumps(greeks_record(expiry="someday")).encode(), "bad_field"),
         (json.dumps(greeks_record(source=None)).encode(), "bad_field"),
         (json.dumps(greeks_record(raw=[1])).encode(), "bad_field"),
-        (json.dumps(greeks_record(strike=math.inf), allow_nan=True).encode(), "bad_field"),
+        (json.dumps(greeks_record(strike=math.inf), allow_nan=True).encode(), "bad_json"),
     ],
 )
 def test_bad_records_are_poison_with_a_stable_reason(data: bytes, reason: str) -> None:
