@@ -13,7 +13,7 @@ which is what lets the caller fail a batch and have Kinesis retry it.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -231,6 +231,21 @@ async def _copy_ticks(
     return encoder
 
 
+def _claimed(ticks: Sequence[tuple[Any, ...]], inserted: set[tuple[Any, ...]]) -> Iterator[bool]:
+    """For each tick, whether it is the one that ``inserted`` (identities) stored.
+
+    A repeated identity within one batch is stored once, so only its first
+    occurrence counts towards the bars.
+    """
+    for row in ticks:
+        identity = (row[SHARD], row[SEQ], row[SUBSEQ])
+        if identity in inserted:
+            inserted.remove(identity)
+            yield True
+        else:
+            yield False
+
+
 def _fold_encoded(encoder: BinaryCopyEncoder, new: np.ndarray | None = None) -> MinuteBars:
     """Bars of the rows ``encoder`` encoded (only those where ``new`` is true, if given)."""
     token, ts, price, volume, oi = (encoder.retained(name) for name in BAR_INPUTS)
@@ -288,9 +303,7 @@ async def _merge_replay(
                 (shard, int(seq), subseq)
                 for shard, seq, subseq in await conn.fetch(INSERT_NEW_TICKS)
             }
-            new = np.fromiter(
-                ((row[SHARD], row[SEQ], row[SUBSEQ]) in inserted for row in ticks), bool, len(ticks)
-            )
+            new = np.fromiter(_claimed(ticks, inserted), bool, len(ticks))
             ticks_inserted = int(new.sum())
             bars = await _merge_bars(conn, _fold_encoded(encoder, new)) if ticks_inserted else 0
         if greeks:

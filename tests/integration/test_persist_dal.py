@@ -312,3 +312,18 @@ async def test_one_batch_written_by_two_writers_at_once_lands_once(
     assert sorted((r.replay, r.ticks_inserted) for r in results) == [(False, 3000), (True, 0)]
     assert await db.fetchval("select count(*) from market.ticks") == 3000
     assert await fetch_bars(db) == expected_bars(stream)
+
+
+async def test_a_record_repeated_within_one_batch_is_stored_and_counted_once(
+    db: asyncpg.Connection,
+) -> None:
+    # Given a batch in which one user record appears twice (a corrupt producer, say)
+    stream = list(tick_stream(50, seed=17))
+    ticks, _ = rows_of([*stream, stream[10]])
+    # When it is written
+    result = await write_batch(db, PartitionManager(), ticks, [])
+    # Then the key refused the straight copy, and the merge stored the record once
+    assert (result.replay, result.ticks_inserted) == (True, 50)
+    assert await db.fetchval("select count(*) from market.ticks") == 50
+    # And the bars count it once
+    assert await fetch_bars(db) == expected_bars(stream)
