@@ -59,6 +59,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             - outcome.written.ticks_inserted
             - outcome.written.greeks_inserted,
         )
+        # Batches that met rows already stored and were merged, not copied: retries, mostly.
+        obs.count("BatchesMerged", int(outcome.written.replay))
         obs.milliseconds("BatchWriteTime", outcome.write_ms)
     for reason, count in outcome.poison.items():
         obs.count(f"Poison_{reason}", count)

@@ -114,5 +114,9 @@ def test_the_handler_reuses_its_pool_across_invocations_and_emits_metrics(
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     inserted = [m["TicksInserted"] for m in emf if "TicksInserted" in m]
     assert inserted == [[200.0], [200.0]]
+    # And a redelivery is reported as merged, inserting nothing
+    assert handler_module.handler(second, Context()) == {"batchItemFailures": []}
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [(m["BatchesMerged"], m["TicksInserted"]) for m in emf] == [([1.0], [0.0])]
     # And the daily maintenance creates partitions ahead without error
     assert handler_module.maintain({}, Context()) == {"detached": []}
