@@ -9,13 +9,9 @@ exact in either order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-
-from lambdas.persist.pgcopy import numbers, timestamp_us
 
 MINUTE_US = 60_000_000
 
@@ -48,27 +44,6 @@ def _nullable(values: np.ndarray, nulls: np.ndarray) -> list[int | None]:
 
 
 def fold_minute_bars(
-    tokens: Sequence[int],
-    instants: Sequence[Any],
-    prices: Sequence[float],
-    volumes: Sequence[int | None],
-    open_interest: Sequence[int | None],
-) -> MinuteBars:
-    """Bars of ticks given as Python columns, in stream order.
-
-    ``instants`` are aware datetimes; ``volumes`` is Kite's cumulative day
-    volume and may hold None (ltp ticks), as may ``open_interest``.
-    """
-    return fold_minute_bar_arrays(
-        np.array(tokens, dtype=np.int64),
-        timestamp_us(instants)[0],
-        np.array(prices, dtype=np.float64),
-        numbers(volumes, np.int64),
-        numbers(open_interest, np.int64),
-    )
-
-
-def fold_minute_bar_arrays(
     token: np.ndarray,
     ts: np.ndarray,
     price: np.ndarray,

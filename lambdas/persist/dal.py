@@ -22,7 +22,7 @@ import asyncpg
 import numpy as np
 
 from lambdas.common.runtime import Lazy
-from lambdas.persist.bars import MinuteBars, fold_minute_bar_arrays
+from lambdas.persist.bars import MinuteBars, fold_minute_bars
 from lambdas.persist.logic import GREEKS_COLUMNS, TICK_COLUMNS
 from lambdas.persist.pgcopy import HEADER as COPY_HEADER
 from lambdas.persist.pgcopy import TRAILER as COPY_TRAILER
@@ -250,8 +250,8 @@ def _fold_encoded(encoder: BinaryCopyEncoder, new: np.ndarray | None = None) -> 
     """Bars of the rows ``encoder`` encoded (only those where ``new`` is true, if given)."""
     token, ts, price, volume, oi = (encoder.retained(name) for name in BAR_INPUTS)
     if new is None:
-        return fold_minute_bar_arrays(token[0], ts[0], price[0], volume, oi)
-    return fold_minute_bar_arrays(
+        return fold_minute_bars(token[0], ts[0], price[0], volume, oi)
+    return fold_minute_bars(
         token[0][new], ts[0][new], price[0][new], (volume[0][new], volume[1][new]),
         (oi[0][new], oi[1][new]),
     )  # fmt: skip

@@ -6,9 +6,24 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lambdas.persist.bars import fold_minute_bars
+import numpy as np
+
+from lambdas.persist.bars import MinuteBars, fold_minute_bars
+from lambdas.persist.pgcopy import numbers, timestamp_us
 
 START = datetime(2026, 11, 27, 3, 45, tzinfo=UTC)
+
+
+def fold(ticks: list[tuple[int, datetime, float, int | None, int | None]]) -> MinuteBars:
+    """Fold ticks given as rows, converted to columns as the COPY encoder converts them."""
+    tokens, instants, prices, volumes, open_interest = (list(c) for c in zip(*ticks, strict=True))
+    return fold_minute_bars(
+        np.array(tokens, dtype=np.int64),
+        timestamp_us(instants)[0],
+        np.array(prices, dtype=np.float64),
+        numbers(volumes, np.int64),
+        numbers(open_interest, np.int64),
+    )
 
 
 def reference(ticks: list[tuple[int, datetime, float, int | None, int | None]]) -> dict[Any, Any]:
@@ -38,7 +53,7 @@ def test_bars_follow_instants_then_stream_order_with_nulls_kept() -> None:
         oi = None if rng.random() < 0.3 else rng.randrange(10**5)
         ticks.append((rng.randrange(5), ts, round(rng.uniform(90, 110), 2), volume, oi))
     # When folded column-wise
-    bars = fold_minute_bars(*map(list, zip(*ticks, strict=True)))
+    bars = fold(ticks)
     # Then each (instrument, minute) bar is the reference's
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     at = lambda us: epoch + timedelta(microseconds=us)  # noqa: E731
@@ -56,4 +71,16 @@ def test_bars_follow_instants_then_stream_order_with_nulls_kept() -> None:
 
 
 def test_no_ticks_fold_to_no_bars() -> None:
-    assert len(fold_minute_bars([], [], [], [], [])) == 0
+    empty = np.empty(0, np.int64)
+    assert (
+        len(
+            fold_minute_bars(
+                empty,
+                empty,
+                empty.astype(float),
+                (empty, empty.astype(bool)),
+                (empty, empty.astype(bool)),
+            )
+        )
+        == 0
+    )
