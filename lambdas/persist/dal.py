@@ -24,8 +24,6 @@ import numpy as np
 from lambdas.common.runtime import Lazy
 from lambdas.persist.bars import MinuteBars, fold_minute_bars
 from lambdas.persist.logic import GREEKS_COLUMNS, TICK_COLUMNS
-from lambdas.persist.pgcopy import HEADER as COPY_HEADER
-from lambdas.persist.pgcopy import TRAILER as COPY_TRAILER
 from lambdas.persist.pgcopy import BinaryCopyEncoder, CopyColumn, Kind
 
 IST_OFFSET = timedelta(hours=5, minutes=30)
@@ -132,7 +130,6 @@ TICK_KINDS = {
     "received_at": Kind.TIMESTAMPTZ, "src_shard": Kind.TEXT, "src_seq": Kind.NUMERIC,
     "src_subseq": Kind.INT4,
 }  # fmt: skip
-COPY_CHUNK_ROWS = 500  # the server starts while the rest is encoded; fastest to encode here
 BAR_INPUTS = ("instrument_token", "ts", "last_price", "volume_traded", "oi")
 UNIQUE_PER_ROW = frozenset({"depth"})  # not worth remembering encodings of
 
@@ -155,6 +152,7 @@ create temp table if not exists stage_greeks (like market.greeks) on commit dele
 
 TICK_COLUMN_LIST = ", ".join(TICK_COLUMNS)
 GREEKS_COLUMN_LIST = ", ".join(GREEKS_COLUMNS)
+ALL_ROWS = slice(None)
 SHARD, SEQ, SUBSEQ = (TICK_COLUMNS.index(name) for name in ("src_shard", "src_seq", "src_subseq"))
 
 INSERT_NEW_TICKS = f"""
@@ -212,17 +210,14 @@ async def _copy_ticks(
 ) -> BinaryCopyEncoder:
     """Binary-COPY ``ticks`` into ``table``, chunk by chunk; returns the encoder used.
 
-    The minute bars are folded from the encoder's columns after every row has
-    been sent but before the COPY is closed, so that work overlaps the server's.
+    The encoder keeps the columns the minute bars are folded from.
     """
     encoder = tick_encoder()
     schema, name = table.split(".")
 
     async def stream() -> AsyncIterator[bytes]:
-        yield COPY_HEADER
-        for start in range(0, len(ticks), COPY_CHUNK_ROWS):
-            yield encoder.encode_rows(ticks[start : start + COPY_CHUNK_ROWS])
-        yield COPY_TRAILER
+        for chunk in encoder.encode(ticks):
+            yield chunk
 
     await conn.copy_to_table(
         name, schema_name=schema, source=stream(), columns=list(encoder.copy_columns),
@@ -246,15 +241,14 @@ def _claimed(ticks: Sequence[tuple[Any, ...]], inserted: set[tuple[Any, ...]]) -
             yield False
 
 
-def _fold_encoded(encoder: BinaryCopyEncoder, new: np.ndarray | None = None) -> MinuteBars:
+def _fold_encoded(encoder: BinaryCopyEncoder, new: np.ndarray | slice = ALL_ROWS) -> MinuteBars:
     """Bars of the rows ``encoder`` encoded (only those where ``new`` is true, if given)."""
-    token, ts, price, volume, oi = (encoder.retained(name) for name in BAR_INPUTS)
-    if new is None:
-        return fold_minute_bars(token[0], ts[0], price[0], volume, oi)
+    (token, _), (ts, _), (price, _), (volume, volume_null), (oi, oi_null) = (
+        encoder.retained(name) for name in BAR_INPUTS
+    )
     return fold_minute_bars(
-        token[0][new], ts[0][new], price[0][new], (volume[0][new], volume[1][new]),
-        (oi[0][new], oi[1][new]),
-    )  # fmt: skip
+        token[new], ts[new], price[new], (volume[new], volume_null[new]), (oi[new], oi_null[new])
+    )
 
 
 async def _merge_bars(conn: asyncpg.Connection, bars: MinuteBars) -> int:

@@ -32,7 +32,8 @@ PG_EPOCH_UNIX_US = 946_684_800_000_000  # 2000-01-01T00:00Z, PostgreSQL's epoch
 PG_EPOCH_ORDINAL = date(2000, 1, 1).toordinal()
 NUMERIC_BASE = 10_000
 NUMERIC_NEG = 0x4000
-DEFAULT_CHUNK_ROWS = 1_000
+# Small enough that the server starts while the rest is encoded; measured fastest to encode.
+DEFAULT_CHUNK_ROWS = 500
 
 
 class Kind(enum.Enum):
