@@ -42,10 +42,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy ticker_core kite_sim feed_container lambdas sandbox benchmarks tools
+	$(BIN)/mypy ticker_core ticker_adapters kite_sim feed_container lambdas sandbox benchmarks tools
 
 security: $(STAMP)
-	$(BIN)/bandit -q -c pyproject.toml -r ticker_core kite_sim feed_container lambdas sandbox
+	$(BIN)/bandit -q -c pyproject.toml -r ticker_core ticker_adapters kite_sim feed_container lambdas sandbox
 	$(BIN)/python tools/secret_scan.py
 
 test: lint typecheck security

@@ -50,11 +50,11 @@ import psutil
 
 from benchmarks.harness import Comparison, Figure, Result, benchmark
 from feed_container.metrics import LATENCY_BUCKETS, Histogram
-from lambdas.common.credentials import CredentialVault, KiteSession, next_token_expiry
-from lambdas.common.envelope import KmsEnvelopeCipher
-from lambdas.common.subscription_store import SubscriptionStore
 from sandbox.moto_server import MotoServer
 from sandbox.postgres import free_port
+from ticker_adapters.credentials import CredentialVault, KiteSession, next_token_expiry
+from ticker_adapters.envelope import KmsEnvelopeCipher
+from ticker_adapters.subscription_store import SubscriptionStore
 from ticker_core.instruments import parse_instruments
 
 SECONDS = float(os.environ.get("FEED_BENCH_SECONDS", "60"))

@@ -7,7 +7,7 @@ exchange and tradingsymbol in every record, and ATM windows. Sources:
   :mod:`feed_container.broker`;
 * ``file:///path/instruments.csv``: a dump on disk;
 * ``s3://bucket/prefix/``: the snapshot the instruments function publishes
-  (``lambdas.common.instrument_snapshots``: pointer ``current.json`` under the
+  (``ticker_adapters.instrument_snapshots``: pointer ``current.json`` under the
   prefix, gzip object checked against the pointer's SHA-256).
 
 Anything with an async ``load() -> InstrumentRegistry`` plugs in.
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from feed_container.broker import KiteRest
-from lambdas.common.instrument_snapshots import InstrumentSnapshotReader
+from ticker_adapters.instrument_snapshots import InstrumentSnapshotReader
 from ticker_core.instruments import InstrumentRegistry, parse_instruments
 
 log = logging.getLogger("feed_container.instruments")

@@ -175,8 +175,8 @@ class FeedService:
         return VaultTokens(self._vault(), self.metrics)
 
     def _vault(self) -> Any:
-        from lambdas.common.credentials import CredentialVault
-        from lambdas.common.envelope import KmsEnvelopeCipher
+        from ticker_adapters.credentials import CredentialVault
+        from ticker_adapters.envelope import KmsEnvelopeCipher
 
         if not hasattr(self, "_vault_instance"):
             cipher = KmsEnvelopeCipher(self._aws("kms"), self.settings.kms_key_id)
@@ -198,7 +198,7 @@ class FeedService:
     def _subscriptions(self) -> DesiredSource:
         if self.deps.subscriptions is not None:
             return self.deps.subscriptions
-        from lambdas.common.subscription_store import SubscriptionStore
+        from ticker_adapters.subscription_store import SubscriptionStore
 
         return SubscriptionStore(self._aws("dynamodb"), self.settings.subscriptions_table)
 
@@ -347,7 +347,7 @@ class FeedService:
                 log.info("accounts added", extra={"accounts": list(added)})
 
     def _has_live_session(self, account: str) -> bool:
-        from lambdas.common.credentials import CredentialError
+        from ticker_adapters.credentials import CredentialError
 
         try:
             session = self._vault().session(account)

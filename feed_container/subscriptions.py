@@ -1,7 +1,7 @@
 """Reconcile the pool with the desired subscriptions, continuously.
 
 The API writes desired subscriptions to DynamoDB
-(:class:`lambdas.common.subscription_store.SubscriptionStore`); the
+(:class:`ticker_adapters.subscription_store.SubscriptionStore`); the
 reconciler polls its cheap generation counter, re-reads the set only when
 it changed, resolves the ATM window rules and hands the pool the whole
 desired map (the pool diffs it, so only changes reach Kite).
@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, Protocol
 
-from lambdas.common.subscription_store import AtmWindowRule, DesiredSubscriptions, wider_mode
+from ticker_adapters.subscription_store import AtmWindowRule, DesiredSubscriptions, wider_mode
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
 
 log = logging.getLogger("feed_container.subscriptions")

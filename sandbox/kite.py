@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from lambdas.common.credentials import (
+from ticker_adapters.credentials import (
     ApiCredentials,
     CredentialVault,
     KiteSession,

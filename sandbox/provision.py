@@ -2,7 +2,7 @@
 
 Streams ``ticks`` and ``greeks`` (a few shards each, so partitioning by
 underlying is exercised), the subscriptions table (its layout from
-:class:`lambdas.common.subscription_store.SubscriptionStore`), a KMS key for the
+:class:`ticker_adapters.subscription_store.SubscriptionStore`), a KMS key for the
 credential vault's envelope encryption, one SQS on-failure queue per function
 and an S3 bucket for the instruments snapshot.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import boto3
 
-from lambdas.common.subscription_store import SubscriptionStore
 from sandbox.moto_server import AwsEndpoint
+from ticker_adapters.subscription_store import SubscriptionStore
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 

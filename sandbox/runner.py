@@ -41,10 +41,7 @@ from typing import Any, TextIO, TypeVar
 
 import asyncpg
 
-from lambdas.common.credentials import CredentialVault
 from lambdas.common.db import DatabaseSettings, connection_parameters
-from lambdas.common.envelope import KmsEnvelopeCipher
-from lambdas.common.subscription_store import SubscriptionStore
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
 from sandbox.chaos import ChaosEvent, ChaosSchedule
@@ -59,6 +56,9 @@ from sandbox.processes import ManagedProcess, ProcessError
 from sandbox.provision import Resources, client, provision, queue_depth
 from sandbox.report import Report, build_report, render, scan_greeks, scan_table, scan_ticks
 from sandbox.subscriptions import SubscriptionPlan, plan_subscriptions, write_plan
+from ticker_adapters.credentials import CredentialVault
+from ticker_adapters.envelope import KmsEnvelopeCipher
+from ticker_adapters.subscription_store import SubscriptionStore
 from ticker_core.instruments import InstrumentRegistry, parse_instruments
 
 SIM_TICK_INTERVAL_S = 0.1  # one frame per connection per 100 ms, as Kite's ticker batches

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from lambdas.common.subscription_store import MAX_EXPIRIES, AtmWindowRule, SubscriptionStore
+from ticker_adapters.subscription_store import MAX_EXPIRIES, AtmWindowRule, SubscriptionStore
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
 
 OWNER = "sandbox"

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from lambdas.common.instrument_snapshots import SnapshotPointer, csv_digest, snapshot_key
 from lambdas.instruments.dal import S3SnapshotStore
+from ticker_adapters.instrument_snapshots import SnapshotPointer, csv_digest, snapshot_key
 from ticker_core.instruments import (
     Instrument,
     InstrumentType,

@@ -1,1 +1,1 @@
-"""Adapters and helpers every Lambda shares: observability, env models, secrets, db pool."""
+"""Lambda-only helpers: Powertools wiring, the loop runner, the database pool, Kinesis batches."""

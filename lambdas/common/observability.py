@@ -2,7 +2,7 @@
 
 Powertools structured JSON logs and CloudWatch EMF metrics, named per
 function, in one namespace. Secrets never reach a log line: credentials are
-types whose repr masks them (see :mod:`lambdas.common.credentials`), and
+types whose repr masks them (see :mod:`ticker_adapters.credentials`), and
 nothing here logs events wholesale.
 """
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.common.retry import Delays, full_jitter
+from ticker_adapters.retry import Delays, full_jitter
 from ticker_core.records.batching import PutRecordsBatch
 
 RETRYABLE_CALL_ERRORS = frozenset(

@@ -16,9 +16,7 @@ import boto3
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lambdas.common.instrument_snapshots import InstrumentSnapshotReader
 from lambdas.common.observability import Observability
-from lambdas.common.settings import SnapshotSettings
 from lambdas.greeks.dal import KinesisPublisher
 from lambdas.greeks.logic import (
     ForwardMemory,
@@ -26,6 +24,8 @@ from lambdas.greeks.logic import (
     RegistryIndexCache,
     greeks_event,
 )
+from ticker_adapters.instrument_snapshots import InstrumentSnapshotReader
+from ticker_adapters.settings import SnapshotSettings
 from ticker_core.records.limits import DEFAULT_AGGREGATE_BYTES, MAX_RECORD_BYTES
 
 

@@ -52,8 +52,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from lambdas.common.instrument_snapshots import InstrumentSnapshot
 from lambdas.common.kinesis_batch import PoisonRecordError, consume_kinesis_event
+from ticker_adapters.instrument_snapshots import InstrumentSnapshot
 from ticker_core.calendar import expiry_epoch_seconds, year_fractions
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
 from ticker_core.options import (

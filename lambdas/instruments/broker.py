@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import urllib3
 
-from lambdas.common.retry import Delays, full_jitter
+from ticker_adapters.retry import Delays, full_jitter
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 KITE_VERSION = "3"

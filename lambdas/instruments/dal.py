@@ -16,13 +16,13 @@ from typing import Any
 
 import asyncpg
 
-from lambdas.common.instrument_snapshots import (
+from lambdas.common.runtime import Lazy
+from ticker_adapters.instrument_snapshots import (
     SnapshotPointer,
     compress,
     pointer_key,
     read_pointer,
 )
-from lambdas.common.runtime import Lazy
 from ticker_core.instruments import Instrument
 
 # Distinct from the migration and partition locks.

@@ -20,13 +20,9 @@ import boto3
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lambdas.common.credentials import CredentialError, CredentialVault
 from lambdas.common.db import DatabaseSettings, create_pool
-from lambdas.common.envelope import KmsEnvelopeCipher
 from lambdas.common.observability import Observability
-from lambdas.common.retry import full_jitter
 from lambdas.common.runtime import Lazy, LoopRunner
-from lambdas.common.settings import SnapshotSettings, VaultSettings
 from lambdas.instruments.broker import KiteError, KiteRestClient
 from lambdas.instruments.dal import PostgresRegistry, S3SnapshotStore
 from lambdas.instruments.logic import (
@@ -36,6 +32,10 @@ from lambdas.instruments.logic import (
     choose_session,
     publish_instruments,
 )
+from ticker_adapters.credentials import CredentialError, CredentialVault
+from ticker_adapters.envelope import KmsEnvelopeCipher
+from ticker_adapters.retry import full_jitter
+from ticker_adapters.settings import SnapshotSettings, VaultSettings
 
 
 class InstrumentsSettings(BaseSettings):

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-from lambdas.common.credentials import KiteSession
-from lambdas.common.instrument_snapshots import (
+from ticker_adapters.credentials import KiteSession
+from ticker_adapters.instrument_snapshots import (
     SnapshotPointer,
     csv_digest,
     snapshot_key,

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
-from lambdas.common.credentials import (
+from sandbox.moto_server import AwsEndpoint
+from ticker_adapters.credentials import (
     ApiCredentials,
     CredentialCorruptError,
     CredentialNotFoundError,
@@ -17,8 +18,7 @@ from lambdas.common.credentials import (
     KiteSession,
     next_token_expiry,
 )
-from lambdas.common.envelope import KmsEnvelopeCipher
-from sandbox.moto_server import AwsEndpoint
+from ticker_adapters.envelope import KmsEnvelopeCipher
 
 pytestmark = pytest.mark.integration
 

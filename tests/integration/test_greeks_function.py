@@ -31,12 +31,12 @@ from kite_sim.market import KIND_CALL, KIND_FUT, KIND_PUT, Market
 from kite_sim.server import Simulator
 from kite_sim.universe import UniverseConfig
 from kite_sim.wire import encode_ticks
-from lambdas.common.instrument_snapshots import SnapshotUnavailableError
 from lambdas.instruments.dal import S3SnapshotStore
 from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.moto_server import AwsEndpoint
 from tests.conftest import INSTRUMENTS_BUCKET
 from tests.factories import kinesis_event, publish_snapshot
+from ticker_adapters.instrument_snapshots import SnapshotUnavailableError
 from ticker_core.calendar import NseCalendar, year_fractions
 from ticker_core.kite_wire import parse_ticks
 from ticker_core.records import deaggregate, decode_greeks, encode_tick

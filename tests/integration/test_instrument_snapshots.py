@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-from lambdas.common.instrument_snapshots import (
+from lambdas.instruments.dal import S3SnapshotStore
+from tests.conftest import INSTRUMENTS_BUCKET
+from tests.factories import chain, publish_snapshot
+from ticker_adapters.instrument_snapshots import (
     InstrumentSnapshotReader,
     SnapshotCorruptError,
     SnapshotPointer,
@@ -16,9 +19,6 @@ from lambdas.common.instrument_snapshots import (
     csv_digest,
     pointer_key,
 )
-from lambdas.instruments.dal import S3SnapshotStore
-from tests.conftest import INSTRUMENTS_BUCKET
-from tests.factories import chain, publish_snapshot
 from ticker_core.instruments import write_instruments_csv
 
 pytestmark = pytest.mark.integration

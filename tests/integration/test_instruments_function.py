@@ -19,11 +19,7 @@ from kite_sim.config import SimConfig
 from kite_sim.ratelimit import scaled_limits
 from kite_sim.server import ThreadedSimulator
 from kite_sim.universe import UniverseConfig
-from lambdas.common.credentials import ApiCredentials, CredentialVault, KiteSession
 from lambdas.common.db import connection_parameters
-from lambdas.common.envelope import KmsEnvelopeCipher
-from lambdas.common.instrument_snapshots import pointer_key, read_pointer
-from lambdas.common.retry import no_delays
 from lambdas.common.runtime import Lazy
 from lambdas.instruments.broker import (
     KiteGeneralError,
@@ -37,6 +33,10 @@ from lambdas.instruments.logic import PublishSettings, SnapshotRejectedError, pu
 from sandbox.moto_server import AwsEndpoint
 from sandbox.postgres import ConnectionInfo
 from tests.conftest import INSTRUMENTS_BUCKET, db_env, settings_for
+from ticker_adapters.credentials import ApiCredentials, CredentialVault, KiteSession
+from ticker_adapters.envelope import KmsEnvelopeCipher
+from ticker_adapters.instrument_snapshots import pointer_key, read_pointer
+from ticker_adapters.retry import no_delays
 from ticker_core.instruments import parse_instruments
 
 pytestmark = pytest.mark.integration

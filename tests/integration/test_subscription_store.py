@@ -5,12 +5,12 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from lambdas.common.subscription_store import (
+from sandbox.moto_server import AwsEndpoint
+from ticker_adapters.subscription_store import (
     AtmWindowRule,
     SubscriptionError,
     SubscriptionStore,
 )
-from sandbox.moto_server import AwsEndpoint
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lambdas.common.credentials import ApiCredentials, KiteSession, next_token_expiry
+from ticker_adapters.credentials import ApiCredentials, KiteSession, next_token_expiry
 
 
 @pytest.mark.parametrize(

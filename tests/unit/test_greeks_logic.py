@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from lambdas.common.instrument_snapshots import InstrumentSnapshot, SnapshotPointer
 from lambdas.greeks.logic import (
     ForwardMemory,
     GreeksOutcome,
@@ -25,6 +24,7 @@ from lambdas.greeks.logic import (
     greeks_rows,
 )
 from tests.factories import chain, index_instrument, kinesis_event, tick_bytes, user_record
+from ticker_adapters.instrument_snapshots import InstrumentSnapshot, SnapshotPointer
 from ticker_core.calendar import SECONDS_PER_YEAR, expiry_instant, year_fraction
 from ticker_core.instruments import DumpSummary, Instrument, InstrumentRegistry
 from ticker_core.options import black76_price

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from lambdas.common.retry import full_jitter, no_delays
 from lambdas.greeks.dal import KinesisPublisher, PublishError
+from ticker_adapters.retry import full_jitter, no_delays
 from ticker_core.records import RecordBatcher
 
 

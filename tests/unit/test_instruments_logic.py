@@ -7,8 +7,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from lambdas.common.credentials import KiteSession
-from lambdas.common.instrument_snapshots import SnapshotCorruptError, SnapshotPointer
 from lambdas.instruments.logic import (
     SessionUnavailableError,
     SnapshotRejectedError,
@@ -17,6 +15,8 @@ from lambdas.instruments.logic import (
     validate,
 )
 from tests.factories import chain
+from ticker_adapters.credentials import KiteSession
+from ticker_adapters.instrument_snapshots import SnapshotCorruptError, SnapshotPointer
 from ticker_core.instruments import write_instruments_csv
 
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)

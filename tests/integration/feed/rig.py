@@ -25,11 +25,11 @@ import boto3
 from feed_container.service import Dependencies, FeedService
 from feed_container.settings import FeedSettings
 from kite_sim.server import Simulator
-from lambdas.common.credentials import CredentialVault, KiteSession, next_token_expiry
-from lambdas.common.envelope import KmsEnvelopeCipher
-from lambdas.common.subscription_store import SubscriptionStore
 from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.moto_server import AwsEndpoint
+from ticker_adapters.credentials import CredentialVault, KiteSession, next_token_expiry
+from ticker_adapters.envelope import KmsEnvelopeCipher
+from ticker_adapters.subscription_store import SubscriptionStore
 from ticker_core.records import deaggregate
 
 STREAM = "ticks"

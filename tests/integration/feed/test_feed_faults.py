@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 import websockets
 
-from lambdas.common.credentials import ApiCredentials
-from lambdas.common.subscription_store import AtmWindowRule
 from tests.integration.feed.rig import Rig, fresh_token, subscribe_sample, wait_until
+from ticker_adapters.credentials import ApiCredentials
+from ticker_adapters.subscription_store import AtmWindowRule
 
 pytestmark = pytest.mark.integration
 

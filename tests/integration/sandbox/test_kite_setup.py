@@ -10,9 +10,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lambdas.common.credentials import CredentialVault
-from lambdas.common.envelope import KmsEnvelopeCipher
-from lambdas.common.subscription_store import SubscriptionStore
 from sandbox.kite import (
     KiteSimError,
     SimAccount,
@@ -25,6 +22,9 @@ from sandbox.moto_server import AwsEndpoint
 from sandbox.processes import ManagedProcess, ProcessError
 from sandbox.provision import client, provision
 from sandbox.subscriptions import plan_subscriptions, write_plan
+from ticker_adapters.credentials import CredentialVault
+from ticker_adapters.envelope import KmsEnvelopeCipher
+from ticker_adapters.subscription_store import SubscriptionStore
 from ticker_core.instruments import InstrumentRegistry, parse_instruments
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from feed_container.subscriptions import Reconciler, resolve, spot_instruments, strike_step
-from lambdas.common.subscription_store import AtmWindowRule, DesiredSubscriptions
 from tests.factories import chain, index_instrument
+from ticker_adapters.subscription_store import AtmWindowRule, DesiredSubscriptions
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
 
 EXPIRY = date(2026, 12, 29)

@@ -1,7 +1,7 @@
 """The credential vault: Kite API secrets and daily access tokens.
 
 Stored in Secrets Manager, one secret per account and purpose, each value an
-AWS Encryption SDK message (see :mod:`lambdas.common.envelope`) bound to the
+AWS Encryption SDK message (see :mod:`ticker_adapters.envelope`) bound to the
 account and purpose. Shared by the feed container (which reads tokens and
 picks up rotation without a restart) and the Lambdas (the login callback
 writes tokens, the API reads them). Imports only the AWS SDKs.
@@ -24,7 +24,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from lambdas.common.envelope import Cipher, EnvelopeError
+from ticker_adapters.envelope import Cipher, EnvelopeError
 
 FORMAT_VERSION = 1
 PURPOSE_API = "kite-api-credentials"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lambdas.common.instrument_snapshots import DEFAULT_PREFIX
+from ticker_adapters.instrument_snapshots import DEFAULT_PREFIX
 
 
 class SnapshotSettings(BaseSettings):
