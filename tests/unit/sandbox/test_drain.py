@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import pytest
 
@@ -27,7 +27,9 @@ feed_spill_bytes 20
 """
 
 
-def counts(sent: int = 1000, received: float = 1000, accepted: float = 990, acked: float = 990):
+def counts(
+    sent: int = 1000, received: float = 1000, accepted: float = 990, acked: float = 990
+) -> FeedCounts:
     return FeedCounts(sent, received, accepted, acked, buffered=0)
 
 
@@ -97,13 +99,13 @@ def test_the_feed_step_waits_while_counts_move_and_settles_when_they_stop() -> N
 
 
 def run_wait(
-    done: Callable[[], bool], progress: Callable[[], object], *, skipped: bool = False
+    done: Callable[[], bool], progress: Callable[[], Hashable], *, skipped: bool = False
 ) -> tuple[bool, float, int]:
     clock = FakeClock()
     looks: list[float] = []
     arrived = wait_while_moving(
         done,
-        progress,  # type: ignore[arg-type]
+        progress,
         timeout_s=120,
         skipped=lambda: skipped,
         between=lambda: looks.append(clock.now),
