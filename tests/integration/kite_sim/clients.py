@@ -43,6 +43,7 @@ class PostbackReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.thread.join(10)
 
 
 def login(sim: ThreadedSimulator, account_index: int = 0) -> Any:
