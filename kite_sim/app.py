@@ -66,7 +66,7 @@ def ok(data: Any, status: int = 200) -> web.Response:
 
 def fail(error: KiteError) -> web.Response:
     """Kite's error envelope, with the HTTP status of its type."""
-    return web.json_response(error.envelope(), status=error.http_status)
+    return web.json_response(error.envelope(), status=error.http_status or 500)
 
 
 def session_of(request: web.Request) -> Session:

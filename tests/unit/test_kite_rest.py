@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from ticker_adapters.kite_rest import KiteRestClient, KiteTransport, check_root, retry_transient
@@ -46,7 +48,7 @@ def test_a_root_is_https_or_loopback(root: str, expected: str) -> None:
         "http://10.0.0.5:8000",
         "ftp://127.0.0.1",
         "https://api.kite.trade?x=1",
-        "https://user:pw@api.kite.trade",
+        f"https://user:{secrets.token_hex(4)}@api.kite.trade",
         "api.kite.trade",
     ],
 )

@@ -11,6 +11,7 @@ each must raise the same family of exception.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -33,8 +34,8 @@ from ticker_core.kite_errors import (
 
 pytestmark = pytest.mark.integration
 
-API_KEY = "conformancekey01"
-ACCESS_TOKEN = "conformance-token"  # a fake, for this loopback server only
+API_KEY = secrets.token_hex(8)
+ACCESS_TOKEN = secrets.token_hex(16)  # a fake, for this loopback server only
 OFFICIAL_FAMILIES: dict[type[KiteError], str] = {
     KiteGeneralError: "GeneralException",
     KiteTokenError: "TokenException",
