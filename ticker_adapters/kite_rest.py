@@ -32,16 +32,16 @@ official client is a test dependency only (it imports Twisted).
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
 
-from ticker_adapters.credentials import KiteSession
 from ticker_adapters.retry import Delays, full_jitter
 from ticker_core.kite_checksums import session_checksum
 from ticker_core.kite_errors import (
@@ -53,6 +53,11 @@ from ticker_core.kite_errors import (
     data_from_response,
     is_transient,
 )
+
+if TYPE_CHECKING:  # the vault pulls in the AWS Encryption SDK; the client needs only the type
+    from ticker_adapters.credentials import KiteSession
+
+log = logging.getLogger("ticker_adapters.kite_rest")
 
 ROOT = "https://api.kite.trade"
 KITE_VERSION = "3"
@@ -191,7 +196,18 @@ class KiteTransport:
                 if not self._retry(error, attempts):
                     raise
                 delays = delays or self._delays()
-                self._sleep(next(delays))
+                delay = next(delays)
+                log.warning(
+                    "Kite read failed; retrying",
+                    extra={
+                        "path": path,  # never the query: it can carry a token
+                        "error": type(error).__name__,
+                        "http_status": error.http_status,
+                        "attempt": attempts,
+                        "delay_s": round(delay, 3),
+                    },
+                )
+                self._sleep(delay)
 
     def _send(
         self, method: str, url: str, path: str, body: bytes | None, headers: dict[str, str]
