@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from kite_sim.auth import Account, postback_checksum
-from kite_sim.orders import POSTBACK_STATUSES, OrderEvent
+from kite_sim.order_model import POSTBACK_STATUSES, OrderEvent
 
 
 def order_message(event: OrderEvent) -> dict[str, Any]:
