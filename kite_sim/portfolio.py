@@ -131,3 +131,35 @@ def _finish_position(row: dict[str, Any], snap: Snapshot) -> None:
         row[f"day_{side}_price"] = row[f"{side}_price"]
         row[f"day_{side}_value"] = round(row[f"{side}_value"], 2)
         row[f"{side}_value"] = round(row[f"{side}_value"], 2)
+
+
+def holding_row(
+    inst: InstrumentLike, quantity: int, average: float, snap: Snapshot
+) -> dict[str, Any]:
+    """One ``GET /portfolio/holdings`` row: ``quantity`` held at ``average``, marked to ``snap``."""
+    return {
+        "tradingsymbol": inst.tradingsymbol,
+        "exchange": inst.exchange,
+        "instrument_token": inst.instrument_token,
+        "isin": f"INE{inst.exchange_token:06d}01",
+        "product": "CNC",
+        "price": 0,
+        "quantity": quantity,
+        "used_quantity": 0,
+        "t1_quantity": 0,
+        "realised_quantity": quantity,
+        "authorised_quantity": 0,
+        "authorised_date": None,
+        "opening_quantity": quantity,
+        "collateral_quantity": 0,
+        "collateral_type": "",
+        "discrepancy": False,
+        "average_price": average,
+        "last_price": snap.last_price,
+        "close_price": snap.close,
+        "pnl": round((snap.last_price - average) * quantity, 2),
+        "day_change": round(snap.last_price - snap.close, 2),
+        "day_change_percentage": (
+            round((snap.last_price - snap.close) * 100 / snap.close, 4) if snap.close else 0.0
+        ),
+    }

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from kite_sim.app import build_app
 from kite_sim.auth import Account, SessionStore, generate_account
 from kite_sim.clock import MarketClock, MonotonicClock, WallClock
 from kite_sim.config import SimConfig
@@ -43,14 +44,13 @@ from kite_sim.market import Market
 from kite_sim.orders import OrderEngine
 from kite_sim.postbacks import PostbackSender, order_message, wants_postback
 from kite_sim.ratelimit import RateLimiter
-from kite_sim.universe import Universe, build_universe
+from kite_sim.universe import build_universe, resolve_rates
 from kite_sim.wire import HEARTBEAT, encode_text, encode_ticks, malformed_frame, one_packet
 from ticker_core.calendar import NseCalendar
 from ticker_core.tz import IST
 
 log = logging.getLogger("kite_sim")
 T = TypeVar("T")
-SIM_KEY: web.AppKey[Simulator] = web.AppKey("kite_sim")
 
 
 def default_market_start(calendar: NseCalendar, today: date | None = None) -> datetime:
@@ -59,23 +59,6 @@ def default_market_start(calendar: NseCalendar, today: date | None = None) -> da
     while not calendar.is_trading_day(day):
         day += timedelta(days=1)
     return datetime.combine(day, time(9, 15), IST)
-
-
-def resolve_rates(universe: Universe, default: float, overrides: dict[str, float]) -> np.ndarray:
-    """Ticks per second per instrument: token > tradingsymbol > name > segment > default."""
-    rates = np.full(len(universe.instruments), float(default))
-    for k, inst in enumerate(universe.instruments):
-        for key in (
-            str(inst.instrument_token),
-            inst.tradingsymbol,
-            f"{inst.exchange}:{inst.tradingsymbol}",
-            inst.name,
-            inst.segment,
-        ):
-            if key in overrides:
-                rates[k] = float(overrides[key])
-                break
-    return rates
 
 
 @dataclass
@@ -148,8 +131,6 @@ class Simulator:
         self.feed_lag = 0.0
         for spec in cfg.faults:
             self.faults.apply(spec)
-        from kite_sim.app import build_app
-
         self.app = build_app(self)
 
     # -- construction helpers ------------------------------------------------------
