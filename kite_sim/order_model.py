@@ -8,7 +8,7 @@ with Kite's fields, a :class:`Trade` (one fill) and an :class:`OrderEvent`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -68,6 +68,21 @@ class Order:
     modified: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
     stoploss: float = 0.0  # CO: the second leg's trigger
+    auction_number: str | None = None  # auction orders: the exchange's auction
+
+    def successor(self, **changes: Any) -> Order:
+        """A new order with this one's parameters (not its state), ``changes`` applied.
+
+        For the orders Kite places on the client's behalf: a cover order's
+        stop-loss leg, an iceberg's next leg. ``changes`` must name the new
+        ``order_id`` and ``order_timestamp``.
+        """
+        params = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in _LIFECYCLE_FIELDS
+        }
+        params["meta"] = {name: dict(value) for name, value in self.meta.items()}
+        params.update(changes)
+        return Order(**params)
 
     @property
     def pending_quantity(self) -> int:
@@ -82,9 +97,14 @@ class Order:
         return round(self.filled_value / self.filled_quantity, 4) if self.filled_quantity else 0.0
 
     def to_kite(self, status: str | None = None) -> dict[str, Any]:
-        """The order as ``GET /orders`` shows it (``status`` overrides, for events)."""
-        tags = [self.tag] if self.tag else None
-        return {
+        """The order as ``GET /orders`` shows it (``status`` overrides, for events).
+
+        As Kite's order book: ``validity_ttl`` is 0 unless the validity is TTL,
+        ``tags`` is there only when the order has a tag, ``auction_number`` only
+        on auction orders.
+        """
+        kite: dict[str, Any] = {
+            "account_id": self.user_id,
             "placed_by": self.user_id,
             "order_id": self.order_id,
             "exchange_order_id": self.exchange_order_id,
@@ -109,7 +129,7 @@ class Order:
             "order_type": self.order_type,
             "transaction_type": self.transaction_type,
             "validity": self.validity,
-            "validity_ttl": self.validity_ttl,
+            "validity_ttl": self.validity_ttl or 0,
             "product": self.product,
             "quantity": self.quantity,
             "disclosed_quantity": self.disclosed_quantity,
@@ -120,11 +140,31 @@ class Order:
             "pending_quantity": self.pending_quantity,
             "cancelled_quantity": self.cancelled_quantity,
             "market_protection": self.market_protection,
-            "meta": dict(self.meta),
+            "meta": {name: dict(value) for name, value in self.meta.items()},
             "tag": self.tag,
-            "tags": tags,
             "guid": self.guid,
         }
+        if self.tag:
+            kite["tags"] = [self.tag]
+        if self.auction_number is not None:
+            kite["auction_number"] = self.auction_number
+        return kite
+
+
+# What happens to an order after it is placed (not carried over by Order.successor).
+_LIFECYCLE_FIELDS = frozenset(
+    {
+        "status",
+        "status_message",
+        "exchange_order_id",
+        "exchange_timestamp",
+        "exchange_update_timestamp",
+        "filled_quantity",
+        "filled_value",
+        "cancelled_quantity",
+        "modified",
+    }
+)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kite_sim.errors import InputError
@@ -31,6 +31,7 @@ MARKET_PROTECTION_REQUIRED = (
     "(-1 for automatic, or a percentage above 0 up to 100)."
 )
 MAX_TAG_LENGTH = 20
+MAX_ICEBERG_LEGS = 10
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ class OrderRequest:
     market_protection: float
     tag: str | None
     stoploss: float = 0.0  # cover orders: the stop-loss leg's trigger
-    meta: dict[str, Any] = field(default_factory=dict)
+    iceberg_legs: int = 0  # iceberg orders: how many legs ...
+    iceberg_quantity: int = 0  # ... of at most this quantity each
+    auction_number: str | None = None  # auction orders
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,6 @@ def parse_new(variety: str, p: Mapping[str, Any], market: MarketView) -> OrderRe
     """Parse a new order; :class:`InputError` naming the first bad field."""
     if variety not in VARIETIES:
         raise InputError(f"Invalid variety `{variety}`.")
-    if variety == "auction":
-        raise InputError("Auction orders are not supported by the simulator.")
     exchange = required(p, "exchange")
     tradingsymbol = required(p, "tradingsymbol")
     inst = market.instrument(exchange, tradingsymbol)
@@ -104,8 +105,9 @@ def parse_new(variety: str, p: Mapping[str, Any], market: MarketView) -> OrderRe
         protection = number(p, "market_protection")
         if not valid_protection(protection):
             raise InputError("Invalid `market_protection`: -1, or above 0 up to 100.")
-    meta: dict[str, Any] = {}
     stoploss = 0.0
+    legs = leg_qty = 0
+    auction_number = None
     if variety == "co":
         if order_type not in ("MARKET", "LIMIT"):
             raise InputError("Cover orders must be MARKET or LIMIT.")
@@ -118,17 +120,18 @@ def parse_new(variety: str, p: Mapping[str, Any], market: MarketView) -> OrderRe
     if variety == "iceberg":
         legs = integer(p, "iceberg_legs")
         leg_qty = integer(p, "iceberg_quantity")
-        if not 2 <= legs <= 10:
-            raise InputError("`iceberg_legs` should be between 2 and 10.")
+        if not 2 <= legs <= MAX_ICEBERG_LEGS:
+            raise InputError(f"`iceberg_legs` should be between 2 and {MAX_ICEBERG_LEGS}.")
         if leg_qty <= 0 or leg_qty * legs < quantity or leg_qty >= quantity:
             raise InputError("Invalid `iceberg_quantity` for the given legs and quantity.")
-        meta["iceberg"] = {
-            "leg": 1,
-            "legs": legs,
-            "leg_quantity": leg_qty,
-            "total_quantity": quantity,
-            "remaining_quantity": quantity,
-        }
+        if validity == "IOC":
+            raise InputError("Iceberg orders take DAY or TTL validity.")
+    if variety == "auction":
+        auction_number = required(p, "auction_number")
+        if not auction_number.isdigit():
+            raise InputError("Invalid `auction_number`.")
+        if (transaction_type, product, order_type) != ("SELL", "CNC", "LIMIT"):
+            raise InputError("Auction orders sell holdings: SELL, CNC and LIMIT only.")
     tag = p.get("tag")
     if tag is not None and (len(str(tag)) > MAX_TAG_LENGTH or not str(tag).isascii()):
         raise InputError("`tag` should be alphanumeric and at most 20 characters.")
@@ -147,7 +150,9 @@ def parse_new(variety: str, p: Mapping[str, Any], market: MarketView) -> OrderRe
         market_protection=protection,
         tag=None if tag is None else str(tag),
         stoploss=stoploss,
-        meta=meta,
+        iceberg_legs=legs,
+        iceberg_quantity=leg_qty,
+        auction_number=auction_number,
     )
 
 
@@ -155,10 +160,14 @@ def parse_modify(
     order: Order, params: Mapping[str, Any], inst: InstrumentLike | None
 ) -> ModifyRequest:
     """Parse a modification of a live ``order``; :class:`InputError` when it cannot apply."""
+    if order.variety == "auction":
+        raise InputError("Auction orders cannot be modified: cancel and place a new one.")
     order_type = choice(params, "order_type", ORDER_TYPES, default=order.order_type)
     if order.parent_order_id is not None and order_type != order.order_type:
         raise InputError("The stop-loss leg of a cover order can only change its trigger.")
     quantity = integer(params, "quantity", default=order.quantity)
+    if order.variety == "iceberg" and quantity != order.quantity:
+        raise InputError("An iceberg leg's quantity cannot be modified.")
     if quantity <= order.filled_quantity:
         raise InputError("Quantity should be more than the filled quantity.")
     price = number(params, "price", default=order.price)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from kite_sim.auth import Account
@@ -56,8 +56,9 @@ from kite_sim.order_model import (
     Trade,
 )
 from kite_sim.order_params import OrderRequest, parse_modify, parse_new
-from kite_sim.portfolio import blocked_margin, position_rows
+from kite_sim.portfolio import AuctionLot, blocked_margin, position_rows
 from kite_sim.risk import rejection_reason
+from ticker_core.tz import IST
 
 
 @dataclass
@@ -69,6 +70,11 @@ class _Book:
 
 
 SessionOpen = Callable[[str, datetime], bool]
+# NSE's auction session for short deliveries (IST); orders match at its close.
+AUCTION_WINDOW = (time(14, 0), time(14, 30))
+AMO_DURING_MARKET_HOURS = (
+    "After market orders are accepted only outside market hours; place a regular order."
+)
 
 
 def always_open(exchange: str, when: datetime) -> bool:
@@ -87,6 +93,7 @@ class OrderEngine:
         session_open: SessionOpen = always_open,
         opening_funds: float = 1_000_000.0,
         check_funds: bool = True,
+        auction_window: tuple[time, time] = AUCTION_WINDOW,
     ) -> None:
         self._market = market
         self._clock = clock
@@ -97,7 +104,9 @@ class OrderEngine:
         self._events: list[OrderEvent] = []
         self._seq = 0
         self._trade_seq = 0
+        self.auction_window = auction_window
         self.holdings_provider: Callable[[Account, InstrumentLike], int] | None = None
+        self.auction_lots: Callable[[Account], list[AuctionLot]] | None = None
 
     # -- bookkeeping -----------------------------------------------------------
     def _book(self, account: Account) -> _Book:
@@ -150,36 +159,64 @@ class OrderEngine:
 
     # -- placing -----------------------------------------------------------------
     def place(self, account: Account, variety: str, params: Mapping[str, Any]) -> Order:
-        """``POST /orders/:variety``: validate, accept, then risk-check and match."""
+        """``POST /orders/:variety``: validate, accept, then risk-check and match.
+
+        Returns the order Kite answers with (an iceberg's first leg).
+        """
         now = self._clock.now()
         request = parse_new(variety, params, self._market)
-        order = self._new_order(account, request, now)
         inst = request.instrument
+        if variety == "amo" and self._session_open(inst.exchange, now):
+            raise InputError(AMO_DURING_MARKET_HOURS)
+        lot = self._auction_lot(account, request) if variety == "auction" else None
+        order = self._new_order(account, request, now)
         book = self._book(account)
-        book.orders[order.order_id] = order
-        self._record(book, order)
-        order.status = "VALIDATION PENDING"
-        self._record(book, order)
-        reason = self._risk_check(account, order, inst)
-        if reason is not None:
-            self._reject(book, order, reason)
+        if not self._accept(book, order, inst):
             return order
-        if variety == "amo" and not self._session_open(order.exchange, now):
+        if variety == "amo":
             order.status = AMO_RECEIVED
             self._record(book, order, event=AMO_RECEIVED)
             return order
-        if variety != "amo" and not self._session_open(order.exchange, now):
+        if not self._session_open(order.exchange, now):
             self._reject(
                 book,
                 order,
                 "Markets are closed right now. Use GTT or AMO for orders outside market hours.",
             )
             return order
-        self._send_to_exchange(book, order, now)
+        if lot is not None:
+            reason = self._auction_rejection(order, lot, now)
+            if reason is not None:
+                self._reject(book, order, reason)
+                return order
+        self._send_to_exchange(book, order, now, {})
         return order
+
+    def _accept(self, book: _Book, order: Order, inst: InstrumentLike) -> bool:
+        """Record a new order and run the risk checks; False when it was rejected."""
+        book.orders[order.order_id] = order
+        self._record(book, order)
+        order.status = "VALIDATION PENDING"
+        self._record(book, order)
+        reason = self._risk_check(book.account, order, inst)
+        if reason is not None:
+            self._reject(book, order, reason)
+            return False
+        return True
 
     def _new_order(self, account: Account, request: OrderRequest, now: datetime) -> Order:
         inst = request.instrument
+        quantity = request.quantity
+        meta: dict[str, Any] = {}
+        if request.variety == "iceberg":
+            quantity = min(request.iceberg_quantity, request.quantity)
+            meta["iceberg"] = {
+                "leg": 1,
+                "legs": request.iceberg_legs,
+                "leg_quantity": request.iceberg_quantity,
+                "total_quantity": request.quantity,
+                "remaining_quantity": request.quantity - quantity,
+            }
         return Order(
             order_id=self._next_order_id(now),
             user_id=account.user_id,
@@ -193,7 +230,7 @@ class OrderEngine:
             product=request.product,
             validity=request.validity,
             validity_ttl=request.validity_ttl,
-            quantity=request.quantity,
+            quantity=quantity,
             disclosed_quantity=request.disclosed_quantity,
             price=request.price,
             trigger_price=request.trigger_price,
@@ -201,9 +238,30 @@ class OrderEngine:
             tag=request.tag,
             guid=f"{account.user_id}-{self._seq}",
             order_timestamp=now,
-            meta={name: dict(value) for name, value in request.meta.items()},
+            meta=meta,
             stoploss=request.stoploss,
+            auction_number=request.auction_number,
         )
+
+    def _auction_lot(self, account: Account, request: OrderRequest) -> AuctionLot:
+        """The account's auction that ``request`` sells into; InputError when there is none."""
+        lots = self.auction_lots(account) if self.auction_lots is not None else []
+        for lot in lots:
+            if (
+                lot.auction_number == request.auction_number
+                and lot.instrument_token == request.instrument.instrument_token
+            ):
+                return lot
+        raise InputError("Invalid `auction_number` for this instrument.")
+
+    def _auction_rejection(self, order: Order, lot: AuctionLot, now: datetime) -> str | None:
+        """Why the exchange refuses an auction order now, or None."""
+        opens, closes = self.auction_window
+        if not opens <= now.astimezone(IST).time() < closes:
+            return f"The auction session is open from {opens:%H:%M} to {closes:%H:%M} IST only."
+        if order.quantity > lot.quantity:
+            return f"Quantity exceeds the {lot.quantity} shares eligible for this auction."
+        return None
 
     def _risk_check(self, account: Account, order: Order, inst: InstrumentLike) -> str | None:
         """Why the OMS or the exchange would reject ``order``, or None."""
@@ -228,7 +286,7 @@ class OrderEngine:
         order.exchange_update_timestamp = self._clock.now()
         self._record(book, order, event=REJECTED)
 
-    def _send_to_exchange(self, book: _Book, order: Order, now: datetime) -> None:
+    def _send_to_exchange(self, book: _Book, order: Order, now: datetime, taken: Taken) -> None:
         order.status = "OPEN PENDING"
         order.exchange_order_id = f"{1_100_000_000_000_000 + self._seq}"
         order.exchange_timestamp = now
@@ -241,7 +299,8 @@ class OrderEngine:
             return
         order.status = OPEN
         self._record(book, order, event=OPEN)
-        self._match(book, order, self._market.snapshot(order.instrument_token), {}, first=True)
+        snap = self._market.snapshot(order.instrument_token)
+        self._match(book, order, snap, taken, first=True)
 
     # -- matching ------------------------------------------------------------------
     def _match(
@@ -253,16 +312,17 @@ class OrderEngine:
         *,
         first: bool = False,
     ) -> None:
-        """Fill what the opposite depth allows; IOC cancels the rest."""
-        if order.status != OPEN:
+        """Fill what the opposite depth allows; IOC cancels the rest.
+
+        Auction orders do not trade on the continuous book: they wait for the
+        auction's close (:meth:`_settle_auction`).
+        """
+        if order.status != OPEN or order.variety == "auction":
             return
         inst = self._market.by_token(order.instrument_token)
         lot = max(1, inst.lot_size) if inst is not None else 1
         tick = inst.tick_size if inst is not None and inst.tick_size else 0.05
         wanted = order.quantity - order.filled_quantity
-        ice = order.meta.get("iceberg")
-        if ice is not None:
-            wanted = min(wanted, int(ice["leg_quantity"]))
         matched = fills(
             order, snap, wanted=wanted, limit=limit_price(order, snap, tick), lot=lot, taken=taken
         )
@@ -270,10 +330,7 @@ class OrderEngine:
         for qty, price in matched:
             self._fill(book, order, qty, price, now)
         if order.filled_quantity >= order.quantity:
-            order.status = COMPLETE
-            order.exchange_update_timestamp = now
-            self._record(book, order, event=COMPLETE)
-            self._after_complete(book, order, now)
+            self._complete(book, order, now, taken)
         elif matched:
             order.exchange_update_timestamp = now
             self._record(book, order, event=UPDATE)
@@ -284,41 +341,62 @@ class OrderEngine:
         self._trade_seq += 1
         order.filled_quantity += qty
         order.filled_value += qty * price
-        ice = order.meta.get("iceberg")
-        if ice is not None:
-            ice["remaining_quantity"] = order.quantity - order.filled_quantity
-            leg_qty = int(ice["leg_quantity"])
-            ice["leg"] = min(int(ice["legs"]), 1 + order.filled_quantity // leg_qty)
         book.trades.append(Trade(f"{10_000_000 + self._trade_seq}", order, qty, price, now))
 
-    def _after_complete(self, book: _Book, order: Order, now: datetime) -> None:
+    def _complete(self, book: _Book, order: Order, now: datetime, taken: Taken) -> None:
+        """The order filled: record it, then what its variety does next."""
+        order.status = COMPLETE
+        order.exchange_update_timestamp = now
+        self._record(book, order, event=COMPLETE)
+        if order.variety == "co" and order.parent_order_id is None:
+            self._cover_order_stop_loss(book, order, now)
+        elif order.variety == "iceberg":
+            self._next_iceberg_leg(book, order, now, taken)
+
+    def _cover_order_stop_loss(self, book: _Book, order: Order, now: datetime) -> None:
         """A cover order's entry leg filled: its stop-loss leg goes live."""
-        if order.variety != "co" or order.parent_order_id is not None:
-            return
-        child = Order(
+        child = order.successor(
             order_id=self._next_order_id(now),
-            user_id=order.user_id,
-            api_key=order.api_key,
-            variety="co",
-            exchange=order.exchange,
-            tradingsymbol=order.tradingsymbol,
-            instrument_token=order.instrument_token,
+            order_timestamp=now,
             transaction_type="SELL" if order.transaction_type == "BUY" else "BUY",
             order_type="SL-M",
-            product=order.product,
             validity="DAY",
-            quantity=order.quantity,
+            validity_ttl=None,
             price=0.0,
             trigger_price=order.stoploss,
             market_protection=-1,
-            order_timestamp=now,
+            stoploss=0.0,
             parent_order_id=order.order_id,
-            guid=order.guid,
-            tag=order.tag,
         )
         book.orders[child.order_id] = child
         self._record(book, child)
-        self._send_to_exchange(book, child, now)
+        self._send_to_exchange(book, child, now, {})
+
+    def _next_iceberg_leg(self, book: _Book, leg: Order, now: datetime, taken: Taken) -> None:
+        """An iceberg leg filled: its next leg is placed as a new order, as Kite does.
+
+        The next leg carries the filled leg's current price, trigger and
+        validity (so a modification applies to the legs after it); depth the
+        filled leg took in this step is not available to it again.
+        """
+        ice = leg.meta["iceberg"]
+        remaining = int(ice["remaining_quantity"])
+        if remaining <= 0:
+            return
+        quantity = min(int(ice["leg_quantity"]), remaining)
+        nxt = leg.successor(
+            order_id=self._next_order_id(now),
+            order_timestamp=now,
+            quantity=quantity,
+            meta={
+                "iceberg": dict(
+                    ice, leg=int(ice["leg"]) + 1, remaining_quantity=remaining - quantity
+                )
+            },
+        )
+        inst = self._market.by_token(leg.instrument_token)
+        if inst is not None and self._accept(book, nxt, inst):
+            self._send_to_exchange(book, nxt, now, taken)
 
     def _check_trigger(self, book: _Book, order: Order, snap: Snapshot) -> None:
         if order.status != TRIGGER_PENDING or not trigger_hit(order, snap.last_price):
@@ -338,7 +416,10 @@ class OrderEngine:
                     continue
                 if order.status == AMO_RECEIVED:
                     if self._session_open(order.exchange, now):
-                        self._send_to_exchange(book, order, now)
+                        self._send_to_exchange(book, order, now, taken)
+                    continue
+                if order.variety == "auction":
+                    self._settle_auction(book, order, now)
                     continue
                 if order.validity == "TTL" and order.validity_ttl is not None:
                     deadline = order.order_timestamp + timedelta(minutes=order.validity_ttl)
@@ -350,6 +431,16 @@ class OrderEngine:
                     self._check_trigger(book, order, snap)
                 else:
                     self._match(book, order, snap, taken)
+
+    def _settle_auction(self, book: _Book, order: Order, now: datetime) -> None:
+        """At the auction's close, a live auction order sells at its limit price."""
+        closes = datetime.combine(
+            order.order_timestamp.astimezone(IST).date(), self.auction_window[1], IST
+        )
+        if order.status != OPEN or now < closes:
+            return
+        self._fill(book, order, order.quantity - order.filled_quantity, order.price, now)
+        self._complete(book, order, now, {})
 
     # -- modify / cancel -----------------------------------------------------------
     def modify(
@@ -392,13 +483,20 @@ class OrderEngine:
         order_id: str,
         parent_order_id: str | None = None,
     ) -> Order:
-        """``DELETE /orders/:variety/:order_id`` (a CO's stop-loss leg exits at market)."""
+        """``DELETE /orders/:variety/:order_id``.
+
+        Exiting a cover order is cancelling its stop-loss leg (with the entry
+        as ``parent_order_id``): the leg leaves at market. Cancelling an
+        iceberg leg ends the iceberg: no later leg is placed.
+        """
         book = self._book(account)
         order = self.get(account, order_id)
         if order.variety != variety:
             raise InputError(f"Order {order_id} is not a {variety} order.")
         if order.status not in LIVE_STATUSES:
             raise OrderError(f"Order cannot be cancelled as it is {order.status.lower()}.")
+        if parent_order_id is not None and parent_order_id != order.parent_order_id:
+            raise InputError(f"Order {order_id} is not a leg of {parent_order_id}.")
         if order.parent_order_id is not None and order.status == TRIGGER_PENDING:
             order.order_type = "MARKET"
             order.status = OPEN

@@ -1,4 +1,4 @@
-"""Portfolio (sans-I/O): positions from the day's trades, margin blocked, holdings rows.
+"""Portfolio (sans-I/O): positions from the day's trades, margin blocked, holdings, auctions.
 
 Positions are built from trades alone (the simulator carries no overnight
 positions, so ``net`` and ``day`` are the same rows), marked to the last
@@ -9,6 +9,8 @@ orders need by :func:`kite_sim.margins.order_margin`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from kite_sim.margins import order_margin
@@ -133,10 +135,51 @@ def _finish_position(row: dict[str, Any], snap: Snapshot) -> None:
         row[f"{side}_value"] = round(row[f"{side}_value"], 2)
 
 
+@dataclass(frozen=True)
+class AuctionLot:
+    """Shares an account may sell in one of the exchange's auctions (short deliveries)."""
+
+    auction_number: str
+    instrument_token: int
+    quantity: int
+
+
 def holding_row(
-    inst: InstrumentLike, quantity: int, average: float, snap: Snapshot
+    inst: InstrumentLike, quantity: int, average: float, snap: Snapshot, today: date
 ) -> dict[str, Any]:
-    """One ``GET /portfolio/holdings`` row: ``quantity`` held at ``average``, marked to ``snap``."""
+    """One ``GET /portfolio/holdings`` row: ``quantity`` held at ``average``, marked to ``snap``.
+
+    The simulator's holdings are delivery holdings only: nothing authorised,
+    pledged, short or bought with margin trading funding (``mtf`` all zero).
+    """
+    row = _holding_fields(inst, quantity, average, snap, today)
+    row.update(
+        used_quantity=0,
+        authorisation={},
+        short_quantity=0,
+        mtf={
+            "quantity": 0,
+            "used_quantity": 0,
+            "average_price": 0,
+            "value": 0,
+            "initial_margin": 0,
+        },
+    )
+    return row
+
+
+def auction_row(
+    lot: AuctionLot, inst: InstrumentLike, average: float, snap: Snapshot, today: date
+) -> dict[str, Any]:
+    """One ``GET /portfolio/holdings/auctions`` row: a holding that an auction can buy."""
+    row = _holding_fields(inst, lot.quantity, average, snap, today)
+    row["auction_number"] = lot.auction_number
+    return row
+
+
+def _holding_fields(
+    inst: InstrumentLike, quantity: int, average: float, snap: Snapshot, today: date
+) -> dict[str, Any]:
     return {
         "tradingsymbol": inst.tradingsymbol,
         "exchange": inst.exchange,
@@ -145,11 +188,10 @@ def holding_row(
         "product": "CNC",
         "price": 0,
         "quantity": quantity,
-        "used_quantity": 0,
         "t1_quantity": 0,
         "realised_quantity": quantity,
         "authorised_quantity": 0,
-        "authorised_date": None,
+        "authorised_date": f"{today:%Y-%m-%d} 00:00:00",
         "opening_quantity": quantity,
         "collateral_quantity": 0,
         "collateral_type": "",

@@ -41,7 +41,9 @@ from kite_sim.feed import Connection, ConnectionLimitError, FeedHub
 from kite_sim.gtt import GttBook
 from kite_sim.historical import CandleGenerator
 from kite_sim.market import Market
+from kite_sim.order_rate import OrderRateMeter
 from kite_sim.orders import OrderEngine
+from kite_sim.portfolio import AuctionLot
 from kite_sim.postbacks import PostbackSender, order_message, wants_postback
 from kite_sim.ratelimit import RateLimiter
 from kite_sim.universe import build_universe, resolve_rates
@@ -50,6 +52,7 @@ from ticker_core.calendar import NseCalendar
 from ticker_core.tz import IST
 
 log = logging.getLogger("kite_sim")
+FIRST_AUCTION_NUMBER = 20  # auction numbers are small integers, as Kite's
 T = TypeVar("T")
 
 
@@ -102,11 +105,14 @@ class Simulator:
             check_funds=cfg.check_funds,
         )
         self.holdings = self._seed_holdings()
+        self.auctions = self._seed_auctions()
         self.engine.holdings_provider = self._held
+        self.engine.auction_lots = lambda account: self.auctions.get(account.api_key, [])
         self.gtt = GttBook(self.market, self.engine, self.clock)
         self.limiter = RateLimiter(
             self.base_clock, cfg.rate_limits, enabled=cfg.rate_limits_enabled
         )
+        self.order_rate = OrderRateMeter(self.base_clock)
         self.faults = FaultController(
             self.base_clock, expire_tokens=lambda key: self.sessions.expire(api_key=key)
         )
@@ -127,6 +133,7 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._feed_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stopped = asyncio.Event()
         self.feed_rounds = 0
         self.feed_lag = 0.0
         for spec in cfg.faults:
@@ -160,6 +167,15 @@ class Simulator:
                 avg = round(float(self.market.close[k]) * float(rng.uniform(0.7, 1.1)), 2)
                 rows.append((k, qty, avg))
             out[account.api_key] = rows
+        return out
+
+    def _seed_auctions(self) -> dict[str, list[AuctionLot]]:
+        """Each account's first holding is wanted in an auction (its whole quantity)."""
+        out: dict[str, list[AuctionLot]] = {}
+        for api_key, rows in self.holdings.items():
+            k, qty, _ = rows[0]
+            token = int(self.universe.instruments[k].instrument_token)
+            out[api_key] = [AuctionLot(str(FIRST_AUCTION_NUMBER + k), token, qty)]
         return out
 
     def _held(self, account: Account, inst: Any) -> int:
@@ -207,6 +223,7 @@ class Simulator:
     async def stop(self) -> None:
         """Close every connection, stop the feed and the server."""
         self._stopping = True
+        self._stopped.set()
         if self._feed_task is not None:
             self._feed_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -217,6 +234,11 @@ class Simulator:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.postbacks.close()
+
+    async def hold(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the simulator stops meanwhile (held answers)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
 
     async def __aenter__(self) -> Simulator:
         await self.start()

@@ -52,7 +52,11 @@ async def admin_info(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/_sim/counters")
 async def admin_counters(request: web.Request) -> web.StreamResponse:
-    """``GET /_sim/counters``: ticks sent per connection and instrument, REST, orders."""
+    """``GET /_sim/counters``: ticks sent per connection and instrument, REST, orders.
+
+    ``order_rate``: per API key, the order calls (place, modify, cancel) that
+    reached the simulator and the most of them in any one-second window.
+    """
     sim = sim_of(request)
     per_instrument = request.query.get("per_instrument", "1") not in ("0", "false")
     feed = sim.hub.counters(per_instrument=per_instrument)
@@ -63,6 +67,7 @@ async def admin_counters(request: web.Request) -> web.StreamResponse:
             "feed": feed,
             "rest": dict(sim.rest_counts),
             "rate_limited": sim.limiter.refused,
+            "order_rate": sim.order_rate.describe(),
             "orders": sim.engine.counts(),
             "postbacks": {"sent": sim.postbacks.sent, "failed": sim.postbacks.failed},
             "faults": sim.faults.describe()["fired"],

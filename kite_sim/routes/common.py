@@ -20,7 +20,9 @@ from kite_sim.feed import FeedHub
 from kite_sim.gtt import GttBook
 from kite_sim.historical import CandleGenerator
 from kite_sim.market import Market
+from kite_sim.order_rate import OrderRateMeter
 from kite_sim.orders import OrderEngine
+from kite_sim.portfolio import AuctionLot
 from kite_sim.postbacks import PostbackSender
 from kite_sim.ratelimit import RateLimiter
 from kite_sim.universe import Universe
@@ -39,8 +41,10 @@ class SimContext(Protocol):
     market: Market
     engine: OrderEngine
     holdings: dict[str, list[tuple[int, int, float]]]
+    auctions: dict[str, list[AuctionLot]]
     gtt: GttBook
     limiter: RateLimiter
+    order_rate: OrderRateMeter
     faults: FaultController
     hub: FeedHub
     candles: CandleGenerator
@@ -70,6 +74,10 @@ class SimContext(Protocol):
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         """Serve Kite's WebSocket on this request."""
+        ...
+
+    async def hold(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the simulator stops meanwhile."""
         ...
 
 

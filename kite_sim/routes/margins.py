@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from kite_sim.errors import InputError
-from kite_sim.margins import basket_margin, order_margin
+from kite_sim.margins import basket_margin, order_margin, zero_charges
 from kite_sim.marketview import InstrumentLike
 from kite_sim.routes.common import SimContext, account_of, json_list, ok, sim_of
 
@@ -54,9 +54,25 @@ async def basket_margins(request: web.Request) -> web.StreamResponse:
     return ok(result)
 
 
+CONTRACT_NOTE_FIELDS = (
+    "exchange",
+    "tradingsymbol",
+    "transaction_type",
+    "variety",
+    "product",
+    "order_type",
+    "quantity",
+)
+
+
 @routes.post("/charges/orders")
 async def contract_note(request: web.Request) -> web.StreamResponse:
-    """``POST /charges/orders``: zero charges per order (not modelled)."""
+    """``POST /charges/orders``: each order with zero charges (charges are not modelled)."""
     account_of(request)
-    orders = await json_list(request)
-    return ok([dict(o, charges={"total": 0.0}) for o in orders])
+    notes = []
+    for spec in await json_list(request):
+        note = {name: spec.get(name) for name in CONTRACT_NOTE_FIELDS}
+        note["price"] = spec.get("average_price", spec.get("price"))
+        note["charges"] = zero_charges()
+        notes.append(note)
+    return ok(notes)

@@ -1,9 +1,11 @@
 """The one middleware in front of every route.
 
 In order: admin authorization (``/_sim``), injected REST latency and errors,
-session authentication (``Authorization: token api_key:access_token``), rate
-limiting (HTTP 429), and turning :class:`KiteError` into Kite's error
-envelope by type.
+session authentication (``Authorization: token api_key:access_token``), order
+call accounting and rate limiting (HTTP 429), turning :class:`KiteError` into
+Kite's error envelope by type, and, for a call that was served, losing its
+answer when a fault says so (held past the client's timeout, or the
+connection reset).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -22,9 +26,9 @@ from kite_sim.errors import (
     error_for_status,
     too_many_requests,
 )
-from kite_sim.faults import FaultSpecError
-from kite_sim.ratelimit import category_for
-from kite_sim.routes.common import SESSION_KEY, fail, sim_of
+from kite_sim.faults import HANG_AFTER_ACCEPT, AfterAcceptFault, FaultSpecError
+from kite_sim.ratelimit import Category, category_for
+from kite_sim.routes.common import SESSION_KEY, SimContext, fail, sim_of
 
 log = logging.getLogger("kite_sim")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -70,10 +74,13 @@ async def kite_middleware(request: web.Request, handler: Handler) -> web.StreamR
             session = sim.sessions.authenticate_header(request.headers.get("Authorization"))
             request[SESSION_KEY] = session
             api_key = session.account.api_key
-        if api_key is not None and not sim.limiter.allow(
-            api_key, category_for(request.method, path)
-        ):
-            raise too_many_requests()
+        if api_key is not None:
+            category = category_for(request.method, path)
+            allowed = sim.limiter.allow(api_key, category)
+            if category is Category.ORDERS:
+                sim.order_rate.record(api_key, accepted=allowed)
+            if not allowed:
+                raise too_many_requests()
         response = await handler(request)
     except KiteError as exc:
         counts[str(exc.http_status)] = counts.get(str(exc.http_status), 0) + 1
@@ -92,7 +99,26 @@ async def kite_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return fail(GeneralError("Something unexpected went wrong."))
     key = str(response.status)
     counts[key] = counts.get(key, 0) + 1
+    if response.status < 400:
+        lost = sim.faults.take_after_accept(request.method, path, api_key)
+        if lost is not None:
+            await _lose_answer(sim, request, lost)
     return response
+
+
+async def _lose_answer(sim: SimContext, request: web.Request, fault: AfterAcceptFault) -> None:
+    """The call took effect; make its answer late (hang) or never arrive (reset)."""
+    if fault.kind == HANG_AFTER_ACCEPT:
+        await sim.hold(fault.seconds)
+        return
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # Linger 0: closing sends a TCP RST, as a dropped middlebox or crashed peer would.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _api_key_hint(request: web.Request) -> str | None:

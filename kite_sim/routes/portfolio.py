@@ -6,7 +6,7 @@ from aiohttp import web
 
 from kite_sim.errors import InputError
 from kite_sim.margins import segment_funds
-from kite_sim.portfolio import holding_row
+from kite_sim.portfolio import auction_row, holding_row
 from kite_sim.routes.common import account_of, form_params, ok, sim_of
 
 routes = web.RouteTableDef()
@@ -54,18 +54,39 @@ async def holdings(request: web.Request) -> web.StreamResponse:
     """``GET /portfolio/holdings``."""
     sim = sim_of(request)
     account = account_of(request)
+    today = sim.clock.now().date()
     rows = []
     for k, qty, avg in sim.holdings.get(account.api_key, []):
         inst = sim.universe.instruments[k]
-        rows.append(holding_row(inst, qty, avg, sim.market.snapshot(inst.instrument_token)))
+        snap = sim.market.snapshot(inst.instrument_token)
+        rows.append(holding_row(inst, qty, avg, snap, today))
     return ok(rows)
 
 
 @routes.get("/portfolio/holdings/auctions")
+async def auctions(request: web.Request) -> web.StreamResponse:
+    """``GET /portfolio/holdings/auctions``: holdings the day's auctions want."""
+    sim = sim_of(request)
+    account = account_of(request)
+    today = sim.clock.now().date()
+    average = {
+        int(sim.universe.instruments[k].instrument_token): avg
+        for k, _, avg in sim.holdings.get(account.api_key, [])
+    }
+    rows = []
+    for lot in sim.auctions.get(account.api_key, []):
+        inst = sim.market.by_token(lot.instrument_token)
+        if inst is None:
+            continue
+        snap = sim.market.snapshot(lot.instrument_token)
+        rows.append(auction_row(lot, inst, average.get(lot.instrument_token, 0.0), snap, today))
+    return ok(rows)
+
+
 @routes.get("/mf/orders")
 @routes.get("/mf/sips")
 @routes.get("/mf/holdings")
 async def empty_list(request: web.Request) -> web.StreamResponse:
-    """Endpoints the simulator serves empty (mutual funds, auctions)."""
+    """Mutual fund lists: served empty (mutual funds are not modelled)."""
     account_of(request)
     return ok([])

@@ -83,6 +83,7 @@ async def session_token(request: web.Request) -> web.StreamResponse:
         public_token=session.public_token,
         refresh_token="",  # nosec B106 - Kite gives individual apps no refresh token
         enctoken=session.public_token,
+        silo="",
         login_time=kite_timestamp(session.login_time),
     )
     return ok(data)
