@@ -5,7 +5,7 @@ https://github.com/zerodha/kiteconnect-mocks. kite_sim's response-shape test
 compares its answers with those samples' *key sets* only: this tool reads a
 local checkout and writes, per sample file, the key paths every record has
 (``required``) and the key paths any record has (``allowed``), with the
-commit they came from. No values are kept, so no sample is copied.
+tree (commit) they came from. No values are kept, so no sample is copied.
 
 Paths are dotted; ``[]`` stands for "each element of a list" and ``*`` for
 "each value of an object keyed by data" (quotes are keyed by instrument)::
@@ -109,8 +109,7 @@ def sample_keys(checkout: Path, commit: str) -> dict[str, Any]:
         required, allowed = key_paths(data, keyed_by_data=name in KEYED_BY_DATA)
         endpoints[name] = {"required": sorted(required), "allowed": sorted(allowed)}
     return {
-        "source": SOURCE,
-        "commit": commit,
+        "source": f"{SOURCE}/tree/{commit}",
         "note": (
             "Key paths only (no values) of Kite's published sample responses, written by "
             "tools/kite_mock_keys.py; required = in every record, allowed = in any record."

@@ -37,14 +37,15 @@ def test_table_is_written_from_a_checkout(tmp_path: Path) -> None:
     # When the table is written
     table = sample_keys(tmp_path, "0" * 40)
     # Then it names its source commit and keeps keys only
-    assert table["commit"] == "0" * 40
+    assert table["source"] == f"https://github.com/zerodha/kiteconnect-mocks/tree/{'0' * 40}"
     assert table["endpoints"]["orders.json"] == {"required": ["[].k"], "allowed": ["[].k"]}
 
 
 def test_committed_table_covers_every_sample_and_keeps_no_values() -> None:
     committed = json.loads(TABLE.read_text())
-    assert committed["source"] == "https://github.com/zerodha/kiteconnect-mocks"
-    assert len(committed["commit"]) == 40
+    repository, _, commit = committed["source"].rpartition("/tree/")
+    assert repository == "https://github.com/zerodha/kiteconnect-mocks"
+    assert len(commit) == 40
     assert set(committed["endpoints"]) == set(SAMPLES)
     for entry in committed["endpoints"].values():
         assert set(entry) == {"required", "allowed"}
