@@ -3,9 +3,9 @@
 Everything here fails the call itself with ``InputException``, before an
 order exists: missing or malformed fields, an unknown or untradable
 instrument, MARKET or SL-M without ``market_protection``, a variety's own
-rules (cover order stop-loss, iceberg legs). Risk and exchange checks that
-Kite applies to an accepted order (and answer with a REJECTED order) live in
-:mod:`kite_sim.risk`.
+rules (cover order stop-loss, iceberg legs, auction sells). Risk and
+exchange checks that Kite applies to an accepted order (and answer with a
+REJECTED order) live in :mod:`kite_sim.risk`.
 """
 
 from __future__ import annotations

@@ -20,9 +20,11 @@ would look from an API client. It composes four narrower modules:
 - :mod:`kite_sim.portfolio`: positions and the margin they block.
 
 Here: the order lifecycle and the varieties. IOC cancels what the first
-match leaves; TTL expires; ``amo`` is queued while the market is closed and
-sent at the open; ``co`` adds a stop-loss leg once the entry fills;
-``iceberg`` shows one leg at a time.
+match leaves; TTL expires; ``amo`` is accepted only while the market is
+closed, queued and sent at the open; ``co`` adds a stop-loss leg once the
+entry fills (exiting cancels that leg into a market order); ``iceberg``
+places its legs as separate orders, the next when one fills; ``auction``
+sells holdings into the exchange's auction session and matches at its close.
 
 Every state change is recorded in the order's history and queued as an
 :class:`OrderEvent`; the server sends those to the account's WebSocket
