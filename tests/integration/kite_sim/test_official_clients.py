@@ -213,7 +213,10 @@ def test_orders_placed_modified_cancelled_filled_with_socket_updates_and_postbac
         )
         # And postbacks arrived with Kite's checksum
         wait_until(
-            lambda: {b["order_id"] for b in postback_receiver.bodies} >= {resting, filled},
+            lambda: (
+                {(b["order_id"], b["status"]) for b in postback_receiver.bodies}
+                >= {(resting, "UPDATE"), (resting, "CANCELLED"), (filled, "COMPLETE")}
+            ),
             what="postbacks",
         )
     finally:
@@ -228,6 +231,19 @@ def test_orders_placed_modified_cancelled_filled_with_socket_updates_and_postbac
         (resting, "CANCELLED"),
         (filled, "COMPLETE"),
     }
+    # And an update delivered both ways is the same update (the postback adds its checksum),
+    # so a receiver can store it once
+    for order_id, status in ((resting, "UPDATE"), (resting, "CANCELLED"), (filled, "COMPLETE")):
+        on_socket = next(
+            o for o in probe.orders if (o["order_id"], o["status"]) == (order_id, status)
+        )
+        posted = next(
+            b
+            for b in postback_receiver.bodies
+            if (b["order_id"], b["status"]) == (order_id, status)
+        )
+        assert on_socket["checksum"] == ""
+        assert {**on_socket, "checksum": posted["checksum"]} == posted
 
 
 def test_market_order_without_protection_is_an_input_exception(sim: ThreadedSimulator) -> None:
