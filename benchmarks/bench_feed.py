@@ -52,10 +52,15 @@ from benchmarks.harness import Comparison, Figure, Result, benchmark
 from feed_container.metrics import LATENCY_BUCKETS, Histogram
 from sandbox.moto_server import MotoServer
 from sandbox.postgres import free_port
-from ticker_adapters.credentials import CredentialVault, KiteSession, next_token_expiry
+from ticker_adapters.credentials import CredentialVault, KiteSession
 from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.subscription_store import SubscriptionStore
 from ticker_core.instruments import parse_instruments
+from ticker_core.kite import (
+    MAX_CONNECTIONS_PER_API_KEY,
+    MAX_INSTRUMENTS_PER_CONNECTION,
+    next_token_expiry,
+)
 
 SECONDS = float(os.environ.get("FEED_BENCH_SECONDS", "60"))
 # Offered above the target, so the container can show it sustains the target itself.
@@ -65,8 +70,7 @@ MOTO_RATE = float(os.environ.get("FEED_BENCH_MOTO_RATE", "40000"))
 WARMUP = 5.0
 ANCHOR_SECONDS = 8.0
 ACCOUNTS = 3
-PER_CONNECTION = 3000
-INSTRUMENTS = ACCOUNTS * 3 * PER_CONNECTION
+INSTRUMENTS = ACCOUNTS * MAX_CONNECTIONS_PER_API_KEY * MAX_INSTRUMENTS_PER_CONNECTION
 TARGET = 100_000.0
 STREAM, TABLE = "ticks", "subscriptions"
 

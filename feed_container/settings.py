@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ticker_core.kite import MAX_CONNECTIONS_PER_API_KEY, MAX_INSTRUMENTS_PER_CONNECTION
 from ticker_core.records.limits import (
     DEFAULT_AGGREGATE_BYTES,
     MAX_RECORD_BYTES,
@@ -22,8 +23,6 @@ from ticker_core.records.limits import (
     MAX_REQUEST_RECORDS,
 )
 
-KITE_MAX_CONNECTIONS_PER_KEY = 3
-KITE_MAX_INSTRUMENTS_PER_CONNECTION = 3000
 MIB = 1024 * 1024
 
 
@@ -43,9 +42,11 @@ class FeedSettings(BaseSettings):
     #: KMS key of the credential envelopes (ARN or alias); required.
     kms_key_id: str = Field(min_length=1)
     credential_cache_seconds: float = Field(60.0, ge=0)
-    max_connections_per_key: int = Field(KITE_MAX_CONNECTIONS_PER_KEY, ge=1, le=3)
+    max_connections_per_key: int = Field(
+        MAX_CONNECTIONS_PER_API_KEY, ge=1, le=MAX_CONNECTIONS_PER_API_KEY
+    )
     max_instruments_per_connection: int = Field(
-        KITE_MAX_INSTRUMENTS_PER_CONNECTION, ge=1, le=KITE_MAX_INSTRUMENTS_PER_CONNECTION
+        MAX_INSTRUMENTS_PER_CONNECTION, ge=1, le=MAX_INSTRUMENTS_PER_CONNECTION
     )
 
     # -- connections -------------------------------------------------------------------

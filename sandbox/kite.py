@@ -24,8 +24,8 @@ from ticker_adapters.credentials import (
     ApiCredentials,
     CredentialVault,
     KiteSession,
-    next_token_expiry,
 )
+from ticker_core.kite import next_token_expiry
 
 HTTP_TIMEOUT_S = 15.0
 

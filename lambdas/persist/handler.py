@@ -16,8 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from lambdas.common.db import DatabaseSettings, create_pool
 from lambdas.common.observability import Observability
 from lambdas.common.runtime import Lazy, LoopRunner
-from lambdas.persist.dal import PartitionManager, PostgresBatchWriter, ist_day
+from lambdas.persist.dal import PartitionManager, PostgresBatchWriter
 from lambdas.persist.logic import persist_event
+from ticker_core.tz import ist_date
 
 
 class PersistSettings(BaseSettings):
@@ -71,7 +72,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 @obs.metrics.log_metrics
 def maintain(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Scheduled: partitions ahead, retention."""
-    today = ist_day(datetime.now(UTC))
+    today = ist_date(datetime.now(UTC))
     detached = runner.run(
         writer.maintain(today, settings.partitions_ahead_days, settings.retention_days)
     )

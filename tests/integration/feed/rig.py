@@ -27,9 +27,10 @@ from feed_container.settings import FeedSettings
 from kite_sim.server import Simulator
 from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.moto_server import AwsEndpoint
-from ticker_adapters.credentials import CredentialVault, KiteSession, next_token_expiry
+from ticker_adapters.credentials import CredentialVault, KiteSession
 from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.subscription_store import SubscriptionStore
+from ticker_core.kite import next_token_expiry
 from ticker_core.records import deaggregate
 
 STREAM = "ticks"

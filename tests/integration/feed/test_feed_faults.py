@@ -17,7 +17,7 @@ import websockets
 
 from tests.integration.feed.rig import Rig, fresh_token, subscribe_sample, wait_until
 from ticker_adapters.credentials import ApiCredentials
-from ticker_adapters.subscription_store import AtmWindowRule
+from ticker_core.subscriptions import AtmWindowRule
 
 pytestmark = pytest.mark.integration
 
