@@ -39,9 +39,9 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from feed_container.backoff import BackoffFactory
 from feed_container.metrics import Metrics
 from feed_container.planner import SlotDiff, SlotId
+from ticker_adapters.retry import Delays
 
 log = logging.getLogger("feed_container.connection")
 
@@ -135,7 +135,7 @@ class KiteConnection:
         on_frame: FrameHandler,
         on_text: TextHandler,
         metrics: Metrics,
-        backoff: BackoffFactory,
+        backoff: Delays,
         settings: ConnectionSettings | None = None,
         connect_fn: Connect = connect,
         clock: Callable[[], float] = time.monotonic,

@@ -31,7 +31,6 @@ from typing import Any, TextIO
 import boto3
 from websockets.asyncio.client import connect
 
-from feed_container.backoff import backoff_factory, exponential_backoff
 from feed_container.connection import (
     Connect,
     ConnectionSettings,
@@ -51,6 +50,7 @@ from feed_container.sender import CircuitBreaker, SendLane
 from feed_container.settings import FeedSettings
 from feed_container.spill import SpillStore
 from feed_container.subscriptions import DesiredSource, Reconciler
+from ticker_adapters.retry import exponential_backoff, exponential_backoff_delays
 from ticker_core.records import RecordBatcher
 
 log = logging.getLogger("feed_container.service")
@@ -220,7 +220,7 @@ class FeedService:
             reset_after=s.backoff_reset_after_seconds,
             rate_limited_delay=s.rate_limited_delay_seconds,
         )
-        backoff = backoff_factory(
+        backoff = exponential_backoff_delays(
             s.backoff_initial_seconds, s.backoff_factor, s.backoff_max_seconds
         )
 

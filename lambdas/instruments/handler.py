@@ -34,7 +34,7 @@ from lambdas.instruments.logic import (
 )
 from ticker_adapters.credentials import CredentialError, CredentialVault
 from ticker_adapters.envelope import KmsEnvelopeCipher
-from ticker_adapters.retry import full_jitter
+from ticker_adapters.retry import full_jitter_delays
 from ticker_adapters.settings import SnapshotSettings, VaultSettings
 
 
@@ -77,7 +77,7 @@ broker = KiteRestClient(
     settings.kite_root,
     timeout_s=settings.http_timeout_seconds,
     attempts=settings.http_attempts,
-    delays=lambda: full_jitter(
+    delays=full_jitter_delays(
         settings.http_retry_base_seconds, 8 * settings.http_retry_base_seconds
     ),
 )
