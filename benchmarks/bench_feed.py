@@ -439,14 +439,14 @@ def run() -> Result:
         key, tokens = _setup_aws(moto, info, plan)
         anchor_rate = asyncio.run(_bare_consumer(info, plan, tokens))
         base = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("FEED_", "AWS_"))},
+            **{k: v for k, v in os.environ.items() if not k.startswith(("FEED_", "AWS_", "KITE_"))},
             **moto.endpoint.env(),
             "FEED_ACCOUNTS": ",".join(f"acct{n}" for n in range(ACCOUNTS)),
-            "FEED_KITE_WS_URL": info["ws_url"],
-            "FEED_KITE_REST_URL": info["rest_url"],
-            "FEED_KMS_KEY_ID": key,
-            "FEED_SUBSCRIPTIONS_TABLE": TABLE,
-            "FEED_STREAM_NAME": STREAM,
+            "KITE_WS_URL": info["ws_url"],
+            "KITE_REST_URL": info["rest_url"],
+            "KITE_CREDENTIALS_KMS_KEY_ARN": key,
+            "SUBSCRIPTIONS_TABLE_NAME": TABLE,
+            "TICKS_STREAM_NAME": STREAM,
             "FEED_HEALTH_HOST": "127.0.0.1",
             "FEED_EMF_INTERVAL_SECONDS": "0",
             "FEED_STOP_TIMEOUT_SECONDS": "25",

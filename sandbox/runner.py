@@ -64,6 +64,8 @@ from ticker_core.instruments import InstrumentRegistry, parse_instruments
 SIM_TICK_INTERVAL_S = 0.1  # one frame per connection per 100 ms, as Kite's ticker batches
 MAX_TICKS_PER_INSTRUMENT = 1 / SIM_TICK_INTERVAL_S
 FEED_WATCHDOG_S = 5.0
+# Variable prefixes the feed reads: none of the caller's reach it, only what is set here.
+FEED_READS = ("FEED_", "AWS_", "KITE_", "TICKS_", "SUBSCRIPTIONS_", "INSTRUMENTS_")
 FEED_SETTLE_S = 15.0  # drain: nothing moving for this long means nothing more will come
 
 
@@ -418,7 +420,7 @@ class Sandbox:
             {
                 **self._aws_env(kinesis_via_proxy=True),
                 **snapshot,
-                "GREEKS_OUTPUT_STREAM": r.names.greeks_stream,
+                "GREEKS_STREAM_NAME": r.names.greeks_stream,
             },
             timeout_s=60,
             memory_mb=1024,
@@ -431,7 +433,7 @@ class Sandbox:
                 **self._aws_env(kinesis_via_proxy=False),
                 **db.db_env(),
                 **snapshot,
-                "INSTRUMENTS_KITE_ROOT": self.rest_url,
+                "KITE_REST_URL": self.rest_url,
                 "KITE_CREDENTIALS_KMS_KEY_ARN": r.kms_key_arn,
                 "KITE_CREDENTIALS_PREFIX": r.names.secrets_prefix,
             },
@@ -488,23 +490,24 @@ class Sandbox:
         r = self._need(self.resources, "AWS")
         spill = self.run_dir / "feed-spill"
         return {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("FEED_", "AWS_"))},
+            **{k: v for k, v in os.environ.items() if not k.startswith(FEED_READS)},
             **self._aws_env(kinesis_via_proxy=True),
-            "FEED_KITE_WS_URL": self.ws_url,
-            "FEED_KITE_REST_URL": self.rest_url,
-            "FEED_SECRETS_PREFIX": r.names.secrets_prefix,
-            "FEED_KMS_KEY_ID": r.kms_key_arn,
-            "FEED_SUBSCRIPTIONS_TABLE": r.names.subscriptions_table,
-            "FEED_STREAM_NAME": r.names.ticks_stream,
+            "KITE_WS_URL": self.ws_url,
+            "KITE_REST_URL": self.rest_url,
+            "KITE_CREDENTIALS_PREFIX": r.names.secrets_prefix,
+            "KITE_CREDENTIALS_KMS_KEY_ARN": r.kms_key_arn,
+            "KITE_CREDENTIALS_CACHE_SECONDS": "5",
+            "SUBSCRIPTIONS_TABLE_NAME": r.names.subscriptions_table,
+            "TICKS_STREAM_NAME": r.names.ticks_stream,
             # The snapshot the instruments function published, as the Greeks function reads it.
-            "FEED_INSTRUMENTS_SOURCE": f"s3://{r.names.instruments_bucket}/instruments/",
+            "FEED_INSTRUMENTS_SOURCE": "snapshot",
+            "INSTRUMENTS_BUCKET": r.names.instruments_bucket,
             "FEED_HEALTH_HOST": "127.0.0.1",
             "FEED_HEALTH_PORT": str(self.feed_port),
             "FEED_SPILL_DIR": str(spill),
             "FEED_WATCHDOG_SECONDS": str(FEED_WATCHDOG_S),
             "FEED_BACKOFF_INITIAL_SECONDS": "0.5",
             "FEED_BACKOFF_MAX_SECONDS": "5",
-            "FEED_CREDENTIAL_CACHE_SECONDS": "5",
             "FEED_EMF_INTERVAL_SECONDS": "0",
             "FEED_STOP_TIMEOUT_SECONDS": "60",
         }

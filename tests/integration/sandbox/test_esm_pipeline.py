@@ -67,7 +67,7 @@ def functions(
         "greeks": LambdaFunction(
             "greeks",
             "lambdas.greeks.handler.handler",
-            env={**aws.env(), "GREEKS_OUTPUT_STREAM": "greeks", "INSTRUMENTS_BUCKET": BUCKET},
+            env={**aws.env(), "GREEKS_STREAM_NAME": "greeks", "INSTRUMENTS_BUCKET": BUCKET},
             log_dir=tmp_path,
         ),
         "persist": LambdaFunction(
