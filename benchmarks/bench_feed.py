@@ -48,7 +48,6 @@ from typing import Any
 import boto3
 import psutil
 
-from benchmarks.harness import Comparison, Figure, Result, benchmark
 from feed_container.metrics import LATENCY_BUCKETS, Histogram
 from sandbox.moto_server import MotoServer
 from sandbox.postgres import free_port
@@ -61,6 +60,7 @@ from ticker_core.kite import (
     MAX_INSTRUMENTS_PER_CONNECTION,
     next_token_expiry,
 )
+from tools.benchmarking import Comparison, Figure, Result, benchmark
 
 SECONDS = float(os.environ.get("FEED_BENCH_SECONDS", "60"))
 # Offered above the target, so the container can show it sustains the target itself.

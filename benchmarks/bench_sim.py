@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import Comparison, Figure, Result, benchmark
 from ticker_core.kite import MAX_INSTRUMENTS_PER_CONNECTION
+from tools.benchmarking import Comparison, Figure, Result, benchmark
 
 INSTRUMENTS = MAX_INSTRUMENTS_PER_CONNECTION
 ROUNDS = 5

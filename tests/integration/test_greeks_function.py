@@ -33,8 +33,8 @@ from lambdas.greeks.settings import GreeksEnvironment, GreeksSettings
 from lambdas.instruments.dal import S3SnapshotStore
 from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.moto_server import AwsEndpoint
+from testkit.factories import kinesis_event, publish_snapshot
 from tests.conftest import INSTRUMENTS_BUCKET
-from tests.factories import kinesis_event, publish_snapshot
 from ticker_adapters.instrument_snapshots import SnapshotUnavailableError
 from ticker_adapters.settings import GreeksStreamSettings, SnapshotSettings
 from ticker_core.calendar import NseCalendar, year_fractions

@@ -16,8 +16,8 @@ from lambdas.persist.handler import Dependencies, make_handlers
 from lambdas.persist.logic import persist_event
 from lambdas.persist.settings import PersistEnvironment, PersistSettings
 from sandbox.postgres import ConnectionInfo
+from testkit.factories import kinesis_event, tick_stream
 from tests.conftest import settings_for
-from tests.factories import kinesis_event, tick_stream
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from lambdas.instruments.logic import (
     choose_session,
     validate,
 )
-from tests.factories import chain
+from testkit.factories import chain
 from ticker_adapters.credentials import KiteSession
 from ticker_adapters.instrument_snapshots import SnapshotCorruptError, SnapshotPointer
 from ticker_core.instruments import write_instruments_csv

@@ -10,7 +10,7 @@ import pytest
 from feed_container.instruments import load_registry, source_from_setting
 from lambdas.instruments.dal import S3SnapshotStore
 from sandbox.moto_server import AwsEndpoint
-from tests.factories import chain, index_instrument, publish_snapshot
+from testkit.factories import chain, index_instrument, publish_snapshot
 from ticker_adapters.settings import SnapshotSettings
 from ticker_core.instruments import write_instruments_csv
 

@@ -14,7 +14,7 @@ from feed_container.instruments import (
     load_registry,
     source_from_setting,
 )
-from tests.factories import chain, index_instrument
+from testkit.factories import chain, index_instrument
 from ticker_adapters.settings import SnapshotSettings
 from ticker_core.instruments import write_instruments_csv
 

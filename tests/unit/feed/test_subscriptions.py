@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from feed_container.subscriptions import Reconciler, resolve, spot_instruments, strike_step
-from tests.factories import chain, index_instrument
+from testkit.factories import chain, index_instrument
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
 from ticker_core.subscriptions import AtmWindowRule, DesiredSubscriptions
 
