@@ -1,14 +1,16 @@
 """One Kite WebSocket connection, kept alive all day.
 
-A thin asyncio layer over the ``websockets`` sans-I/O protocol and Kite's
-binary codec. Per connection:
+An asyncio task over a ``websockets`` asyncio client connection; frames go
+to the pipeline undecoded (Kite's binary codec is ``ticker_core.kite_wire``).
+Per connection:
 
 * **watchdog**: no frame at all (Kite sends a 1-byte heartbeat every second)
   for ``watchdog`` seconds means the connection is dead even if TCP says
   otherwise; it is closed and reopened;
-* **reconnect** with delays from an injected backoff factory (random first
-  delay, exponential with a cap); a connection that stayed up for
-  ``reset_after`` seconds starts the next sequence from scratch;
+* **reconnect** with delays from an injected ``Delays`` factory
+  (``ticker_adapters.retry``: random first delay, exponential with a cap); a
+  connection that stayed up for ``reset_after`` seconds starts the next
+  sequence from scratch;
 * **resubscribe** after every reconnect, from the desired state, with modes;
 * **403** at the handshake (expired or revoked token): the account's token is
   re-read from the credential vault (``force_refresh``); while the vault still
