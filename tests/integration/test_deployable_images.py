@@ -172,8 +172,10 @@ def _copy_context(package_set: PackageSet, context: Path) -> None:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """A process environment with nothing of ours: no settings, no AWS region, no PYTHONPATH."""
-    keep = ("PATH", "HOME", "LANG", "TMPDIR", "PIP_FIND_LINKS", "PIP_DEFAULT_TIMEOUT", "PIP_CERT")
-    env = {k: v for k, v in os.environ.items() if k in keep}
+    keep = ("PATH", "HOME", "LANG", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+    # pip's own settings (index, cache, certificates) and proxies reach the installs.
+    passed = ("PIP_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+    env = {k: v for k, v in os.environ.items() if k in keep or k.upper().startswith(passed)}
     return {
         **env,
         "AWS_EC2_METADATA_DISABLED": "true",
