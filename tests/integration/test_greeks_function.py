@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from datetime import UTC, datetime, time
 from importlib import resources
+from time import monotonic, sleep
 from typing import Any
 
 import boto3
@@ -139,19 +141,21 @@ def environment(stream: str = STREAM, **greeks: Any) -> GreeksEnvironment:
     )
 
 
-def greeks_handler(
-    aws: AwsEndpoint,
-    environment: GreeksEnvironment,
-    *,
-    kinesis_url: str | None = None,
-) -> LambdaHandler:
-    """The Lambda entry point over dependencies built as the first invocation would."""
+def dependencies(
+    aws: AwsEndpoint, environment: GreeksEnvironment, *, kinesis_url: str | None = None
+) -> Dependencies:
+    """What the first invocation would build, against moto (Kinesis through ``kinesis_url``)."""
     kinesis_args = {**aws.client_kwargs(), **({"endpoint_url": kinesis_url} if kinesis_url else {})}
-    deps = Dependencies.build(
+    return Dependencies.build(
         environment,
         s3=boto3.client("s3", **aws.client_kwargs()),
         kinesis=boto3.client("kinesis", **kinesis_args),
     )
+
+
+def greeks_handler(aws: AwsEndpoint, environment: GreeksEnvironment) -> LambdaHandler:
+    """The Lambda entry point over those dependencies."""
+    deps = dependencies(aws, environment)
     return make_handler(lambda: deps)
 
 
@@ -280,6 +284,22 @@ def test_without_a_snapshot_or_a_stream_the_batch_fails_for_kinesis_to_retry(
     assert [m.get("GreeksBatchFailed") for m in emf] == [[1.0], [1.0]]
 
 
+def lift_throttle_after(proxy: KinesisFaultProxy, refusals: int) -> threading.Thread:
+    """A thread that ends ``proxy``'s throttling once it has refused ``refusals`` writes."""
+
+    def watch() -> None:
+        deadline = monotonic() + 60
+        while proxy.calls_refused + min(proxy.entries_refused, 1) < refusals:
+            if monotonic() > deadline:
+                break  # the handler's assertion reports what went wrong
+            sleep(0.01)  # polling the proxy's counters: a condition with a deadline
+        proxy.throttle(0)
+
+    thread = threading.Thread(target=watch, name="lift-throttle", daemon=True)
+    thread.start()
+    return thread
+
+
 def test_throttled_writes_are_retried_entry_by_entry_and_land_exactly_once(
     aws: AwsEndpoint, s3: Any, market: Market
 ) -> None:
@@ -288,15 +308,20 @@ def test_throttled_writes_are_retried_entry_by_entry_and_land_exactly_once(
     proxy.start()
     try:
         publish_market(aws, s3, market)
-        handler = greeks_handler(aws, environment(put_attempts=12), kinesis_url=proxy.url)
+        deps = dependencies(aws, environment(put_attempts=12), kinesis_url=proxy.url)
+        handler = make_handler(lambda: deps)
         ticks = kite_ticks(market, model_prices=True)
-        # When a batch is processed while the stream refuses writes for a moment
-        proxy.throttle(0.3)
+        # When a batch is processed while the stream refuses writes: a whole call refused,
+        # then one answered in part; the refusals end once both have happened (not on a timer)
+        proxy.throttle(120)
+        lifted = lift_throttle_after(proxy, refusals=2)
         assert handler(event_of(ticks, "shardId-000000000000", 10**20), Context()) == {
             "batchItemFailures": []
         }
-        # Then the throttling happened, and every row is on the stream exactly once
-        assert proxy.calls_refused + proxy.entries_refused > 0
+        lifted.join()
+        # Then both kinds of refusal happened, and every row is on the stream exactly once
+        assert proxy.calls_refused >= 1
+        assert proxy.entries_refused >= 1
         records = stream_records(boto3.client("kinesis", **aws.client_kwargs()))
         sources = [json.dumps(r["source"], sort_keys=True) for _, r in records]
         assert len(sources) == len(set(sources)) == len(model_vols(market))
