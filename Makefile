@@ -40,9 +40,10 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache architecture.ini
 
 typecheck: $(STAMP)
-	$(BIN)/mypy ticker_core ticker_adapters kite_sim feed_container lambdas sandbox benchmarks tools
+	$(BIN)/mypy ticker_core ticker_adapters kite_sim feed_container lambdas sandbox testkit benchmarks tools
 
 security: $(STAMP)
 	$(BIN)/bandit -q -c pyproject.toml -r ticker_core ticker_adapters kite_sim feed_container lambdas sandbox

@@ -7,7 +7,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
-from benchmarks import harness
+from tools import benchmarking
 
 
 def discover() -> None:
@@ -21,21 +21,21 @@ def discover() -> None:
 def main(argv: list[str]) -> int:
     """Run the named benchmarks (all when none are named)."""
     discover()
-    names = [a for a in argv if a.strip()] or sorted(harness.REGISTRY)
-    unknown = [n for n in names if n not in harness.REGISTRY]
+    names = [a for a in argv if a.strip()] or sorted(benchmarking.REGISTRY)
+    unknown = [n for n in names if n not in benchmarking.REGISTRY]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {sorted(harness.REGISTRY)}")
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {sorted(benchmarking.REGISTRY)}")
         return 2
-    command = harness.command_line(argv)
+    command = benchmarking.command_line(argv)
     failed = False
     for name in names:
-        result = harness.REGISTRY[name]()
-        harness.save(result, command)
-        harness.print_result(result)
+        result = benchmarking.REGISTRY[name]()
+        benchmarking.save(result, command)
+        benchmarking.print_result(result)
         failed |= any(c.met is False for c in result.comparisons)
         failed |= any(not ok for _, ok in result.checks)
-    harness.write_report()
-    print(f"\nwrote {harness.REPORT_PATH.name}")
+    benchmarking.write_report()
+    print(f"\nwrote {benchmarking.REPORT_PATH.name}")
     return 1 if failed else 0
 
 

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from kiteconnect import KiteTicker
 
-from benchmarks.harness import Comparison, Figure, Result, benchmark, interleaved_rates
 from ticker_core.kite_wire import (
     DEPTH_LEVELS,
     DEPTH_SIDES,
@@ -31,6 +30,7 @@ from ticker_core.kite_wire import (
     pack_frame,
     parse_ticks,
 )
+from tools.benchmarking import Comparison, Figure, Result, benchmark, interleaved_rates
 
 PACKETS_PER_FRAME = 500
 SEED = 20_261_128

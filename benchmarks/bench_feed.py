@@ -48,14 +48,19 @@ from typing import Any
 import boto3
 import psutil
 
-from benchmarks.harness import Comparison, Figure, Result, benchmark
 from feed_container.metrics import LATENCY_BUCKETS, Histogram
 from sandbox.moto_server import MotoServer
 from sandbox.postgres import free_port
-from ticker_adapters.credentials import CredentialVault, KiteSession, next_token_expiry
+from ticker_adapters.credentials import CredentialVault, KiteSession
 from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.subscription_store import SubscriptionStore
 from ticker_core.instruments import parse_instruments
+from ticker_core.kite import (
+    MAX_CONNECTIONS_PER_API_KEY,
+    MAX_INSTRUMENTS_PER_CONNECTION,
+    next_token_expiry,
+)
+from tools.benchmarking import Comparison, Figure, Result, benchmark
 
 SECONDS = float(os.environ.get("FEED_BENCH_SECONDS", "60"))
 # Offered above the target, so the container can show it sustains the target itself.
@@ -65,8 +70,7 @@ MOTO_RATE = float(os.environ.get("FEED_BENCH_MOTO_RATE", "40000"))
 WARMUP = 5.0
 ANCHOR_SECONDS = 8.0
 ACCOUNTS = 3
-PER_CONNECTION = 3000
-INSTRUMENTS = ACCOUNTS * 3 * PER_CONNECTION
+INSTRUMENTS = ACCOUNTS * MAX_CONNECTIONS_PER_API_KEY * MAX_INSTRUMENTS_PER_CONNECTION
 TARGET = 100_000.0
 STREAM, TABLE = "ticks", "subscriptions"
 
@@ -435,14 +439,14 @@ def run() -> Result:
         key, tokens = _setup_aws(moto, info, plan)
         anchor_rate = asyncio.run(_bare_consumer(info, plan, tokens))
         base = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("FEED_", "AWS_"))},
+            **{k: v for k, v in os.environ.items() if not k.startswith(("FEED_", "AWS_", "KITE_"))},
             **moto.endpoint.env(),
             "FEED_ACCOUNTS": ",".join(f"acct{n}" for n in range(ACCOUNTS)),
-            "FEED_KITE_WS_URL": info["ws_url"],
-            "FEED_KITE_REST_URL": info["rest_url"],
-            "FEED_KMS_KEY_ID": key,
-            "FEED_SUBSCRIPTIONS_TABLE": TABLE,
-            "FEED_STREAM_NAME": STREAM,
+            "KITE_WS_URL": info["ws_url"],
+            "KITE_REST_URL": info["rest_url"],
+            "KITE_CREDENTIALS_KMS_KEY_ARN": key,
+            "SUBSCRIPTIONS_TABLE_NAME": TABLE,
+            "TICKS_STREAM_NAME": STREAM,
             "FEED_HEALTH_HOST": "127.0.0.1",
             "FEED_EMF_INTERVAL_SECONDS": "0",
             "FEED_STOP_TIMEOUT_SECONDS": "25",

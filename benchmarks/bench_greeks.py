@@ -23,7 +23,6 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.harness import Comparison, Figure, Result, benchmark, interleaved_rates  # noqa: E402
 from kite_sim.clock import ManualClock  # noqa: E402
 from kite_sim.config import SimConfig  # noqa: E402
 from kite_sim.feed import MODE_FULL  # noqa: E402
@@ -44,6 +43,7 @@ from ticker_core.options import forward_from_parity, greeks, implied_vol, reason
 from ticker_core.records import KinesisUserRecord, RecordBatcher, encode_greeks, encode_tick  # noqa: E402
 from ticker_core.records.batching import PutRecordsBatch  # noqa: E402
 from ticker_core.tz import IST  # noqa: E402
+from tools.benchmarking import Comparison, Figure, Result, benchmark, interleaved_rates  # noqa: E402
 
 RATE = 0.065
 SEED = 3

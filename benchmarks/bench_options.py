@@ -17,9 +17,9 @@ from collections.abc import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 from vollib.black.implied_volatility import implied_volatility as vollib_implied_volatility  # noqa: E402
 
-from benchmarks.harness import Comparison, Figure, Result, benchmark, interleaved_rates  # noqa: E402
-from benchmarks.option_cases import OptionCases, nse_like_cases  # noqa: E402
+from testkit.option_cases import OptionCases, nse_like_cases  # noqa: E402
 from ticker_core.options import OK, black76_price, greeks, implied_vol  # noqa: E402
+from tools.benchmarking import Comparison, Figure, Result, benchmark, interleaved_rates  # noqa: E402
 
 BATCH = 20_000
 """Options per call: about one full NSE options snapshot (index and stock chains)."""

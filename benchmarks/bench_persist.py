@@ -27,13 +27,13 @@ from typing import Any
 import asyncpg
 import psutil
 
-from benchmarks.harness import Comparison, Figure, Result, benchmark
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
 from lambdas.persist.dal import PartitionManager, tick_encoder, write_batch
 from lambdas.persist.logic import TICK_COLUMNS, decode
 from sandbox.postgres import EmbeddedPostgres
-from tests.factories import tick_stream
+from testkit.factories import tick_stream
+from tools.benchmarking import Comparison, Figure, Result, benchmark
 
 BATCH_ROWS = 5_000  # about one Lambda batch of aggregated records
 # One shard's load: its 1 MB/s write limit in ~1 KB full ticks is about 1,000 ticks/s,

@@ -20,7 +20,6 @@ from aws_kinesis_agg.aggregator import RecordAggregator
 from aws_kinesis_agg.deaggregator import deaggregate_records
 from jsonschema import Draft202012Validator, FormatChecker
 
-from benchmarks.harness import Comparison, Figure, Result, benchmark, interleaved_rates
 from ticker_core.records import (
     DEFAULT_AGGREGATE_BYTES,
     Aggregator,
@@ -30,6 +29,7 @@ from ticker_core.records import (
     encode_tick,
 )
 from ticker_core.tz import IST
+from tools.benchmarking import Comparison, Figure, Result, benchmark, interleaved_rates
 
 # 20 underlyings, the NIFTY and BANKNIFTY chains the busiest.
 UNDERLYINGS = ["NIFTY"] * 8 + ["BANKNIFTY"] * 6 + ["FINNIFTY"] * 2 + ["MIDCPNIFTY"]
@@ -303,7 +303,7 @@ def run() -> Result:
             "Lambda event records (base64). Tick encoding writes kiteconnect-shaped ticks "
             "with the feed envelope; the anchor writes the identical JSON with the json "
             "module (dict in schema order, shared JSONEncoder). Ratios are medians of "
-            "per-round ratios (benchmarks/harness.py)."
+            "per-round ratios (tools/benchmarking.py)."
         ),
         comparisons=[
             Comparison(

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import Comparison, Figure, Result, benchmark
+from ticker_core.kite import MAX_INSTRUMENTS_PER_CONNECTION
+from tools.benchmarking import Comparison, Figure, Result, benchmark
 
-INSTRUMENTS = 3000
+INSTRUMENTS = MAX_INSTRUMENTS_PER_CONNECTION
 ROUNDS = 5
 SECONDS = 3.0
 WARMUP = 1.0

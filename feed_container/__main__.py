@@ -1,6 +1,7 @@
 """``python -m feed_container``: the Fargate entrypoint, and the sandbox's plain process.
 
-Reads ``FEED_*`` settings (exit 2 naming the bad ones), logs JSON to stdout,
+Reads its environment (:class:`FeedEnvironment`; exit 2 naming every bad
+variable), logs JSON to stdout,
 runs until SIGTERM or SIGINT, then stops within ``FEED_STOP_TIMEOUT_SECONDS``
 and exits 0 (1 if the service itself failed).
 
@@ -18,36 +19,36 @@ import os
 import signal
 import sys
 
-from pydantic import ValidationError
-
 from feed_container import logs
 from feed_container.service import FeedService
-from feed_container.settings import FeedSettings
+from feed_container.settings import FeedEnvironment
+from ticker_adapters.settings import SettingsError
 
 log = logging.getLogger("feed_container")
 
 
-async def serve(settings: FeedSettings) -> bool:
+async def serve(environment: FeedEnvironment) -> bool:
     """Run the service until a stop signal; True when everything reached Kinesis."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    return await FeedService(settings).run(stop)
+    return await FeedService(environment).run(stop)
 
 
 def main() -> int:
     """Parse settings, run, return the exit status."""
     try:
-        settings = FeedSettings()  # type: ignore[call-arg]  # required fields come from the environment
-    except ValidationError as exc:
-        fields = ", ".join("FEED_" + str(e["loc"][0]).upper() for e in exc.errors() if e["loc"])
-        print(f"invalid feed configuration: {fields}\n{exc}", file=sys.stderr)
+        environment = FeedEnvironment.from_env()
+    except SettingsError as exc:
+        print(
+            f"invalid feed configuration: {', '.join(sorted(exc.problems))}\n{exc}", file=sys.stderr
+        )
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(environment.feed.log_level)
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(serve(settings))
+        loop.run_until_complete(serve(environment))
     except Exception:
         log.exception("feed failed")
         return 1

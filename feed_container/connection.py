@@ -1,14 +1,16 @@
 """One Kite WebSocket connection, kept alive all day.
 
-A thin asyncio layer over the ``websockets`` sans-I/O protocol and Kite's
-binary codec. Per connection:
+An asyncio task over a ``websockets`` asyncio client connection; frames go
+to the pipeline undecoded (Kite's binary codec is ``ticker_core.kite_wire``).
+Per connection:
 
 * **watchdog**: no frame at all (Kite sends a 1-byte heartbeat every second)
   for ``watchdog`` seconds means the connection is dead even if TCP says
   otherwise; it is closed and reopened;
-* **reconnect** with delays from an injected backoff factory (random first
-  delay, exponential with a cap); a connection that stayed up for
-  ``reset_after`` seconds starts the next sequence from scratch;
+* **reconnect** with delays from an injected ``Delays`` factory
+  (``ticker_adapters.retry``: random first delay, exponential with a cap); a
+  connection that stayed up for ``reset_after`` seconds starts the next
+  sequence from scratch;
 * **resubscribe** after every reconnect, from the desired state, with modes;
 * **403** at the handshake (expired or revoked token): the account's token is
   re-read from the credential vault (``force_refresh``); while the vault still
@@ -39,9 +41,9 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from feed_container.backoff import BackoffFactory
 from feed_container.metrics import Metrics
 from feed_container.planner import SlotDiff, SlotId
+from ticker_adapters.retry import Delays
 
 log = logging.getLogger("feed_container.connection")
 
@@ -135,7 +137,7 @@ class KiteConnection:
         on_frame: FrameHandler,
         on_text: TextHandler,
         metrics: Metrics,
-        backoff: BackoffFactory,
+        backoff: Delays,
         settings: ConnectionSettings | None = None,
         connect_fn: Connect = connect,
         clock: Callable[[], float] = time.monotonic,

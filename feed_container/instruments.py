@@ -7,7 +7,8 @@ exchange and tradingsymbol in every record, and ATM windows. Sources:
   project's one Kite client (:mod:`ticker_adapters.kite_rest`, synchronous:
   run in a worker thread);
 * ``file:///path/instruments.csv``: a dump on disk;
-* ``s3://bucket/prefix/``: the snapshot the instruments function publishes
+* ``snapshot``: the snapshot the instruments function publishes where
+  ``INSTRUMENTS_BUCKET``/``INSTRUMENTS_PREFIX`` say
   (``ticker_adapters.instrument_snapshots``: pointer ``current.json`` under the
   prefix, gzip object checked against the pointer's SHA-256).
 
@@ -24,6 +25,7 @@ from urllib.parse import urlparse
 
 from ticker_adapters.instrument_snapshots import InstrumentSnapshotReader
 from ticker_adapters.kite_rest import KiteRestClient, KiteTransport
+from ticker_adapters.settings import SnapshotSettings
 from ticker_core.instruments import InstrumentRegistry, parse_instruments
 
 log = logging.getLogger("feed_container.instruments")
@@ -91,8 +93,13 @@ class FileInstrumentSource:
 class SnapshotInstrumentSource:
     """The instruments function's published snapshot in S3 (cached by its reader)."""
 
-    def __init__(self, s3_client: Any, bucket: str, prefix: str) -> None:
-        self._reader = InstrumentSnapshotReader(s3_client, bucket, prefix=prefix)
+    def __init__(self, s3_client: Any, settings: SnapshotSettings) -> None:
+        self._reader = InstrumentSnapshotReader(
+            s3_client,
+            settings.bucket,
+            prefix=settings.prefix,
+            recheck_seconds=settings.recheck_seconds,
+        )
 
     async def load(self) -> InstrumentRegistry:
         """The snapshot the pointer names now."""
@@ -101,18 +108,22 @@ class SnapshotInstrumentSource:
 
 
 def source_from_setting(
-    value: str, *, kite_rest_url: str, s3_client: Any = None
+    value: str,
+    *,
+    kite_rest_url: str,
+    snapshot: SnapshotSettings | None = None,
+    s3_client: Any = None,
 ) -> InstrumentSource:
     """The source named by ``FEED_INSTRUMENTS_SOURCE``."""
     if value == "kite":
         return KiteInstrumentSource.at(kite_rest_url)
+    if value == "snapshot":
+        if snapshot is None or s3_client is None:
+            raise ValueError("the snapshot source needs the snapshot settings and an S3 client")
+        return SnapshotInstrumentSource(s3_client, snapshot)
     parsed = urlparse(value)
     if parsed.scheme == "file":
         return FileInstrumentSource(Path(parsed.path))
-    if parsed.scheme == "s3":
-        if s3_client is None:
-            raise ValueError("an s3:// instruments source needs an S3 client")
-        return SnapshotInstrumentSource(s3_client, parsed.netloc, parsed.path.lstrip("/"))
     raise ValueError(f"unknown instruments source {value!r}")
 
 

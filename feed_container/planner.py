@@ -24,9 +24,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-MODES = ("ltp", "quote", "full")
-#: Bytes per packet of a mode: the load an instrument puts on its connection.
-MODE_WEIGHT = {"ltp": 8, "quote": 44, "full": 184}
+from ticker_core.kite_wire import MODE_PACKET_BYTES
 
 
 @dataclass(frozen=True, order=True)
@@ -121,13 +119,15 @@ class AssignmentPlanner:
                 plan.diff(slot).unsubscribe.append(token)
         new: list[tuple[int, str]] = []
         for token, mode in desired.items():
-            if mode not in MODE_WEIGHT:
+            if mode not in MODE_PACKET_BYTES:
                 raise ValueError(f"unknown mode {mode!r} for {token}")
             owner = self._owner.get(token)
             if owner is None:
                 new.append((token, mode))
             elif self._slots[owner][token] != mode:
-                self._load[owner] += MODE_WEIGHT[mode] - MODE_WEIGHT[self._slots[owner][token]]
+                self._load[owner] += (
+                    MODE_PACKET_BYTES[mode] - MODE_PACKET_BYTES[self._slots[owner][token]]
+                )
                 self._slots[owner][token] = mode
                 plan.diff(owner).mode[token] = mode
         if new:
@@ -137,12 +137,12 @@ class AssignmentPlanner:
 
     def _remove(self, token: int, slot: SlotId) -> None:
         mode = self._slots[slot].pop(token)
-        self._load[slot] -= MODE_WEIGHT[mode]
+        self._load[slot] -= MODE_PACKET_BYTES[mode]
         del self._owner[token]
 
     def _place(self, new: list[tuple[int, str]], plan: Plan) -> None:
         # Heaviest first (longest-processing-time rule), then by token for determinism.
-        new.sort(key=lambda item: (-MODE_WEIGHT[item[1]], item[0]))
+        new.sort(key=lambda item: (-MODE_PACKET_BYTES[item[1]], item[0]))
         heap = [
             (self._load[s], len(tokens), self._order[s], s)
             for s, tokens in self._slots.items()
@@ -155,7 +155,7 @@ class AssignmentPlanner:
                 continue
             _, _, order, slot = heapq.heappop(heap)
             self._slots[slot][token] = mode
-            self._load[slot] += MODE_WEIGHT[mode]
+            self._load[slot] += MODE_PACKET_BYTES[mode]
             self._owner[token] = slot
             plan.diff(slot).subscribe[token] = mode
             count = len(self._slots[slot])

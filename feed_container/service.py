@@ -31,7 +31,6 @@ from typing import Any, TextIO
 import boto3
 from websockets.asyncio.client import connect
 
-from feed_container.backoff import backoff_factory, exponential_backoff
 from feed_container.connection import (
     Connect,
     ConnectionSettings,
@@ -48,9 +47,10 @@ from feed_container.pipeline import Bounds, Pipeline
 from feed_container.planner import AssignmentPlanner, SlotId
 from feed_container.pool import FeedPool
 from feed_container.sender import CircuitBreaker, SendLane
-from feed_container.settings import FeedSettings
+from feed_container.settings import FeedEnvironment
 from feed_container.spill import SpillStore
 from feed_container.subscriptions import DesiredSource, Reconciler
+from ticker_adapters.retry import exponential_backoff, exponential_backoff_delays
 from ticker_core.records import RecordBatcher
 
 log = logging.getLogger("feed_container.service")
@@ -71,15 +71,16 @@ class Dependencies:
 
 
 class FeedService:
-    """One process's feed: build with settings, ``await run(stop)``."""
+    """One process's feed: build with its environment, ``await run(stop)``."""
 
-    def __init__(self, settings: FeedSettings, deps: Dependencies | None = None) -> None:
-        self.settings = s = settings
+    def __init__(self, environment: FeedEnvironment, deps: Dependencies | None = None) -> None:
+        self.environment = environment
+        self.settings = s = environment.feed
         self.deps = deps or Dependencies()
         self.metrics = Metrics()
         self.writer = KinesisWriter.from_session(
             boto3.Session(),
-            s.stream_name,
+            environment.ticks.name,
             timeout=s.put_timeout_seconds,
             endpoint_url=self.deps.kinesis_endpoint_url,
         )
@@ -179,12 +180,13 @@ class FeedService:
         from ticker_adapters.envelope import KmsEnvelopeCipher
 
         if not hasattr(self, "_vault_instance"):
-            cipher = KmsEnvelopeCipher(self._aws("kms"), self.settings.kms_key_id)
+            vault = self.environment.vault
+            cipher = KmsEnvelopeCipher(self._aws("kms"), vault.kms_key_arn)
             self._vault_instance = CredentialVault(
                 self._aws("secretsmanager"),
                 cipher,
-                prefix=self.settings.secrets_prefix,
-                cache_seconds=self.settings.credential_cache_seconds,
+                prefix=vault.prefix,
+                cache_seconds=vault.cache_seconds,
             )
         return self._vault_instance
 
@@ -200,14 +202,18 @@ class FeedService:
             return self.deps.subscriptions
         from ticker_adapters.subscription_store import SubscriptionStore
 
-        return SubscriptionStore(self._aws("dynamodb"), self.settings.subscriptions_table)
+        return SubscriptionStore(self._aws("dynamodb"), self.environment.subscriptions.name)
 
     def _instrument_source(self) -> InstrumentSource:
         if self.deps.instruments is not None:
             return self.deps.instruments
-        source = self.settings.instruments_source
-        s3 = self._aws("s3") if source.startswith("s3://") else None
-        return source_from_setting(source, kite_rest_url=self.settings.kite_rest_url, s3_client=s3)
+        environment = self.environment
+        return source_from_setting(
+            environment.feed.instruments_source,
+            kite_rest_url=environment.kite.rest_url,
+            snapshot=environment.snapshot,
+            s3_client=self._aws("s3") if environment.snapshot is not None else None,
+        )
 
     def _make_connection(
         self, tokens: TokenProvider, limiter: KeyLimiter
@@ -220,14 +226,14 @@ class FeedService:
             reset_after=s.backoff_reset_after_seconds,
             rate_limited_delay=s.rate_limited_delay_seconds,
         )
-        backoff = backoff_factory(
+        backoff = exponential_backoff_delays(
             s.backoff_initial_seconds, s.backoff_factor, s.backoff_max_seconds
         )
 
         def make(slot: SlotId) -> KiteConnection:
             return KiteConnection(
                 slot,
-                url=s.kite_ws_url,
+                url=self.environment.kite.ws_url,
                 tokens=tokens,
                 limiter=limiter,
                 on_frame=self.pipeline.on_frame,

@@ -1,4 +1,12 @@
-"""The container's configuration: environment variables ``FEED_*``, validated once at start.
+"""The container's configuration, validated once at start: :class:`FeedEnvironment`.
+
+The feed's own knobs are ``FEED_*`` (:class:`FeedSettings`); what it shares
+with the functions keeps one name everywhere (``ticker_adapters.settings``):
+the vault (``KITE_CREDENTIALS_*``), Kite's endpoints (``KITE_REST_URL``,
+``KITE_WS_URL``), the stream it writes (``TICKS_STREAM_NAME``), the
+subscriptions table (``SUBSCRIPTIONS_TABLE_NAME``) and, with
+``FEED_INSTRUMENTS_SOURCE=snapshot``, the instruments snapshot
+(``INSTRUMENTS_*``). Importing this module reads nothing; ``from_env`` does.
 
 Every knob has a production default; the sandbox and tests override what
 they need. AWS endpoints and credentials come from the AWS SDK's own
@@ -9,12 +17,23 @@ credential vault.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ticker_adapters.settings import (
+    Environment,
+    EnvironmentReader,
+    KiteSettings,
+    SnapshotSettings,
+    SubscriptionsTableSettings,
+    TicksStreamSettings,
+    VaultSettings,
+)
+from ticker_core.kite import MAX_CONNECTIONS_PER_API_KEY, MAX_INSTRUMENTS_PER_CONNECTION
 from ticker_core.records.limits import (
     DEFAULT_AGGREGATE_BYTES,
     MAX_RECORD_BYTES,
@@ -22,8 +41,6 @@ from ticker_core.records.limits import (
     MAX_REQUEST_RECORDS,
 )
 
-KITE_MAX_CONNECTIONS_PER_KEY = 3
-KITE_MAX_INSTRUMENTS_PER_CONNECTION = 3000
 MIB = 1024 * 1024
 
 
@@ -37,15 +54,11 @@ class FeedSettings(BaseSettings):
     accounts: Annotated[tuple[str, ...], NoDecode] = ()
     #: With ``accounts`` empty, how often the vault is listed for accounts added since start.
     accounts_refresh_seconds: float = Field(60.0, gt=0)
-    kite_ws_url: str = "wss://ws.kite.trade"
-    kite_rest_url: str = "https://api.kite.trade"
-    secrets_prefix: str = "ticker/kite"
-    #: KMS key of the credential envelopes (ARN or alias); required.
-    kms_key_id: str = Field(min_length=1)
-    credential_cache_seconds: float = Field(60.0, ge=0)
-    max_connections_per_key: int = Field(KITE_MAX_CONNECTIONS_PER_KEY, ge=1, le=3)
+    max_connections_per_key: int = Field(
+        MAX_CONNECTIONS_PER_API_KEY, ge=1, le=MAX_CONNECTIONS_PER_API_KEY
+    )
     max_instruments_per_connection: int = Field(
-        KITE_MAX_INSTRUMENTS_PER_CONNECTION, ge=1, le=KITE_MAX_INSTRUMENTS_PER_CONNECTION
+        MAX_INSTRUMENTS_PER_CONNECTION, ge=1, le=MAX_INSTRUMENTS_PER_CONNECTION
     )
 
     # -- connections -------------------------------------------------------------------
@@ -63,15 +76,14 @@ class FeedSettings(BaseSettings):
     rate_limited_delay_seconds: float = Field(5.0, ge=0)
 
     # -- subscriptions and instruments ---------------------------------------------------
-    subscriptions_table: str = Field(min_length=1)
     subscription_poll_seconds: float = Field(1.0, gt=0)
     #: How often ATM windows are re-centred on their underlyings' live prices.
     atm_recentre_seconds: float = Field(1.0, gt=0)
     #: A window moves only once its underlying has gone this many strike steps from the
     #: price it was centred on (0: re-centre on every move past a midpoint).
     atm_hysteresis_steps: float = Field(0.5, ge=0, le=5)
-    #: ``kite`` (GET /instruments), ``file:///path.csv`` or ``s3://bucket/prefix/`` (the
-    #: instruments function's published snapshot: ``current.json`` under the prefix).
+    #: ``kite`` (GET /instruments), ``file:///path.csv`` or ``snapshot`` (the instruments
+    #: function's published snapshot, where ``INSTRUMENTS_BUCKET``/``_PREFIX`` say).
     instruments_source: str = "kite"
     instruments_refresh_seconds: float = Field(6 * 3600.0, gt=0)
 
@@ -82,7 +94,6 @@ class FeedSettings(BaseSettings):
     max_future_skew_seconds: float = Field(7 * 86400.0, gt=0)
 
     # -- Kinesis ----------------------------------------------------------------------------
-    stream_name: str = Field(min_length=1)
     linger_ms: float = Field(100.0, ge=0)
     aggregate_bytes: int = Field(DEFAULT_AGGREGATE_BYTES, gt=0, le=MAX_RECORD_BYTES)
     request_records: int = Field(MAX_REQUEST_RECORDS, gt=0, le=MAX_REQUEST_RECORDS)
@@ -131,11 +142,46 @@ class FeedSettings(BaseSettings):
         if self.retry_max_seconds < self.retry_initial_seconds:
             raise ValueError("retry_max_seconds must be >= retry_initial_seconds")
         source = self.instruments_source
-        if source != "kite" and not source.startswith(("file://", "s3://")):
-            raise ValueError("instruments_source must be kite, file:///path or s3://bucket/prefix/")
+        if source not in ("kite", "snapshot") and not source.startswith("file://"):
+            raise ValueError("instruments_source must be kite, snapshot or file:///path")
         return self
 
     @property
     def linger_seconds(self) -> float:
         """The batcher's linger in seconds."""
         return self.linger_ms / 1000.0
+
+
+@dataclass(frozen=True)
+class FeedEnvironment(Environment):
+    """Everything ``python -m feed_container`` reads from its environment."""
+
+    feed: FeedSettings
+    kite: KiteSettings
+    vault: VaultSettings
+    ticks: TicksStreamSettings
+    subscriptions: SubscriptionsTableSettings
+    #: Where the instruments snapshot is; read only with ``FEED_INSTRUMENTS_SOURCE=snapshot``.
+    snapshot: SnapshotSettings | None = None
+
+    @classmethod
+    def from_env(cls) -> FeedEnvironment:
+        """Read and validate every setting; a ``SettingsError`` names each bad variable."""
+        reader = EnvironmentReader()
+        feed = reader.read(FeedSettings)
+        environment = cls(
+            feed=feed,
+            kite=reader.read(KiteSettings),
+            vault=reader.read(VaultSettings),
+            ticks=reader.read(TicksStreamSettings),
+            subscriptions=reader.read(SubscriptionsTableSettings),
+            snapshot=(
+                reader.read(SnapshotSettings) if feed.instruments_source == "snapshot" else None
+            ),
+        )
+        reader.check()
+        return environment
+
+    def __post_init__(self) -> None:
+        if self.feed.instruments_source == "snapshot" and self.snapshot is None:
+            raise ValueError("FEED_INSTRUMENTS_SOURCE=snapshot needs the snapshot settings")

@@ -34,8 +34,9 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, Protocol
 
-from ticker_adapters.subscription_store import AtmWindowRule, DesiredSubscriptions, wider_mode
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
+from ticker_core.kite import wider_mode
+from ticker_core.subscriptions import AtmWindowRule, DesiredSubscriptions
 
 log = logging.getLogger("feed_container.subscriptions")
 

@@ -18,15 +18,14 @@ import ipaddress
 import secrets
 import string
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 
 from kite_sim.clock import MarketClock
 from kite_sim.errors import InputError, PermissionDeniedError, TokenError
+from ticker_core.kite import next_token_expiry
 from ticker_core.kite_checksums import session_checksum
-from ticker_core.tz import IST
 
 REQUEST_TOKEN_TTL = timedelta(minutes=5)
-DAILY_EXPIRY = time(6, 0)
 _ALNUM = string.ascii_letters + string.digits
 _LOWER_ALNUM = string.ascii_lowercase + string.digits
 
@@ -122,15 +121,6 @@ class _RequestToken:
     used: bool = False
 
 
-def next_daily_expiry(login: datetime) -> datetime:
-    """The first 06:00 IST strictly after ``login``."""
-    local = login.astimezone(IST)
-    candidate = datetime.combine(local.date(), DAILY_EXPIRY, tzinfo=IST)
-    if candidate <= local:
-        candidate += timedelta(days=1)
-    return candidate
-
-
 class SessionStore:
     """Request tokens, access tokens and their expiry, for a set of accounts."""
 
@@ -189,7 +179,7 @@ class SessionStore:
             access_token=random_token(),
             public_token=random_token(),
             login_time=now,
-            expires_at=next_daily_expiry(now),
+            expires_at=next_token_expiry(now),
         )
         self._sessions[session.access_token] = session
         return session

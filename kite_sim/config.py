@@ -6,9 +6,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kite_sim.feed import MAX_CONNECTIONS_PER_KEY, MAX_INSTRUMENTS_PER_CONNECTION
-from kite_sim.ratelimit import Category, Limit
 from kite_sim.universe import UniverseConfig
+from ticker_core.kite import (
+    MAX_CONNECTIONS_PER_API_KEY,
+    MAX_INSTRUMENTS_PER_CONNECTION,
+    RateCategory,
+    RateLimit,
+)
 
 
 @dataclass
@@ -47,10 +51,10 @@ class SimConfig:
     # At 15:30 IST jump the market clock to the next trading day's 09:15, so an
     # off-market sandbox always trades; off: the market closes like NSE's.
     session_loop: bool = True
-    max_connections_per_key: int = MAX_CONNECTIONS_PER_KEY
+    max_connections_per_key: int = MAX_CONNECTIONS_PER_API_KEY
     max_instruments_per_connection: int = MAX_INSTRUMENTS_PER_CONNECTION
     # REST.
-    rate_limits: dict[Category, tuple[Limit, ...]] | None = None  # None: Kite's
+    rate_limits: dict[RateCategory, tuple[RateLimit, ...]] | None = None  # None: Kite's
     rate_limits_enabled: bool = True
     opening_funds: float = 1_000_000.0
     check_funds: bool = True

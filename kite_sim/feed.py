@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-MODE_LTP, MODE_QUOTE, MODE_FULL = 1, 2, 3
-MODES = {"ltp": MODE_LTP, "quote": MODE_QUOTE, "full": MODE_FULL}
-MODE_NAMES = {v: k for k, v in MODES.items()}
-MAX_CONNECTIONS_PER_KEY = 3
-MAX_INSTRUMENTS_PER_CONNECTION = 3000
+from ticker_core.kite import MAX_CONNECTIONS_PER_API_KEY, MAX_INSTRUMENTS_PER_CONNECTION, MODES
+
+#: The simulator's code for each mode in its per-connection arrays (0: not subscribed).
+MODE_CODES = {mode: code for code, mode in enumerate(MODES, start=1)}
+MODE_LTP, MODE_QUOTE, MODE_FULL = (MODE_CODES[mode] for mode in MODES)
 
 I64 = NDArray[np.int64]
 
@@ -83,7 +83,7 @@ class FeedHub:
         *,
         seed: int = 0,
         max_ticks_per_second: float | None = None,
-        max_connections_per_key: int = MAX_CONNECTIONS_PER_KEY,
+        max_connections_per_key: int = MAX_CONNECTIONS_PER_API_KEY,
         max_instruments_per_connection: int = MAX_INSTRUMENTS_PER_CONNECTION,
     ) -> None:
         self.tokens = np.asarray(tokens, dtype=np.int64)
@@ -218,10 +218,10 @@ class FeedHub:
                 self.unsubscribe(conn, tokens)
                 return []
         elif action == "mode":
-            if isinstance(value, list) and len(value) == 2 and value[0] in MODES:
+            if isinstance(value, list) and len(value) == 2 and value[0] in MODE_CODES:
                 tokens = _token_list(value[1])
                 if tokens is not None:
-                    self.set_mode(conn, MODES[value[0]], tokens)
+                    self.set_mode(conn, MODE_CODES[value[0]], tokens)
                     return []
         else:
             conn.errors += 1

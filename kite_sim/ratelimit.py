@@ -10,54 +10,28 @@ per-day caps), everything else 10/s. Over a limit, the call fails with HTTP
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from enum import StrEnum
 
 from kite_sim.clock import MonotonicClock
+from ticker_core.kite import REST_RATE_LIMITS, RateCategory, RateLimit
 
 
-class Category(StrEnum):
-    """The endpoint groups Kite limits separately."""
-
-    QUOTE = "quote"
-    HISTORICAL = "historical"
-    ORDERS = "orders"
-    OTHER = "other"
-
-
-@dataclass(frozen=True)
-class Limit:
-    """At most ``count`` calls in any ``window`` seconds."""
-
-    count: int
-    window: float
-
-
-DEFAULT_LIMITS: dict[Category, tuple[Limit, ...]] = {
-    Category.QUOTE: (Limit(1, 1.0),),
-    Category.HISTORICAL: (Limit(3, 1.0),),
-    Category.ORDERS: (Limit(10, 1.0), Limit(200, 60.0), Limit(3000, 86400.0)),
-    Category.OTHER: (Limit(10, 1.0),),
-}
-
-
-def scaled_limits(factor: float) -> dict[Category, tuple[Limit, ...]]:
+def scaled_limits(factor: float) -> dict[RateCategory, tuple[RateLimit, ...]]:
     """Kite's limits with every count multiplied by ``factor`` (>= 1 per window)."""
     return {
-        cat: tuple(Limit(max(1, int(lim.count * factor)), lim.window) for lim in limits)
-        for cat, limits in DEFAULT_LIMITS.items()
+        cat: tuple(RateLimit(max(1, int(lim.count * factor)), lim.window) for lim in limits)
+        for cat, limits in REST_RATE_LIMITS.items()
     }
 
 
-def category_for(method: str, path: str) -> Category:
+def category_for(method: str, path: str) -> RateCategory:
     """The limit category of a REST call."""
     if path.startswith("/quote"):
-        return Category.QUOTE
+        return RateCategory.QUOTE
     if path.startswith("/instruments/historical"):
-        return Category.HISTORICAL
+        return RateCategory.HISTORICAL
     if path.startswith("/orders/") and method in ("POST", "PUT", "DELETE"):
-        return Category.ORDERS
-    return Category.OTHER
+        return RateCategory.ORDERS
+    return RateCategory.OTHER
 
 
 class RateLimiter:
@@ -66,21 +40,21 @@ class RateLimiter:
     def __init__(
         self,
         clock: MonotonicClock,
-        limits: dict[Category, tuple[Limit, ...]] | None = None,
+        limits: dict[RateCategory, tuple[RateLimit, ...]] | None = None,
         *,
         enabled: bool = True,
     ) -> None:
         self._clock = clock
-        self._limits = dict(DEFAULT_LIMITS if limits is None else limits)
-        self._calls: dict[tuple[str, Category, float], deque[float]] = {}
+        self._limits = dict(REST_RATE_LIMITS if limits is None else limits)
+        self._calls: dict[tuple[str, RateCategory, float], deque[float]] = {}
         self.enabled = enabled
         self.refused = 0
 
-    def limits(self, category: Category) -> tuple[Limit, ...]:
+    def limits(self, category: RateCategory) -> tuple[RateLimit, ...]:
         """The limits in force for ``category``."""
         return self._limits.get(category, ())
 
-    def allow(self, key: str, category: Category) -> bool:
+    def allow(self, key: str, category: RateCategory) -> bool:
         """Record a call and say whether it is within every limit.
 
         A refused call is not recorded, as Kite does not count rejected calls

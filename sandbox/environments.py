@@ -19,6 +19,8 @@ from sandbox.provision import Resources
 FUNCTION_ENV = {"POWERTOOLS_METRICS_NAMESPACE": "TickerService", "LOG_LEVEL": "WARNING"}
 # The feed's watchdog, short so that the chaos run's silent connection trips it.
 FEED_WATCHDOG_S = 5.0
+# Variable prefixes the feed reads: none of the caller's reach it, only what is set here.
+FEED_READS = ("FEED_", "AWS_", "KITE_", "TICKS_", "SUBSCRIPTIONS_", "INSTRUMENTS_")
 
 
 def aws_env(aws: AwsEndpoint, kinesis_url: str | None = None) -> dict[str, str]:
@@ -42,7 +44,7 @@ def greeks_env(
         **FUNCTION_ENV,
         **aws_env(aws, kinesis_url),
         "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
-        "GREEKS_OUTPUT_STREAM": resources.names.greeks_stream,
+        "GREEKS_STREAM_NAME": resources.names.greeks_stream,
     }
 
 
@@ -55,7 +57,7 @@ def instruments_env(
         **aws_env(aws),
         **db.db_env(),
         "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
-        "INSTRUMENTS_KITE_ROOT": kite_rest_url,
+        "KITE_REST_URL": kite_rest_url,
         "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
         "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
     }
@@ -75,26 +77,27 @@ def feed_env(
     """The feed container, as its task definition would configure it.
 
     ``parent`` (this process's environment) passes through, less anything
-    ``FEED_*`` or ``AWS_*`` that could point the feed elsewhere.
+    the feed reads (:data:`FEED_READS`) that could point it elsewhere.
     """
     return {
-        **{k: v for k, v in parent.items() if not k.startswith(("FEED_", "AWS_"))},
+        **{k: v for k, v in parent.items() if not k.startswith(FEED_READS)},
         **aws_env(aws, kinesis_url),
-        "FEED_KITE_WS_URL": kite_ws_url,
-        "FEED_KITE_REST_URL": kite_rest_url,
-        "FEED_SECRETS_PREFIX": resources.names.secrets_prefix,
-        "FEED_KMS_KEY_ID": resources.kms_key_arn,
-        "FEED_SUBSCRIPTIONS_TABLE": resources.names.subscriptions_table,
-        "FEED_STREAM_NAME": resources.names.ticks_stream,
+        "KITE_WS_URL": kite_ws_url,
+        "KITE_REST_URL": kite_rest_url,
+        "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
+        "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
+        "KITE_CREDENTIALS_CACHE_SECONDS": "5",
+        "SUBSCRIPTIONS_TABLE_NAME": resources.names.subscriptions_table,
+        "TICKS_STREAM_NAME": resources.names.ticks_stream,
         # The snapshot the instruments function published, as the Greeks function reads it.
-        "FEED_INSTRUMENTS_SOURCE": f"s3://{resources.names.instruments_bucket}/instruments/",
+        "FEED_INSTRUMENTS_SOURCE": "snapshot",
+        "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
         "FEED_HEALTH_HOST": "127.0.0.1",
         "FEED_HEALTH_PORT": str(health_port),
         "FEED_SPILL_DIR": str(spill_dir),
         "FEED_WATCHDOG_SECONDS": str(FEED_WATCHDOG_S),
         "FEED_BACKOFF_INITIAL_SECONDS": "0.5",
         "FEED_BACKOFF_MAX_SECONDS": "5",
-        "FEED_CREDENTIAL_CACHE_SECONDS": "5",
         "FEED_EMF_INTERVAL_SECONDS": "0",
         "FEED_STOP_TIMEOUT_SECONDS": "60",
     }

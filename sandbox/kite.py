@@ -24,9 +24,9 @@ from ticker_adapters.credentials import (
     ApiCredentials,
     CredentialVault,
     KiteSession,
-    next_token_expiry,
 )
 from ticker_adapters.kite_rest import KiteRestClient, KiteTransport
+from ticker_core.kite import next_token_expiry
 from ticker_core.kite_errors import KiteError
 
 HTTP_TIMEOUT_S = 15.0

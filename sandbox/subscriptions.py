@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ticker_adapters.subscription_store import MAX_EXPIRIES, AtmWindowRule, SubscriptionStore
+from ticker_adapters.subscription_store import SubscriptionStore
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
+from ticker_core.subscriptions import MAX_EXPIRIES, AtmWindowRule
 
 OWNER = "sandbox"
 STOCKS = ("RELIANCE", "TCS", "HDFCBANK", "INFY", "SBIN")

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -30,9 +30,6 @@ FORMAT_VERSION = 1
 PURPOSE_API = "kite-api-credentials"
 PURPOSE_SESSION = "kite-session"
 ACCOUNT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-IST_OFFSET = timedelta(hours=5, minutes=30)
-# Kite access tokens die in the early morning; 06:00 IST is the earliest reported time.
-TOKEN_EXPIRY_HOUR_IST = 6
 
 
 class CredentialError(Exception):
@@ -81,17 +78,6 @@ class KiteSession:
     def is_expired(self, now: datetime) -> bool:
         """Whether Kite will have invalidated the token by ``now``."""
         return now >= self.expires_at
-
-
-def next_token_expiry(issued_at: datetime) -> datetime:
-    """The first 06:00 IST after ``issued_at``: when Kite invalidates a token."""
-    if issued_at.tzinfo is None:
-        raise ValueError("issued_at must be timezone-aware")
-    local = issued_at.astimezone(UTC) + IST_OFFSET
-    expiry_local = local.replace(hour=TOKEN_EXPIRY_HOUR_IST, minute=0, second=0, microsecond=0)
-    if expiry_local <= local:
-        expiry_local += timedelta(days=1)
-    return (expiry_local - IST_OFFSET).replace(tzinfo=UTC)
 
 
 @dataclass

@@ -1,28 +1,166 @@
-"""Environment models more than one Lambda reads (database settings are in ``db.py``)."""
+"""Settings more than one deployable reads, each under one environment variable name everywhere.
+
+Every deployable composes its environment from these and its own models
+(``feed_container/settings.py``, ``lambdas/<fn>/settings.py``), so the feed
+and the functions name the vault, the streams, the subscriptions table, the
+instruments snapshot and Kite's endpoints the same way, and the CDK app sets
+them by those names:
+
+=============================== ==================================================
+``KITE_CREDENTIALS_KMS_KEY_ARN`` the vault's KMS key (ARN or alias), required
+``KITE_CREDENTIALS_PREFIX``      the vault's secret name prefix (``ticker/kite``)
+``KITE_CREDENTIALS_CACHE_SECONDS`` how long a vault read is reused (60)
+``KITE_REST_URL``, ``KITE_WS_URL`` Kite's endpoints (production by default)
+``TICKS_STREAM_NAME``            the Kinesis stream of ``tick/1`` records (name or ARN)
+``GREEKS_STREAM_NAME``           the Kinesis stream of ``greeks/1`` records (name or ARN)
+``SUBSCRIPTIONS_TABLE_NAME``     the desired-subscriptions DynamoDB table
+``INSTRUMENTS_BUCKET``, ``INSTRUMENTS_PREFIX``, ``INSTRUMENTS_RECHECK_SECONDS``
+                                 where the day's instruments snapshot is published
+=============================== ==================================================
+
+:class:`EnvironmentReader` reads several models and reports every missing or
+invalid variable at once, by name (never by value: some are secrets), as a
+:class:`SettingsError`.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Any, Self, TypeVar
+
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ticker_adapters.instrument_snapshots import DEFAULT_PREFIX
+
+S = TypeVar("S", bound=BaseSettings)
+E = TypeVar("E")
+
+
+class SettingsError(ValueError):
+    """Environment variables that are missing or invalid; ``problems`` maps each to why."""
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        self.problems = dict(problems)
+        detail = "; ".join(f"{name}: {why}" for name, why in sorted(self.problems.items()))
+        super().__init__(f"invalid configuration: {detail}")
+
+
+def variable_name(model: type[BaseSettings], field: str) -> str:
+    """The environment variable ``model`` reads ``field`` from."""
+    return f"{model.model_config.get('env_prefix', '')}{field}".upper()
+
+
+class EnvironmentReader:
+    """Reads settings models from the environment, collecting every problem before failing.
+
+    ``read`` returns the model, or on failure an unvalidated placeholder that
+    carries only defaults and records the problems; ``check`` then raises one
+    :class:`SettingsError` naming every bad variable. Build nothing from a
+    placeholder: call ``check`` first.
+    """
+
+    def __init__(self) -> None:
+        self.problems: dict[str, str] = {}
+
+    def read(self, model: type[S]) -> S:
+        """``model()`` from the environment, or a placeholder with the problems recorded."""
+        try:
+            return model()
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = error["loc"]
+                name = variable_name(model, str(loc[0])) if loc else variable_name(model, "*")
+                self.problems.setdefault(name, error["msg"])
+            return model.model_construct()
+
+    def check(self) -> None:
+        """Raise :class:`SettingsError` if any read failed."""
+        if self.problems:
+            raise SettingsError(self.problems)
+
+
+def read_environment(environment: type[E]) -> E:
+    """Build the dataclass ``environment`` by reading each of its fields' settings model.
+
+    Every field must be typed with a ``BaseSettings`` model; every problem in
+    every model is reported at once (:class:`SettingsError`).
+    """
+    hints = typing.get_type_hints(environment)
+    reader = EnvironmentReader()
+    values: dict[str, Any] = {
+        field.name: reader.read(hints[field.name])
+        for field in dataclasses.fields(environment)  # type: ignore[arg-type]
+    }
+    reader.check()
+    return environment(**values)
+
+
+class Environment:
+    """Base of a deployable's environment: a frozen dataclass of settings models.
+
+    ``from_env`` reads every field's model from the process environment (the
+    CDK app's contract tests call it with the environment a template gives).
+    """
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """Read and validate every section; a :class:`SettingsError` names each bad variable."""
+        return read_environment(cls)
+
+
+class VaultSettings(BaseSettings):
+    """``KITE_CREDENTIALS_*``: the credential vault's KMS key, secret prefix and read cache."""
+
+    model_config = SettingsConfigDict(env_prefix="KITE_CREDENTIALS_", extra="ignore", frozen=True)
+
+    kms_key_arn: str = Field(min_length=1)
+    prefix: str = "ticker/kite"
+    cache_seconds: float = Field(default=60.0, ge=0)
+
+
+class KiteSettings(BaseSettings):
+    """``KITE_REST_URL``, ``KITE_WS_URL``: Kite Connect's endpoints (or the simulator's)."""
+
+    model_config = SettingsConfigDict(env_prefix="KITE_", extra="ignore", frozen=True)
+
+    rest_url: str = Field(default="https://api.kite.trade", min_length=1)
+    ws_url: str = Field(default="wss://ws.kite.trade", min_length=1)
 
 
 class SnapshotSettings(BaseSettings):
     """``INSTRUMENTS_*``: where the instruments snapshot lives and how often to re-check it."""
 
-    model_config = SettingsConfigDict(env_prefix="INSTRUMENTS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="INSTRUMENTS_", extra="ignore", frozen=True)
 
-    bucket: str
+    bucket: str = Field(min_length=1)
     prefix: str = DEFAULT_PREFIX
     recheck_seconds: float = Field(default=60.0, ge=0)
 
 
-class VaultSettings(BaseSettings):
-    """``KITE_CREDENTIALS_*``: the credential vault's secret prefix and KMS key."""
+class TicksStreamSettings(BaseSettings):
+    """``TICKS_STREAM_NAME``: the Kinesis stream of ``tick/1`` records (name or ARN)."""
 
-    model_config = SettingsConfigDict(env_prefix="KITE_CREDENTIALS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TICKS_STREAM_", extra="ignore", frozen=True)
 
-    kms_key_arn: str
-    prefix: str = "ticker/kite"
-    cache_seconds: float = Field(default=60.0, ge=0)
+    name: str = Field(min_length=1)
+
+
+class GreeksStreamSettings(BaseSettings):
+    """``GREEKS_STREAM_NAME``: the Kinesis stream of ``greeks/1`` records (name or ARN)."""
+
+    model_config = SettingsConfigDict(env_prefix="GREEKS_STREAM_", extra="ignore", frozen=True)
+
+    name: str = Field(min_length=1)
+
+
+class SubscriptionsTableSettings(BaseSettings):
+    """``SUBSCRIPTIONS_TABLE_NAME``: the desired-subscriptions DynamoDB table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SUBSCRIPTIONS_TABLE_", extra="ignore", frozen=True
+    )
+
+    name: str = Field(min_length=1)

@@ -1,14 +1,8 @@
 """The desired-subscriptions store in DynamoDB.
 
 The API writes what clients want streamed; the feed container reconciles its
-connections against it continuously. Two kinds of entry, each owned by a
-client (``owner``) so that one client's unsubscribe does not cut another's
-stream:
-
-- an instrument subscription: token + mode;
-- an ATM window rule: for an underlying, N strikes either side of the money
-  for the K nearest expiries, in a mode (the container resolves it against
-  the day's instruments and the underlying's live price).
+connections against it continuously. The requests, their validation and the
+merge are :mod:`ticker_core.subscriptions`; this module only keeps them.
 
 Every write also bumps a generation counter in the same transaction, so a
 reader polls one small item and re-reads the whole set only when it changed.
@@ -20,19 +14,19 @@ Table layout (partition key ``pk``, sort key ``sk``, both strings):
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-MODES = ("ltp", "quote", "full")  # ascending: a wider mode carries everything a narrower one does
-MODE_RANK = {mode: rank for rank, mode in enumerate(MODES)}
-OWNER_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
-UNDERLYING_PATTERN = re.compile(r"^[A-Z0-9&_-]{1,32}$")
-MAX_TOKEN = 2**32 - 1
-MAX_STRIKES_EACH_SIDE = 50
-MAX_EXPIRIES = 6
+from ticker_core.subscriptions import (
+    AtmWindowRule,
+    DesiredSubscriptions,
+    merge_instruments,
+    validate_mode,
+    validate_owner,
+    validate_token,
+)
+
 KEY_SCHEMA = [
     {"AttributeName": "pk", "KeyType": "HASH"},
     {"AttributeName": "sk", "KeyType": "RANGE"},
@@ -41,50 +35,6 @@ ATTRIBUTE_DEFINITIONS = [
     {"AttributeName": "pk", "AttributeType": "S"},
     {"AttributeName": "sk", "AttributeType": "S"},
 ]
-
-
-class SubscriptionError(ValueError):
-    """A subscription request is invalid; the message names the field."""
-
-
-def wider_mode(a: str, b: str) -> str:
-    """The mode that carries both ``a`` and ``b``."""
-    return a if MODE_RANK[a] >= MODE_RANK[b] else b
-
-
-@dataclass(frozen=True)
-class AtmWindowRule:
-    """Subscribe N strikes either side of the money for the K nearest expiries."""
-
-    underlying: str
-    strikes_each_side: int
-    expiries: int
-    mode: str
-    owner: str
-
-
-@dataclass(frozen=True)
-class DesiredSubscriptions:
-    """Everything clients want, merged: one mode per instrument, plus ATM rules."""
-
-    generation: int
-    instruments: Mapping[int, str] = field(default_factory=dict)
-    atm_windows: tuple[AtmWindowRule, ...] = ()
-
-
-def _validate_mode(mode: str) -> None:
-    if mode not in MODE_RANK:
-        raise SubscriptionError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-
-
-def _validate_owner(owner: str) -> None:
-    if not OWNER_PATTERN.match(owner):
-        raise SubscriptionError(f"owner {owner!r} is invalid: 1-128 of A-Z a-z 0-9 _ . : @ -")
-
-
-def _validate_token(token: int) -> None:
-    if isinstance(token, bool) or not isinstance(token, int) or not 0 < token <= MAX_TOKEN:
-        raise SubscriptionError(f"instrument_token must be an integer in 1..{MAX_TOKEN}")
 
 
 class SubscriptionStore:
@@ -121,9 +71,9 @@ class SubscriptionStore:
 
     def subscribe(self, token: int, mode: str, owner: str) -> None:
         """Ask for ``token`` in ``mode`` on behalf of ``owner`` (replaces that owner's mode)."""
-        _validate_token(token)
-        _validate_mode(mode)
-        _validate_owner(owner)
+        validate_token(token)
+        validate_mode(mode)
+        validate_owner(owner)
         item = {
             "pk": {"S": "SUB"},
             "sk": {"S": f"{token:010d}#{owner}"},
@@ -136,21 +86,14 @@ class SubscriptionStore:
 
     def unsubscribe(self, token: int, owner: str) -> None:
         """Withdraw ``owner``'s interest in ``token`` (others' interest stays)."""
-        _validate_token(token)
-        _validate_owner(owner)
+        validate_token(token)
+        validate_owner(owner)
         key = {"pk": {"S": "SUB"}, "sk": {"S": f"{token:010d}#{owner}"}}
         self._write({"Delete": {"TableName": self._table, "Key": key}})
 
     def put_atm_window(self, rule: AtmWindowRule) -> None:
         """Create or replace ``rule.owner``'s ATM window on ``rule.underlying``."""
-        if not UNDERLYING_PATTERN.match(rule.underlying):
-            raise SubscriptionError(f"underlying {rule.underlying!r} is invalid")
-        if not 1 <= rule.strikes_each_side <= MAX_STRIKES_EACH_SIDE:
-            raise SubscriptionError(f"strikes_each_side must be in 1..{MAX_STRIKES_EACH_SIDE}")
-        if not 1 <= rule.expiries <= MAX_EXPIRIES:
-            raise SubscriptionError(f"expiries must be in 1..{MAX_EXPIRIES}")
-        _validate_mode(rule.mode)
-        _validate_owner(rule.owner)
+        rule.validate()
         item = {
             "pk": {"S": "ATM"},
             "sk": {"S": f"{rule.underlying}#{rule.owner}"},
@@ -164,7 +107,7 @@ class SubscriptionStore:
 
     def remove_atm_window(self, underlying: str, owner: str) -> None:
         """Withdraw ``owner``'s ATM window on ``underlying``."""
-        _validate_owner(owner)
+        validate_owner(owner)
         key = {"pk": {"S": "ATM"}, "sk": {"S": f"{underlying}#{owner}"}}
         self._write({"Delete": {"TableName": self._table, "Key": key}})
 
@@ -198,10 +141,9 @@ class SubscriptionStore:
         counter past the stamp, so the next poll re-reads: nothing is missed.
         """
         generation = self.generation()
-        instruments: dict[int, str] = {}
-        for item in self._query("SUB"):
-            token, mode = int(item["token"]["N"]), item["mode"]["S"]
-            instruments[token] = wider_mode(mode, instruments.get(token, mode))
+        instruments = merge_instruments(
+            (int(item["token"]["N"]), item["mode"]["S"]) for item in self._query("SUB")
+        )
         rules = tuple(
             AtmWindowRule(
                 underlying=item["underlying"]["S"],

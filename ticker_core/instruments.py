@@ -56,6 +56,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ticker_core.calendar import MARKET_CLOSE, parse_iso_date, require_aware
+from ticker_core.kite import MAX_INSTRUMENT_TOKEN, SEGMENT_CODES
 from ticker_core.tz import IST
 
 __all__ = [
@@ -97,23 +98,6 @@ KITE_COLUMNS: tuple[str, ...] = (
 )
 """The dump's header, in Kite's order."""
 
-SEGMENT_CODES: Mapping[str, int] = MappingProxyType(
-    {
-        "NSE": 1,
-        "NFO": 2,
-        "CDS": 3,
-        "BSE": 4,
-        "BFO": 5,
-        "BCD": 6,
-        "MCX": 7,
-        "MCXSX": 8,
-        "INDICES": 9,
-        "NCO": 12,
-    }
-)
-"""Kite's segment code (the low byte of an instrument token) by segment family:
-the ``segment`` column up to its first ``-`` (``NFO-OPT`` -> ``NFO``)."""
-
 INDEX_UNDERLYINGS: Mapping[str, str] = MappingProxyType(
     {
         "NIFTY 50": "NIFTY",
@@ -131,7 +115,6 @@ display name differs from it. Extend it when an index gains derivatives."""
 UNKNOWN_UNDERLYING = -1
 """The code :meth:`UnderlyingLookup.codes` gives a token it does not know."""
 
-_TOKEN_LIMIT = 1 << 32  # tokens travel as uint32 on the wire
 _EXCHANGE_TOKEN_LIMIT = 1 << 24  # what fits above the 8-bit segment code
 
 
@@ -341,7 +324,7 @@ def _fault_in(instrument: Instrument) -> _RowError | None:
     so the writer refuses exactly what the parser would reject."""
     i = instrument
     number = ProblemKind.BAD_NUMBER
-    if not 0 < i.instrument_token < _TOKEN_LIMIT:
+    if not 0 < i.instrument_token <= MAX_INSTRUMENT_TOKEN:
         return _RowError("instrument_token", number, f"out of range: {i.instrument_token}")
     if not 0 <= i.exchange_token < _EXCHANGE_TOKEN_LIMIT:
         return _RowError("exchange_token", number, f"out of range: {i.exchange_token}")

@@ -1,10 +1,27 @@
-"""India Standard Time.
+"""India Standard Time, and the IST calendar day of an instant.
 
 A fixed UTC+05:30 offset rather than ``zoneinfo("Asia/Kolkata")``: India has
 no daylight saving, and a fixed offset needs no tz database in slim images or
 Lambda runtimes.
 """
 
-from datetime import timedelta, timezone
+from __future__ import annotations
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Final
+
+IST_OFFSET: Final = timedelta(hours=5, minutes=30)
+"""India Standard Time's offset from UTC, all year."""
+IST: Final = timezone(IST_OFFSET, "IST")
+
+
+def ist_date(instant: datetime) -> date:
+    """The IST calendar day of an aware instant (trading days, partitions and snapshots)."""
+    if instant.tzinfo is None:
+        raise ValueError("instant must be timezone-aware")
+    return instant.astimezone(IST).date()
+
+
+def ist_midnight(day: date) -> datetime:
+    """00:00 IST at the start of ``day``, as an aware instant."""
+    return datetime.combine(day, time(0), tzinfo=IST)

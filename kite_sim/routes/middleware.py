@@ -27,8 +27,9 @@ from kite_sim.errors import (
     too_many_requests,
 )
 from kite_sim.faults import HANG_AFTER_ACCEPT, AfterAcceptFault, FaultSpecError
-from kite_sim.ratelimit import Category, category_for
+from kite_sim.ratelimit import category_for
 from kite_sim.routes.common import SESSION_KEY, SimContext, fail, sim_of
+from ticker_core.kite import RateCategory
 
 log = logging.getLogger("kite_sim")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,7 +78,7 @@ async def kite_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if api_key is not None:
             category = category_for(request.method, path)
             allowed = sim.limiter.allow(api_key, category)
-            if category is Category.ORDERS:
+            if category is RateCategory.ORDERS:
                 sim.order_rate.record(api_key, accepted=allowed)
             if not allowed:
                 raise too_many_requests()

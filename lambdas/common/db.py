@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
+import boto3
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -45,6 +46,11 @@ class DatabaseSettings(BaseSettings):
         if self.tls == "disable" and self.host not in LOOPBACK_HOSTS:
             raise ValueError("DB_TLS=disable is allowed only for a loopback DB_HOST")
         return self
+
+
+def secrets_client_for(settings: DatabaseSettings) -> Any | None:
+    """A Secrets Manager client when the credentials are in the RDS secret, else None."""
+    return boto3.client("secretsmanager") if settings.secret_arn else None
 
 
 def tls_context(settings: DatabaseSettings) -> ssl.SSLContext | bool:

@@ -1,9 +1,10 @@
-"""One event loop per Lambda execution environment.
+"""What a Lambda execution environment keeps between invocations.
 
 A handler must not call ``asyncio.run`` per invocation: that creates and
-closes a loop each time, killing pooled database connections with it. The
-handler module creates one :class:`LoopRunner` at import (the execution
-environment's init phase) and runs each invocation's coroutine on it.
+closes a loop each time, killing pooled database connections with it. Each
+function builds one :class:`LoopRunner` with its other dependencies on the
+first invocation (nothing is built at import) and runs every invocation's
+coroutine on it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,36 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
+from lambdas.common.observability import Observability
+
 T = TypeVar("T")
+
+D = TypeVar("D")
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+"""A Lambda entry point: ``(event, context) -> response``."""
+
+
+def entry_point(
+    obs: Observability,
+    handle: Callable[[dict[str, Any], D], dict[str, Any]],
+    dependencies: Callable[[], D],
+    *,
+    log_context: bool = True,
+) -> LambdaHandler:
+    """``handle(event, dependencies())`` as a Lambda handler.
+
+    ``dependencies`` is called on every invocation: pass a cached builder, so
+    the execution environment builds its settings and clients once, on the
+    first invocation (never at import). Powertools flushes the invocation's
+    metrics and, with ``log_context``, adds the Lambda context to log lines.
+    """
+
+    def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return handle(event, dependencies())
+
+    wrapped = obs.logger.inject_lambda_context(invoke) if log_context else invoke
+    return obs.metrics.log_metrics(wrapped)
 
 
 class LoopRunner:
@@ -62,3 +92,15 @@ class Lazy(Generic[T]):
         """Forget the resource (the caller closes what is returned)."""
         value, self._value = self._value, None
         return value
+
+
+def close_all(runner: LoopRunner, *resources: Lazy[Any]) -> None:
+    """Close each opened resource (an asyncpg pool) on ``runner``'s loop, then the loop.
+
+    For tests and command lines; Lambda simply freezes the environment.
+    """
+    for resource in resources:
+        opened = resource.reset()
+        if opened is not None:
+            runner.run(opened.close())
+    runner.close()

@@ -12,13 +12,13 @@ with the same ``source``, and persistence keeps one of each.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ticker_adapters.retry import Delays, full_jitter
+from ticker_adapters.retry import Delays, full_jitter_delays
 from ticker_core.records.batching import PutRecordsBatch
 
 RETRYABLE_CALL_ERRORS = frozenset(
@@ -51,8 +51,8 @@ class PublishResult:
     resent: int = 0
 
 
-def _default_delays() -> Iterator[float]:
-    return full_jitter(0.05, 2.0)
+#: Resend delays of throttled entries: many environments write one stream, so full jitter.
+DEFAULT_DELAYS = full_jitter_delays(0.05, 2.0)
 
 
 class KinesisPublisher:
@@ -64,7 +64,7 @@ class KinesisPublisher:
         stream: str,
         *,
         attempts: int = 5,
-        delays: Delays = _default_delays,
+        delays: Delays = DEFAULT_DELAYS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if attempts < 1:

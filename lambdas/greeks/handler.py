@@ -1,22 +1,26 @@
-"""Greeks function entry point: parse settings and the event, call one logic function.
+"""Greeks function entry point: environment once, then each event to one logic function.
 
 Consumes the ``ticks`` stream (event source mapping with
 ReportBatchItemFailures on) and writes ``greeks/1`` records to the ``greeks``
-stream. Everything built here lives for the execution environment: the S3
-snapshot reader and the registry index (re-checked every
-``INSTRUMENTS_RECHECK_SECONDS``), the carried forwards, the AWS clients.
+stream. :class:`Dependencies` is what lives for the execution environment:
+the S3 snapshot reader and the registry index (re-checked every
+``INSTRUMENTS_RECHECK_SECONDS``), the carried forwards, the AWS clients. It
+is built on the first invocation, not at import, so importing this module
+reads no environment and calls nothing.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lambdas.common.observability import Observability
+from lambdas.common.runtime import LambdaHandler, entry_point
 from lambdas.greeks.dal import KinesisPublisher
 from lambdas.greeks.logic import (
     ForwardMemory,
@@ -24,60 +28,62 @@ from lambdas.greeks.logic import (
     RegistryIndexCache,
     greeks_event,
 )
+from lambdas.greeks.settings import GreeksEnvironment
 from ticker_adapters.instrument_snapshots import InstrumentSnapshotReader
-from ticker_adapters.settings import SnapshotSettings
-from ticker_core.records.limits import DEFAULT_AGGREGATE_BYTES, MAX_RECORD_BYTES
 
-
-class GreeksSettings(BaseSettings):
-    """``GREEKS_*`` environment variables (the snapshot's are ``INSTRUMENTS_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="GREEKS_", extra="ignore")
-
-    output_stream: str
-    """Name or ARN of the ``greeks`` stream."""
-    risk_free_rate: float = Field(default=0.065, ge=-0.1, le=1.0)
-    """Continuously compounded rate for discounting (about the 91-day T-bill yield)."""
-    parity_pairs: int = Field(default=2, ge=1)
-    carry_max_age_seconds: float = Field(default=900.0, ge=0)
-    put_attempts: int = Field(default=5, ge=1)
-    aggregate_bytes: int = Field(default=DEFAULT_AGGREGATE_BYTES, gt=0, le=MAX_RECORD_BYTES)
-
-
-# Execution-environment state, built once at init and reused by every invocation.
-settings = GreeksSettings()  # type: ignore[call-arg]  # fields come from the environment
-snapshot_settings = SnapshotSettings()  # type: ignore[call-arg]  # from the environment
 obs = Observability("greeks")
-snapshots = InstrumentSnapshotReader(
-    boto3.client("s3"),
-    snapshot_settings.bucket,
-    prefix=snapshot_settings.prefix,
-    recheck_seconds=snapshot_settings.recheck_seconds,
-)
-instruments = RegistryIndexCache(snapshots)
-memory = ForwardMemory(settings.carry_max_age_seconds)
-publisher = KinesisPublisher(
-    boto3.client("kinesis"), settings.output_stream, attempts=settings.put_attempts
-)
-view = GreeksSettingsView(
-    rate=settings.risk_free_rate,
-    parity_pairs=settings.parity_pairs,
-    aggregate_bytes=settings.aggregate_bytes,
-)
 
 
-@obs.metrics.log_metrics
-@obs.logger.inject_lambda_context
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Dependencies:
+    """What one execution environment builds once and every invocation reuses."""
+
+    snapshots: InstrumentSnapshotReader
+    instruments: RegistryIndexCache
+    memory: ForwardMemory
+    publisher: KinesisPublisher
+    view: GreeksSettingsView
+
+    @classmethod
+    def build(cls, environment: GreeksEnvironment, *, s3: Any, kinesis: Any) -> Dependencies:
+        """Wire the function from its settings and AWS clients."""
+        settings, snapshot = environment.greeks, environment.snapshot
+        snapshots = InstrumentSnapshotReader(
+            s3, snapshot.bucket, prefix=snapshot.prefix, recheck_seconds=snapshot.recheck_seconds
+        )
+        return cls(
+            snapshots=snapshots,
+            instruments=RegistryIndexCache(snapshots),
+            memory=ForwardMemory(settings.carry_max_age_seconds),
+            publisher=KinesisPublisher(
+                kinesis, environment.output.name, attempts=settings.put_attempts
+            ),
+            view=GreeksSettingsView(
+                rate=settings.risk_free_rate,
+                parity_pairs=settings.parity_pairs,
+                aggregate_bytes=settings.aggregate_bytes,
+            ),
+        )
+
+    @classmethod
+    def from_env(cls) -> Dependencies:
+        """The environment's settings and the SDK's default clients (Lambda's init)."""
+        return cls.build(
+            GreeksEnvironment.from_env(), s3=boto3.client("s3"), kinesis=boto3.client("kinesis")
+        )
+
+
+def handle(event: dict[str, Any], deps: Dependencies) -> dict[str, Any]:
     """Kinesis batch of ticks -> Greeks records; returns the partial batch response."""
+    snapshots = deps.snapshots
     loads_before = snapshots.loads
     try:
         outcome = greeks_event(
             event,
-            instruments=instruments,
-            memory=memory,
-            publisher=publisher,
-            settings=view,
+            instruments=deps.instruments,
+            memory=deps.memory,
+            publisher=deps.publisher,
+            settings=deps.view,
             computed_at=datetime.now(UTC),
         )
     except Exception as exc:  # no snapshot, or records not written: Kinesis retries the batch
@@ -99,3 +105,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         obs.count("SnapshotRefreshFailed")
         obs.logger.warning("serving a cached snapshot", extra={"error": str(snapshots.last_error)})
     return outcome.response
+
+
+def make_handler(dependencies: Callable[[], Dependencies]) -> LambdaHandler:
+    """The Lambda entry point over ``dependencies`` (called on every invocation; cache it)."""
+    return entry_point(obs, handle, dependencies)
+
+
+#: Built on the first invocation and kept for the execution environment's life.
+environment = functools.cache(Dependencies.from_env)
+handler = make_handler(environment)

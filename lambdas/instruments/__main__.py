@@ -1,7 +1,8 @@
 """``python -m lambdas.instruments``: publish today's snapshot once (sandbox start, operators).
 
-Reads the same environment as the Lambda (``INSTRUMENTS_*``, ``KITE_CREDENTIALS_*``,
-``DB_*`` and the AWS SDK's); prints the outcome as JSON; exits 1 if nothing was published.
+Reads the same environment as the Lambda (``INSTRUMENTS_*``, ``KITE_REST_URL``,
+``KITE_CREDENTIALS_*``, ``DB_*`` and the AWS SDK's); prints the outcome as JSON;
+exits 1 if nothing was published, 2 if the environment is incomplete.
 """
 
 from __future__ import annotations
@@ -9,21 +10,24 @@ from __future__ import annotations
 import json
 import sys
 
+from lambdas.instruments.handler import FAILURES, Dependencies, publish
+from ticker_adapters.settings import SettingsError
+
 
 def main() -> int:
     """Run one publication; the exit status says whether it succeeded."""
-    from lambdas.instruments.handler import FAILURES, pool, publish, runner
-
     try:
-        print(json.dumps(publish({})))
+        deps = Dependencies.from_env()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        print(json.dumps(publish({}, deps)))
     except FAILURES as exc:
         print(f"instruments snapshot not published: {exc}", file=sys.stderr)
         return 1
     finally:
-        opened = pool.reset()
-        if opened is not None:
-            runner.run(opened.close())
-        runner.close()
+        deps.close()
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Instruments function entry point: parse settings and the event, call one logic function.
+"""Instruments function entry point: environment once, then each event to one logic function.
 
 Runs on a daily schedule before the open (after the day's Kite login, which
 stores a fresh access token) and on demand, e.g. right after a login:
@@ -9,20 +9,25 @@ A refused dump, a failed download or a missing session fails the invocation
 (Lambda's Errors metric) and counts ``InstrumentsPublicationFailed`` with an
 ERROR log naming the reasons; the pointer and the database keep the last
 good snapshot, so everyone reading it carries on.
+
+:class:`Dependencies` (vault, Kite client, S3 store, database pool, event
+loop) is built on the first invocation, not at import.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import boto3
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lambdas.common.db import DatabaseSettings, create_pool
+from lambdas.common.db import create_pool
 from lambdas.common.observability import Observability
-from lambdas.common.runtime import Lazy, LoopRunner
+from lambdas.common.runtime import LambdaHandler, Lazy, LoopRunner, close_all, entry_point
 from lambdas.instruments.dal import PostgresRegistry, S3SnapshotStore
 from lambdas.instruments.logic import (
     PublishSettings,
@@ -31,84 +36,99 @@ from lambdas.instruments.logic import (
     choose_session,
     publish_instruments,
 )
+from lambdas.instruments.settings import InstrumentsEnvironment
 from ticker_adapters.credentials import CredentialError, CredentialVault
 from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.kite_rest import KiteRestClient, KiteTransport, retry_transient
-from ticker_adapters.retry import full_jitter
-from ticker_adapters.settings import SnapshotSettings, VaultSettings
+from ticker_adapters.retry import full_jitter_delays
 from ticker_core.kite_errors import KiteError
 
-
-class InstrumentsSettings(BaseSettings):
-    """``INSTRUMENTS_*`` settings of this function (bucket and prefix: SnapshotSettings)."""
-
-    model_config = SettingsConfigDict(env_prefix="INSTRUMENTS_", extra="ignore")
-
-    kite_root: str = "https://api.kite.trade"
-    account_id: str | None = None
-    http_timeout_seconds: float = Field(default=60.0, gt=0)
-    http_attempts: int = Field(default=3, ge=1)
-    http_retry_base_seconds: float = Field(default=1.0, ge=0)
-    """First retry waits up to this long (full jitter, doubling, capped at 8x)."""
-    max_drop: float = Field(default=0.2, gt=0, lt=1)
-    """Largest tolerated shrink of a segment against the last good dump."""
-    keep_days: int = Field(default=7, ge=0)
-    """Days of registry kept in PostgreSQL (S3 retention is a bucket lifecycle rule)."""
-
-
-def _secrets_client(database: DatabaseSettings) -> Any:
-    return boto3.client("secretsmanager") if database.secret_arn else None
-
-
-# Execution-environment state, built once at init and reused by every invocation.
-settings = InstrumentsSettings()
-snapshot_settings = SnapshotSettings()  # type: ignore[call-arg]  # from the environment
-vault_settings = VaultSettings()  # type: ignore[call-arg]  # from the environment
-database = DatabaseSettings()
 obs = Observability("instruments")
-runner = LoopRunner()
-pool = Lazy(lambda: create_pool(database, _secrets_client(database)))
-vault = CredentialVault(
-    boto3.client("secretsmanager"),
-    KmsEnvelopeCipher(boto3.client("kms"), vault_settings.kms_key_arn),
-    prefix=vault_settings.prefix,
-    cache_seconds=vault_settings.cache_seconds,
-)
-kite = KiteTransport(
-    settings.kite_root,
-    connect_timeout=min(settings.http_timeout_seconds, 10.0),
-    read_timeout=settings.http_timeout_seconds,
-    retry=retry_transient(settings.http_attempts),
-    delays=lambda: full_jitter(
-        settings.http_retry_base_seconds, 8 * settings.http_retry_base_seconds
-    ),
-)
-store = S3SnapshotStore(boto3.client("s3"), snapshot_settings.bucket, snapshot_settings.prefix)
-registry = PostgresRegistry(pool)
-publish_settings = PublishSettings(max_drop=settings.max_drop, keep_days=settings.keep_days)
 
 FAILURES = (SnapshotRejectedError, SessionUnavailableError, KiteError, CredentialError)
 """The expected ways a publication fails (the command line exits 1 on these)."""
 
 
-def publish(event: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Dependencies:
+    """What one execution environment builds once and every invocation reuses."""
+
+    environment: InstrumentsEnvironment
+    runner: LoopRunner
+    pool: Lazy[asyncpg.Pool]
+    vault: CredentialVault
+    kite: KiteTransport
+    store: S3SnapshotStore
+    registry: PostgresRegistry
+
+    @classmethod
+    def build(
+        cls, environment: InstrumentsEnvironment, *, s3: Any, secrets: Any, kms: Any
+    ) -> Dependencies:
+        """Wire the function from its settings and AWS clients."""
+        settings, vault, snapshot = environment.instruments, environment.vault, environment.snapshot
+        database = environment.database
+        db_secrets = secrets if database.secret_arn else None
+        pool: Lazy[asyncpg.Pool] = Lazy(lambda: create_pool(database, db_secrets))
+        return cls(
+            environment=environment,
+            runner=LoopRunner(),
+            pool=pool,
+            vault=CredentialVault(
+                secrets,
+                KmsEnvelopeCipher(kms, vault.kms_key_arn),
+                prefix=vault.prefix,
+                cache_seconds=vault.cache_seconds,
+            ),
+            kite=KiteTransport(
+                environment.kite.rest_url,
+                connect_timeout=min(settings.http_timeout_seconds, 10.0),
+                read_timeout=settings.http_timeout_seconds,
+                retry=retry_transient(settings.http_attempts),
+                delays=full_jitter_delays(
+                    settings.http_retry_base_seconds, 8 * settings.http_retry_base_seconds
+                ),
+            ),
+            store=S3SnapshotStore(s3, snapshot.bucket, snapshot.prefix),
+            registry=PostgresRegistry(pool),
+        )
+
+    @classmethod
+    def from_env(cls) -> Dependencies:
+        """The environment's settings and the SDK's default clients (Lambda's init)."""
+        environment = InstrumentsEnvironment.from_env()
+        return cls.build(
+            environment,
+            s3=boto3.client("s3"),
+            secrets=boto3.client("secretsmanager"),
+            kms=boto3.client("kms"),
+        )
+
+    def close(self) -> None:
+        """Close the pool and the loop (tests and command lines; Lambda just freezes)."""
+        close_all(self.runner, self.pool)
+        self.kite.close()
+
+
+def publish(event: dict[str, Any], deps: Dependencies) -> dict[str, Any]:
     """One publication (the handler's body; also ``python -m lambdas.instruments``)."""
     now = datetime.now(UTC)
+    settings = deps.environment.instruments
     account_id = event.get("account_id") or settings.account_id
 
     def download() -> bytes:
-        session = choose_session(vault, account_id, now)
-        return KiteRestClient.from_session(session, kite).instruments()
+        session = choose_session(deps.vault, account_id, now)
+        return KiteRestClient.from_session(session, deps.kite).instruments()
 
     try:
-        outcome = runner.run(
+        outcome = deps.runner.run(
             publish_instruments(
                 download,
-                store=store,
-                database=registry,
+                store=deps.store,
+                database=deps.registry,
                 now=now,
-                prefix=snapshot_settings.prefix,
-                settings=publish_settings,
+                prefix=deps.environment.snapshot.prefix,
+                settings=PublishSettings(max_drop=settings.max_drop, keep_days=settings.keep_days),
             )
         )
     except Exception as exc:  # counted and logged whatever it is (S3, database, Kite), re-raised
@@ -127,8 +147,11 @@ def publish(event: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@obs.metrics.log_metrics
-@obs.logger.inject_lambda_context
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def make_handler(dependencies: Callable[[], Dependencies]) -> LambdaHandler:
     """Scheduled or on demand: publish today's instruments snapshot."""
-    return publish(event or {})
+    return entry_point(obs, lambda event, deps: publish(event or {}, deps), dependencies)
+
+
+#: Built on the first invocation and kept for the execution environment's life.
+environment = functools.cache(Dependencies.from_env)
+handler = make_handler(environment)

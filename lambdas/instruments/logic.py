@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from ticker_adapters.credentials import KiteSession
@@ -39,8 +39,7 @@ from ticker_core.instruments import (
     ParseResult,
     parse_instruments,
 )
-
-IST_OFFSET = timedelta(hours=5, minutes=30)
+from ticker_core.tz import ist_date
 
 
 class SnapshotRejectedError(Exception):
@@ -123,11 +122,6 @@ class PublishOutcome:
             "rejected_rows": self.rejected_rows,
             "database_changed": self.database_changed,
         }
-
-
-def ist_date(instant: datetime) -> date:
-    """The IST calendar date of an aware instant: the snapshot's day."""
-    return (instant.astimezone(UTC) + IST_OFFSET).date()
 
 
 def choose_session(vault: SessionSource, account_id: str | None, now: datetime) -> KiteSession:

@@ -5,25 +5,23 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import asyncpg
-
-from lambdas.common.db import DatabaseSettings, connection_parameters
-from lambdas.migrate.dal import migrate
+from lambdas.common.db import secrets_client_for
+from lambdas.migrate.dal import migrate_database
 from lambdas.migrate.logic import bundled_migrations
+from lambdas.migrate.settings import MigrateEnvironment
+from ticker_adapters.settings import SettingsError
 
 
-async def _main() -> int:
-    settings = DatabaseSettings()
-    secrets_client = None
-    if settings.secret_arn:
-        import boto3
-
-        secrets_client = boto3.client("secretsmanager")
-    conn = await asyncpg.connect(**connection_parameters(settings, secrets_client))
+def main() -> int:
+    """Apply what is pending and print it; exit 2 if the environment is incomplete."""
     try:
-        applied = await migrate(conn, bundled_migrations())
-    finally:
-        await conn.close()
+        database = MigrateEnvironment.from_env().database
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    applied = asyncio.run(
+        migrate_database(database, bundled_migrations(), secrets_client_for(database))
+    )
     for m in applied:
         print(f"applied {m.version:04d}_{m.name}")
     if not applied:
@@ -32,4 +30,4 @@ async def _main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(_main()))
+    sys.exit(main())

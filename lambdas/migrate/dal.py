@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
+from lambdas.common.db import DatabaseSettings, connection_parameters
 from lambdas.migrate.logic import Migration, pending
 
 # Any fixed number works; it only has to be the same for every runner.
@@ -44,3 +47,14 @@ async def migrate(conn: asyncpg.Connection, available: list[Migration]) -> list[
         return todo
     finally:
         await conn.execute("select pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+
+
+async def migrate_database(
+    settings: DatabaseSettings, available: list[Migration], secrets_client: Any = None
+) -> list[Migration]:
+    """Connect with ``settings``, apply what is pending, disconnect; returns what was applied."""
+    conn = await asyncpg.connect(**connection_parameters(settings, secrets_client))
+    try:
+        return await migrate(conn, available)
+    finally:
+        await conn.close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -25,8 +25,8 @@ from lambdas.common.runtime import Lazy
 from lambdas.persist.bars import MinuteBars, fold_minute_bars
 from lambdas.persist.logic import GREEKS_COLUMNS, TICK_COLUMNS
 from lambdas.persist.pgcopy import BinaryCopyEncoder, CopyColumn, Kind
+from ticker_core.tz import ist_date, ist_midnight
 
-IST_OFFSET = timedelta(hours=5, minutes=30)
 PARTITIONED_TABLES = ("ticks", "greeks", "bars_1m")
 PARTITION_NAME = re.compile(r"^(?P<table>ticks|greeks|bars_1m)_p(?P<day>\d{8})$")
 # Bars are updated in place by every batch touching their minute: room on the page
@@ -47,14 +47,9 @@ class WriteResult:
     """Whether some rows were already stored, so the batch was merged rather than copied."""
 
 
-def ist_day(instant: datetime) -> date:
-    """The IST calendar day of an aware instant (partitions follow trading days)."""
-    return (instant.astimezone(UTC) + IST_OFFSET).date()
-
-
 def day_bounds(day: date) -> tuple[datetime, datetime]:
     """[00:00 IST of ``day``, 00:00 IST of the next day) as UTC instants."""
-    start = datetime.combine(day, time(0), tzinfo=UTC) - IST_OFFSET
+    start = ist_midnight(day).astimezone(UTC)
     return start, start + timedelta(days=1)
 
 
@@ -321,7 +316,7 @@ async def write_batch(
     row by row instead (``ON CONFLICT DO NOTHING``; bars from the rows that
     were new). Ticks are expected in stream order, as a Kinesis event has them.
     """
-    days = {ist_day(row[0]) for row in ticks} | {ist_day(row[0]) for row in greeks}
+    days = {ist_date(row[0]) for row in ticks} | {ist_date(row[0]) for row in greeks}
     await partitions.ensure(conn, days)
     try:
         return await _copy_all_new(conn, ticks, greeks)

@@ -26,11 +26,11 @@ from lambdas.common.kinesis_batch import (
     consume_kinesis_event,
     consume_kinesis_record,
 )
+from ticker_core.kite import MODE_RANK, MODES
 from ticker_core.records import KinesisUserRecord
 
 TICK_SCHEMA = "tick/1"
 GREEKS_SCHEMA = "greeks/1"
-MODES = frozenset({"ltp", "quote", "full"})
 OPTION_TYPES = frozenset({"CE", "PE"})
 MAX_TOKEN = 2**32 - 1
 NUMBER = (int, float)
@@ -154,8 +154,8 @@ def depth_text(depth: Any) -> str | None:
 def tick_row(record: dict[str, Any], source: KinesisUserRecord) -> tuple[Any, ...]:
     """A ``market.ticks`` row from a ``tick/1`` record."""
     mode = record.get("mode")
-    if mode not in MODES:
-        raise PoisonRecordError("bad_field", f"mode must be one of {sorted(MODES)}")
+    if mode not in MODE_RANK:
+        raise PoisonRecordError("bad_field", f"mode must be one of {', '.join(MODES)}")
     underlying = _field(record, "underlying", str)
     if not underlying:
         raise PoisonRecordError("bad_field", "underlying is empty")

@@ -16,9 +16,9 @@ from ticker_adapters.credentials import (
     CredentialNotFoundError,
     CredentialVault,
     KiteSession,
-    next_token_expiry,
 )
 from ticker_adapters.envelope import KmsEnvelopeCipher
+from ticker_core.kite import next_token_expiry
 
 pytestmark = pytest.mark.integration
 

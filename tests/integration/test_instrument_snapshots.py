@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from lambdas.instruments.dal import S3SnapshotStore
+from testkit.factories import chain, publish_snapshot
 from tests.conftest import INSTRUMENTS_BUCKET
-from tests.factories import chain, publish_snapshot
 from ticker_adapters.instrument_snapshots import (
     InstrumentSnapshotReader,
     SnapshotCorruptError,

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import secrets
-import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -22,6 +19,7 @@ from kite_sim.universe import UniverseConfig
 from lambdas.common.db import connection_parameters
 from lambdas.common.runtime import Lazy
 from lambdas.instruments.dal import PostgresRegistry, S3SnapshotStore
+from lambdas.instruments.handler import Dependencies, make_handler
 from lambdas.instruments.logic import PublishSettings, SnapshotRejectedError, publish_instruments
 from sandbox.moto_server import AwsEndpoint
 from sandbox.postgres import ConnectionInfo
@@ -257,14 +255,14 @@ async def test_old_days_are_pruned_from_the_database(
 
 
 @pytest.fixture
-def handler_module(
+def function_environment(
     aws: AwsEndpoint,
     s3: Any,
     migrated: ConnectionInfo,
     sim_faults: ThreadedSimulator,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[ModuleType]:
-    """The handler imported as Lambda would, with the account's credentials in the vault."""
+) -> None:
+    """The environment Lambda gives the function; the account's credentials in the vault."""
     kms = boto3.client("kms", **aws.client_kwargs())
     key_arn = kms.create_key(Description="kite credentials")["KeyMetadata"]["Arn"]
     vault = CredentialVault(
@@ -281,22 +279,21 @@ def handler_module(
     env = {
         **db_env(migrated),
         "INSTRUMENTS_BUCKET": BUCKET,
-        "INSTRUMENTS_KITE_ROOT": sim_faults.rest_url,
+        "KITE_REST_URL": sim_faults.rest_url,
         "INSTRUMENTS_HTTP_ATTEMPTS": "2",
         "INSTRUMENTS_HTTP_RETRY_BASE_SECONDS": "0.01",
         "KITE_CREDENTIALS_KMS_KEY_ARN": key_arn,
-        "POWERTOOLS_METRICS_NAMESPACE": "TickerServiceTest",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    sys.modules.pop("lambdas.instruments.handler", None)
-    module = importlib.import_module("lambdas.instruments.handler")
-    yield module
-    pool = module.pool.reset()
-    if pool is not None:
-        module.runner.run(pool.close())
-    module.runner.close()
-    sys.modules.pop("lambdas.instruments.handler", None)
+
+
+@pytest.fixture
+def deps(function_environment: None) -> Iterator[Dependencies]:
+    """What an execution environment builds on its first invocation, from that environment."""
+    built = Dependencies.from_env()
+    yield built
+    built.close()
 
 
 class Context:
@@ -307,27 +304,28 @@ class Context:
 
 
 def test_the_handler_publishes_then_finds_nothing_new_then_fails_loudly(
-    handler_module: ModuleType,
+    deps: Dependencies,
     s3: Any,
     sim_faults: ThreadedSimulator,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    handler = make_handler(lambda: deps)
     # When the scheduled invocation runs
-    result = handler_module.handler({}, Context())
+    result = handler({}, Context())
     # Then today's snapshot is published and the pointer names it
     assert result["status"] == "published"
     pointer = read_pointer(s3, BUCKET, PREFIX)
     assert pointer is not None
     assert (pointer.key, pointer.summary.instruments) == (result["key"], result["instruments"])
     # When it runs again on demand for the same account, Then nothing changes
-    assert handler_module.handler({"account_id": "acct-1"}, Context())["status"] == "unchanged"
+    assert handler({"account_id": "acct-1"}, Context())["status"] == "unchanged"
     # When Kite fails every attempt, Then the invocation fails and the pointer stays
     running = sim_faults.sim
     assert running is not None
     sim_faults.call(lambda: running.faults.fail_rest(503, 2, path_prefix="/instruments"))
     with pytest.raises(KiteNetworkError):
-        handler_module.handler({}, Context())
+        handler({}, Context())
     assert read_pointer(s3, BUCKET, PREFIX) == pointer
     # And the failure is a metric and an ERROR log line
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
@@ -337,7 +335,7 @@ def test_the_handler_publishes_then_finds_nothing_new_then_fails_loudly(
 
 
 def test_the_command_line_publishes_once_and_exits_non_zero_on_failure(
-    handler_module: ModuleType,
+    function_environment: None,
     s3: Any,
     sim_faults: ThreadedSimulator,
     capsys: pytest.CaptureFixture[str],
@@ -351,8 +349,7 @@ def test_the_command_line_publishes_once_and_exits_non_zero_on_failure(
     assert main() == 1
     assert "not published" in capsys.readouterr().err
     assert read_pointer(s3, BUCKET, PREFIX) is None
-    # When it runs in a fresh process (module) with Kite healthy, Then it publishes and says so
-    sys.modules.pop("lambdas.instruments.handler", None)
+    # When it runs again with Kite healthy, Then it publishes and says so
     assert main() == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["status"] == "published"

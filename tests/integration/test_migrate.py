@@ -11,10 +11,13 @@ import asyncpg
 import pytest
 
 from lambdas.common.db import DatabaseSettings, connection_parameters
+from lambdas.common.runtime import LoopRunner
 from lambdas.migrate.dal import migrate
+from lambdas.migrate.handler import Dependencies, make_handler
 from lambdas.migrate.logic import Migration, bundled_migrations
+from lambdas.migrate.settings import MigrateEnvironment
 from sandbox.postgres import ConnectionInfo
-from tests.conftest import db_env
+from tests.conftest import db_env, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +81,26 @@ def test_the_migration_command_applies_and_reports(fresh_database: ConnectionInf
         [sys.executable, "-m", "lambdas.migrate"], env=env, capture_output=True, text=True
     )
     assert "up to date" in again.stdout
+
+
+def test_the_migrate_function_applies_once_and_answers_what_it_did(
+    fresh_database: ConnectionInfo,
+) -> None:
+    # Given the function's dependencies for an empty database
+    deps = Dependencies(MigrateEnvironment(database=settings_for(fresh_database)), LoopRunner())
+    handler = make_handler(lambda: deps)
+    try:
+        # When it is invoked at deploy time, Then it applies every bundled migration
+        first = handler({}, DeployContext())
+        assert first["applied"] == [f"{m.version:04d}_{m.name}" for m in bundled_migrations()]
+        # And a second deploy applies nothing
+        assert handler({}, DeployContext()) == {"applied": []}
+    finally:
+        deps.runner.close()
+
+
+class DeployContext:
+    function_name = "migrate"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:ap-south-1:123456789012:function:migrate"
+    aws_request_id = "req-migrate"

@@ -17,8 +17,8 @@ from lambdas.migrate.logic import bundled_migrations
 from lambdas.persist.dal import PartitionManager, write_batch
 from lambdas.persist.logic import TICK_COLUMNS, decode
 from sandbox.postgres import ConnectionInfo, EmbeddedPostgres
+from testkit.factories import tick_record, tick_stream, user_record
 from tests.conftest import db_env
-from tests.factories import tick_record, tick_stream, user_record
 from tests.waiting import wait_until_async
 from ticker_core.records import KinesisUserRecord
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -15,10 +12,12 @@ import pytest
 from lambdas.common.db import connection_parameters
 from lambdas.common.runtime import Lazy
 from lambdas.persist.dal import PartitionManager, PostgresBatchWriter
+from lambdas.persist.handler import Dependencies, make_handlers
 from lambdas.persist.logic import persist_event
+from lambdas.persist.settings import PersistEnvironment, PersistSettings
 from sandbox.postgres import ConnectionInfo
-from tests.conftest import db_env, settings_for
-from tests.factories import kinesis_event, tick_stream
+from testkit.factories import kinesis_event, tick_stream
+from tests.conftest import settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -75,18 +74,13 @@ async def test_a_corrupt_aggregate_is_poison_too(migrated: ConnectionInfo) -> No
 
 
 @pytest.fixture
-def handler_module(
-    migrated: ConnectionInfo, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ModuleType]:
-    """The handler module imported as Lambda would: environment first, then import."""
-    for key, value in db_env(migrated).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "TickerServiceTest")
-    sys.modules.pop("lambdas.persist.handler", None)
-    module = importlib.import_module("lambdas.persist.handler")
-    yield module
-    module.runner.close()
-    sys.modules.pop("lambdas.persist.handler", None)
+def deps(migrated: ConnectionInfo) -> Iterator[Dependencies]:
+    """What an execution environment builds on its first invocation, against ``migrated``."""
+    built = Dependencies.build(
+        PersistEnvironment(persist=PersistSettings(), database=settings_for(migrated))
+    )
+    yield built
+    built.close()
 
 
 class Context:
@@ -97,26 +91,27 @@ class Context:
 
 
 def test_the_handler_reuses_its_pool_across_invocations_and_emits_metrics(
-    handler_module: ModuleType, migrated: ConnectionInfo, capsys: pytest.CaptureFixture[str]
+    deps: Dependencies, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given two batches delivered to the same execution environment
     first, _ = batch_of(200, 50, seed=1)
     second, _ = batch_of(200, 50, seed=2)
     for r in second["Records"]:
         r["eventID"] = r["eventID"].replace("shardId-000000000000", "shardId-000000000001")
+    handler, maintain = make_handlers(lambda: deps)
     # When the handler runs twice
-    assert handler_module.handler(first, Context()) == {"batchItemFailures": []}
-    pool = handler_module.pool.current
-    assert handler_module.handler(second, Context()) == {"batchItemFailures": []}
+    assert handler(first, Context()) == {"batchItemFailures": []}
+    pool = deps.pool.current
+    assert handler(second, Context()) == {"batchItemFailures": []}
     # Then the second invocation used the same pool (one loop, connections kept)
-    assert handler_module.pool.current is pool is not None
+    assert deps.pool.current is pool is not None
     # And EMF metrics reported what was written
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     inserted = [m["TicksInserted"] for m in emf if "TicksInserted" in m]
     assert inserted == [[200.0], [200.0]]
     # And a redelivery is reported as merged, inserting nothing
-    assert handler_module.handler(second, Context()) == {"batchItemFailures": []}
+    assert handler(second, Context()) == {"batchItemFailures": []}
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert [(m["BatchesMerged"], m["TicksInserted"]) for m in emf] == [([1.0], [0.0])]
     # And the daily maintenance creates partitions ahead without error
-    assert handler_module.maintain({}, Context()) == {"detached": []}
+    assert maintain({}, Context()) == {"detached": []}

@@ -6,11 +6,8 @@ import boto3
 import pytest
 
 from sandbox.moto_server import AwsEndpoint
-from ticker_adapters.subscription_store import (
-    AtmWindowRule,
-    SubscriptionError,
-    SubscriptionStore,
-)
+from ticker_adapters.subscription_store import SubscriptionStore
+from ticker_core.subscriptions import AtmWindowRule, SubscriptionError
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from lambdas.greeks.logic import (
     greeks_event,
     greeks_rows,
 )
-from tests.factories import chain, index_instrument, kinesis_event, tick_bytes, user_record
+from testkit.factories import chain, index_instrument, kinesis_event, tick_bytes, user_record
 from ticker_adapters.instrument_snapshots import InstrumentSnapshot, SnapshotPointer
 from ticker_core.calendar import SECONDS_PER_YEAR, expiry_instant, year_fraction
 from ticker_core.instruments import DumpSummary, Instrument, InstrumentRegistry

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.option_cases import OptionCases, nse_like_cases
+from testkit.option_cases import OptionCases, nse_like_cases
 from ticker_core import options
 from ticker_core.options import (
     OK,

@@ -14,7 +14,7 @@ from lambdas.persist.logic import (
     PoisonRecordError,
     decode,
 )
-from tests.factories import tick_record, user_record
+from testkit.factories import tick_record, user_record
 
 SEQ = "49650000000000000000000000001"
 TS = datetime(2026, 11, 27, 4, 0, 1, tzinfo=UTC)

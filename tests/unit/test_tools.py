@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import harness
-from tools import secret_scan
+from tools import benchmarking, secret_scan
 
 
 def fake_aws_key_id() -> str:
@@ -32,15 +31,15 @@ def test_secret_scan_flags_a_generated_key_without_printing_it(tmp_path: Path) -
 
 def test_report_renders_ratio_and_verdict() -> None:
     # Given a result with one comparison that misses its target
-    result = harness.Result(
+    result = benchmarking.Result(
         name="demo",
         title="Demo",
         method="Method text.",
-        comparisons=[harness.Comparison("fast", "anchor", 1.5, target=2.0)],
-        figures=[harness.Figure("rate", 1234567.0, "items/s")],
+        comparisons=[benchmarking.Comparison("fast", "anchor", 1.5, target=2.0)],
+        figures=[benchmarking.Figure("rate", 1234567.0, "items/s")],
     )
     # When rendered
-    text = harness.render([result])
+    text = benchmarking.render([result])
     # Then the ratio, the target and the miss are all visible
     assert "| fast | anchor | 1.50x | >= 2x | **no** |" in text
     assert "1,234,567" in text
@@ -55,7 +54,7 @@ def test_interleaved_rates_reports_ratio_to_anchor() -> None:
         sum(range(10000))
 
     # When both are timed in interleaved rounds
-    rates, ratios = harness.interleaved_rates(
+    rates, ratios = benchmarking.interleaved_rates(
         {"slow": slow, "fast": fast}, 1, anchor="slow", rounds=3, min_seconds=0.02
     )
     # Then the anchor's ratio is exactly one and the faster one is above it
@@ -66,7 +65,7 @@ def test_interleaved_rates_reports_ratio_to_anchor() -> None:
 
 def test_interleaved_rates_requires_the_anchor() -> None:
     with pytest.raises(ValueError, match="anchor"):
-        harness.interleaved_rates({"a": lambda: None}, 1, anchor="missing")
+        benchmarking.interleaved_rates({"a": lambda: None}, 1, anchor="missing")
 
 
 def test_secret_scan_exempts_only_sample_payload_fields(tmp_path: Path) -> None:

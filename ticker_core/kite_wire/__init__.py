@@ -62,6 +62,7 @@ go wrong. Text messages never raise (:func:`parse_text`); encoders raise
 :class:`EncodeError` for values the wire cannot carry.
 """
 
+from ticker_core.kite import Segment
 from ticker_core.kite_wire._columnar import (
     Column,
     DecodedFrame,
@@ -86,10 +87,10 @@ from ticker_core.kite_wire._frame import (
 from ticker_core.kite_wire._layout import (
     DEPTH_LEVELS,
     DEPTH_SIDES,
+    MODE_PACKET_BYTES,
     PacketKind,
     PacketLayout,
     Role,
-    Segment,
     WireField,
     price_divisor,
     segment_of,
@@ -111,6 +112,7 @@ __all__ = [
     "DEPTH_LEVELS",
     "DEPTH_SIDES",
     "HEARTBEAT",
+    "MODE_PACKET_BYTES",
     "Buffer",
     "Column",
     "DecodeStats",

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import Enum
 from typing import Any
 
 import numpy as np
+
+from ticker_core.kite import MODE_FULL, MODE_LTP, MODE_QUOTE, Segment
 
 # --- frame structure ---------------------------------------------------------
 
@@ -35,21 +37,6 @@ MIN_DATA_FRAME_SIZE = FRAME_HEADER_SIZE
 
 #: The exchange segment is the low byte of the instrument token.
 SEGMENT_MASK = 0xFF
-
-
-class Segment(IntEnum):
-    """Kite's exchange segment codes (``instrument_token & 0xFF``)."""
-
-    NSE = 1
-    NFO = 2
-    CDS = 3
-    BSE = 4
-    BFO = 5
-    BCD = 6
-    MCX = 7
-    MCXSX = 8
-    INDICES = 9
-    NCO = 12
 
 
 #: Prices travel as integers in the segment's smallest unit; most segments
@@ -176,10 +163,6 @@ LAST_PRICE = "last_price"
 CLOSE = "close"
 DEPTH = "depth"
 INSTRUMENT_TOKEN = "instrument_token"  # noqa: S105  # nosec B105
-
-MODE_LTP = "ltp"
-MODE_QUOTE = "quote"
-MODE_FULL = "full"
 
 #: Market depth: five levels of bids, then five of offers.
 DEPTH_SIDES = ("buy", "sell")
@@ -341,3 +324,11 @@ class PacketKind(Enum):
 
 #: Packet type by packet length; a length not here is skipped and counted.
 KIND_BY_LENGTH: dict[int, PacketKind] = {kind.length: kind for kind in PacketKind}
+
+#: Bytes of one tradable instrument's packet in each mode (an index's are smaller): the
+#: load an instrument puts on its connection.
+MODE_PACKET_BYTES: dict[str, int] = {
+    MODE_LTP: PacketKind.LTP.length,
+    MODE_QUOTE: PacketKind.QUOTE.length,
+    MODE_FULL: PacketKind.FULL.length,
+}

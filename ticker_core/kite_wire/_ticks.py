@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from ticker_core.kite import MODE_FULL, MODE_LTP, MODE_QUOTE
 from ticker_core.kite_wire._frame import (
     Buffer,
     DecodeStats,
@@ -35,9 +36,6 @@ from ticker_core.kite_wire._layout import (
     KIND_BY_LENGTH,
     LAST_PRICE,
     MODE,
-    MODE_FULL,
-    MODE_LTP,
-    MODE_QUOTE,
     SEGMENT_MASK,
     TRADABLE,
     PacketKind,

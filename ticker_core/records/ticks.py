@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
+from ticker_core.kite import MAX_INSTRUMENT_TOKEN, MODES
+from ticker_core.kite_wire import DEPTH_LEVELS
 from ticker_core.records._jsonfmt import (
     ENCODER,
     exchange_time,
@@ -47,14 +49,8 @@ from ticker_core.records.errors import RecordEncodeError
 TICK_SCHEMA: Final = "tick/1"
 """Value of every tick record's ``schema`` field."""
 
-MAX_DEPTH_LEVELS: Final = 5
-"""Kite's full mode carries five bid and five ask levels."""
-
-MAX_INSTRUMENT_TOKEN: Final = 2**32 - 1
-"""Instrument tokens are unsigned 32-bit integers on the wire."""
-
-_MODES: Final[frozenset[str | None]] = frozenset({"ltp", "quote", "full"})
-_MODE_JSON: Final = {mode: f'"{mode}"' for mode in ("ltp", "quote", "full")}
+_MODES: Final[frozenset[str | None]] = frozenset(MODES)
+_MODE_JSON: Final = {mode: f'"{mode}"' for mode in MODES}
 _REQUIRED_IN: Final = ("instrument_token", "mode", "tradable", "last_price")
 _REQUIRED_OUT: Final = frozenset(
     {"schema", "instrument_token", "underlying", "mode", "tradable", "last_price", "received_at"}
@@ -210,7 +206,7 @@ def _fast_full(t: Mapping[str, Any]) -> str:
 
 
 def _fast_levels(levels: list[Mapping[str, Any]]) -> str:
-    if len(levels) > MAX_DEPTH_LEVELS:
+    if len(levels) > DEPTH_LEVELS:
         raise _CheckedPathError
     out = []
     for level in levels:
@@ -238,8 +234,8 @@ def _ohlc(name: str, value: object) -> dict[str, float | int]:
 
 
 def _levels(name: str, value: object) -> list[dict[str, float | int]]:
-    if not isinstance(value, list | tuple) or len(value) > MAX_DEPTH_LEVELS:
-        fail(name, f"must be a list of at most {MAX_DEPTH_LEVELS} levels", value)
+    if not isinstance(value, list | tuple) or len(value) > DEPTH_LEVELS:
+        fail(name, f"must be a list of at most {DEPTH_LEVELS} levels", value)
     levels = []
     for i, level in enumerate(value):
         where = f"{name}[{i}]"

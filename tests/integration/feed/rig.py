@@ -21,14 +21,21 @@ from typing import Any
 import boto3
 
 from feed_container.service import Dependencies, FeedService
-from feed_container.settings import FeedSettings
+from feed_container.settings import FeedEnvironment, FeedSettings
 from kite_sim.server import Simulator
 from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.moto_server import AwsEndpoint
 from tests.waiting import wait_until_async as wait_until  # the feed tests' name for it
-from ticker_adapters.credentials import CredentialVault, KiteSession, next_token_expiry
+from ticker_adapters.credentials import CredentialVault, KiteSession
 from ticker_adapters.envelope import KmsEnvelopeCipher
+from ticker_adapters.settings import (
+    KiteSettings,
+    SubscriptionsTableSettings,
+    TicksStreamSettings,
+    VaultSettings,
+)
 from ticker_adapters.subscription_store import SubscriptionStore
+from ticker_core.kite import next_token_expiry
 from ticker_core.records import deaggregate
 
 STREAM = "ticks"
@@ -115,14 +122,10 @@ class Rig:
             account, KiteSession(api_key, token, account.upper(), issued, next_token_expiry(issued))
         )
 
-    def settings(self, **overrides: Any) -> FeedSettings:
+    def environment(self, *, ws_url: str | None = None, **overrides: Any) -> FeedEnvironment:
+        """The container's environment against this rig; ``overrides`` are ``FeedSettings``."""
         values: dict[str, Any] = {
             "accounts": self.accounts,
-            "kite_ws_url": self.sim.ws_url,
-            "kite_rest_url": self.sim.rest_url,
-            "kms_key_id": self.kms_key,
-            "subscriptions_table": TABLE,
-            "stream_name": STREAM,
             "watchdog_seconds": 1.5,
             "connect_timeout_seconds": 3.0,
             "backoff_initial_seconds": 0.05,
@@ -145,12 +148,20 @@ class Rig:
             "emf_interval_seconds": 0,
         }
         values.update(overrides)
-        return FeedSettings(**values)
+        return FeedEnvironment(
+            feed=FeedSettings(**values),
+            kite=KiteSettings(rest_url=self.sim.rest_url, ws_url=ws_url or self.sim.ws_url),
+            vault=VaultSettings(kms_key_arn=self.kms_key),
+            ticks=TicksStreamSettings(name=STREAM),
+            subscriptions=SubscriptionsTableSettings(name=TABLE),
+        )
 
-    def start(self, settings: FeedSettings | None = None, *, via_proxy: bool = True) -> RunningFeed:
-        settings = settings or self.settings()
+    def start(
+        self, environment: FeedEnvironment | None = None, *, via_proxy: bool = True
+    ) -> RunningFeed:
+        environment = environment or self.environment()
         endpoint = self.proxy.url if via_proxy else self.aws.url
-        service = FeedService(settings, Dependencies(kinesis_endpoint_url=endpoint))
+        service = FeedService(environment, Dependencies(kinesis_endpoint_url=endpoint))
         stop = asyncio.Event()
         running = RunningFeed(
             service, asyncio.get_running_loop().create_task(service.run(stop)), stop

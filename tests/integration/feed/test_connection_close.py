@@ -22,10 +22,10 @@ async def test_a_close_the_exchange_never_answers_is_counted_and_bounded(rig: Ri
     port = await asyncio.to_thread(proxy.start)
     try:
         subscribe_sample(rig)
-        settings = rig.settings(
-            kite_ws_url=f"ws://127.0.0.1:{port}{url.path}", close_timeout_seconds=1.0
+        environment = rig.environment(
+            ws_url=f"ws://127.0.0.1:{port}{url.path}", close_timeout_seconds=1.0
         )
-        feed = rig.start(settings)
+        feed = rig.start(environment)
         await feed.reaches("feed_ticks_received_total", 50)
         # When the network swallows everything, and the container is stopped
         proxy.blackhole(True)
@@ -33,7 +33,7 @@ async def test_a_close_the_exchange_never_answers_is_counted_and_bounded(rig: Ri
         await feed.stop()
         # Then each connection gave up after its close timeout, not the whole stop budget,
         # and each unanswered close was counted against its account
-        assert time.monotonic() - started < settings.stop_timeout_seconds
+        assert time.monotonic() - started < environment.feed.stop_timeout_seconds
         service: FeedService = feed.service
         assert service.metrics.total("feed_unclean_closes_total") == feed.total(
             "feed_connects_total"

@@ -17,7 +17,7 @@ import websockets
 
 from tests.integration.feed.rig import Rig, fresh_token, subscribe_sample, wait_until
 from ticker_adapters.credentials import ApiCredentials
-from ticker_adapters.subscription_store import AtmWindowRule
+from ticker_core.subscriptions import AtmWindowRule
 
 pytestmark = pytest.mark.integration
 
@@ -135,13 +135,13 @@ async def test_an_account_added_to_the_vault_mid_run_takes_what_did_not_fit(rig:
     sim0, sim1 = rig.sim.accounts[0], rig.sim.accounts[1]
     vault.put_api_credentials("acct0", ApiCredentials(sim0.api_key, fresh_token()))
     tokens = subscribe_sample(rig, 30)
-    settings = rig.settings(
+    environment = rig.environment(
         accounts=(),
         accounts_refresh_seconds=0.3,
         max_connections_per_key=1,
         max_instruments_per_connection=20,
     )
-    feed = rig.start(settings)
+    feed = rig.start(environment)
     await wait_until(
         lambda: feed.total("feed_unassigned_instruments") == 10, what="10 instruments waiting"
     )
@@ -195,7 +195,7 @@ async def test_partial_failures_and_throttling_resend_only_what_failed(rig: Rig)
 async def test_kinesis_outage_longer_than_memory_spills_to_disk_and_replays(rig: Rig) -> None:
     # Given a container with a memory budget of a few batches
     tokens = subscribe_sample(rig)
-    feed = rig.start(rig.settings(memory_high_bytes=100_000, memory_low_bytes=20_000))
+    feed = rig.start(rig.environment(memory_high_bytes=100_000, memory_low_bytes=20_000))
     await feed.reaches("feed_kinesis_records_acked_total", 100)
     # When Kinesis is unreachable long enough to fill memory
     rig.proxy.down()

@@ -1,6 +1,6 @@
 """``python -m feed_container`` as a plain process: SIGTERM mid-stream, and a restart that replays.
 
-The process is what ECS (and the sandbox) runs: settings from ``FEED_*``,
+The process is what ECS (and the sandbox) runs: settings from its environment,
 AWS from the SDK's environment, JSON logs on stdout.
 """
 
@@ -32,17 +32,17 @@ def stopped_lines(log: Path) -> str:
 
 
 def feed_env(rig: Rig, spill: Path, *, kinesis_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEED_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FEED_", "KITE_"))}
     env.update(rig.aws.env())
     env.update(
         {
             "AWS_ENDPOINT_URL_KINESIS": kinesis_url,
             "FEED_ACCOUNTS": ",".join(rig.accounts),
-            "FEED_KITE_WS_URL": rig.sim.ws_url,
-            "FEED_KITE_REST_URL": rig.sim.rest_url,
-            "FEED_KMS_KEY_ID": rig.kms_key,
-            "FEED_SUBSCRIPTIONS_TABLE": TABLE,
-            "FEED_STREAM_NAME": STREAM,
+            "KITE_WS_URL": rig.sim.ws_url,
+            "KITE_REST_URL": rig.sim.rest_url,
+            "KITE_CREDENTIALS_KMS_KEY_ARN": rig.kms_key,
+            "SUBSCRIPTIONS_TABLE_NAME": TABLE,
+            "TICKS_STREAM_NAME": STREAM,
             "FEED_SPILL_DIR": str(spill),
             "FEED_HEALTH_HOST": "127.0.0.1",
             "FEED_HEALTH_PORT": str(free_port()),

@@ -10,7 +10,8 @@ import pytest
 from feed_container.instruments import load_registry, source_from_setting
 from lambdas.instruments.dal import S3SnapshotStore
 from sandbox.moto_server import AwsEndpoint
-from tests.factories import chain, index_instrument, publish_snapshot
+from testkit.factories import chain, index_instrument, publish_snapshot
+from ticker_adapters.settings import SnapshotSettings
 from ticker_core.instruments import write_instruments_csv
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,8 @@ async def test_the_published_snapshot_is_the_feeds_instruments(aws: AwsEndpoint)
         date(2026, 12, 1),
     )
     # When the feed loads its instruments from the snapshot's prefix
-    source = source_from_setting("s3://refdata/instruments/", kite_rest_url="", s3_client=s3)
+    snapshot = SnapshotSettings(bucket="refdata", prefix="instruments/")
+    source = source_from_setting("snapshot", kite_rest_url="", snapshot=snapshot, s3_client=s3)
     registry = await load_registry(source)
     # Then it has every instrument, with the partition keys the records use
     assert len(registry) == len(rows)

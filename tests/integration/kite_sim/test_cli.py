@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from kite_sim.__main__ import build_config, parse_args, serve, startup_info
-from kite_sim.ratelimit import Category
 from kite_sim.server import Simulator
 from tests.waiting import wait_until_async
+from ticker_core.kite import RateCategory
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def test_cli_options_make_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.tick_rates == {"NIFTY": 20.0}
     assert cfg.faults == [{"kind": "rest_error", "status": 503, "at": 5}]
     assert cfg.rate_limits is not None
-    assert cfg.rate_limits[Category.QUOTE][0].count == 2
+    assert cfg.rate_limits[RateCategory.QUOTE][0].count == 2
     assert cfg.session_loop is False
     assert cfg.universe.stocks == 2
     assert cfg.check_funds is False

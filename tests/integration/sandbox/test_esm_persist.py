@@ -20,7 +20,7 @@ from sandbox.lambda_runtime import LambdaFunction
 from sandbox.moto_server import AwsEndpoint
 from sandbox.postgres import ConnectionInfo, EmbeddedPostgres
 from sandbox.provision import Resources, client, provision
-from tests.factories import tick_record
+from testkit.factories import tick_record
 from tests.waiting import wait_until
 from ticker_core.records import Aggregator
 

@@ -28,7 +28,7 @@ from sandbox.postgres import ConnectionInfo
 from sandbox.provision import Resources, client, provision
 from sandbox.report import build_report, scan_greeks, scan_table, scan_ticks
 from sandbox.stack import GREEKS_MAPPING, PERSIST_MAPPING, database_settings
-from tests.factories import publish_snapshot
+from testkit.factories import publish_snapshot
 from tests.integration.sandbox.test_esm_persist import migrate_database, wait_caught_up
 from tests.integration.test_greeks_function import kite_ticks, market  # noqa: F401 # fixture
 from ticker_core.instruments import write_instruments_csv
@@ -67,7 +67,7 @@ def functions(
         "greeks": LambdaFunction(
             "greeks",
             "lambdas.greeks.handler.handler",
-            env={**aws.env(), "GREEKS_OUTPUT_STREAM": "greeks", "INSTRUMENTS_BUCKET": BUCKET},
+            env={**aws.env(), "GREEKS_STREAM_NAME": "greeks", "INSTRUMENTS_BUCKET": BUCKET},
             log_dir=tmp_path,
         ),
         "persist": LambdaFunction(

@@ -8,6 +8,7 @@ the entrypoint works as a plain process is tested in
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -47,12 +48,41 @@ def test_hadolint_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_multi_stage_slim_and_not_pinned_to_one_architecture() -> None:
-    froms = [args for kw, args in instructions() if kw == "FROM"]
+def resolved_froms() -> list[str]:
+    """Every FROM with the ARG defaults before it substituted."""
+    args: dict[str, str] = {}
+    froms = []
+    for kw, rest in instructions():
+        if kw == "ARG" and "=" in rest:
+            name, _, value = rest.partition("=")
+            args[name] = value
+        elif kw == "FROM":
+            froms.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest))
+    return froms
+
+
+def test_multi_stage_slim_pinned_by_digest_and_not_to_one_architecture() -> None:
+    froms = resolved_froms()
     assert len(froms) >= 2
-    assert all("-slim" in f for f in froms)
+    assert all(re.match(r"python:3\.\d+-slim@sha256:[0-9a-f]{64} AS \w+$", f) for f in froms)
     assert not any("--platform" in f for f in froms)  # buildx picks arm64 or amd64
     assert froms[-1].endswith("AS runtime")
+
+
+def test_the_build_context_lets_in_exactly_what_is_copied() -> None:
+    # Given .dockerignore's allow-list (ignore everything, then re-admit)
+    lines = [x.strip() for x in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [x for x in lines if x and not x.startswith("#")]
+    assert rules[0] == "*"
+    admitted = {x[1:].rstrip("/") for x in rules if x.startswith("!")}
+    # Then it admits what the Dockerfile copies, and nothing more
+    copied = {
+        source.rstrip("/")
+        for kw, args in instructions()
+        if kw == "COPY" and "--from" not in args
+        for source in shlex.split(args)[:-1]
+    }
+    assert admitted == copied
 
 
 def test_runs_as_an_unprivileged_user_with_a_health_check_and_the_module_entrypoint() -> None:

@@ -14,7 +14,8 @@ from feed_container.instruments import (
     load_registry,
     source_from_setting,
 )
-from tests.factories import chain, index_instrument
+from testkit.factories import chain, index_instrument
+from ticker_adapters.settings import SnapshotSettings
 from ticker_core.instruments import write_instruments_csv
 
 ROWS = [
@@ -37,9 +38,12 @@ def test_sources_by_setting() -> None:
     assert isinstance(source_from_setting("kite", kite_rest_url="https://k"), KiteInstrumentSource)
     with pytest.raises(ValueError, match="https"):
         source_from_setting("kite", kite_rest_url="http://api.kite.trade")
-    snapshot = source_from_setting("s3://b/instruments/", kite_rest_url="", s3_client=object())
+    settings = SnapshotSettings(bucket="b", prefix="instruments/")
+    snapshot = source_from_setting(
+        "snapshot", kite_rest_url="", snapshot=settings, s3_client=object()
+    )
     assert isinstance(snapshot, SnapshotInstrumentSource)
     with pytest.raises(ValueError, match="S3 client"):
-        source_from_setting("s3://b/k", kite_rest_url="")
+        source_from_setting("snapshot", kite_rest_url="")
     with pytest.raises(ValueError, match="unknown"):
         source_from_setting("ftp://x", kite_rest_url="")

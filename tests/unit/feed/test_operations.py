@@ -5,29 +5,75 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import secrets
 
 import pytest
-from pydantic import ValidationError
 
 from feed_container import logs
 from feed_container.metrics import Metrics
-from feed_container.settings import FeedSettings
+from feed_container.settings import FeedEnvironment
+from ticker_adapters.settings import SettingsError
 
 REQUIRED = {
-    "FEED_KMS_KEY_ID": "alias/ticker",
-    "FEED_SUBSCRIPTIONS_TABLE": "subs",
-    "FEED_STREAM_NAME": "ticks",
+    "KITE_CREDENTIALS_KMS_KEY_ARN": "alias/ticker",
+    "SUBSCRIPTIONS_TABLE_NAME": "subs",
+    "TICKS_STREAM_NAME": "ticks",
 }
 
 
-def test_settings_come_from_feed_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def environ(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """An environment with none of the variables the feed reads."""
+    for name in list(os.environ):
+        if name.startswith(
+            ("FEED_", "KITE_", "TICKS_", "GREEKS_", "SUBSCRIPTIONS_", "INSTRUMENTS_")
+        ):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_settings_come_from_the_shared_names_and_feed_variables(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    # Given the shared names and a few FEED_ knobs in the environment
     for key, value in {**REQUIRED, "FEED_ACCOUNTS": " a1, a2 ,", "FEED_LINGER_MS": "20"}.items():
-        monkeypatch.setenv(key, value)
-    settings = FeedSettings()  # type: ignore[call-arg]
-    assert settings.accounts == ("a1", "a2")
-    assert settings.linger_seconds == pytest.approx(0.02)
-    assert settings.max_connections_per_key == 3
+        environ.setenv(key, value)
+    # When the container reads its environment
+    environment = FeedEnvironment.from_env()
+    # Then each section has its value, and the rest their production defaults
+    assert environment.feed.accounts == ("a1", "a2")
+    assert environment.feed.linger_seconds == pytest.approx(0.02)
+    assert environment.feed.max_connections_per_key == 3
+    assert environment.vault.kms_key_arn == "alias/ticker"
+    assert environment.vault.prefix == "ticker/kite"
+    assert environment.ticks.name == "ticks"
+    assert environment.subscriptions.name == "subs"
+    assert environment.kite.ws_url == "wss://ws.kite.trade"
+    assert environment.snapshot is None
+
+
+def test_every_missing_variable_is_named_at_once(environ: pytest.MonkeyPatch) -> None:
+    # Given an environment with nothing set but the snapshot source
+    environ.setenv("FEED_INSTRUMENTS_SOURCE", "snapshot")
+    # When the container reads it, Then one error names every required variable
+    with pytest.raises(SettingsError) as raised:
+        FeedEnvironment.from_env()
+    assert set(raised.value.problems) == {*REQUIRED, "INSTRUMENTS_BUCKET"}
+
+
+def test_the_snapshot_source_reads_the_shared_snapshot_settings(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    for key, value in {
+        **REQUIRED,
+        "FEED_INSTRUMENTS_SOURCE": "snapshot",
+        "INSTRUMENTS_BUCKET": "refdata",
+    }.items():
+        environ.setenv(key, value)
+    snapshot = FeedEnvironment.from_env().snapshot
+    assert snapshot is not None
+    assert (snapshot.bucket, snapshot.prefix) == ("refdata", "instruments/")
 
 
 @pytest.mark.parametrize(
@@ -36,17 +82,18 @@ def test_settings_come_from_feed_variables(monkeypatch: pytest.MonkeyPatch) -> N
         ("FEED_MAX_CONNECTIONS_PER_KEY", "4"),
         ("FEED_MAX_INSTRUMENTS_PER_CONNECTION", "3001"),
         ("FEED_MEMORY_LOW_BYTES", str(300 * 1024 * 1024)),
-        ("FEED_INSTRUMENTS_SOURCE", "ftp://x"),
+        ("FEED_INSTRUMENTS_SOURCE", "s3://bucket/prefix/"),
         ("FEED_REQUEST_RECORDS", "501"),
     ],
 )
 def test_settings_refuse_what_kite_or_kinesis_would(
-    monkeypatch: pytest.MonkeyPatch, key: str, value: str
+    environ: pytest.MonkeyPatch, key: str, value: str
 ) -> None:
     for k, v in {**REQUIRED, key: value}.items():
-        monkeypatch.setenv(k, v)
-    with pytest.raises(ValidationError):
-        FeedSettings()  # type: ignore[call-arg]
+        environ.setenv(k, v)
+    with pytest.raises(SettingsError) as raised:
+        FeedEnvironment.from_env()
+    assert all(name.startswith("FEED_") for name in raised.value.problems)
 
 
 def test_prometheus_text_has_types_labels_and_the_lag_histogram() -> None:

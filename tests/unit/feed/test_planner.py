@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from feed_container.planner import MODE_WEIGHT, AssignmentPlanner, SlotId
+from feed_container.planner import AssignmentPlanner, SlotId
+from ticker_core.kite_wire import MODE_PACKET_BYTES
 
 
 def planner(
@@ -22,7 +23,7 @@ def test_new_instruments_spread_over_every_slot_by_load() -> None:
     for slot in p.slots:
         modes = sorted(p.assignment(slot).values())
         assert modes == ["full", "quote", "quote"]
-        assert p.load(slot) == MODE_WEIGHT["full"] + 2 * MODE_WEIGHT["quote"]
+        assert p.load(slot) == MODE_PACKET_BYTES["full"] + 2 * MODE_PACKET_BYTES["quote"]
 
 
 def test_an_instrument_stays_on_its_connection_while_wanted() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from feed_container.subscriptions import Reconciler, resolve, spot_instruments, strike_step
-from tests.factories import chain, index_instrument
-from ticker_adapters.subscription_store import AtmWindowRule, DesiredSubscriptions
+from testkit.factories import chain, index_instrument
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
+from ticker_core.subscriptions import AtmWindowRule, DesiredSubscriptions
 
 EXPIRY = date(2026, 12, 29)
 AS_OF = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)

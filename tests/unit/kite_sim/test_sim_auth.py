@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from kite_sim.auth import SessionStore, generate_account, next_daily_expiry
+from kite_sim.auth import SessionStore, generate_account
 from kite_sim.clock import ManualClock, MarketClock
 from kite_sim.errors import InputError, PermissionDeniedError, TokenError
 from ticker_core.kite_checksums import session_checksum
@@ -66,11 +66,6 @@ def test_access_token_expires_at_six_next_morning(store: SessionStore, clock: Ma
     # Then the token is refused
     with pytest.raises(TokenError):
         store.authenticate(session.account.api_key, session.access_token)
-
-
-def test_next_daily_expiry_before_six_is_same_day() -> None:
-    early = datetime(2024, 6, 3, 5, 0, tzinfo=IST)
-    assert next_daily_expiry(early) == datetime(2024, 6, 3, 6, 0, tzinfo=IST)
 
 
 def test_token_of_another_app_is_refused(store: SessionStore) -> None:

@@ -7,59 +7,60 @@ import pytest
 from kite_sim.clock import ManualClock
 from kite_sim.faults import FaultController, FaultSpecError, parse_cli_fault
 from kite_sim.order_rate import OrderRateMeter
-from kite_sim.ratelimit import Category, Limit, RateLimiter, category_for, scaled_limits
+from kite_sim.ratelimit import RateLimiter, category_for, scaled_limits
+from ticker_core.kite import RateCategory, RateLimit
 
 
 def test_quote_limit_is_one_per_second_sliding() -> None:
     clock = ManualClock()
     limiter = RateLimiter(clock)
-    assert limiter.allow("k", Category.QUOTE)
-    assert not limiter.allow("k", Category.QUOTE)
+    assert limiter.allow("k", RateCategory.QUOTE)
+    assert not limiter.allow("k", RateCategory.QUOTE)
     clock.advance(0.999)
-    assert not limiter.allow("k", Category.QUOTE)
+    assert not limiter.allow("k", RateCategory.QUOTE)
     clock.advance(0.002)
-    assert limiter.allow("k", Category.QUOTE)
+    assert limiter.allow("k", RateCategory.QUOTE)
     # Another key has its own window
-    assert limiter.allow("other", Category.QUOTE)
+    assert limiter.allow("other", RateCategory.QUOTE)
     assert limiter.refused == 2
 
 
 def test_order_limits_per_second_and_per_minute() -> None:
     clock = ManualClock()
     limiter = RateLimiter(clock)
-    allowed = sum(limiter.allow("k", Category.ORDERS) for _ in range(15))
+    allowed = sum(limiter.allow("k", RateCategory.ORDERS) for _ in range(15))
     assert allowed == 10
     # 200 per minute: keep 10 a second for 20 s, then the minute cap bites
     total = 10
     for _ in range(25):
         clock.advance(1.0)
-        total += sum(limiter.allow("k", Category.ORDERS) for _ in range(10))
+        total += sum(limiter.allow("k", RateCategory.ORDERS) for _ in range(10))
     assert total == 200
 
 
 def test_disabled_and_custom_limits() -> None:
     clock = ManualClock()
-    limiter = RateLimiter(clock, {Category.OTHER: (Limit(2, 1.0),)})
-    assert [limiter.allow("k", Category.OTHER) for _ in range(3)] == [True, True, False]
-    assert limiter.allow("k", Category.QUOTE)  # no limits configured for it
+    limiter = RateLimiter(clock, {RateCategory.OTHER: (RateLimit(2, 1.0),)})
+    assert [limiter.allow("k", RateCategory.OTHER) for _ in range(3)] == [True, True, False]
+    assert limiter.allow("k", RateCategory.QUOTE)  # no limits configured for it
     limiter.enabled = False
-    assert all(limiter.allow("k", Category.OTHER) for _ in range(10))
-    assert scaled_limits(100)[Category.QUOTE][0].count == 100
+    assert all(limiter.allow("k", RateCategory.OTHER) for _ in range(10))
+    assert scaled_limits(100)[RateCategory.QUOTE][0].count == 100
 
 
 @pytest.mark.parametrize(
     ("method", "path", "category"),
     [
-        ("GET", "/quote", Category.QUOTE),
-        ("GET", "/quote/ltp", Category.QUOTE),
-        ("GET", "/instruments/historical/1/minute", Category.HISTORICAL),
-        ("POST", "/orders/regular", Category.ORDERS),
-        ("GET", "/orders/123", Category.OTHER),
-        ("GET", "/orders", Category.OTHER),
-        ("GET", "/portfolio/positions", Category.OTHER),
+        ("GET", "/quote", RateCategory.QUOTE),
+        ("GET", "/quote/ltp", RateCategory.QUOTE),
+        ("GET", "/instruments/historical/1/minute", RateCategory.HISTORICAL),
+        ("POST", "/orders/regular", RateCategory.ORDERS),
+        ("GET", "/orders/123", RateCategory.OTHER),
+        ("GET", "/orders", RateCategory.OTHER),
+        ("GET", "/portfolio/positions", RateCategory.OTHER),
     ],
 )
-def test_categories(method: str, path: str, category: Category) -> None:
+def test_categories(method: str, path: str, category: RateCategory) -> None:
     assert category_for(method, path) is category
 
 

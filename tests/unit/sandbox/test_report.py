@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from sandbox.report import GreeksScan, TableScan, TickScan, build_report, render
-from tests.factories import tick_record
+from testkit.factories import tick_record
 
 OPTION = 5000
 STOCK = 738561

@@ -42,8 +42,13 @@ PROXY = "http://127.0.0.1:6000"
 
 
 def test_the_feed_gets_its_settings_and_nothing_of_the_parents_feed_or_aws_variables() -> None:
-    # Given a parent environment with stray FEED_ and AWS_ settings
-    parent = {"PATH": "/bin", "FEED_STREAM_NAME": "prod", "AWS_PROFILE": "prod"}
+    # Given a parent environment with stray settings the feed would read
+    parent = {
+        "PATH": "/bin",
+        "TICKS_STREAM_NAME": "prod",
+        "KITE_CREDENTIALS_PREFIX": "prod/kite",
+        "AWS_PROFILE": "prod",
+    }
     # When the feed's environment is built, writing to Kinesis through the proxy
     env = feed_env(
         parent,
@@ -55,14 +60,15 @@ def test_the_feed_gets_its_settings_and_nothing_of_the_parents_feed_or_aws_varia
         health_port=9100,
         spill_dir=Path("/tmp/spill"),
     )
-    # Then the parent's PATH passes, its FEED_/AWS_ values do not
+    # Then the parent's PATH passes, its values the feed reads do not
     assert env["PATH"] == "/bin"
     assert "AWS_PROFILE" not in env
-    assert env["FEED_STREAM_NAME"] == "ticks"
+    assert env["TICKS_STREAM_NAME"] == "ticks"
+    assert env["KITE_CREDENTIALS_PREFIX"] == RESOURCES.names.secrets_prefix
     # And Kinesis goes through the proxy, everything else to moto
     assert env["AWS_ENDPOINT_URL_KINESIS"] == PROXY
     assert env["AWS_ENDPOINT_URL"] == AWS.url
-    assert env["FEED_KMS_KEY_ID"] == RESOURCES.kms_key_arn
+    assert env["KITE_CREDENTIALS_KMS_KEY_ARN"] == RESOURCES.kms_key_arn
     assert env["FEED_WATCHDOG_SECONDS"] == str(FEED_WATCHDOG_S)
     assert env["FEED_HEALTH_PORT"] == "9100"
 

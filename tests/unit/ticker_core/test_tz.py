@@ -1,8 +1,10 @@
 """IST is UTC+05:30 all year (India keeps no daylight saving)."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from ticker_core.tz import IST
+import pytest
+
+from ticker_core.tz import IST, ist_date, ist_midnight
 
 
 def test_ist_is_a_fixed_five_thirty_offset() -> None:
@@ -12,3 +14,20 @@ def test_ist_is_a_fixed_five_thirty_offset() -> None:
         # When expressed in IST, Then the offset is +05:30 with the IST name
         assert instant.astimezone(IST).utcoffset() == timedelta(hours=5, minutes=30)
         assert instant.astimezone(IST).tzname() == "IST"
+
+
+def test_the_ist_date_turns_at_1830_utc() -> None:
+    # Given instants either side of IST midnight, When their IST day is taken
+    # Then the day turns at 18:30 UTC
+    assert ist_date(datetime(2026, 11, 26, 18, 31, tzinfo=UTC)) == date(2026, 11, 27)
+    assert ist_date(datetime(2026, 11, 26, 18, 29, tzinfo=UTC)) == date(2026, 11, 26)
+
+
+def test_a_naive_instant_has_no_ist_date() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ist_date(datetime(2026, 11, 26, 12, 0))
+
+
+def test_ist_midnight_is_the_previous_days_1830_utc() -> None:
+    assert ist_midnight(date(2026, 11, 27)) == datetime(2026, 11, 26, 18, 30, tzinfo=UTC)
+    assert ist_date(ist_midnight(date(2026, 11, 27))) == date(2026, 11, 27)

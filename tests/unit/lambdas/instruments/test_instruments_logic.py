@@ -11,10 +11,9 @@ from lambdas.instruments.logic import (
     SessionUnavailableError,
     SnapshotRejectedError,
     choose_session,
-    ist_date,
     validate,
 )
-from tests.factories import chain
+from testkit.factories import chain
 from ticker_adapters.credentials import KiteSession
 from ticker_adapters.instrument_snapshots import SnapshotCorruptError, SnapshotPointer
 from ticker_core.instruments import write_instruments_csv
@@ -76,11 +75,6 @@ def test_a_truncated_unreadable_or_shrunken_dump_is_refused_with_reasons() -> No
         assert any(reason in r for r in refused.value.reasons), refused.value.reasons
     # A small drop is normal (expiries roll off): it passes
     assert validate(dump(9), baseline, 0.2).summary().instruments == 19
-
-
-def test_the_snapshot_day_is_the_ist_date() -> None:
-    assert ist_date(datetime(2026, 11, 26, 18, 31, tzinfo=UTC)) == date(2026, 11, 27)
-    assert ist_date(datetime(2026, 11, 26, 18, 29, tzinfo=UTC)) == date(2026, 11, 26)
 
 
 def test_a_pointer_round_trips_and_a_bad_one_is_refused() -> None:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 REPORT_PATH = ROOT / "BENCHMARKS.md"
 
 

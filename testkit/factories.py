@@ -18,8 +18,6 @@ from ticker_core.instruments import (
 )
 from ticker_core.records import Aggregator, KinesisUserRecord, lambda_event_record
 
-IST_OFFSET = timedelta(hours=5, minutes=30)
-
 
 def tick_record(
     token: int,
