@@ -31,6 +31,7 @@ from ticker_core.options import black76_price
 from ticker_core.records import (
     KinesisUserRecord,
     PutRecordsBatch,
+    RecordError,
     deaggregate,
     decode_greeks,
     encode_greeks,
@@ -361,7 +362,7 @@ def test_poison_records_are_reported_and_the_rest_still_computed() -> None:
     failed = [f["itemIdentifier"] for f in outcome.response["batchItemFailures"]]
     sequences = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
     assert failed == sequences[1:]
-    assert outcome.poison == {"bad_tick": 1, "corrupt_record": 1}
+    assert outcome.poison == {"bad_field": 1, "corrupt_record": 1}  # the poison lacks fields
     # And the good ticks, including the poison's siblings, still give rows
     assert outcome.rows == 16
 
@@ -369,10 +370,41 @@ def test_poison_records_are_reported_and_the_rest_still_computed() -> None:
 def test_a_tick_with_a_mistyped_field_is_poison() -> None:
     ticks = TickColumns()
     bad = json.loads(tick_bytes(1, 1.0, NOW))
-    for field, value in (("last_price", "12.5"), ("instrument_token", 1.5)):
-        with pytest.raises(ValueError, match="bad_field"):
+    for field, value in (("last_price", "12.5"), ("instrument_token", 1.5), ("mode", ["ltp"])):
+        with pytest.raises(RecordError) as caught:
             ticks.add(user(json.dumps({**bad, field: value}).encode(), "1"))
+        assert caught.value.reason == "bad_field"
     assert len(ticks) == 0
+
+
+ONE_BAD_TICK = {
+    # a token beyond 64 bits' half: numpy's int64 column overflowed, failing the batch
+    "token_beyond_int64": ({"instrument_token": 2**63}, "out_of_range"),
+    "token_beyond_32_bits": ({"instrument_token": 2**32}, "out_of_range"),
+    # wrong JSON types where a name is expected: TypeError (unhashable) escaped
+    "mode_a_list": ({"mode": ["full"]}, "bad_field"),
+    "underlying_an_object": ({"underlying": {"NIFTY": 1}}, "bad_field"),
+    # instants no clock can hold in UTC: OverflowError escaped the row encoding
+    "year_9999_west": ({"exchange_timestamp": "9999-12-31T23:59:59-05:00"}, "out_of_range"),
+    "year_1_east": ({"received_at": "0001-01-01T00:00:00+05:00"}, "out_of_range"),
+    "price_a_string": ({"last_price": "245.5"}, "bad_field"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_BAD_TICK))
+def test_one_bad_tick_costs_only_itself(case: str) -> None:
+    # Given the chain's batch with one bad option tick among the BANKNIFTY ones
+    change, reason = ONE_BAD_TICK[case]
+    record = json.loads(tick_bytes(BANK[0].instrument_token, 700.0, NOW, underlying="BANKNIFTY"))
+    publisher = RecordingPublisher()
+    # When the function processes it
+    outcome = run(chain_event(poison=json.dumps({**record, **change}).encode()), publisher)
+    # Then the bad tick is counted by its reason and its Kinesis record reported
+    assert outcome.poison == {reason: 1}
+    assert len(outcome.response["batchItemFailures"]) == 1
+    # And every good tick, its aggregate siblings included, still gave its row
+    assert outcome.rows == 16
+    assert len(publisher.records()) == 16
 
 
 def test_a_replayed_event_gives_rows_with_the_same_sources() -> None:
