@@ -202,7 +202,7 @@ def test_a_message_carrying_a_second_data_key_is_refused(aws: AwsEndpoint, kms_k
         input=CreateMultiKeyringInput(generator=keyrings[0], child_keyrings=[keyrings[1]])
     )
     payload = {
-        "api_key": "k1",
+        "api_key": "k1",  # pragma: allowlist secret  (an API key is public, this one fake)
         "access_token": secrets.token_hex(16),
         "user_id": "AB1234",
         "issued_at": "2026-11-27T03:00:00+00:00",

@@ -292,8 +292,9 @@ def handler_module(
     vault.put_session(
         "acct-00", KiteSession("other", "x", "ZZ0000", issued, issued + timedelta(hours=6))
     )
+    overwritten = ("ticker/kite/acct-00/session", "not an envelope")
     boto3.client("secretsmanager", **aws.client_kwargs()).put_secret_value(
-        SecretId="ticker/kite/acct-00/session", SecretString="overwritten"
+        SecretId=overwritten[0], SecretString=overwritten[1]
     )
     env = {
         **db_env(migrated),

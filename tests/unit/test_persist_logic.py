@@ -20,6 +20,9 @@ SEQ = "49650000000000000000000000001"
 TS = datetime(2026, 11, 27, 4, 0, 1, tzinfo=UTC)
 
 
+SOURCE = {"shard_id": "shardId-000000000001", "sequence_number": "4965", "sub_sequence_number": 7}
+
+
 def greeks_record(**overrides: object) -> dict[str, object]:
     record: dict[str, object] = {
         "schema": "greeks/1",
@@ -45,11 +48,7 @@ def greeks_record(**overrides: object) -> dict[str, object]:
         "exchange_timestamp": TS.isoformat(),
         "as_of": TS.isoformat(),
         "computed_at": TS.isoformat(),
-        "source": {
-            "shard_id": "shardId-000000000001",
-            "sequence_number": "4965",
-            "sub_sequence_number": 7,
-        },
+        "source": SOURCE,
     }
     record.update(overrides)
     return record
@@ -133,22 +132,22 @@ def test_depth_is_stored_positionally_with_every_value() -> None:
         (b"[1, 2]", "bad_json"),
         (json.dumps({**GOOD_TICK, "schema": "tick/9"}).encode(), "unknown_schema"),
         (json.dumps({**GOOD_TICK, "mode": "depth"}).encode(), "bad_field"),
-        (json.dumps({**GOOD_TICK, "instrument_token": -1}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "instrument_token": -1}).encode(), "out_of_range"),
         (json.dumps({**GOOD_TICK, "instrument_token": "256265"}).encode(), "bad_field"),
         (json.dumps({**GOOD_TICK, "last_price": None}).encode(), "bad_field"),
         (json.dumps({**GOOD_TICK, "underlying": ""}).encode(), "bad_field"),
         (json.dumps({**GOOD_TICK, "received_at": "yesterday"}).encode(), "bad_field"),
         (json.dumps({**GOOD_TICK, "received_at": "2026-11-27T09:30:00"}).encode(), "bad_field"),
         (json.dumps({**GOOD_TICK, "volume_traded": 1.5}).encode(), "bad_field"),
-        (json.dumps({**GOOD_TICK, "volume_traded": 2**63}).encode(), "bad_field"),
-        (json.dumps({**GOOD_TICK, "total_buy_quantity": -(2**63) - 1}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "volume_traded": 2**63}).encode(), "out_of_range"),
+        (json.dumps({**GOOD_TICK, "total_buy_quantity": -(2**63) - 1}).encode(), "out_of_range"),
         (
             json.dumps({**GOOD_TICK, "received_at": "2107-01-01T00:00:00+00:00"}).encode(),
-            "bad_field",
+            "out_of_range",
         ),
         (
             json.dumps({**GOOD_TICK, "last_trade_time": "1969-12-31T23:59:59+00:00"}).encode(),
-            "bad_field",
+            "out_of_range",
         ),
         (json.dumps({**GOOD_TICK, "ohlc": [1, 2]}).encode(), "bad_field"),
         (json.dumps({**GOOD_TICK, "depth": [LEVEL]}).encode(), "bad_field"),
@@ -159,7 +158,7 @@ def test_depth_is_stored_positionally_with_every_value() -> None:
         ),
         (
             json.dumps({**GOOD_TICK, "depth": {"buy": [LEVEL] * 6, "sell": []}}).encode(),
-            "bad_field",
+            "out_of_range",
         ),
         (
             json.dumps(
@@ -194,6 +193,27 @@ def test_depth_is_stored_positionally_with_every_value() -> None:
         (json.dumps(greeks_record(source=None)).encode(), "bad_field"),
         (json.dumps(greeks_record(raw=[1])).encode(), "bad_field"),
         (json.dumps(greeks_record(strike=math.inf), allow_nan=True).encode(), "bad_json"),
+        # Values the schema allows but a column cannot hold (finding: the whole batch failed)
+        (json.dumps({**GOOD_TICK, "underlying": "NIF\u0000TY"}).encode(), "bad_text"),
+        (json.dumps(greeks_record(tradingsymbol="NIFTY\u0000CE")).encode(), "bad_text"),
+        (
+            json.dumps(greeks_record(source={**SOURCE, "sub_sequence_number": 2**31})).encode(),
+            "out_of_range",
+        ),
+        (json.dumps({**GOOD_TICK, "instrument_token": 2**63}).encode(), "out_of_range"),
+        (json.dumps(greeks_record(instrument_token=2**63)).encode(), "out_of_range"),
+        (
+            json.dumps(greeks_record(source={**SOURCE, "sequence_number": "12a"})).encode(),
+            "bad_field",
+        ),
+        # Wrong JSON types where a name or an enum is expected (these raised TypeError)
+        (json.dumps({**GOOD_TICK, "mode": ["full"]}).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "mode": {"full": 1}}).encode(), "bad_field"),
+        (json.dumps(greeks_record(option_type=["CE"])).encode(), "bad_field"),
+        (json.dumps(greeks_record(forward_source={"x": 1})).encode(), "bad_field"),
+        (json.dumps({**GOOD_TICK, "depth": {"buy": "levels", "sell": []}}).encode(), "bad_field"),
+        # The schema's field set is closed
+        (json.dumps({**GOOD_TICK, "surprise": 1}).encode(), "bad_field"),
     ],
 )
 def test_bad_records_are_poison_with_a_stable_reason(data: bytes, reason: str) -> None:
@@ -202,3 +222,25 @@ def test_bad_records_are_poison_with_a_stable_reason(data: bytes, reason: str) -
     with pytest.raises(PoisonRecordError) as caught:
         decode(user_record(data, SEQ, 3, shard_id="shardId-000000000001"))
     assert caught.value.reason == reason
+
+
+def test_kites_never_is_no_exchange_time_and_the_tick_keys_on_its_receipt() -> None:
+    # Given a full tick whose exchange timestamp and last trade time are Kite's 0 ("never")
+    never = "1970-01-01T05:30:00+05:30"
+    record = {**GOOD_TICK, "exchange_timestamp": never, "last_trade_time": never}
+    # When decoded
+    _, row = decode(user_record(json.dumps(record).encode(), SEQ))
+    values = dict(zip(TICK_COLUMNS, row, strict=True))
+    # Then both are stored as NULL, and the row's ts (its partition) is the receipt time,
+    # not 1970 (whose partition, detached by retention, would refuse it)
+    assert (values["exchange_timestamp"], values["last_trade_time"]) == (None, None)
+    assert values["ts"] == values["received_at"] == datetime.fromisoformat(GOOD_TICK["received_at"])
+
+
+def test_greeks_with_a_null_strike_price_or_rate_are_stored_as_the_schema_allows() -> None:
+    nulls = dict.fromkeys(("strike", "price", "t_years", "rate", "forward"))
+    _, row = decode(
+        user_record(json.dumps(greeks_record(**nulls, reason="nan_input")).encode(), SEQ)
+    )
+    values = dict(zip(GREEKS_COLUMNS, row, strict=True))
+    assert [values[name] for name in nulls] == [None] * 5

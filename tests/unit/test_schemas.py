@@ -62,9 +62,7 @@ def test_the_tick_rules_in_ticker_core_are_the_committed_schemas() -> None:
     assert properties["underlying"]["minLength"] == 1
     depth = properties["depth"]
     assert tuple(depth["properties"]) == ticks.DEPTH_SIDES
-    assert {side["maxItems"] for side in depth["properties"].values()} == {
-        ticks.MAX_DEPTH_LEVELS
-    }
+    assert {side["maxItems"] for side in depth["properties"].values()} == {ticks.MAX_DEPTH_LEVELS}
     assert tuple(level["properties"]) == ticks.DEPTH_LEVEL_FIELDS
     assert level["properties"]["orders"]["minimum"] == 0
     assert tuple(properties["ohlc"]["properties"]) == ticks.OHLC_FIELDS
