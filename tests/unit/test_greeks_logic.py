@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
 from lambdas.greeks.logic import (
@@ -23,6 +25,7 @@ from lambdas.greeks.logic import (
     greeks_event,
     greeks_rows,
 )
+from tests import strategies
 from tests.factories import chain, index_instrument, kinesis_event, tick_bytes, user_record
 from ticker_adapters.instrument_snapshots import InstrumentSnapshot, SnapshotPointer
 from ticker_core.calendar import SECONDS_PER_YEAR, expiry_instant, year_fraction
@@ -434,3 +437,68 @@ def test_an_event_without_ticks_publishes_nothing_and_reads_no_snapshot() -> Non
     )
     assert (outcome.rows, outcome.kinesis_records, source.calls) == (0, 0, 0)
     assert publisher.batches == []
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+TICK_POISON = {"bad_json", "unknown_schema", "bad_field", "out_of_range"}
+UNIVERSE_TOKENS = [i.instrument_token for i in UNIVERSE]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strategies.tick_bytes)
+def test_any_user_record_is_a_tick_or_typed_poison(data: bytes) -> None:
+    # Given any user record; When the Greeks function decodes it
+    ticks = TickColumns()
+    poison = add_or_poison(ticks, user(data, "1"))
+    # Then it is typed poison with a reason the function counts, or
+    if poison is not None:
+        assert poison.reason in TICK_POISON
+        assert len(ticks) == 0
+        return
+    # a tick whose columns hold what the batch math needs
+    assert 0 <= ticks.tokens[0] <= 2**32 - 1
+    assert math.isfinite(ticks.prices[0])
+    assert math.isfinite(ticks.epochs[0])
+
+
+def add_or_poison(ticks: TickColumns, record: KinesisUserRecord) -> RecordError | None:
+    """None if the tick was added, else the typed error (anything else escapes)."""
+    try:
+        ticks.add(record)
+    except RecordError as exc:
+        return exc
+    return None
+
+
+def with_known_tokens(record: Any, token: int) -> Any:
+    """The record, aimed at an instrument of the universe when it is an object with a token."""
+    if isinstance(record, dict) and isinstance(record.get("instrument_token"), int):
+        return {**record, "instrument_token": token}
+    return record
+
+
+fuzzed_ticks = st.builds(
+    with_known_tokens, strategies.tick_records, st.sampled_from(UNIVERSE_TOKENS)
+).map(lambda r: json.dumps(r, allow_nan=True).encode())
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(fuzzed_ticks, min_size=1, max_size=16))
+def test_a_batch_of_any_ticks_gives_valid_greeks_and_counted_poison(datas: list[bytes]) -> None:
+    # Given one aggregate of any ticks for the universe's instruments (good ones among them)
+    publisher = RecordingPublisher()
+    event = kinesis_event([("NIFTY", datas)])
+    # When the function processes it, Then nothing escapes
+    outcome = run(event, publisher)
+    # And each tick was used or counted as poison, under a known reason
+    assert outcome.ticks + sum(outcome.poison.values()) == len(datas)
+    assert set(outcome.poison) <= TICK_POISON
+    # And every published row is a valid greeks/1 record
+    for _, record in publisher.records():
+        assert record["instrument_token"] in UNIVERSE_TOKENS
+    for batch in publisher.batches:
+        for entry in batch.records:
+            for user_rec in deaggregate(entry.data, entry.partition_key):
+                errors = [e.message for e in VALIDATOR.iter_errors(json.loads(user_rec.data))]
+                assert errors == []

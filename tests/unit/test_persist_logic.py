@@ -5,16 +5,26 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
+from lambdas.persist.dal import tick_encoder
 from lambdas.persist.logic import (
     GREEKS_COLUMNS,
     TICK_COLUMNS,
     PoisonRecordError,
+    Rows,
     decode,
+    decode_kinesis_record,
 )
-from tests.factories import tick_record, user_record
+from tests import strategies
+from tests.factories import kinesis_event, tick_record, user_record
+from ticker_core.records import KinesisUserRecord
 
 SEQ = "49650000000000000000000000001"
 TS = datetime(2026, 11, 27, 4, 0, 1, tzinfo=UTC)
@@ -244,3 +254,62 @@ def test_greeks_with_a_null_strike_price_or_rate_are_stored_as_the_schema_allows
     )
     values = dict(zip(GREEKS_COLUMNS, row, strict=True))
     assert [values[name] for name in nulls] == [None] * 5
+
+
+POISON_REASONS = {"bad_json", "unknown_schema", "bad_field", "out_of_range", "bad_text"}
+VALIDATORS = {
+    kind: Draft202012Validator(
+        json.loads(resources.files("ticker_core.schemas").joinpath(name).read_text())
+    )
+    for kind, name in (("tick", "tick.v1.json"), ("greeks", "greeks.v1.json"))
+}
+
+
+def decode_or_poison(user: KinesisUserRecord) -> tuple[str, tuple[Any, ...]] | PoisonRecordError:
+    """What decode returns, or the poison it raised (anything else escapes)."""
+    try:
+        return decode(user)
+    except PoisonRecordError as exc:
+        return exc
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(strategies.tick_bytes, strategies.greeks_bytes))
+def test_any_user_record_becomes_a_row_or_counted_poison_never_an_escaped_error(
+    data: bytes,
+) -> None:
+    # Given any user record: each field valid, of another JSON type, or missing
+    # When persist decodes it
+    outcome = decode_or_poison(user_record(data, SEQ, 3, shard_id="shardId-000000000001"))
+    # Then it is poison with one of the reasons the function counts, or
+    if isinstance(outcome, PoisonRecordError):
+        assert outcome.reason in POISON_REASONS
+        return
+    # a row, from a record the committed schema accepts (the decoder is never looser)
+    kind, row = outcome
+    assert list(VALIDATORS[kind].iter_errors(json.loads(data))) == []
+    # whose values fit their columns: a tick row encodes for COPY without complaint
+    if kind == "tick":
+        assert tick_encoder().payload([row])
+    else:
+        assert row[GREEKS_COLUMNS.index("src_subseq")] <= 2**31 - 1
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(strategies.tick_bytes, strategies.greeks_bytes), max_size=12))
+def test_every_user_record_of_an_aggregate_is_a_row_or_quarantined(datas: list[bytes]) -> None:
+    # Given an aggregated Kinesis record of any user records
+    [raw] = kinesis_event([("NIFTY", datas)])["Records"]
+    rows = Rows(stream_arn="arn:aws:kinesis:ap-south-1:123456789012:stream/ticks")
+    # When it is decoded, Then nothing escapes, and each user record is a row or quarantined
+    decode_kinesis_record(raw, rows)
+    assert len(rows.ticks) + len(rows.greeks) + len(rows.quarantine) == len(datas)
+    assert sum(rows.poison.values()) == len(rows.quarantine)
+    assert {entry.reason for entry in rows.quarantine} <= POISON_REASONS
+    # And the quarantined ones are exactly those decode refuses, by position
+    expected_poison = {
+        n
+        for n, data in enumerate(datas)
+        if isinstance(decode_or_poison(user_record(data, SEQ, n)), PoisonRecordError)
+    }
+    assert {e.sub_sequence_number for e in rows.quarantine} == expected_poison
