@@ -46,7 +46,7 @@ from ticker_core.records import (
     check_greeks,
     check_tick,
 )
-from ticker_core.records.ticks import DEPTH_SIDES, TICK_QUANTITIES
+from ticker_core.records.ticks import DEPTH_SIDES
 
 TICK_COLUMNS = (
     "ts", "instrument_token", "underlying", "mode", "last_price", "last_traded_quantity",
@@ -66,13 +66,6 @@ OUT_OF_RANGE: Final = "out_of_range"
 BAD_TEXT: Final = "bad_text"
 NUL: Final = "\x00"
 _NO_OHLC: Final[Mapping[str, Any]] = {}
-
-
-def _bigint(record: Mapping[str, Any], name: str) -> int | None:
-    value: int | None = record.get(name)
-    if value is not None and not INT8_MIN <= value <= INT8_MAX:
-        raise PoisonRecordError(OUT_OF_RANGE, f"{name} is outside bigint")
-    return value
 
 
 def _text(name: str, value: str | None) -> str | None:
@@ -102,31 +95,36 @@ def depth_text(depth: Mapping[str, Any] | None) -> str | None:
 
 def tick_row(record: dict[str, Any], source: KinesisUserRecord) -> tuple[Any, ...]:
     """A ``market.ticks`` row from a ``tick/1`` record checked by :func:`check_tick`."""
-    for name in TICK_QUANTITIES:
-        _bigint(record, name)
+    get = record.get
+    ltq, volume = get("last_traded_quantity"), get("volume_traded")
+    buy, sell = get("total_buy_quantity"), get("total_sell_quantity")
+    oi, oi_high, oi_low = get("oi"), get("oi_day_high"), get("oi_day_low")
+    for value in (ltq, volume, buy, sell, oi, oi_high, oi_low):
+        if value is not None and not INT8_MIN <= value <= INT8_MAX:
+            raise PoisonRecordError(OUT_OF_RANGE, "a quantity is outside bigint")
     received_at = record["received_at"]
-    exchange_ts = record.get("exchange_timestamp")
-    ohlc = record.get("ohlc", _NO_OHLC)
+    exchange_ts = get("exchange_timestamp")
+    ohlc = get("ohlc", _NO_OHLC)
     return (
         exchange_ts or received_at,
         record["instrument_token"],
         _text("underlying", record["underlying"]),
         record["mode"],
         record["last_price"],
-        record.get("last_traded_quantity"),
-        record.get("average_traded_price"),
-        record.get("volume_traded"),
-        record.get("total_buy_quantity"),
-        record.get("total_sell_quantity"),
+        ltq,
+        get("average_traded_price"),
+        volume,
+        buy,
+        sell,
         ohlc.get("open"),
         ohlc.get("high"),
         ohlc.get("low"),
         ohlc.get("close"),
-        record.get("change"),
-        record.get("last_trade_time"),
-        record.get("oi"),
-        record.get("oi_day_high"),
-        record.get("oi_day_low"),
+        get("change"),
+        get("last_trade_time"),
+        oi,
+        oi_high,
+        oi_low,
         exchange_ts,
         depth_text(record.get("depth")),
         received_at,

@@ -26,6 +26,8 @@ library: :func:`decode_tick` here (the stdlib), the Lambdas with orjson.
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -104,6 +106,10 @@ KITE_TIMES: Final = ("last_trade_time", "exchange_timestamp")
 DEPTH_SIDES: Final = ("buy", "sell")
 DEPTH_LEVEL_FIELDS: Final = ("price", "quantity", "orders")
 
+_LEVEL_VALUES: Final = operator.itemgetter(*DEPTH_LEVEL_FIELDS)
+_OHLC_VALUES: Final = operator.itemgetter(*OHLC_FIELDS)
+_FLOAT: Final = {float}
+_INT: Final = {int}
 _FIELD_SET: Final = frozenset(TICK_FIELDS)
 _OHLC_SET: Final = frozenset(OHLC_FIELDS)
 _DEPTH_SET: Final = frozenset(DEPTH_SIDES)
@@ -169,45 +175,72 @@ def check_tick(record: dict[str, Any]) -> dict[str, Any]:
     "never" (:data:`KITE_NEVER`) becomes None. Raises :class:`FieldError`
     (bad_field) or :class:`FieldRangeError` (out_of_range) naming the field.
     """
+    # Each check takes the common case inline (an exact type and a bound) and hands
+    # anything else to the decoders in _jsonfmt, which accept or name the fault: the
+    # depth levels alone are 30 values per full tick.
     if record.get("schema") != TICK_SCHEMA:
         raise SchemaVersionError(f"schema {record.get('schema')!r:.40} is not {TICK_SCHEMA!r}")
-    decoded_object("tick", record, _FIELD_SET)
-    require_fields("", record, TICK_REQUIRED)
-    token = record["instrument_token"] = decoded_integer(
-        "instrument_token", record["instrument_token"]
-    )
+    keys = record.keys()
+    if not keys <= _FIELD_SET:
+        decoded_object("tick", record, _FIELD_SET)
+    if not keys >= TICK_REQUIRED:
+        require_fields("", record, TICK_REQUIRED)
+    token = record["instrument_token"]
+    if type(token) is not int:
+        token = record["instrument_token"] = decoded_integer("instrument_token", token)
     if not 0 <= token <= MAX_INSTRUMENT_TOKEN:
         raise FieldRangeError("instrument_token", "must be an unsigned 32-bit integer")
-    decoded_text("underlying", record["underlying"])
-    decoded_choice("mode", record["mode"], _MODES)
+    underlying = record["underlying"]
+    if type(underlying) is not str or not underlying:
+        decoded_text("underlying", underlying)
+    mode = record["mode"]
+    if type(mode) is not str or mode not in _MODES:
+        decoded_choice("mode", mode, _MODES)
     if type(record["tradable"]) is not bool:
         raise FieldError("tradable", "must be a boolean")
-    decoded_number("last_price", record["last_price"])
+    get = record.get
     for name in ("exchange", "tradingsymbol"):
-        if name in record:
-            decoded_string_or_null(name, record[name])
-    if "account" in record and type(record["account"]) is not str:
+        value = get(name)
+        if value is not None and type(value) is not str:
+            decoded_string_or_null(name, value)
+    if type(get("account", "")) is not str:
         raise FieldError("account", "must be a string")
-    for name in TICK_QUANTITIES:
-        if name in record:
-            record[name] = decoded_integer(name, record[name])
-    for name in TICK_PRICES:
-        if name in record:
-            decoded_number(name, record[name])
-    if "ohlc" in record:
-        ohlc = decoded_object("ohlc", record["ohlc"], _OHLC_SET)
-        require_fields("ohlc", ohlc, _OHLC_SET)
-        for name in OHLC_FIELDS:
-            decoded_number(f"ohlc.{name}", ohlc[name])
+    # All quantities ints, all prices finite floats (absent ones stand in as such): Kite's case.
+    if set(map(type, [get(name, 0) for name in TICK_QUANTITIES])) != _INT:
+        for name in TICK_QUANTITIES:
+            if name in keys:
+                record[name] = decoded_integer(name, record[name])
+    prices = [record["last_price"], *[get(name, 0.0) for name in TICK_PRICES]]
+    total = sum(prices) if set(map(type, prices)) == _FLOAT else math.nan
+    if total - total != 0.0:  # not all finite floats (or an overflowing sum): look closer
+        decoded_number("last_price", record["last_price"])
+        for name in TICK_PRICES:
+            if name in keys:
+                decoded_number(name, record[name])
+    if "ohlc" in keys:
+        _check_ohlc(record["ohlc"])
     for name in KITE_TIMES:
         value = record.get(name)
         if value is not None:
-            instant = decoded_instant(name, value)
-            record[name] = None if instant == KITE_NEVER else instant
+            instant = record[name] = decoded_instant(name, value)
+            if instant.year <= KITE_NEVER.year and instant == KITE_NEVER:
+                record[name] = None
     record["received_at"] = decoded_instant("received_at", record["received_at"])
-    if "depth" in record:
+    if "depth" in keys:
         _check_depth(record["depth"])
     return record
+
+
+def _check_ohlc(value: object) -> None:
+    if type(value) is dict and len(value) == len(OHLC_FIELDS) and value.keys() == _OHLC_SET:
+        prices = _OHLC_VALUES(value)
+        total = sum(prices) if set(map(type, prices)) == _FLOAT else math.nan
+        if total - total == 0.0:  # four finite floats (an overflowing sum: the long way)
+            return
+    ohlc = decoded_object("ohlc", value, _OHLC_SET)
+    require_fields("ohlc", ohlc, _OHLC_SET)
+    for name in OHLC_FIELDS:
+        decoded_number(f"ohlc.{name}", ohlc[name])
 
 
 def _check_depth(value: object) -> None:
@@ -220,14 +253,43 @@ def _check_depth(value: object) -> None:
             raise FieldError(where, "must be an array")
         if len(levels) > MAX_DEPTH_LEVELS:
             raise FieldRangeError(where, f"has more than {MAX_DEPTH_LEVELS} levels")
-        for level in levels:
-            decoded_object(where, level, _LEVEL_SET)
-            require_fields(where, level, _LEVEL_SET)
-            decoded_number(f"{where}.price", level["price"])
-            level["quantity"] = decoded_integer(f"{where}.quantity", level["quantity"])
-            orders = level["orders"] = decoded_integer(f"{where}.orders", level["orders"])
-            if orders < 0:
-                raise FieldRangeError(f"{where}.orders", "must be >= 0")
+        if not _plain_levels(levels):
+            for level in levels:
+                _check_level(where, level)
+
+
+def _plain_levels(levels: list[Any]) -> bool:
+    """Whether every level is exactly {price: finite float, quantity: int, orders: int >= 0}.
+
+    Kite's case, checked a side at a time; anything else is for :func:`_check_level`.
+    """
+    try:
+        # Three keys, all three of them found: exactly the level's field set.
+        rows = [_LEVEL_VALUES(level) for level in levels if len(level) == 3]
+    except (KeyError, TypeError):
+        return False
+    if len(rows) != len(levels):
+        return False
+    for price, quantity, orders in rows:
+        if not (
+            type(price) is float
+            and price - price == 0.0  # finite
+            and type(quantity) is int
+            and type(orders) is int
+            and orders >= 0
+        ):
+            return False
+    return True
+
+
+def _check_level(where: str, value: object) -> None:
+    level = decoded_object(where, value, _LEVEL_SET)
+    require_fields(where, level, _LEVEL_SET)
+    decoded_number(f"{where}.price", level["price"])
+    level["quantity"] = decoded_integer(f"{where}.quantity", level["quantity"])
+    orders = level["orders"] = decoded_integer(f"{where}.orders", level["orders"])
+    if orders < 0:
+        raise FieldRangeError(f"{where}.orders", "must be >= 0")
 
 
 # -- fast path ---------------------------------------------------------------
