@@ -445,7 +445,11 @@ TICK_POISON = {"bad_json", "unknown_schema", "bad_field", "out_of_range"}
 UNIVERSE_TOKENS = [i.instrument_token for i in UNIVERSE]
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=600,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(strategies.tick_bytes)
 def test_any_user_record_is_a_tick_or_typed_poison(data: bytes) -> None:
     # Given any user record; When the Greeks function decodes it
@@ -483,7 +487,11 @@ fuzzed_ticks = st.builds(
 ).map(lambda r: json.dumps(r, allow_nan=True).encode())
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(fuzzed_ticks, min_size=1, max_size=16))
 def test_a_batch_of_any_ticks_gives_valid_greeks_and_counted_poison(datas: list[bytes]) -> None:
     # Given one aggregate of any ticks for the universe's instruments (good ones among them)

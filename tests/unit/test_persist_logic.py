@@ -273,7 +273,11 @@ def decode_or_poison(user: KinesisUserRecord) -> tuple[str, tuple[Any, ...]] | P
         return exc
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=600,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.one_of(strategies.tick_bytes, strategies.greeks_bytes))
 def test_any_user_record_becomes_a_row_or_counted_poison_never_an_escaped_error(
     data: bytes,
@@ -295,7 +299,11 @@ def test_any_user_record_becomes_a_row_or_counted_poison_never_an_escaped_error(
         assert row[GREEKS_COLUMNS.index("src_subseq")] <= 2**31 - 1
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(st.one_of(strategies.tick_bytes, strategies.greeks_bytes), max_size=12))
 def test_every_user_record_of_an_aggregate_is_a_row_or_quarantined(datas: list[bytes]) -> None:
     # Given an aggregated Kinesis record of any user records
