@@ -16,14 +16,14 @@ from typing import Any, Protocol
 import aws_encryption_sdk
 from aws_cryptographic_material_providers.mpl import AwsCryptographicMaterialProviders
 from aws_cryptographic_material_providers.mpl.config import MaterialProvidersConfig
-from aws_cryptographic_material_providers.mpl.errors import (
-    AwsCryptographicMaterialProvidersException,
-)
 from aws_cryptographic_material_providers.mpl.models import CreateAwsKmsKeyringInput
 from aws_encryption_sdk import CommitmentPolicy
-from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 SERVICE_CONTEXT = {"service": "ticker-service"}
+# Every message this service writes carries one encrypted data key (one KMS key). A
+# message with more was not written here, and each extra key would cost a KMS call.
+MAX_ENCRYPTED_DATA_KEYS = 1
 
 
 class EnvelopeError(Exception):
@@ -51,7 +51,8 @@ class KmsEnvelopeCipher:
             input=CreateAwsKmsKeyringInput(kms_key_id=key_arn, kms_client=kms_client)
         )
         self._sdk = aws_encryption_sdk.EncryptionSDKClient(
-            commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
+            commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
+            max_encrypted_data_keys=MAX_ENCRYPTED_DATA_KEYS,
         )
 
     def encrypt(self, plaintext: bytes, context: Mapping[str, str]) -> bytes:
@@ -64,14 +65,23 @@ class KmsEnvelopeCipher:
         return bytes(ciphertext)
 
     def decrypt(self, ciphertext: bytes, context: Mapping[str, str]) -> bytes:
-        """The plaintext, if and only if ``ciphertext`` was encrypted for ``context``."""
+        """The plaintext, if and only if ``ciphertext`` was encrypted for ``context``.
+
+        Any failure to open the message is :class:`EnvelopeError`, whatever the
+        library raised for it: a flipped byte surfaces as the SDK's own errors,
+        as ``cryptography``'s InvalidTag or InvalidSignature, or as a
+        UnicodeDecodeError from a mangled encryption context. Only botocore's
+        errors propagate as they are: KMS being unreachable or refusing the
+        call is not evidence of tampering, and the caller may retry it.
+        """
         try:
             plaintext, _header = self._sdk.decrypt(
                 source=ciphertext,
                 keyring=self._keyring,
                 encryption_context={**SERVICE_CONTEXT, **context},
             )
-        except (AWSEncryptionSDKClientError, AwsCryptographicMaterialProvidersException) as exc:
-            # KMS being unreachable is not "tampered": botocore errors propagate as they are.
+        except (BotoCoreError, ClientError):
+            raise
+        except Exception as exc:  # every other failure means the message cannot be trusted
             raise EnvelopeError(f"cannot decrypt for context {dict(context)}") from exc
         return bytes(plaintext)

@@ -330,6 +330,12 @@ def _fault_in(instrument: Instrument) -> _RowError | None:
         return _RowError("exchange_token", number, f"out of range: {i.exchange_token}")
     if not i.tradingsymbol:
         return _RowError("tradingsymbol", ProblemKind.BAD_VALUE, "empty tradingsymbol")
+    for column, text in (
+        ("tradingsymbol", i.tradingsymbol), ("name", i.name),
+        ("segment", i.segment), ("exchange", i.exchange),
+    ):  # fmt: skip
+        if "\x00" in text:  # no database text holds it; the name becomes the partition key
+            return _RowError(column, ProblemKind.BAD_VALUE, "holds a NUL character")
     for column, value, may_be_negative in (
         ("last_price", i.last_price, True),  # spreads and some commodities trade below zero
         ("strike", i.strike, False),

@@ -3,10 +3,12 @@
 Flow of one batch
 -----------------
 1. **Decode.** Each Kinesis record is de-aggregated and each user record
-   decoded as a ``tick/1`` record. A corrupt aggregate or an undecodable tick
-   makes its Kinesis record a batch item failure (Powertools partial batch
-   response); the good ticks of that record are still used, as are all other
-   records. Ticks are kept as columns, in stream order.
+   decoded as a ``tick/1`` record (orjson, then ticker_core's ``check_tick``:
+   the schema's every rule and bound, so nothing later fails on one tick). A
+   corrupt aggregate or a tick that fails any rule makes its Kinesis record a
+   batch item failure (Powertools partial batch response), counted by reason;
+   the good ticks of that record are still used, as are all other records.
+   Ticks are kept as columns, in stream order.
 2. **Join.** Tokens are looked up in the instruments snapshot with one
    binary search over the batch (:class:`RegistryIndex`). Options (CE/PE)
    become rows; futures are inputs for forwards; indices and equities are
@@ -52,7 +54,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from lambdas.common.kinesis_batch import PoisonRecordError, consume_kinesis_event
+from lambdas.common.kinesis_batch import consume_kinesis_event, loads_user_record
 from ticker_adapters.instrument_snapshots import InstrumentSnapshot
 from ticker_core.calendar import expiry_epoch_seconds, year_fractions
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
@@ -68,8 +70,7 @@ from ticker_core.options import (
 from ticker_core.records import (
     KinesisUserRecord,
     RecordBatcher,
-    RecordError,
-    decode_tick,
+    check_tick,
     encode_greeks,
 )
 from ticker_core.records.batching import PutRecordsBatch
@@ -111,25 +112,21 @@ class TickColumns:
         return len(self.tokens)
 
     def add(self, user: KinesisUserRecord) -> None:
-        """Decode one user record and append it; :class:`PoisonRecordError` if it is not a tick."""
-        try:
-            tick = decode_tick(user.data)
-        except RecordError as exc:
-            raise PoisonRecordError("bad_tick", str(exc)[:200]) from exc
-        token = tick["instrument_token"]
-        price = tick["last_price"]
-        if isinstance(token, bool) or not isinstance(token, int):
-            raise PoisonRecordError("bad_field", "instrument_token must be an integer")
-        if isinstance(price, bool) or not isinstance(price, int | float):
-            raise PoisonRecordError("bad_field", "last_price must be a number")
-        exchange_ts = tick.get("exchange_timestamp")
-        when = exchange_ts if isinstance(exchange_ts, datetime) else tick["received_at"]
-        if not isinstance(when, datetime):
-            raise PoisonRecordError("bad_field", "received_at must be a timestamp")
-        self.tokens.append(token)
-        self.prices.append(float(price))
+        """Decode one user record and append it.
+
+        Raises a :class:`ticker_core.records.RecordError` (its ``reason`` is
+        the poison count's) when it is not a ``tick/1`` record by the
+        schema's every rule: a token within 32 bits, a finite price, instants
+        within Kite's range (Kite's "never" as None), so nothing later in the
+        batch can fail on it.
+        """
+        tick = check_tick(loads_user_record(user.data))
+        exchange_ts: datetime | None = tick.get("exchange_timestamp")
+        when: datetime = exchange_ts or tick["received_at"]
+        self.tokens.append(tick["instrument_token"])
+        self.prices.append(float(tick["last_price"]))
         self.epochs.append(when.timestamp())
-        self.exchange_timestamps.append(exchange_ts if isinstance(exchange_ts, datetime) else None)
+        self.exchange_timestamps.append(exchange_ts)
         self.as_of.append(when)
         self.sources.append(user.source)
 

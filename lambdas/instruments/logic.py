@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from ticker_adapters.credentials import KiteSession
+from ticker_adapters.credentials import CredentialError, KiteSession
 from ticker_adapters.instrument_snapshots import (
     SnapshotPointer,
     csv_digest,
@@ -52,7 +52,14 @@ class SnapshotRejectedError(Exception):
 
 
 class SessionUnavailableError(Exception):
-    """No account has a live Kite session to download with (log in first)."""
+    """No account has a live Kite session to download with (log in first).
+
+    ``reasons`` say, account by account, why its session could not be used.
+    """
+
+    def __init__(self, message: str, reasons: Sequence[str] = ()) -> None:
+        super().__init__(message if not reasons else f"{message} ({'; '.join(reasons)})")
+        self.reasons = tuple(reasons)
 
 
 class SnapshotStore(Protocol):
@@ -127,16 +134,26 @@ class PublishOutcome:
 def choose_session(vault: SessionSource, account_id: str | None, now: datetime) -> KiteSession:
     """The session to download with: the given account's, else the first live one.
 
-    Raises :class:`SessionUnavailableError` when that session has expired
-    (or no account has a live one): Kite would answer ``TokenException``.
+    An account whose session is missing, unreadable or expired is passed
+    over for the next one, since one account not logged in today must not
+    stop the day's snapshot. Raises :class:`SessionUnavailableError`, with
+    each account's reason, when no candidate has a live session (Kite would
+    answer ``TokenException``). Errors reaching the vault at all (Secrets
+    Manager or KMS unavailable) propagate: they are not about one account.
     """
     candidates = [account_id] if account_id else vault.accounts()
+    reasons = []
     for account in candidates:
-        session = vault.session(account, force_refresh=True)
+        try:
+            session = vault.session(account, force_refresh=True)
+        except CredentialError as exc:
+            reasons.append(f"{account}: {type(exc).__name__}")
+            continue
         if not session.is_expired(now):
             return session
+        reasons.append(f"{account}: session expired at {session.expires_at.isoformat()}")
     named = account_id or "any account"
-    raise SessionUnavailableError(f"no live Kite session for {named}: log in first")
+    raise SessionUnavailableError(f"no live Kite session for {named}: log in first", reasons)
 
 
 def validate(csv_bytes: bytes, baseline: DumpSummary | None, max_drop: float) -> ParseResult:

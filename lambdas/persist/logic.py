@@ -1,46 +1,52 @@
-"""Turn a Kinesis batch into database rows, and decide what to report as failed.
+"""Turn a Kinesis batch into database rows; quarantine what can never be stored.
 
-Each user record is one JSON object (``tick/1`` or ``greeks/1``). Anything that
-cannot become a row - a corrupt aggregate, bad JSON, an unknown schema, a
-missing or mistyped field - is poison: its Kinesis record is reported as a
-batch item failure (so it reaches the on-failure destination with its sequence
-number after the retries), while every good user record, including the good
-ones sharing an aggregate with the poison, is written. Writes are idempotent,
-so the redelivery that a reported failure causes writes nothing twice.
+Each user record is one JSON object (``tick/1`` or ``greeks/1``), parsed with
+orjson and checked by ticker_core's own rules for its schema
+(:func:`ticker_core.records.check_tick`, :func:`~ticker_core.records.check_greeks`),
+then bounded to what the tables hold: bigint and integer ranges, and text
+without NUL (PostgreSQL text cannot hold it). A record that fails any of it is
+*poison*: counted by reason and handed to the quarantine (``market.quarantine``,
+its bytes, Kinesis identity, reason and detail), in the same transaction as
+the batch's good rows. Every failure is the record's own, so the good records
+sharing its aggregate are written, and nothing is reported to Kinesis as
+failed: a record that can never be stored is not retried (a retry would only
+hold up the shard behind it). The writer quarantines rows the database itself
+refuses the same way (see :mod:`lambdas.persist.dal`).
+
+Kite's 0 for a time that has not happened ("never") is decoded as None, so a
+tick whose exchange timestamp is "never" is keyed on its receipt time.
+
+Writes are idempotent (the Kinesis identity is in every key), so a batch
+delivered again after a failed invocation writes nothing twice.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
 from lambdas.common.kinesis_batch import (
+    Poisoned,
     PoisonRecordError,
     consume_kinesis_event,
     consume_kinesis_record,
+    loads_user_record,
 )
-from ticker_core.kite import MODE_RANK, MODES
-from ticker_core.records import KinesisUserRecord
-
-TICK_SCHEMA = "tick/1"
-GREEKS_SCHEMA = "greeks/1"
-OPTION_TYPES = frozenset({"CE", "PE"})
-MAX_TOKEN = 2**32 - 1
-NUMBER = (int, float)
-DEPTH_SIDES = frozenset({"buy", "sell"})
-DEPTH_LEVELS = 5
-PRICE_TYPES = frozenset({int, float})  # exact types: a bool is not a price
-INT8_RANGE = range(-(2**63), 2**63)
-# Instants are written as exact µs (lambdas/persist/pgcopy.py), which holds from the
-# Unix epoch (Kite's "never", e.g. the last trade time of an untraded contract) to 2105.
-YEARS = range(1970, 2106)
+from lambdas.persist.pgcopy import INT4_MAX, INT8_MAX, INT8_MIN
+from ticker_core.records import (
+    GREEKS_SCHEMA,
+    TICK_SCHEMA,
+    KinesisUserRecord,
+    RecordError,
+    check_greeks,
+    check_tick,
+)
+from ticker_core.records.ticks import DEPTH_SIDES
 
 TICK_COLUMNS = (
     "ts", "instrument_token", "underlying", "mode", "last_price", "last_traded_quantity",
@@ -56,214 +62,169 @@ GREEKS_COLUMNS = (
     "reason", "computed_at", "src_shard", "src_seq", "src_subseq",
 )  # fmt: skip
 
-
-@dataclass
-class Rows:
-    """Rows decoded from one batch, in stream order, as tuples in column order."""
-
-    ticks: list[tuple[Any, ...]] = field(default_factory=list)
-    greeks: list[tuple[Any, ...]] = field(default_factory=list)
-    poison: Counter[str] = field(default_factory=Counter)
-
-    def add(self, user: KinesisUserRecord) -> None:
-        """Decode one user record into its row (:class:`PoisonRecordError` if it cannot be)."""
-        kind, row = decode(user)
-        (self.ticks if kind == "tick" else self.greeks).append(row)
+OUT_OF_RANGE: Final = "out_of_range"
+BAD_TEXT: Final = "bad_text"
+NUL: Final = "\x00"
+_NO_OHLC: Final[Mapping[str, Any]] = {}
 
 
-def _field(record: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = record.get(name)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise PoisonRecordError("bad_field", f"{name} must be {kind}, got {type(value).__name__}")
+def _text(name: str, value: str | None) -> str | None:
+    if value is not None and NUL in value:
+        raise PoisonRecordError(BAD_TEXT, f"{name} holds a NUL character (text cannot)")
     return value
 
 
-def _optional(record: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = record.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise PoisonRecordError("bad_field", f"{name} must be {kind} or null")
-    if isinstance(value, int) and value not in INT8_RANGE:
-        # A database error here would fail the whole batch on every retry.
-        raise PoisonRecordError("bad_field", f"{name} is out of the 64-bit range")
-    return value
-
-
-def _instant(value: Any, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise PoisonRecordError("bad_field", f"{name} must be an ISO 8601 string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise PoisonRecordError("bad_field", f"{name} is not ISO 8601: {value[:40]!r}") from exc
-    if parsed.tzinfo is None:
-        raise PoisonRecordError("bad_field", f"{name} has no UTC offset")
-    if parsed.year not in YEARS:
-        raise PoisonRecordError("bad_field", f"{name} is outside {YEARS.start}-{YEARS.stop - 1}")
-    return parsed
-
-
-def _optional_instant(record: dict[str, Any], name: str) -> datetime | None:
-    value = record.get(name)
-    return None if value is None else _instant(value, name)
-
-
-def _finite(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, NUMBER) or not math.isfinite(value):
-        raise PoisonRecordError("bad_field", f"{name} must be a finite number")
-    return float(value)
-
-
-def _token(record: dict[str, Any]) -> int:
-    token = _field(record, "instrument_token", int)
-    if not 0 <= token <= MAX_TOKEN:
-        raise PoisonRecordError("bad_field", "instrument_token out of range")
-    return int(token)
-
-
-def depth_text(depth: Any) -> str | None:
+def depth_text(depth: Mapping[str, Any] | None) -> str | None:
     """Market depth as stored: ``{"buy": [[price, quantity, orders], ...], "sell": [...]}``.
 
-    The same values as tick/1's level objects, positionally, in about 60% of
-    the bytes; depth is most of a full tick's row, and its bytes are most of
-    the database's work per row (see migration 0003).
+    The same values as tick/1's level objects (already checked), positionally,
+    in about 60% of the bytes; depth is most of a full tick's row, and its
+    bytes are most of the database's work per row (see migration 0004).
     """
     if depth is None:
         return None
-    if not isinstance(depth, dict) or depth.keys() != DEPTH_SIDES:
-        raise PoisonRecordError("bad_field", "depth must be an object with buy and sell")
-    compact = {}
-    for side in ("buy", "sell"):
-        levels = depth[side]
-        if not isinstance(levels, list) or len(levels) > DEPTH_LEVELS:
-            raise PoisonRecordError("bad_field", f"depth.{side} must be a list of at most 5 levels")
-        try:
-            rows = [(level["price"], level["quantity"], level["orders"]) for level in levels]
-        except (TypeError, KeyError) as exc:
-            raise PoisonRecordError("bad_field", f"depth.{side} has a malformed level") from exc
-        for price, quantity, orders in rows:
-            if type(quantity) is not int or type(orders) is not int:
-                raise PoisonRecordError("bad_field", f"depth.{side} quantities must be integers")
-            if type(price) not in PRICE_TYPES or not math.isfinite(price):
-                raise PoisonRecordError("bad_field", f"depth.{side} prices must be finite numbers")
-        compact[side] = rows
-    return orjson.dumps(compact).decode()
+    compact = {
+        side: [(level["price"], level["quantity"], level["orders"]) for level in depth[side]]
+        for side in DEPTH_SIDES
+    }
+    try:
+        return orjson.dumps(compact).decode()
+    except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits, e.g. 1e30 as a quantity
+        raise PoisonRecordError(OUT_OF_RANGE, "depth holds a number beyond 64 bits") from exc
 
 
 def tick_row(record: dict[str, Any], source: KinesisUserRecord) -> tuple[Any, ...]:
-    """A ``market.ticks`` row from a ``tick/1`` record."""
-    mode = record.get("mode")
-    if mode not in MODE_RANK:
-        raise PoisonRecordError("bad_field", f"mode must be one of {', '.join(MODES)}")
-    underlying = _field(record, "underlying", str)
-    if not underlying:
-        raise PoisonRecordError("bad_field", "underlying is empty")
-    received_at = _instant(record.get("received_at"), "received_at")
-    exchange_ts = _optional_instant(record, "exchange_timestamp")
-    ohlc = record.get("ohlc")
-    if ohlc is not None and not isinstance(ohlc, dict):
-        raise PoisonRecordError("bad_field", "ohlc must be an object")
-    ohlc = ohlc or {}
+    """A ``market.ticks`` row from a ``tick/1`` record checked by :func:`check_tick`."""
+    get = record.get
+    ltq, volume = get("last_traded_quantity"), get("volume_traded")
+    buy, sell = get("total_buy_quantity"), get("total_sell_quantity")
+    oi, oi_high, oi_low = get("oi"), get("oi_day_high"), get("oi_day_low")
+    for value in (ltq, volume, buy, sell, oi, oi_high, oi_low):
+        if value is not None and not INT8_MIN <= value <= INT8_MAX:
+            raise PoisonRecordError(OUT_OF_RANGE, "a quantity is outside bigint")
+    received_at = record["received_at"]
+    exchange_ts = get("exchange_timestamp")
+    ohlc = get("ohlc", _NO_OHLC)
     return (
         exchange_ts or received_at,
-        _token(record),
-        underlying,
-        mode,
-        _finite(record.get("last_price"), "last_price"),
-        _optional(record, "last_traded_quantity", int),
-        _optional(record, "average_traded_price", NUMBER),
-        _optional(record, "volume_traded", int),
-        _optional(record, "total_buy_quantity", int),
-        _optional(record, "total_sell_quantity", int),
-        _optional(ohlc, "open", NUMBER),
-        _optional(ohlc, "high", NUMBER),
-        _optional(ohlc, "low", NUMBER),
-        _optional(ohlc, "close", NUMBER),
-        _optional(record, "change", NUMBER),
-        _optional_instant(record, "last_trade_time"),
-        _optional(record, "oi", int),
-        _optional(record, "oi_day_high", int),
-        _optional(record, "oi_day_low", int),
+        record["instrument_token"],
+        _text("underlying", record["underlying"]),
+        record["mode"],
+        record["last_price"],
+        ltq,
+        get("average_traded_price"),
+        volume,
+        buy,
+        sell,
+        ohlc.get("open"),
+        ohlc.get("high"),
+        ohlc.get("low"),
+        ohlc.get("close"),
+        get("change"),
+        get("last_trade_time"),
+        oi,
+        oi_high,
+        oi_low,
         exchange_ts,
         depth_text(record.get("depth")),
         received_at,
         source.shard_id,
-        int(source.sequence_number),
+        int(source.sequence_number),  # digits: checked with the event record
         source.sub_sequence_number,
     )
 
 
 def greeks_row(record: dict[str, Any]) -> tuple[Any, ...]:
-    """A ``market.greeks`` row; its identity is the *source tick's*, carried in the record."""
-    src = record.get("source")
-    if not isinstance(src, dict):
-        raise PoisonRecordError("bad_field", "source must be an object")
-    option_type = record.get("option_type")
-    if option_type not in OPTION_TYPES:
-        raise PoisonRecordError("bad_field", "option_type must be CE or PE")
-    try:
-        expiry = date.fromisoformat(_field(record, "expiry", str))
-        src_seq = int(_field(src, "sequence_number", str))
-    except ValueError as exc:
-        raise PoisonRecordError("bad_field", str(exc)) from exc
-    computed_at = _instant(record.get("computed_at"), "computed_at")
-    raw = record.get("raw") or {}
-    if not isinstance(raw, dict):
-        raise PoisonRecordError("bad_field", "raw must be an object")
+    """A ``market.greeks`` row from a checked ``greeks/1`` record.
+
+    Its identity is the *source tick's*, carried in the record, so a
+    recomputation of the same tick lands on the same key.
+    """
+    src = record["source"]
+    if src["sub_sequence_number"] > INT4_MAX:
+        raise PoisonRecordError(OUT_OF_RANGE, "source.sub_sequence_number is outside integer")
+    raw = record["raw"]
     return (
-        # as_of, not computed_at: a recomputed row must land on the same key
-        _instant(record.get("as_of"), "as_of"),
-        _token(record),
-        _optional(record, "tradingsymbol", str),
-        _field(record, "underlying", str),
-        expiry,
-        _finite(record.get("strike"), "strike"),
-        option_type,
-        _finite(record.get("price"), "price"),
-        _optional(record, "forward", NUMBER),
-        _field(record, "forward_source", str),
-        _finite(record.get("t_years"), "t_years"),
-        _finite(record.get("rate"), "rate"),
-        _optional(record, "iv", NUMBER),
-        _optional(record, "delta", NUMBER),
-        _optional(record, "gamma", NUMBER),
-        _optional(record, "theta", NUMBER),
-        _optional(record, "vega", NUMBER),
-        _optional(record, "rho", NUMBER),
-        _optional(raw, "theta", NUMBER),
-        _optional(raw, "vega", NUMBER),
-        _optional(raw, "rho", NUMBER),
-        _optional(record, "reason", str),
-        computed_at,
-        _field(src, "shard_id", str),
-        src_seq,
-        _field(src, "sub_sequence_number", int),
+        record["as_of"],  # not computed_at: a recomputed row must land on the same key
+        record["instrument_token"],
+        _text("tradingsymbol", record.get("tradingsymbol")),
+        _text("underlying", record["underlying"]),
+        record["expiry"],
+        record["strike"],
+        record["option_type"],
+        record["price"],
+        record["forward"],
+        record["forward_source"],
+        record["t_years"],
+        record["rate"],
+        record["iv"],
+        record["delta"],
+        record["gamma"],
+        record["theta"],
+        record["vega"],
+        record["rho"],
+        raw["theta"],
+        raw["vega"],
+        raw["rho"],
+        record["reason"],
+        record["computed_at"],
+        src["shard_id"],
+        int(src["sequence_number"]),  # digits: checked by check_greeks
+        src["sub_sequence_number"],
     )
 
 
 def decode(user: KinesisUserRecord) -> tuple[str, tuple[Any, ...]]:
     """``("tick"|"greeks", row)`` for one user record, or :class:`PoisonRecordError`."""
     try:
-        # orjson: a quarter of json's time here, and strict RFC 8259 (NaN is not JSON)
-        record = orjson.loads(user.data)
-    except orjson.JSONDecodeError as exc:
-        raise PoisonRecordError("bad_json", str(exc)[:120]) from exc
-    if not isinstance(record, dict):
-        raise PoisonRecordError("bad_json", "a user record must be a JSON object")
-    schema = record.get("schema")
-    if schema == TICK_SCHEMA:
-        return "tick", tick_row(record, user)
-    if schema == GREEKS_SCHEMA:
-        return "greeks", greeks_row(record)
-    raise PoisonRecordError("unknown_schema", f"schema {str(schema)[:40]!r} is not supported")
+        record = loads_user_record(user.data)
+        schema = record.get("schema")
+        if schema == TICK_SCHEMA:
+            return "tick", tick_row(check_tick(record), user)
+        if schema == GREEKS_SCHEMA:
+            return "greeks", greeks_row(check_greeks(record))
+    except RecordError as exc:
+        raise PoisonRecordError(exc.reason, str(exc)) from exc
+    raise PoisonRecordError("unknown_schema", f"schema {schema!r:.40} is not supported")
+
+
+@dataclass
+class Rows:
+    """One batch, decoded: rows in stream order (tuples in column order), and its poison.
+
+    ``tick_sources``/``greeks_sources`` are each row's user record, for
+    quarantining a row the database refuses.
+    """
+
+    stream_arn: str = ""
+    ticks: list[tuple[Any, ...]] = field(default_factory=list)
+    tick_sources: list[KinesisUserRecord] = field(default_factory=list)
+    greeks: list[tuple[Any, ...]] = field(default_factory=list)
+    greeks_sources: list[KinesisUserRecord] = field(default_factory=list)
+    quarantine: list[Poisoned] = field(default_factory=list)
+    poison: Counter[str] = field(default_factory=Counter)
+
+    def add(self, user: KinesisUserRecord) -> None:
+        """Decode one user record into its row (:class:`PoisonRecordError` if it cannot be)."""
+        kind, row = decode(user)
+        if kind == "tick":
+            self.ticks.append(row)
+            self.tick_sources.append(user)
+        else:
+            self.greeks.append(row)
+            self.greeks_sources.append(user)
+
+    def rejected(self, kind: str, index: int, reason: str, detail: str) -> Poisoned:
+        """The quarantine entry of row ``index`` of ``kind`` ("tick" or "greeks")."""
+        sources = self.tick_sources if kind == "tick" else self.greeks_sources
+        return Poisoned.of(self.stream_arn, sources[index], reason, detail)
 
 
 class BatchWriter(Protocol):
     """Where rows go (the dal's PostgreSQL writer, or a fake in tests)."""
 
-    async def write(self, ticks: list[tuple[Any, ...]], greeks: list[tuple[Any, ...]]) -> Any:
-        """Write both lists in one transaction, skipping rows already present."""
+    async def write(self, rows: Rows) -> Any:
+        """Write the good rows and the quarantine, skipping rows already present."""
         ...
 
 
@@ -273,36 +234,45 @@ class PersistOutcome:
 
     response: dict[str, Any]
     ticks: int
+    """Tick rows offered to the database and not refused by it (stored, or already there)."""
     greeks: int
     poison: Mapping[str, int]
+    """User records quarantined, by reason (the decoder's and the database's)."""
     written: Any
     write_ms: float
 
 
 def decode_kinesis_record(raw: Mapping[str, Any], rows: Rows) -> None:
-    """Add one Kinesis record's good rows to ``rows``; raise if any of it is poison.
-
-    Every user record is decoded before raising, so good rows sharing an
-    aggregate with a poison record are still written.
-    """
-    consume_kinesis_record(raw, rows.add, rows.poison)
+    """Add one Kinesis record's good rows to ``rows``, and its poison to the quarantine."""
+    consume_kinesis_record(raw, rows.add, rows.poison, rows.quarantine.append)
 
 
 async def persist_event(event: Mapping[str, Any], writer: BatchWriter) -> PersistOutcome:
-    """Decode a Kinesis event, write its good rows in one transaction, report poison.
+    """Decode a Kinesis event, write its good rows and its quarantine in one go.
 
-    A write failure propagates: the invocation fails, nothing was committed,
-    and Kinesis redelivers the batch (bisected on error, if so configured).
+    A write failure that is not about the rows (the database unreachable)
+    propagates: the invocation fails and Kinesis redelivers the batch.
     """
-    rows = Rows()
-    response = consume_kinesis_event(event, rows.add, rows.poison)
+    records = event.get("Records")
+    first = records[0] if isinstance(records, list) and records else None
+    # One event source mapping, one stream: every record of an event names the same.
+    stream_arn = first.get("eventSourceARN", "") if isinstance(first, Mapping) else ""
+    rows = Rows(stream_arn=str(stream_arn))
+    response = consume_kinesis_event(event, rows.add, rows.poison, rows.quarantine.append)
     started = time.perf_counter()
-    written = await writer.write(rows.ticks, rows.greeks) if rows.ticks or rows.greeks else None
+    written = None
+    rejected: Counter[str] = Counter()
+    ticks, greeks = len(rows.ticks), len(rows.greeks)
+    if rows.ticks or rows.greeks or rows.quarantine:
+        written = await writer.write(rows)
+        rejected.update(entry.reason for entry in written.rejected)
+        ticks -= written.ticks_rejected
+        greeks -= written.greeks_rejected
     return PersistOutcome(
         response=response,
-        ticks=len(rows.ticks),
-        greeks=len(rows.greeks),
-        poison=dict(rows.poison),
+        ticks=ticks,
+        greeks=greeks,
+        poison=dict(rows.poison + rejected),
         written=written,
         write_ms=(time.perf_counter() - started) * 1000,
     )

@@ -48,6 +48,10 @@ class Kind(enum.Enum):
     NUMERIC = "numeric"
 
 
+INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
+INT8_MIN, INT8_MAX = -(2**63), 2**63 - 1
+"""The ranges of PostgreSQL's integer and bigint (what the decoder bounds values to)."""
+
 FIXED_DTYPE = {
     Kind.INT8: ">i8",
     Kind.INT4: ">i4",
@@ -262,6 +266,6 @@ def _column_array(values: Sequence[Any], kind: Kind) -> tuple[np.ndarray, np.nda
         return np.array(days, dtype=np.int32), nulls
     dtype = np.float64 if kind is Kind.FLOAT8 else np.int64
     array, nulls = numbers(values, dtype)
-    if kind is Kind.INT4 and len(array) and (array.max() > 2**31 - 1 or array.min() < -(2**31)):
+    if kind is Kind.INT4 and len(array) and (array.max() > INT4_MAX or array.min() < INT4_MIN):
         raise OverflowError("value out of range for int4")
     return array, nulls

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from datetime import UTC, datetime
 
+import aws_encryption_sdk
 import boto3
 import pytest
+from aws_cryptographic_material_providers.mpl import AwsCryptographicMaterialProviders
+from aws_cryptographic_material_providers.mpl.config import MaterialProvidersConfig
+from aws_cryptographic_material_providers.mpl.models import (
+    CreateAwsKmsKeyringInput,
+    CreateMultiKeyringInput,
+)
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError
 
 from sandbox.moto_server import AwsEndpoint
 from ticker_adapters.credentials import (
@@ -17,7 +27,7 @@ from ticker_adapters.credentials import (
     CredentialVault,
     KiteSession,
 )
-from ticker_adapters.envelope import KmsEnvelopeCipher
+from ticker_adapters.envelope import SERVICE_CONTEXT, KmsEnvelopeCipher
 from ticker_core.kite import next_token_expiry
 
 pytestmark = pytest.mark.integration
@@ -138,3 +148,91 @@ def test_missing_and_invalid_accounts_are_clear_errors(aws: AwsEndpoint, kms_key
         vault.session("acct-9")
     with pytest.raises(ValueError, match="invalid account id"):
         vault.session("../other")
+
+
+def stored_ciphertext(sm: object, name: str) -> bytes:
+    envelope = json.loads(sm.get_secret_value(SecretId=name)["SecretString"])  # type: ignore[attr-defined]
+    return base64.b64decode(envelope["ciphertext"])
+
+
+def with_ciphertext(ciphertext: bytes) -> str:
+    return json.dumps(
+        {
+            "format": 1,
+            "purpose": "kite-session",
+            "ciphertext": base64.b64encode(ciphertext).decode(),
+        }
+    )
+
+
+def test_a_flipped_byte_anywhere_in_the_message_is_a_typed_error(
+    aws: AwsEndpoint, kms_key: str
+) -> None:
+    # Given a stored session whose encrypted message is intact
+    vault = make_vault(aws, kms_key)
+    vault.put_session("acct-1", new_session("k1"))
+    sm = boto3.client("secretsmanager", **aws.client_kwargs())
+    name = "ticker/kite/acct-1/session"
+    message = stored_ciphertext(sm, name)
+    # When one byte of it is flipped, at every fourth position: header, encrypted data
+    # key, body (AES-GCM tag) and the signature footer alike
+    for position in range(0, len(message), 4):
+        tampered = bytearray(message)
+        tampered[position] ^= 0x01
+        overwrite(sm, name, with_ciphertext(bytes(tampered)))
+        # Then reading it is CredentialCorruptError naming the account, never the
+        # library's own InvalidTag / InvalidSignature / UnicodeDecodeError
+        with pytest.raises(CredentialCorruptError, match="acct-1"):
+            make_vault(aws, kms_key).session("acct-1")
+
+
+def test_a_message_carrying_a_second_data_key_is_refused(aws: AwsEndpoint, kms_key: str) -> None:
+    # Given a session encrypted for the right context, but under two KMS keys (two
+    # encrypted data keys): not a message this service writes
+    kms = boto3.client("kms", **aws.client_kwargs())
+    other_key = str(kms.create_key(Description="someone else's")["KeyMetadata"]["Arn"])
+    providers = AwsCryptographicMaterialProviders(config=MaterialProvidersConfig())
+    keyrings = [
+        providers.create_aws_kms_keyring(
+            input=CreateAwsKmsKeyringInput(kms_key_id=key, kms_client=kms)
+        )
+        for key in (kms_key, other_key)
+    ]
+    both = providers.create_multi_keyring(
+        input=CreateMultiKeyringInput(generator=keyrings[0], child_keyrings=[keyrings[1]])
+    )
+    payload = {
+        "api_key": "k1",  # pragma: allowlist secret  (an API key is public, this one fake)
+        "access_token": secrets.token_hex(16),
+        "user_id": "AB1234",
+        "issued_at": "2026-11-27T03:00:00+00:00",
+        "expires_at": "2026-11-28T00:30:00+00:00",
+    }
+    message, _ = aws_encryption_sdk.EncryptionSDKClient().encrypt(
+        source=json.dumps(payload).encode(),
+        keyring=both,
+        encryption_context={**SERVICE_CONTEXT, "account": "acct-1", "purpose": "kite-session"},
+    )
+    vault = make_vault(aws, kms_key)
+    vault.put_session("acct-1", new_session("k1"))
+    sm = boto3.client("secretsmanager", **aws.client_kwargs())
+    overwrite(sm, "ticker/kite/acct-1/session", with_ciphertext(bytes(message)))
+    # When it is read, Then it is refused as corrupt (the SDK's limit of one data key)
+    with pytest.raises(CredentialCorruptError, match="acct-1"):
+        make_vault(aws, kms_key).session("acct-1")
+
+
+def test_kms_out_of_reach_is_not_reported_as_tampering(aws: AwsEndpoint, kms_key: str) -> None:
+    # Given a stored session, and a reader whose KMS endpoint refuses connections
+    make_vault(aws, kms_key).put_session("acct-1", new_session("k1"))
+    unreachable = boto3.client(
+        "kms",
+        **{**aws.client_kwargs(), "endpoint_url": "http://127.0.0.1:9"},
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    sm = boto3.client("secretsmanager", **aws.client_kwargs())
+    reader = CredentialVault(sm, KmsEnvelopeCipher(unreachable, kms_key), clock=FakeClock())
+    # When it is read, Then the connection error propagates (worth retrying), not
+    # CredentialCorruptError (which would condemn a good secret)
+    with pytest.raises(EndpointConnectionError):
+        reader.session("acct-1")

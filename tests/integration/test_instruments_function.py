@@ -276,6 +276,17 @@ def function_environment(
         KiteSession(account.api_key, sim_faults.issue_access_token(), account.user_id, issued,
                     issued + timedelta(hours=6)),
     )  # fmt: skip
+    # Listed before it: an account not logged in today (no session stored) and one whose
+    # session was overwritten (it cannot be opened). A scheduled run passes over both.
+    for unusable in ("acct-0", "acct-00"):
+        vault.put_api_credentials(unusable, ApiCredentials("other", secrets.token_hex(8)))
+    vault.put_session(
+        "acct-00", KiteSession("other", "x", "ZZ0000", issued, issued + timedelta(hours=6))
+    )
+    overwritten = ("ticker/kite/acct-00/session", "not an envelope")
+    boto3.client("secretsmanager", **aws.client_kwargs()).put_secret_value(
+        SecretId=overwritten[0], SecretString=overwritten[1]
+    )
     env = {
         **db_env(migrated),
         "INSTRUMENTS_BUCKET": BUCKET,
@@ -311,9 +322,9 @@ def test_the_handler_publishes_then_finds_nothing_new_then_fails_loudly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     handler = make_handler(lambda: deps)
-    # When the scheduled invocation runs
+    # When the scheduled invocation runs (the first two accounts have no usable session)
     result = handler({}, Context())
-    # Then today's snapshot is published and the pointer names it
+    # Then today's snapshot is published, with acct-1's session, and the pointer names it
     assert result["status"] == "published"
     pointer = read_pointer(s3, BUCKET, PREFIX)
     assert pointer is not None

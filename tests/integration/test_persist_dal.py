@@ -342,3 +342,68 @@ async def test_a_record_repeated_within_one_batch_is_stored_and_counted_once(
     assert await db.fetchval("select count(*) from market.ticks") == 50
     # And the bars count it once
     assert await fetch_bars(db) == expected_bars(stream)
+
+
+async def test_rows_the_database_refuses_are_quarantined_and_every_other_row_stored(
+    db: asyncpg.Connection,
+) -> None:
+    # Given a rule no decoder knows (a CHECK added by an operator), and a batch in which
+    # it refuses three rows, and two more rows the decoder would have refused but which
+    # reach the writer as they are: a NUL in text (SQLSTATE 22021) and an integer beyond
+    # its int4 column (the client's encoder refuses it)
+    await db.execute("alter table market.ticks add constraint no_13 check (last_price <> 13.13)")
+    stream = list(tick_stream(2000, seed=19))
+    ticks, _ = rows_of(stream)
+    refused = {17: 13.13, 1000: 13.13, 1999: 13.13}
+    rows = [list(row) for row in ticks]
+    for at in refused:
+        rows[at][TICK_COLUMNS.index("last_price")] = 13.13
+    rows[500][TICK_COLUMNS.index("underlying")] = "NIF\x00TY"
+    rows[1500][TICK_COLUMNS.index("src_subseq")] = 2**31
+    bad = sorted([*refused, 500, 1500])
+    # When it is written
+    result = await write_batch(db, PartitionManager(), [tuple(r) for r in rows], [])
+    # Then every other row is stored, once, with bars from exactly those rows
+    good = [u for n, u in enumerate(stream) if n not in bad]
+    assert result.ticks_inserted == len(good) == 1995
+    assert await db.fetchval("select count(*) from market.ticks") == 1995
+    assert await fetch_bars(db) == expected_bars(good)
+    # And each refused row is quarantined alone, with the database's reason
+    assert result.ticks_rejected == 5
+    assert [(e.reason, e.sequence_number) for e in result.rejected] == [
+        ("db_rejected", str(rows[n][TICK_COLUMNS.index("src_seq")])) for n in bad
+    ]
+    stored = await db.fetch("select src_seq, reason, detail from market.quarantine order by 1")
+    assert [r["src_seq"] for r in stored] == sorted(e.sequence_number for e in result.rejected)
+    assert {r["detail"].split(":")[0] for r in stored} >= {"SQLSTATE 23514", "SQLSTATE 22021"}
+    # When the batch is delivered again, Then nothing is stored or quarantined twice
+    await write_batch(db, PartitionManager(), [tuple(r) for r in rows], [])
+    assert await db.fetchval("select count(*) from market.ticks") == 1995
+    assert await db.fetchval("select count(*) from market.quarantine") == 5
+    assert await fetch_bars(db) == expected_bars(good)
+
+
+async def test_rows_of_a_detached_day_are_quarantined_even_by_a_writer_that_knew_the_day(
+    db: asyncpg.Connection,
+) -> None:
+    # Given ticks of the 26th written (this writer now knows that day's partition),
+    # then the 26th detached by retention - from another environment
+    writer_partitions = PartitionManager()
+    day1 = list(tick_stream(10, start=datetime(2026, 11, 26, 4, 0, tzinfo=UTC)))
+    await write_batch(db, writer_partitions, rows_of(day1)[0], [])
+    await PartitionManager().detach_older_than(db, date(2026, 11, 27))
+    # When a batch arrives holding late ticks of the 26th among the 27th's
+    late = list(tick_stream(5, seed=2, start=datetime(2026, 11, 26, 9, 0, tzinfo=UTC)))
+    late = [user_record(u.data, str(int(u.sequence_number) + 500)) for u in late]
+    today = list(tick_stream(20, seed=3, start=datetime(2026, 11, 27, 4, 0, tzinfo=UTC)))
+    today = [user_record(u.data, str(int(u.sequence_number) + 900)) for u in today]
+    batch = [*today[:10], *late, *today[10:]]
+    for manager in (writer_partitions, PartitionManager()):  # stale knowledge, then fresh
+        result = await write_batch(db, manager, rows_of(batch)[0], [])
+        # Then the 27th's ticks are stored and the 26th's quarantined, with the reason
+        assert {e.reason for e in result.rejected} == {"partition_detached"}
+        assert result.ticks_rejected == 5
+    assert await db.fetchval("select count(*) from market.ticks") == 20
+    assert await db.fetchval("select count(*) from market.quarantine") == 5
+    # And the detached table was left as it was
+    assert await db.fetchval("select count(*) from market.ticks_p20261126") == 10

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
 from lambdas.greeks.logic import (
@@ -24,6 +26,7 @@ from lambdas.greeks.logic import (
     greeks_rows,
 )
 from testkit.factories import chain, index_instrument, kinesis_event, tick_bytes, user_record
+from tests import strategies
 from ticker_adapters.instrument_snapshots import InstrumentSnapshot, SnapshotPointer
 from ticker_core.calendar import SECONDS_PER_YEAR, expiry_instant, year_fraction
 from ticker_core.instruments import DumpSummary, Instrument, InstrumentRegistry
@@ -31,6 +34,7 @@ from ticker_core.options import black76_price
 from ticker_core.records import (
     KinesisUserRecord,
     PutRecordsBatch,
+    RecordError,
     deaggregate,
     decode_greeks,
     encode_greeks,
@@ -361,7 +365,7 @@ def test_poison_records_are_reported_and_the_rest_still_computed() -> None:
     failed = [f["itemIdentifier"] for f in outcome.response["batchItemFailures"]]
     sequences = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
     assert failed == sequences[1:]
-    assert outcome.poison == {"bad_tick": 1, "corrupt_record": 1}
+    assert outcome.poison == {"bad_field": 1, "corrupt_record": 1}  # the poison lacks fields
     # And the good ticks, including the poison's siblings, still give rows
     assert outcome.rows == 16
 
@@ -369,10 +373,41 @@ def test_poison_records_are_reported_and_the_rest_still_computed() -> None:
 def test_a_tick_with_a_mistyped_field_is_poison() -> None:
     ticks = TickColumns()
     bad = json.loads(tick_bytes(1, 1.0, NOW))
-    for field, value in (("last_price", "12.5"), ("instrument_token", 1.5)):
-        with pytest.raises(ValueError, match="bad_field"):
+    for field, value in (("last_price", "12.5"), ("instrument_token", 1.5), ("mode", ["ltp"])):
+        with pytest.raises(RecordError) as caught:
             ticks.add(user(json.dumps({**bad, field: value}).encode(), "1"))
+        assert caught.value.reason == "bad_field"
     assert len(ticks) == 0
+
+
+ONE_BAD_TICK = {
+    # a token beyond 64 bits' half: numpy's int64 column overflowed, failing the batch
+    "token_beyond_int64": ({"instrument_token": 2**63}, "out_of_range"),
+    "token_beyond_32_bits": ({"instrument_token": 2**32}, "out_of_range"),
+    # wrong JSON types where a name is expected: TypeError (unhashable) escaped
+    "mode_a_list": ({"mode": ["full"]}, "bad_field"),
+    "underlying_an_object": ({"underlying": {"NIFTY": 1}}, "bad_field"),
+    # instants no clock can hold in UTC: OverflowError escaped the row encoding
+    "year_9999_west": ({"exchange_timestamp": "9999-12-31T23:59:59-05:00"}, "out_of_range"),
+    "year_1_east": ({"received_at": "0001-01-01T00:00:00+05:00"}, "out_of_range"),
+    "price_a_string": ({"last_price": "245.5"}, "bad_field"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_BAD_TICK))
+def test_one_bad_tick_costs_only_itself(case: str) -> None:
+    # Given the chain's batch with one bad option tick among the BANKNIFTY ones
+    change, reason = ONE_BAD_TICK[case]
+    record = json.loads(tick_bytes(BANK[0].instrument_token, 700.0, NOW, underlying="BANKNIFTY"))
+    publisher = RecordingPublisher()
+    # When the function processes it
+    outcome = run(chain_event(poison=json.dumps({**record, **change}).encode()), publisher)
+    # Then the bad tick is counted by its reason and its Kinesis record reported
+    assert outcome.poison == {reason: 1}
+    assert len(outcome.response["batchItemFailures"]) == 1
+    # And every good tick, its aggregate siblings included, still gave its row
+    assert outcome.rows == 16
+    assert len(publisher.records()) == 16
 
 
 def test_a_replayed_event_gives_rows_with_the_same_sources() -> None:
@@ -402,3 +437,76 @@ def test_an_event_without_ticks_publishes_nothing_and_reads_no_snapshot() -> Non
     )
     assert (outcome.rows, outcome.kinesis_records, source.calls) == (0, 0, 0)
     assert publisher.batches == []
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+TICK_POISON = {"bad_json", "unknown_schema", "bad_field", "out_of_range"}
+UNIVERSE_TOKENS = [i.instrument_token for i in UNIVERSE]
+
+
+@settings(
+    max_examples=600,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(strategies.tick_bytes)
+def test_any_user_record_is_a_tick_or_typed_poison(data: bytes) -> None:
+    # Given any user record; When the Greeks function decodes it
+    ticks = TickColumns()
+    poison = add_or_poison(ticks, user(data, "1"))
+    # Then it is typed poison with a reason the function counts, or
+    if poison is not None:
+        assert poison.reason in TICK_POISON
+        assert len(ticks) == 0
+        return
+    # a tick whose columns hold what the batch math needs
+    assert 0 <= ticks.tokens[0] <= 2**32 - 1
+    assert math.isfinite(ticks.prices[0])
+    assert math.isfinite(ticks.epochs[0])
+
+
+def add_or_poison(ticks: TickColumns, record: KinesisUserRecord) -> RecordError | None:
+    """None if the tick was added, else the typed error (anything else escapes)."""
+    try:
+        ticks.add(record)
+    except RecordError as exc:
+        return exc
+    return None
+
+
+def with_known_tokens(record: Any, token: int) -> Any:
+    """The record, aimed at an instrument of the universe when it is an object with a token."""
+    if isinstance(record, dict) and isinstance(record.get("instrument_token"), int):
+        return {**record, "instrument_token": token}
+    return record
+
+
+fuzzed_ticks = st.builds(
+    with_known_tokens, strategies.tick_records, st.sampled_from(UNIVERSE_TOKENS)
+).map(lambda r: json.dumps(r, allow_nan=True).encode())
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(fuzzed_ticks, min_size=1, max_size=16))
+def test_a_batch_of_any_ticks_gives_valid_greeks_and_counted_poison(datas: list[bytes]) -> None:
+    # Given one aggregate of any ticks for the universe's instruments (good ones among them)
+    publisher = RecordingPublisher()
+    event = kinesis_event([("NIFTY", datas)])
+    # When the function processes it, Then nothing escapes
+    outcome = run(event, publisher)
+    # And each tick was used or counted as poison, under a known reason
+    assert outcome.ticks + sum(outcome.poison.values()) == len(datas)
+    assert set(outcome.poison) <= TICK_POISON
+    # And every published row is a valid greeks/1 record
+    for _, record in publisher.records():
+        assert record["instrument_token"] in UNIVERSE_TOKENS
+    for batch in publisher.batches:
+        for entry in batch.records:
+            for user_rec in deaggregate(entry.data, entry.partition_key):
+                errors = [e.message for e in VALIDATOR.iter_errors(json.loads(user_rec.data))]
+                assert errors == []

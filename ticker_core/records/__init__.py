@@ -17,18 +17,22 @@ Consumer side (a Lambda)::
 Every error raised on bad data derives from :class:`RecordError`.
 """
 
+from ticker_core.records._jsonfmt import EARLIEST_INSTANT, LATEST_INSTANT
 from ticker_core.records.batching import KinesisRecord, PutRecordsBatch, RecordBatcher
 from ticker_core.records.errors import (
     DeaggregationError,
     DigestMismatchError,
     EventRecordError,
+    FieldError,
+    FieldRangeError,
     InvalidKeyError,
     RecordDecodeError,
     RecordEncodeError,
     RecordError,
     RecordTooLargeError,
+    SchemaVersionError,
 )
-from ticker_core.records.greeks import GREEKS_SCHEMA, decode_greeks, encode_greeks
+from ticker_core.records.greeks import GREEKS_SCHEMA, check_greeks, decode_greeks, encode_greeks
 from ticker_core.records.kpl import (
     MAGIC,
     Aggregator,
@@ -49,11 +53,14 @@ from ticker_core.records.limits import (
     MAX_REQUEST_BYTES,
     MAX_REQUEST_RECORDS,
 )
-from ticker_core.records.ticks import TICK_SCHEMA, decode_tick, encode_tick
+from ticker_core.records.ticks import KITE_NEVER, TICK_SCHEMA, check_tick, decode_tick, encode_tick
 
 __all__ = [
     "DEFAULT_AGGREGATE_BYTES",
+    "EARLIEST_INSTANT",
     "GREEKS_SCHEMA",
+    "KITE_NEVER",
+    "LATEST_INSTANT",
     "MAGIC",
     "MAX_PARTITION_KEY_CHARS",
     "MAX_RECORD_BYTES",
@@ -64,6 +71,8 @@ __all__ = [
     "DeaggregationError",
     "DigestMismatchError",
     "EventRecordError",
+    "FieldError",
+    "FieldRangeError",
     "InvalidKeyError",
     "KinesisRecord",
     "KinesisUserRecord",
@@ -73,7 +82,10 @@ __all__ = [
     "RecordEncodeError",
     "RecordError",
     "RecordTooLargeError",
+    "SchemaVersionError",
     "UserRecord",
+    "check_greeks",
+    "check_tick",
     "deaggregate",
     "deaggregate_event",
     "deaggregate_event_record",

@@ -14,8 +14,15 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, Final
 
+from ticker_core.kite import MAX_INSTRUMENT_TOKEN
 from ticker_core.records import _jsonfmt as jf
-from ticker_core.records.errors import RecordDecodeError, RecordEncodeError
+from ticker_core.records.errors import (
+    FieldError,
+    FieldRangeError,
+    RecordEncodeError,
+    SchemaVersionError,
+)
+from ticker_core.records.lambda_event import SEQUENCE_NUMBER, SHARD_ID
 
 GREEKS_SCHEMA: Final = "greeks/1"
 """Value of every Greeks record's ``schema`` field."""
@@ -41,28 +48,24 @@ REASONS: Final[frozenset[str | None]] = frozenset(
 
 _NUMBERS_BEFORE_RAW: Final = ("iv", "delta", "gamma", "theta", "vega", "rho")
 _RAW: Final = ("theta", "vega", "rho")
-_REQUIRED: Final = frozenset(
-    {
-        "schema",
-        "instrument_token",
-        "underlying",
-        "expiry",
-        "strike",
-        "option_type",
-        "price",
-        "forward",
-        "forward_source",
-        "t_years",
-        "rate",
-        *_NUMBERS_BEFORE_RAW,
-        "raw",
-        "reason",
-        "exchange_timestamp",
-        "as_of",
-        "computed_at",
-        "source",
-    }
-)
+_SOURCE: Final = ("shard_id", "sequence_number", "sub_sequence_number")
+
+GREEKS_NUMBERS: Final = (
+    "strike", "price", "forward", "t_years", "rate", *_NUMBERS_BEFORE_RAW,
+)  # fmt: skip
+"""The number-or-null fields (outside ``raw``)."""
+
+GREEKS_FIELDS: Final = (
+    "schema", "instrument_token", "tradingsymbol", "underlying", "expiry", "strike",
+    "option_type", "price", "forward", "forward_source", "t_years", "rate",
+    *_NUMBERS_BEFORE_RAW, "raw", "reason", "exchange_timestamp", "as_of", "computed_at", "source",
+)  # fmt: skip
+"""Every field of a ``greeks/1`` record, in the schema's order (none other is allowed)."""
+
+GREEKS_REQUIRED: Final = frozenset(GREEKS_FIELDS) - {"tradingsymbol"}
+_FIELD_SET: Final = frozenset(GREEKS_FIELDS)
+_RAW_SET: Final = frozenset(_RAW)
+_SOURCE_SET: Final = frozenset(_SOURCE)
 
 
 def encode_greeks(row: Mapping[str, Any]) -> bytes:
@@ -88,22 +91,81 @@ def encode_greeks(row: Mapping[str, Any]) -> bytes:
 
 
 def decode_greeks(data: bytes) -> dict[str, Any]:
-    """A ``greeks/1`` user record back as a dict.
+    """A ``greeks/1`` user record back as a dict, checked by :func:`check_greeks`.
 
-    ``expiry`` becomes a date and the timestamps aware datetimes; nulls stay
-    None. Raises :class:`RecordDecodeError` when ``data`` is not strict JSON,
-    not an object, of another schema version, or lacks a required field.
+    Raises a :class:`RecordDecodeError` subclass when ``data`` is not strict
+    JSON, not an object, of another schema version, or breaks a field's rule.
     """
-    record = jf.loads_object(data, GREEKS_SCHEMA)
-    jf.require(record, _REQUIRED)
-    try:
-        record["expiry"] = date.fromisoformat(record["expiry"])
-    except (TypeError, ValueError) as exc:
-        raise RecordDecodeError(f"expiry is not an ISO date: {record['expiry']!r:.40}") from exc
-    jf.parse_timestamp(record, "exchange_timestamp")
-    jf.parse_timestamp(record, "as_of")
-    jf.parse_timestamp(record, "computed_at")
+    return check_greeks(jf.loads_object(data, GREEKS_SCHEMA))
+
+
+def check_greeks(record: dict[str, Any]) -> dict[str, Any]:
+    """A parsed ``greeks/1`` object checked against ``greeks.v1.json``; returns ``record``.
+
+    Every rule of the schema, once, whatever parsed the JSON: its field set,
+    required fields, types, enums, the token's 32 bits, ``source`` (a
+    sequence number of 1 to 128 digits, a sub-sequence number >= 0); numbers
+    are finite or null, timestamps ISO 8601 with an offset within 1970-2106.
+    In place, ``expiry`` becomes a date, timestamps aware datetimes and
+    integral floats ints. Raises :class:`FieldError` (bad_field) or
+    :class:`FieldRangeError` (out_of_range) naming the field.
+    """
+    if record.get("schema") != GREEKS_SCHEMA:
+        schema = record.get("schema")
+        raise SchemaVersionError(f"schema {schema!r:.40} is not {GREEKS_SCHEMA!r}")
+    jf.decoded_object("greeks", record, _FIELD_SET)
+    jf.require_fields("", record, GREEKS_REQUIRED)
+    token = record["instrument_token"] = jf.decoded_integer(
+        "instrument_token", record["instrument_token"]
+    )
+    if not 0 <= token <= MAX_INSTRUMENT_TOKEN:
+        raise FieldRangeError("instrument_token", "must be an unsigned 32-bit integer")
+    if "tradingsymbol" in record:
+        jf.decoded_string_or_null("tradingsymbol", record["tradingsymbol"])
+    jf.decoded_text("underlying", record["underlying"])
+    record["expiry"] = _decoded_expiry(record["expiry"])
+    for name in GREEKS_NUMBERS:
+        jf.decoded_number_or_null(name, record[name])
+    jf.decoded_choice("option_type", record["option_type"], OPTION_TYPES)
+    jf.decoded_choice("forward_source", record["forward_source"], FORWARD_SOURCES)
+    jf.decoded_choice("reason", record["reason"], REASONS)
+    raw = jf.decoded_object("raw", record["raw"], _RAW_SET)
+    jf.require_fields("raw", raw, _RAW_SET)
+    for name in _RAW:
+        jf.decoded_number_or_null(f"raw.{name}", raw[name])
+    if record["exchange_timestamp"] is not None:
+        record["exchange_timestamp"] = jf.decoded_instant(
+            "exchange_timestamp", record["exchange_timestamp"]
+        )
+    record["as_of"] = jf.decoded_instant("as_of", record["as_of"])
+    record["computed_at"] = jf.decoded_instant("computed_at", record["computed_at"])
+    _check_source(record["source"])
     return record
+
+
+def _decoded_expiry(value: object) -> date:
+    if type(value) is not str:
+        raise FieldError("expiry", f"must be an ISO date string, got {type(value).__name__}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise FieldError("expiry", f"is not an ISO date: {value!r:.40}") from exc
+
+
+def _check_source(value: object) -> None:
+    source = jf.decoded_object("source", value, _SOURCE_SET)
+    jf.require_fields("source", source, _SOURCE_SET)
+    shard_id = source["shard_id"]
+    if type(shard_id) is not str or not SHARD_ID.fullmatch(shard_id):
+        raise FieldError("source.shard_id", "must be a Kinesis shard id")
+    sequence = source["sequence_number"]
+    if type(sequence) is not str or not SEQUENCE_NUMBER.fullmatch(sequence):
+        raise FieldError("source.sequence_number", "must be a string of 1 to 128 digits")
+    sub = source["sub_sequence_number"] = jf.decoded_integer(
+        "source.sub_sequence_number", source["sub_sequence_number"]
+    )
+    if sub < 0:
+        raise FieldRangeError("source.sub_sequence_number", "must be >= 0")
 
 
 def _record(row: Mapping[str, Any]) -> dict[str, object]:
@@ -162,8 +224,14 @@ def _source(value: object) -> dict[str, object]:
     sub_sequence = jf.integer("source.sub_sequence_number", value["sub_sequence_number"])
     if sub_sequence < 0:
         jf.fail("source.sub_sequence_number", "must be >= 0", sub_sequence)
+    sequence = jf.text("source.sequence_number", value["sequence_number"])
+    if not SEQUENCE_NUMBER.fullmatch(sequence):
+        jf.fail("source.sequence_number", "must be 1 to 128 decimal digits", sequence)
+    shard_id = jf.text("source.shard_id", value["shard_id"])
+    if not SHARD_ID.fullmatch(shard_id):
+        jf.fail("source.shard_id", "must be a Kinesis shard id", shard_id)
     return {
-        "shard_id": jf.text("source.shard_id", value["shard_id"]),
-        "sequence_number": jf.text("source.sequence_number", value["sequence_number"]),
+        "shard_id": shard_id,
+        "sequence_number": sequence,
         "sub_sequence_number": sub_sequence,
     }

@@ -14,12 +14,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ticker_core.records.errors import DeaggregationError, EventRecordError
 from ticker_core.records.kpl import deaggregate, is_aggregated
+
+SEQUENCE_NUMBER: Final = re.compile(r"[0-9]{1,128}")
+"""A Kinesis sequence number: a decimal string of up to 128 digits."""
+
+SHARD_ID: Final = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
+"""A Kinesis shard id (``shardId-000000000000``), as the Kinesis API constrains it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +81,10 @@ def deaggregate_event_record(record: Mapping[str, Any]) -> list[KinesisUserRecor
         raise EventRecordError(message, shard_id, sequence_number) from exc
     if shard_id is None:
         raise EventRecordError("eventID names no shard", None, sequence_number)
-    if not isinstance(sequence_number, str):
-        raise EventRecordError("sequence number is not a string", shard_id, None)
+    if not isinstance(sequence_number, str) or not SEQUENCE_NUMBER.fullmatch(sequence_number):
+        raise EventRecordError("sequence number is not 1 to 128 digits", shard_id, None)
+    if not SHARD_ID.fullmatch(shard_id):
+        raise EventRecordError("eventID names no valid shard id", None, sequence_number)
     if not isinstance(partition_key, str):
         raise EventRecordError("partition key is not a string", shard_id, sequence_number)
     aggregated = is_aggregated(data)

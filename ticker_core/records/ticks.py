@@ -18,10 +18,16 @@ finiteness checks (about 2x faster, see ``BENCHMARKS.md``). Anything else
 which validates every field and either produces the very same bytes the fast
 path would have or raises :class:`RecordEncodeError`; the tests hold the two
 paths byte-identical.
+
+Reading: :func:`check_tick` is the one statement of the schema's rules for
+readers (field set, types, bounds), applied to an object parsed by any JSON
+library: :func:`decode_tick` here (the stdlib), the Lambdas with orjson.
 """
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -29,7 +35,15 @@ from typing import Any, Final
 from ticker_core.kite import MAX_INSTRUMENT_TOKEN, MODES
 from ticker_core.kite_wire import DEPTH_LEVELS
 from ticker_core.records._jsonfmt import (
+    EARLIEST_INSTANT,
     ENCODER,
+    decoded_choice,
+    decoded_instant,
+    decoded_integer,
+    decoded_number,
+    decoded_object,
+    decoded_string_or_null,
+    decoded_text,
     exchange_time,
     fail,
     integer,
@@ -37,25 +51,68 @@ from ticker_core.records._jsonfmt import (
     loads_object,
     number,
     one_of,
-    parse_timestamp,
-    require,
+    require_fields,
     string_or_null,
     text,
     timestamp_or_none,
     utc_time,
 )
-from ticker_core.records.errors import RecordEncodeError
+from ticker_core.records.errors import (
+    FieldError,
+    FieldRangeError,
+    RecordEncodeError,
+    SchemaVersionError,
+)
 
 TICK_SCHEMA: Final = "tick/1"
 """Value of every tick record's ``schema`` field."""
 
+MAX_DEPTH_LEVELS: Final = 5
+"""Kite's full mode carries five bid and five ask levels."""
+
+KITE_NEVER: Final = EARLIEST_INSTANT
+"""Kite writes 0 for a time that has not happened (an untraded contract's last trade
+time); a decoded record carries None for it, as for an absent time."""
+
 _MODES: Final[frozenset[str | None]] = frozenset(MODES)
 _MODE_JSON: Final = {mode: f'"{mode}"' for mode in MODES}
 _REQUIRED_IN: Final = ("instrument_token", "mode", "tradable", "last_price")
-_REQUIRED_OUT: Final = frozenset(
+
+TICK_FIELDS: Final = (
+    "schema", "instrument_token", "exchange", "tradingsymbol", "underlying", "mode", "tradable",
+    "last_price", "last_traded_quantity", "average_traded_price", "volume_traded",
+    "total_buy_quantity", "total_sell_quantity", "ohlc", "change", "last_trade_time", "oi",
+    "oi_day_high", "oi_day_low", "exchange_timestamp", "depth", "received_at", "account",
+)  # fmt: skip
+"""Every field of a ``tick/1`` record, in the schema's order (none other is allowed)."""
+
+TICK_REQUIRED: Final = frozenset(
     {"schema", "instrument_token", "underlying", "mode", "tradable", "last_price", "received_at"}
 )
-_TIMESTAMPS: Final = ("last_trade_time", "exchange_timestamp", "received_at")
+TICK_QUANTITIES: Final = (
+    "last_traded_quantity", "volume_traded", "total_buy_quantity", "total_sell_quantity", "oi",
+    "oi_day_high", "oi_day_low",
+)  # fmt: skip
+"""The optional integer fields."""
+
+TICK_PRICES: Final = ("average_traded_price", "change")
+"""The optional number fields outside ``ohlc``."""
+
+OHLC_FIELDS: Final = ("open", "high", "low", "close")
+KITE_TIMES: Final = ("last_trade_time", "exchange_timestamp")
+"""The exchange's optional timestamps (null allowed; Kite's 0 decodes as None)."""
+
+DEPTH_SIDES: Final = ("buy", "sell")
+DEPTH_LEVEL_FIELDS: Final = ("price", "quantity", "orders")
+
+_LEVEL_VALUES: Final = operator.itemgetter(*DEPTH_LEVEL_FIELDS)
+_OHLC_VALUES: Final = operator.itemgetter(*OHLC_FIELDS)
+_FLOAT: Final = {float}
+_INT: Final = {int}
+_FIELD_SET: Final = frozenset(TICK_FIELDS)
+_OHLC_SET: Final = frozenset(OHLC_FIELDS)
+_DEPTH_SET: Final = frozenset(DEPTH_SIDES)
+_LEVEL_SET: Final = frozenset(DEPTH_LEVEL_FIELDS)
 
 
 _Envelope = tuple[str, datetime, str | None, str | None, str | None]
@@ -95,17 +152,143 @@ def encode_tick(
 
 
 def decode_tick(data: bytes) -> dict[str, Any]:
-    """A ``tick/1`` user record back as a dict, timestamps as aware datetimes.
+    """A ``tick/1`` user record back as a dict, checked by :func:`check_tick`.
 
-    Raises :class:`RecordDecodeError` when ``data`` is not strict JSON, not an
-    object, of another schema version, or lacks a required field. Field values
-    are not otherwise validated: the producer did that.
+    Raises a :class:`RecordDecodeError` subclass when ``data`` is not strict
+    JSON, not an object, of another schema version (SchemaVersionError), or
+    breaks a field's rule (FieldError, FieldRangeError).
     """
-    record = loads_object(data, TICK_SCHEMA)
-    require(record, _REQUIRED_OUT)
-    for name in _TIMESTAMPS:
-        parse_timestamp(record, name)
+    return check_tick(loads_object(data, TICK_SCHEMA))
+
+
+def check_tick(record: dict[str, Any]) -> dict[str, Any]:
+    """A parsed ``tick/1`` object checked against ``tick.v1.json``; returns ``record``.
+
+    The schema's every rule, once, for every reader of ticks whatever parsed
+    the JSON: its field set (no other field), the required fields, each
+    field's type (integers as JSON Schema has them: 2.0 is the integer 2),
+    the token's 32 bits, the modes, at most five depth levels, orders >= 0;
+    and what a JSON Schema cannot say: numbers are finite, timestamps are ISO
+    8601 with a UTC offset within Kite's range (1970 to 2106). In place,
+    timestamps become aware datetimes and integral floats ints; Kite's 0 for
+    "never" (:data:`KITE_NEVER`) becomes None. Raises :class:`FieldError`
+    (bad_field) or :class:`FieldRangeError` (out_of_range) naming the field.
+    """
+    # Each check takes the common case inline (an exact type and a bound) and hands
+    # anything else to the decoders in _jsonfmt, which accept or name the fault: the
+    # depth levels alone are 30 values per full tick.
+    if record.get("schema") != TICK_SCHEMA:
+        raise SchemaVersionError(f"schema {record.get('schema')!r:.40} is not {TICK_SCHEMA!r}")
+    keys = record.keys()
+    if not keys <= _FIELD_SET:
+        decoded_object("tick", record, _FIELD_SET)
+    if not keys >= TICK_REQUIRED:
+        require_fields("", record, TICK_REQUIRED)
+    token = record["instrument_token"]
+    if type(token) is not int:
+        token = record["instrument_token"] = decoded_integer("instrument_token", token)
+    if not 0 <= token <= MAX_INSTRUMENT_TOKEN:
+        raise FieldRangeError("instrument_token", "must be an unsigned 32-bit integer")
+    underlying = record["underlying"]
+    if type(underlying) is not str or not underlying:
+        decoded_text("underlying", underlying)
+    mode = record["mode"]
+    if type(mode) is not str or mode not in _MODES:
+        decoded_choice("mode", mode, _MODES)
+    if type(record["tradable"]) is not bool:
+        raise FieldError("tradable", "must be a boolean")
+    get = record.get
+    for name in ("exchange", "tradingsymbol"):
+        value = get(name)
+        if value is not None and type(value) is not str:
+            decoded_string_or_null(name, value)
+    if type(get("account", "")) is not str:
+        raise FieldError("account", "must be a string")
+    # All quantities ints, all prices finite floats (absent ones stand in as such): Kite's case.
+    if set(map(type, [get(name, 0) for name in TICK_QUANTITIES])) != _INT:
+        for name in TICK_QUANTITIES:
+            if name in keys:
+                record[name] = decoded_integer(name, record[name])
+    prices = [record["last_price"], *[get(name, 0.0) for name in TICK_PRICES]]
+    total = sum(prices) if set(map(type, prices)) == _FLOAT else math.nan
+    if total - total != 0.0:  # not all finite floats (or an overflowing sum): look closer
+        decoded_number("last_price", record["last_price"])
+        for name in TICK_PRICES:
+            if name in keys:
+                decoded_number(name, record[name])
+    if "ohlc" in keys:
+        _check_ohlc(record["ohlc"])
+    for name in KITE_TIMES:
+        value = record.get(name)
+        if value is not None:
+            instant = record[name] = decoded_instant(name, value)
+            if instant.year <= KITE_NEVER.year and instant == KITE_NEVER:
+                record[name] = None
+    record["received_at"] = decoded_instant("received_at", record["received_at"])
+    if "depth" in keys:
+        _check_depth(record["depth"])
     return record
+
+
+def _check_ohlc(value: object) -> None:
+    if type(value) is dict and len(value) == len(OHLC_FIELDS) and value.keys() == _OHLC_SET:
+        prices = _OHLC_VALUES(value)
+        total = sum(prices) if set(map(type, prices)) == _FLOAT else math.nan
+        if total - total == 0.0:  # four finite floats (an overflowing sum: the long way)
+            return
+    ohlc = decoded_object("ohlc", value, _OHLC_SET)
+    require_fields("ohlc", ohlc, _OHLC_SET)
+    for name in OHLC_FIELDS:
+        decoded_number(f"ohlc.{name}", ohlc[name])
+
+
+def _check_depth(value: object) -> None:
+    depth = decoded_object("depth", value, _DEPTH_SET)
+    require_fields("depth", depth, _DEPTH_SET)
+    for side in DEPTH_SIDES:
+        levels = depth[side]
+        where = f"depth.{side}"
+        if type(levels) is not list:
+            raise FieldError(where, "must be an array")
+        if len(levels) > MAX_DEPTH_LEVELS:
+            raise FieldRangeError(where, f"has more than {MAX_DEPTH_LEVELS} levels")
+        if not _plain_levels(levels):
+            for level in levels:
+                _check_level(where, level)
+
+
+def _plain_levels(levels: list[Any]) -> bool:
+    """Whether every level is exactly {price: finite float, quantity: int, orders: int >= 0}.
+
+    Kite's case, checked a side at a time; anything else is for :func:`_check_level`.
+    """
+    try:
+        # Three keys, all three of them found: exactly the level's field set.
+        rows = [_LEVEL_VALUES(level) for level in levels if len(level) == 3]
+    except (KeyError, TypeError):
+        return False
+    if len(rows) != len(levels):
+        return False
+    for price, quantity, orders in rows:
+        if not (
+            type(price) is float
+            and price - price == 0.0  # finite
+            and type(quantity) is int
+            and type(orders) is int
+            and orders >= 0
+        ):
+            return False
+    return True
+
+
+def _check_level(where: str, value: object) -> None:
+    level = decoded_object(where, value, _LEVEL_SET)
+    require_fields(where, level, _LEVEL_SET)
+    decoded_number(f"{where}.price", level["price"])
+    level["quantity"] = decoded_integer(f"{where}.quantity", level["quantity"])
+    orders = level["orders"] = decoded_integer(f"{where}.orders", level["orders"])
+    if orders < 0:
+        raise FieldRangeError(f"{where}.orders", "must be >= 0")
 
 
 # -- fast path ---------------------------------------------------------------

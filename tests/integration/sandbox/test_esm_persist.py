@@ -192,7 +192,18 @@ async def test_every_tick_on_every_shard_reaches_postgresql_once(
     assert dlq_messages(aws, resources) == []
 
 
-async def test_a_poison_record_goes_to_the_on_failure_queue_and_its_neighbours_are_kept(
+async def quarantined(info: ConnectionInfo) -> list[tuple[str, int, int, str]]:
+    conn = await asyncpg.connect(**connection_parameters(DatabaseSettings(**settings(info))))
+    try:
+        rows = await conn.fetch(
+            "select src_shard, src_seq, src_subseq, reason from market.quarantine"
+        )
+    finally:
+        await conn.close()
+    return [(r[0], int(r[1]), r[2], r[3]) for r in rows]
+
+
+async def test_a_poison_record_is_quarantined_at_once_and_its_neighbours_are_kept(
     aws: AwsEndpoint,
     resources: Resources,
     fresh_database: ConnectionInfo,
@@ -209,14 +220,14 @@ async def test_a_poison_record_goes_to_the_on_failure_queue_and_its_neighbours_a
     wait_caught_up(mapping, started)
     # Then every good tick is stored, its aggregate siblings included
     assert await identities(fresh_database) == sorted(i for i in put if i != poison_id)
-    # And the poison's Kinesis record went to the on-failure queue after the retries
-    [document] = dlq_messages(aws, resources)
-    info = document["KinesisBatchInfo"]
-    assert info["shardId"] == poison_id[0]
-    assert info["startSequenceNumber"] == info["endSequenceNumber"] == str(poison_id[1])
-    assert document["requestContext"]["condition"] == "RetryAttemptsExhausted"
-    assert document["requestContext"]["approximateInvokeCount"] == 9
-    assert mapping.view().total("records_discarded") == 1
+    # And the poison is in the quarantine with its reason, by its Kinesis identity
+    assert await quarantined(fresh_database) == [(*poison_id, "bad_field")]
+    # And nothing was retried or sent to the on-failure queue: it can never be stored,
+    # and a retry would only have held up the ticks behind it on its shard
+    view = mapping.view()
+    assert (view.total("retries"), view.total("partial_failures")) == (0, 0)
+    assert view.total("records_discarded") == 0
+    assert dlq_messages(aws, resources) == []
 
 
 async def test_crashes_and_a_database_restart_lose_and_duplicate_nothing(

@@ -620,6 +620,8 @@ def with_field(column: str, value: str) -> str:
         (with_field("instrument_type", "XX"), "instrument_type", ProblemKind.BAD_VALUE),
         (with_field("segment", "NYSE-OPT"), "segment", ProblemKind.BAD_VALUE),
         (with_field("exchange", ""), "exchange", ProblemKind.BAD_VALUE),
+        (with_field("name", "NIF\x00TY"), "name", ProblemKind.BAD_VALUE),
+        (with_field("tradingsymbol", "NIFTY\x0026DEC"), "tradingsymbol", ProblemKind.BAD_VALUE),
         (with_field("segment", "BFO-OPT"), "instrument_token", ProblemKind.TOKEN_MISMATCH),
         (with_field("exchange_token", "41277"), "instrument_token", ProblemKind.TOKEN_MISMATCH),
     ],
@@ -806,7 +808,9 @@ def test_writer_refuses_what_the_parser_would_reject(universe: list[Instrument])
 
 # Every segment family, in the shapes Kite's segment column takes.
 SEGMENTS = [*SEGMENT_CODES, "NFO-FUT", "NFO-OPT", "BFO-OPT", "CDS-OPT", "MCX-FUT", "NCO-OPT"]
-ANY_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+# Any text a database column can hold: no lone surrogates, no NUL (a row with one is refused).
+STORABLE = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+ANY_TEXT = st.text(STORABLE, max_size=12)
 
 
 @st.composite
@@ -820,7 +824,7 @@ def instruments(draw: st.DrawFn) -> Instrument:
     return Instrument(
         instrument_token=instrument_token(exchange_token, segment),
         exchange_token=exchange_token,
-        tradingsymbol=draw(st.text(st.characters(exclude_categories=["Cs"]), min_size=1)),
+        tradingsymbol=draw(st.text(STORABLE, min_size=1)),
         name=draw(ANY_TEXT),
         last_price=draw(st.floats(allow_nan=False, allow_infinity=False)),
         expiry=expiry,
@@ -829,7 +833,7 @@ def instruments(draw: st.DrawFn) -> Instrument:
         lot_size=draw(st.integers(0, 10**9)),
         instrument_type=kind,
         segment=segment,
-        exchange=draw(st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=6)),
+        exchange=draw(st.text(STORABLE, min_size=1, max_size=6)),
     )
 
 

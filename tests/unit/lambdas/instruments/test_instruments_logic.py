@@ -14,7 +14,12 @@ from lambdas.instruments.logic import (
     validate,
 )
 from testkit.factories import chain
-from ticker_adapters.credentials import KiteSession
+from ticker_adapters.credentials import (
+    CredentialCorruptError,
+    CredentialError,
+    CredentialNotFoundError,
+    KiteSession,
+)
 from ticker_adapters.instrument_snapshots import SnapshotCorruptError, SnapshotPointer
 from ticker_core.instruments import write_instruments_csv
 
@@ -28,7 +33,7 @@ def session(expires_in_hours: float) -> KiteSession:
 
 
 class Vault:
-    def __init__(self, sessions: dict[str, KiteSession]) -> None:
+    def __init__(self, sessions: dict[str, KiteSession | CredentialError]) -> None:
         self.sessions = sessions
         self.refreshed: list[str] = []
 
@@ -38,7 +43,10 @@ class Vault:
     def session(self, account_id: str, *, force_refresh: bool = False) -> KiteSession:
         if force_refresh:
             self.refreshed.append(account_id)
-        return self.sessions[account_id]
+        stored = self.sessions[account_id]
+        if isinstance(stored, CredentialError):
+            raise stored
+        return stored
 
 
 def test_the_named_account_or_else_the_first_live_session_downloads() -> None:
@@ -51,6 +59,28 @@ def test_the_named_account_or_else_the_first_live_session_downloads() -> None:
         choose_session(vault, "a", NOW)
     with pytest.raises(SessionUnavailableError, match="any account"):
         choose_session(Vault({}), None, NOW)
+
+
+def test_accounts_without_a_usable_session_are_passed_over_for_the_next() -> None:
+    # Given accounts with API credentials whose sessions are missing, tampered or
+    # expired, listed before the one account that logged in today
+    vault = Vault(
+        {
+            "a": CredentialNotFoundError("no session credentials for account a"),
+            "b": CredentialCorruptError("cannot open kite-session for account b"),
+            "c": session(-1),
+            "d": session(5),
+        }
+    )
+    # When the download picks a session, Then it is the live one, each account tried in turn
+    assert choose_session(vault, None, NOW) is vault.sessions["d"]
+    assert vault.refreshed == ["a", "b", "c", "d"]
+    # And with no live session at all, the error says why for each account
+    del vault.sessions["d"]
+    with pytest.raises(SessionUnavailableError) as refused:
+        choose_session(vault, None, NOW)
+    assert [r.split(":")[0] for r in refused.value.reasons] == ["a", "b", "c"]
+    assert "CredentialNotFoundError" in refused.value.reasons[0]
 
 
 def dump(strikes: int) -> bytes:

@@ -231,7 +231,7 @@ def test_a_row_without_a_required_field_is_a_typed_error() -> None:
         (b'{"schema":"greeks/1","iv":NaN}', "NaN is not JSON"),
         (b'"greeks/1"', "JSON str, not an object"),
         (b'{"schema":"tick/1"}', "is not 'greeks/1'"),
-        (b'{"schema":"greeks/1"}', "lacks"),
+        (b'{"schema":"greeks/1"}', "is missing"),
     ],
 )
 def test_bad_records_are_typed_decode_errors(data: bytes, message: str) -> None:
