@@ -15,6 +15,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ticker_adapters.endpoints import require_tls_off_loopback
+from ticker_adapters.envelope import require_key_arn
 from ticker_core.records.limits import (
     DEFAULT_AGGREGATE_BYTES,
     MAX_RECORD_BYTES,
@@ -30,17 +32,22 @@ MIB = 1024 * 1024
 class FeedSettings(BaseSettings):
     """``python -m feed_container`` reads these from ``FEED_<NAME>`` (case-insensitive)."""
 
-    model_config = SettingsConfigDict(env_prefix="FEED_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="FEED_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # -- accounts and Kite -------------------------------------------------------------
     #: Account ids in the credential vault; empty: every account with stored API credentials.
     accounts: Annotated[tuple[str, ...], NoDecode] = ()
     #: With ``accounts`` empty, how often the vault is listed for accounts added since start.
     accounts_refresh_seconds: float = Field(60.0, gt=0)
+    #: ``wss://`` (``ws://`` only to a loopback host: the access token is in the URL).
     kite_ws_url: str = "wss://ws.kite.trade"
+    #: ``https://`` (``http://`` only to a loopback host).
     kite_rest_url: str = "https://api.kite.trade"
     secrets_prefix: str = "ticker/kite"
-    #: KMS key of the credential envelopes (ARN or alias); required.
+    #: KMS key ARN of the credential envelopes (not an alias: the Encryption SDK
+    #: decrypts only with the ARN); required.
     kms_key_id: str = Field(min_length=1)
     credential_cache_seconds: float = Field(60.0, ge=0)
     max_connections_per_key: int = Field(KITE_MAX_CONNECTIONS_PER_KEY, ge=1, le=3)
@@ -100,6 +107,9 @@ class FeedSettings(BaseSettings):
     # -- memory and spill -----------------------------------------------------------------
     #: Bytes of records held in memory (all lanes); above it new batches go to disk.
     memory_high_bytes: int = Field(256 * MIB, gt=0)
+    #: While the disk refuses writes (full, failing), batches wait in memory up to this
+    #: (all lanes), in order behind the spill; past it they are dropped (counted).
+    memory_max_bytes: int = Field(512 * MIB, gt=0)
     #: Spilled batches are read back once memory falls below this.
     memory_low_bytes: int = Field(128 * MIB, ge=0)
     spill_dir: Path = Path("/tmp/feed-spill")  # noqa: S108  # nosec B108 # Fargate ephemeral storage
@@ -122,10 +132,27 @@ class FeedSettings(BaseSettings):
             return tuple(a.strip() for a in value.split(",") if a.strip())
         return value
 
+    @field_validator("kite_ws_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        return require_tls_off_loopback(value, schemes=("wss",))
+
+    @field_validator("kite_rest_url")
+    @classmethod
+    def _rest_url(cls, value: str) -> str:
+        return require_tls_off_loopback(value, schemes=("https",))
+
+    @field_validator("kms_key_id")
+    @classmethod
+    def _key_arn(cls, value: str) -> str:
+        return require_key_arn(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> FeedSettings:
         if self.memory_low_bytes >= self.memory_high_bytes:
             raise ValueError("memory_low_bytes must be below memory_high_bytes")
+        if self.memory_max_bytes < self.memory_high_bytes:
+            raise ValueError("memory_max_bytes must be >= memory_high_bytes")
         if self.backoff_max_seconds < self.backoff_initial_seconds:
             raise ValueError("backoff_max_seconds must be >= backoff_initial_seconds")
         if self.retry_max_seconds < self.retry_initial_seconds:

@@ -32,7 +32,9 @@ from ticker_core.records.limits import DEFAULT_AGGREGATE_BYTES, MAX_RECORD_BYTES
 class GreeksSettings(BaseSettings):
     """``GREEKS_*`` environment variables (the snapshot's are ``INSTRUMENTS_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="GREEKS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GREEKS_", extra="ignore", hide_input_in_errors=True
+    )
 
     output_stream: str
     """Name or ARN of the ``greeks`` stream."""

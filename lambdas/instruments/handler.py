@@ -41,7 +41,9 @@ from ticker_adapters.settings import SnapshotSettings, VaultSettings
 class InstrumentsSettings(BaseSettings):
     """``INSTRUMENTS_*`` settings of this function (bucket and prefix: SnapshotSettings)."""
 
-    model_config = SettingsConfigDict(env_prefix="INSTRUMENTS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="INSTRUMENTS_", extra="ignore", hide_input_in_errors=True
+    )
 
     kite_root: str = "https://api.kite.trade"
     account_id: str | None = None

@@ -23,7 +23,9 @@ from lambdas.persist.logic import persist_event
 class PersistSettings(BaseSettings):
     """``PERSIST_*`` environment variables (database settings are ``DB_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="PERSIST_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PERSIST_", extra="ignore", hide_input_in_errors=True
+    )
 
     partitions_ahead_days: int = 3
     retention_days: int = 30

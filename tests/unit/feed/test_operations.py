@@ -15,7 +15,7 @@ from feed_container.metrics import Metrics
 from feed_container.settings import FeedSettings
 
 REQUIRED = {
-    "FEED_KMS_KEY_ID": "alias/ticker",
+    "FEED_KMS_KEY_ID": "arn:aws:kms:ap-south-1:123456789012:key/8c1f2a3e-5d4b-4c6a-9e8f-0a1b2c3d",
     "FEED_SUBSCRIPTIONS_TABLE": "subs",
     "FEED_STREAM_NAME": "ticks",
 }
@@ -38,6 +38,7 @@ def test_settings_come_from_feed_variables(monkeypatch: pytest.MonkeyPatch) -> N
         ("FEED_MEMORY_LOW_BYTES", str(300 * 1024 * 1024)),
         ("FEED_INSTRUMENTS_SOURCE", "ftp://x"),
         ("FEED_REQUEST_RECORDS", "501"),
+        ("FEED_MEMORY_MAX_BYTES", str(100 * 1024 * 1024)),
     ],
 )
 def test_settings_refuse_what_kite_or_kinesis_would(
@@ -47,6 +48,64 @@ def test_settings_refuse_what_kite_or_kinesis_would(
         monkeypatch.setenv(k, v)
     with pytest.raises(ValidationError):
         FeedSettings()  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("FEED_KITE_WS_URL", "ws://ws.kite.example:8400"),
+        ("FEED_KITE_REST_URL", "http://api.kite.example"),
+        ("FEED_KITE_WS_URL", "wss:///no-host"),
+    ],
+)
+def test_kite_urls_in_clear_are_refused_off_loopback(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: str
+) -> None:
+    # Given a plain-text Kite URL to another machine (the access token would travel in clear)
+    for k, v in {**REQUIRED, key: value}.items():
+        monkeypatch.setenv(k, v)
+    # When the settings load, Then they refuse it, naming the variable
+    with pytest.raises(ValidationError, match=key.removeprefix("FEED_").lower()):
+        FeedSettings()  # type: ignore[call-arg]
+
+
+def test_kite_urls_in_clear_are_allowed_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    urls = {"FEED_KITE_WS_URL": "ws://127.0.0.1:8400", "FEED_KITE_REST_URL": "http://[::1]:8400"}
+    for k, v in {**REQUIRED, **urls}.items():
+        monkeypatch.setenv(k, v)
+    settings = FeedSettings()  # type: ignore[call-arg]
+    assert settings.kite_ws_url == "ws://127.0.0.1:8400"
+
+
+@pytest.mark.parametrize(
+    "key_id",
+    [
+        "alias/ticker",
+        "arn:aws:kms:ap-south-1:123456789012:alias/ticker",
+        "8c1f2a3e-5d4b-4c6a-9e8f-0a1b2c3d4e5f",
+    ],
+)
+def test_a_kms_alias_is_refused_at_start_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, key_id: str
+) -> None:
+    # Given the vault's key named by an alias or a bare id (decrypt would fail on every read)
+    for k, v in {**REQUIRED, "FEED_KMS_KEY_ID": key_id}.items():
+        monkeypatch.setenv(k, v)
+    # When the settings load, Then they refuse it and say to use the key ARN
+    with pytest.raises(ValidationError, match="must be a KMS key ARN"):
+        FeedSettings()  # type: ignore[call-arg]
+
+
+def test_a_settings_error_does_not_echo_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a bad value that could be sensitive
+    value = secrets.token_hex(12)
+    for k, v in {**REQUIRED, "FEED_HEALTH_PORT": value}.items():
+        monkeypatch.setenv(k, v)
+    # When validation fails, Then the error names the field but not what was given
+    with pytest.raises(ValidationError) as caught:
+        FeedSettings()  # type: ignore[call-arg]
+    assert "health_port" in str(caught.value)
+    assert value not in str(caught.value)
 
 
 def test_prometheus_text_has_types_labels_and_the_lag_histogram() -> None:
