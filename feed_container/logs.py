@@ -13,6 +13,8 @@ import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -69,3 +71,30 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     # websockets logs handshake details (URLs carry the token) at DEBUG.
     for noisy in ("websockets", "botocore", "boto3", "urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class LogLimiter:
+    """At most one log line per key every ``interval`` seconds, for events that repeat.
+
+    A drop that is counted on every occurrence (an unknown packet, a tick out
+    of bounds, a failed call) is also worth a log line with its reason, but
+    not thousands a second. ``allow(key)`` returns None while the key's line
+    is held back, else how many were held back since the last one (for the
+    line to say so).
+    """
+
+    def __init__(self, interval: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[Hashable, float] = {}
+        self._held: dict[Hashable, int] = {}
+
+    def allow(self, key: Hashable) -> int | None:
+        """None to skip this line; otherwise the number skipped since the last one."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)

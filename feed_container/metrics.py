@@ -90,6 +90,13 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "counter",
         "User records the batcher refused (too large, bad key)",
     ),
+    "feed_frames_failed_total": ("counter", "Frames whose processing raised (packets lost)"),
+    "feed_connection_errors_total": ("counter", "Unexpected errors of a connection, by type"),
+    "feed_task_failures_total": ("counter", "Background tasks that raised and were restarted"),
+    "feed_account_session_errors_total": (
+        "counter",
+        "New accounts whose session could not be read, by error",
+    ),
     "feed_e2e_lag_seconds": ("histogram", "Frame receipt to PutRecords acknowledgement"),
 }
 

@@ -10,7 +10,15 @@ and handing it to its lane's batcher. A frame never raises out of here:
   packets before the fault are kept, the rest is counted as lost;
 * unknown packet lengths: skipped by the decoder and counted;
 * sanity bounds (``validate``): rows outside them are dropped and counted
-  by reason, the rest go on.
+  by reason, the rest go on;
+* a record the batcher refuses (too large, a partition key Kinesis rejects):
+  counted, skipped;
+* anything else (a bug): the frame's packets are counted as lost
+  (``feed_frames_failed_total``), the connection reads on.
+
+Every counted loss also gets a WARNING log line with its reason, at most one
+per reason and account every 10 s (saying how many were held back), so a
+counter that moves can be explained from the logs.
 
 ``received_at`` is the frame's receive time, made strictly increasing per
 process (at least 1 us apart), so (account, instrument_token, received_at)
@@ -31,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from feed_container.encoder import ColumnarTickEncoder
+from feed_container.logs import LogLimiter
 from feed_container.metrics import Metrics
 from feed_container.sender import SendLane, lane_of
 from ticker_core.instruments import InstrumentRegistry
@@ -115,6 +124,16 @@ class Pipeline:
         self._watched = np.empty(0, dtype=np.int64)
         #: Last traded price of every watched token (the ATM windows' underlyings).
         self.prices: dict[int, float] = {}
+        self._log_limiter = LogLimiter(10.0, clock=monotonic)
+
+    def _warn(self, reason: str, account: str, message: str, **fields: Any) -> None:
+        """A rate-limited WARNING for a counted loss (see the module docstring)."""
+        held_back = self._log_limiter.allow((reason, account))
+        if held_back is not None:
+            log.warning(
+                message,
+                extra={"account": account, "reason": reason, "held_back": held_back, **fields},
+            )
 
     def set_registry(self, registry: InstrumentRegistry | None) -> None:
         """Use a new day's instruments (partition keys, exchange, tradingsymbol)."""
@@ -140,7 +159,24 @@ class Pipeline:
             log.warning("kite error message", extra={"account": account, "kite": message.message})
 
     def on_frame(self, account: str, frame: bytes) -> int:
-        """One binary frame as received; returns the ticks handed to the lanes."""
+        """One binary frame as received; returns the ticks handed to the lanes. Never raises."""
+        try:
+            return self._on_frame(account, frame)
+        except Exception as exc:  # a bug: count what the frame held, keep the connection
+            declared = int.from_bytes(frame[:2], "big") if len(frame) >= 2 else 0
+            error = type(exc).__name__
+            self._metrics.inc("feed_frames_failed_total", account=account, error=error)
+            self._metrics.inc("feed_packets_lost_total", declared, account=account)
+            held_back = self._log_limiter.allow(("failed", account))
+            if held_back is not None:
+                log.error(
+                    "frame processing failed; its packets are counted as lost",
+                    exc_info=exc,
+                    extra={"account": account, "packets": declared, "held_back": held_back},
+                )
+            return 0
+
+    def _on_frame(self, account: str, frame: bytes) -> int:
         received_mono = self._monotonic()
         us = self._wall_ns() // 1000
         if us <= self._last_us:
@@ -153,13 +189,23 @@ class Pipeline:
         except FrameError as exc:
             self._metrics.inc("feed_frames_malformed_total", account=account)
             self._metrics.inc("feed_packets_lost_total", exc.missing, account=account)
-            log.warning(
-                "malformed frame",
-                extra={"account": account, "error": type(exc).__name__, "intact": exc.intact},
+            self._warn(
+                "malformed",
+                account,
+                "malformed frame: intact packets kept, the rest counted as lost",
+                error=type(exc).__name__,
+                intact=exc.intact,
+                missing=exc.missing,
             )
             decoded = decode_frame(exc.salvage, stats=stats)
         if decoded.skipped:
             self._metrics.inc("feed_packets_lost_total", decoded.skipped, account=account)
+            self._warn(
+                "unknown_packet",
+                account,
+                "packets of an unknown length skipped",
+                skipped=decoded.skipped,
+            )
         if not decoded.batches:
             return 0
         return self._process(account, decoded, us, received_mono)
@@ -180,6 +226,13 @@ class Pipeline:
             batch, dropped = validate(raw, now_seconds, self._bounds)
             for reason, count in dropped.items():
                 self._metrics.inc("feed_ticks_invalid_total", count, account=account, reason=reason)
+                self._warn(
+                    f"invalid_{reason}",
+                    account,
+                    "ticks outside the sanity bounds dropped",
+                    check=reason,
+                    dropped=count,
+                )
             if not len(batch):
                 continue
             tokens_array = batch["instrument_token"]
@@ -208,10 +261,18 @@ class Pipeline:
             before = lane.batcher.pending_user_records
             try:
                 lane.add_many(key, datas, mono)
-            except ValueError:  # RecordTooLargeError, InvalidKeyError: counted, never fatal
+            except ValueError as exc:  # RecordTooLargeError, InvalidKeyError: counted, not fatal
                 done = lane.batcher.pending_user_records - before
                 handed += done
                 self._metrics.inc("feed_encode_errors_total", account=account)
+                self._warn(
+                    "encode",
+                    account,
+                    "record refused by the batcher, skipped",
+                    error=type(exc).__name__,
+                    partition_key=key,
+                    detail=str(exc),
+                )
                 datas = datas[done + 1 :]
                 continue
             return handed + len(datas)

@@ -37,6 +37,14 @@ Circuit breaker: after ``failures`` consecutive failed calls (any lane) the
 breaker opens and no lane calls Kinesis for ``open_seconds`` (doubling up to
 a cap while trial calls keep failing); one trial call decides whether it
 closes. While it is open, data flows to memory and then to disk.
+
+Failures: a call that fails for any reason is a failed call (counted by
+outcome, breaker, retry), never the end of the lane: a credential refresh
+that fails is ``outcome="credentials"``, an exception the writer did not
+type (a bug) is ``outcome="error"`` and treated as an unknown outcome. The
+lane's two tasks run under the :class:`~feed_container.supervision.Supervisor`
+besides, so even a fault in the lane's own code is logged, counted and
+restarted, and shutdown never sees an exception from them.
 """
 
 from __future__ import annotations
@@ -51,8 +59,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from feed_container.kinesis import KinesisError, KinesisWriter, PutResult
+from feed_container.logs import LogLimiter
 from feed_container.metrics import Metrics
 from feed_container.spill import SpillStore
+from feed_container.supervision import Supervisor
 from ticker_core.records import PutRecordsBatch, RecordBatcher
 
 log = logging.getLogger("feed_container.sender")
@@ -161,6 +171,7 @@ class SendLane:
         low_bytes: int,
         retry_delays: Callable[[], Iterator[float]],
         clock: Clock = time.monotonic,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.index = index
         self.batcher = batcher
@@ -181,7 +192,9 @@ class SendLane:
         self._hard_stop = False
         self._in_flight = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._drop_logged_at = -1e9
+        self._supervisor = supervisor or Supervisor(metrics)
+        self._drop_log = LogLimiter(10.0, clock=clock)
+        self._error_log = LogLimiter(10.0, clock=clock)
         self._refill()
 
     # -- producer side (the pipeline) ---------------------------------------------------
@@ -231,9 +244,8 @@ class SendLane:
 
     def _drop(self, batch: PutRecordsBatch) -> None:
         self._metrics.inc("feed_dropped_records_total", batch.user_records)
-        now = self._clock()
-        if now - self._drop_logged_at >= 10.0:
-            self._drop_logged_at = now
+        held_back = self._drop_log.allow("drop")
+        if held_back is not None:
             log.error(
                 "memory and disk budgets exhausted: dropping records",
                 extra={
@@ -256,11 +268,11 @@ class SendLane:
     # -- tasks ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the accumulator and sender tasks on the running loop."""
-        loop = asyncio.get_running_loop()
+        """Start the accumulator and sender tasks on the running loop, supervised."""
+        spawn = self._supervisor.spawn
         self._tasks = [
-            loop.create_task(self._accumulate(), name=f"lane-{self.index}-accumulate"),
-            loop.create_task(self._send(), name=f"lane-{self.index}-send"),
+            spawn(f"lane-{self.index}-accumulate", self._accumulate, kind="lane-accumulate"),
+            spawn(f"lane-{self.index}-send", self._send, kind="lane-send"),
         ]
 
     async def _accumulate(self) -> None:
@@ -305,6 +317,11 @@ class SendLane:
                 delays = delays or self._retry_delays()
                 await self._pause(next(delays))
                 continue
+            except Exception as exc:  # untyped: a bug; the request may have gone out
+                self._call_raised(item.batch, exc)
+                delays = delays or self._retry_delays()
+                await self._pause(next(delays))
+                continue
             finally:
                 self._in_flight = False
             self._metrics.inc(
@@ -333,9 +350,31 @@ class SendLane:
         if exc.ambiguous:
             self._metrics.inc("feed_kinesis_ambiguous_total", batch.user_records)
         self._breaker.failure()
-        log.warning(
-            "PutRecords failed", extra={"lane": self.index, "error": kind, "detail": str(exc)}
-        )
+        held_back = self._error_log.allow(kind)
+        if held_back is not None:
+            log.warning(
+                "PutRecords failed",
+                extra={
+                    "lane": self.index,
+                    "error": kind,
+                    "detail": str(exc),
+                    "held_back": held_back,
+                },
+            )
+
+    def _call_raised(self, batch: PutRecordsBatch, exc: Exception) -> None:
+        """The writer raised something it does not promise: resent whole, like an unknown
+        outcome (dropping it could lose ticks), counted and logged with its traceback."""
+        self._metrics.inc("feed_kinesis_requests_total", outcome="error")
+        self._metrics.inc("feed_kinesis_ambiguous_total", batch.user_records)
+        self._breaker.failure()
+        held_back = self._error_log.allow(type(exc).__name__)
+        if held_back is not None:
+            log.error(
+                "PutRecords raised an unexpected error; resending",
+                exc_info=exc,
+                extra={"lane": self.index, "error": type(exc).__name__, "held_back": held_back},
+            )
 
     def _acknowledge(self, batch: PutRecordsBatch, result: PutResult) -> None:
         failed = set(result.failed)

@@ -39,10 +39,12 @@ from feed_container.connection import (
     KiteConnection,
     TokenProvider,
     VaultTokens,
+    max_frame_bytes,
 )
 from feed_container.health import HealthServer
 from feed_container.instruments import InstrumentSource, load_registry, source_from_setting
 from feed_container.kinesis import KinesisWriter
+from feed_container.logs import LogLimiter
 from feed_container.metrics import Metrics
 from feed_container.pipeline import Bounds, Pipeline
 from feed_container.planner import AssignmentPlanner, SlotId
@@ -51,6 +53,7 @@ from feed_container.sender import CircuitBreaker, SendLane
 from feed_container.settings import FeedSettings
 from feed_container.spill import SpillStore
 from feed_container.subscriptions import DesiredSource, Reconciler
+from feed_container.supervision import Supervisor
 from ticker_core.records import RecordBatcher
 
 log = logging.getLogger("feed_container.service")
@@ -68,6 +71,8 @@ class Dependencies:
     instruments: InstrumentSource | None = None
     connect_fn: Connect = connect
     emf_stream: TextIO = field(default_factory=lambda: sys.stdout)
+    #: botocore credentials for PutRecords (default: the SDK's chain, e.g. the task role).
+    kinesis_credentials: Any = None
 
 
 class FeedService:
@@ -77,11 +82,15 @@ class FeedService:
         self.settings = s = settings
         self.deps = deps or Dependencies()
         self.metrics = Metrics()
+        self.supervisor = Supervisor(
+            self.metrics, restart_delays=lambda: exponential_backoff(0.1, 2.0, 10.0)
+        )
         self.writer = KinesisWriter.from_session(
             boto3.Session(),
             s.stream_name,
             timeout=s.put_timeout_seconds,
             endpoint_url=self.deps.kinesis_endpoint_url,
+            credentials=self.deps.kinesis_credentials,
         )
         self.breaker = CircuitBreaker(
             s.breaker_failures,
@@ -104,6 +113,7 @@ class FeedService:
         self.accounts_waiting: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task[Any]] = []
         self._loaded = asyncio.Event()
+        self._account_log = LogLimiter(60.0)
         self.metrics.gauge_callback(
             "feed_accounts_waiting_for_login",
             lambda: {(("account", a),): 1.0 for a in self.accounts_waiting},
@@ -145,6 +155,7 @@ class FeedService:
             retry_delays=lambda: exponential_backoff(
                 s.retry_initial_seconds, 2.0, s.retry_max_seconds
             ),
+            supervisor=self.supervisor,
         )
 
     # -- readiness ------------------------------------------------------------------------
@@ -160,6 +171,7 @@ class FeedService:
             reasons.append("no connection is streaming")
         if self.breaker.is_open:
             reasons.append("kinesis circuit breaker open")
+        reasons += [f"task {name} failed recently" for name in self.supervisor.failing()]
         if not self.health.alive:
             reasons.append("stopping")
         return reasons
@@ -219,6 +231,7 @@ class FeedService:
             close_timeout=s.close_timeout_seconds,
             reset_after=s.backoff_reset_after_seconds,
             rate_limited_delay=s.rate_limited_delay_seconds,
+            max_frame_bytes=max_frame_bytes(s.max_instruments_per_connection),
         )
         backoff = backoff_factory(
             s.backoff_initial_seconds, s.backoff_factor, s.backoff_max_seconds
@@ -236,6 +249,7 @@ class FeedService:
                 backoff=backoff,
                 settings=settings,
                 connect_fn=self.deps.connect_fn,
+                supervisor=self.supervisor,
             )
 
         return make
@@ -274,13 +288,13 @@ class FeedService:
             recentre_seconds=s.atm_recentre_seconds,
             hysteresis_steps=s.atm_hysteresis_steps,
         )
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._instruments_loop(stop)))
-        self._tasks.append(loop.create_task(self._start_reconciler()))
+        spawn = self.supervisor.spawn
+        self._tasks.append(spawn("instruments", lambda: self._instruments_loop(stop)))
+        self._tasks.append(spawn("subscriptions", self._start_reconciler))
         if self._discovers_accounts():
-            self._tasks.append(loop.create_task(self._accounts_loop()))
+            self._tasks.append(spawn("accounts", self._accounts_loop))
         if s.emf_interval_seconds > 0:
-            self._tasks.append(loop.create_task(self._emf_loop()))
+            self._tasks.append(spawn("emf", self._emf_loop))
         log.info(
             "feed started",
             extra={
@@ -322,36 +336,57 @@ class FeedService:
         return self.deps.accounts is None and not self.settings.accounts
 
     async def _accounts_loop(self) -> None:
-        """Add accounts whose credentials reach the vault after start, without a restart.
+        while True:
+            await asyncio.sleep(self.settings.accounts_refresh_seconds)
+            await self.discover_accounts()
+
+    async def discover_accounts(self) -> tuple[str, ...]:
+        """Add accounts whose credentials reached the vault after start; returns those added.
 
         An account joins once it has API credentials *and* a live session: new
         instruments go to the least-loaded slots, so an account that has not
-        logged in yet would take instruments it cannot stream. An account
-        removed from the vault keeps its connections (its token still works
-        until it expires) until the next restart.
+        logged in yet would take instruments it cannot stream. Each account is
+        checked on its own: one whose session cannot be read (tampered, its KMS
+        context refused, a throttled read) waits, counted in
+        ``feed_account_session_errors_total`` and logged, and never keeps the
+        others out. An account removed from the vault keeps its connections
+        (its token still works until it expires) until the next restart.
         """
-        while True:
-            await asyncio.sleep(self.settings.accounts_refresh_seconds)
+        try:
+            found = await self._accounts()
+        except Exception as exc:  # the vault is unreachable: keep the accounts we have
+            log.error("listing accounts failed", extra={"error": repr(exc)})
+            return ()
+        new = [a for a in found if a not in self.accounts]
+        ready = []
+        for account in new:
             try:
-                found = await self._accounts()
-                new = [a for a in found if a not in self.accounts]
-                ready = [a for a in new if await asyncio.to_thread(self._has_live_session, a)]
-            except Exception as exc:  # the vault is unreachable: keep the accounts we have
-                log.error("listing accounts failed", extra={"error": repr(exc)})
-                continue
-            self.accounts_waiting = tuple(a for a in new if a not in ready)
-            assert self.pool is not None  # nosec B101 # set in run() before this task starts
-            added = self.pool.add_accounts(ready)
-            if added:
-                self.accounts = (*self.accounts, *added)
-                log.info("accounts added", extra={"accounts": list(added)})
+                live = await asyncio.to_thread(self._has_live_session, account)
+            except Exception as exc:  # see the docstring: this account waits, alone
+                live = False
+                error = type(exc).__name__
+                self.metrics.inc("feed_account_session_errors_total", account=account, error=error)
+                if self._account_log.allow(account) is not None:
+                    log.warning(
+                        "cannot read the session of a new account; it waits",
+                        extra={"account": account, "error": error},
+                    )
+            if live:
+                ready.append(account)
+        self.accounts_waiting = tuple(a for a in new if a not in ready)
+        assert self.pool is not None  # nosec B101 # set in run() before this task starts
+        added = self.pool.add_accounts(ready)
+        if added:
+            self.accounts = (*self.accounts, *added)
+            log.info("accounts added", extra={"accounts": list(added)})
+        return added
 
     def _has_live_session(self, account: str) -> bool:
-        from ticker_adapters.credentials import CredentialError
+        from ticker_adapters.credentials import CredentialNotFoundError
 
         try:
             session = self._vault().session(account)
-        except CredentialError:  # no login yet (or an unreadable one): not yet
+        except CredentialNotFoundError:  # no login yet: not yet
             return False
         return not session.is_expired(datetime.now(UTC))
 
@@ -392,12 +427,17 @@ class FeedService:
                     "connections did not finish closing; frames still on the wire are lost",
                     extra={"budget_seconds": round(close_budget, 3)},
                 )
-        results = await asyncio.gather(*(lane.close(drain_deadline, final) for lane in self.lanes))
+        results = await asyncio.gather(
+            *(lane.close(drain_deadline, final) for lane in self.lanes), return_exceptions=True
+        )
+        for lane, result in zip(self.lanes, results, strict=True):
+            if isinstance(result, BaseException):  # never expected: say so, finish the stop
+                log.error("lane close failed", exc_info=result, extra={"lane": lane.index})
         await self.writer.close()
         if self.settings.emf_interval_seconds > 0:
             self.emit_emf()
         await self.health.stop()
-        delivered = all(results)
+        delivered = all(result is True for result in results)
         log.info(
             "feed stopped",
             extra={

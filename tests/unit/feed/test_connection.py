@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from itertools import repeat
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import pytest
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Close, CloseCode
@@ -18,6 +20,7 @@ from feed_container.connection import (
     ConnectionSettings,
     KeyLimiter,
     KiteConnection,
+    max_frame_bytes,
     subscription_messages,
 )
 from feed_container.metrics import Metrics
@@ -214,3 +217,96 @@ async def test_the_watchdog_replaces_a_silent_socket() -> None:
     await eventually(lambda: len(kite.sockets) >= 3)
     assert conn._metrics.value("feed_watchdog_trips_total", account="acct") >= 2
     await conn.stop()
+
+
+async def test_an_unexpected_connect_error_is_counted_logged_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a WebSocket client that fails twice with errors nobody planned for
+    # (a proxy variable it refuses, a bug), then connects
+    kite = FakeKite()
+    failures = [ValueError("unsupported proxy"), RuntimeError("bug")]
+
+    async def flaky_connect(url: str, **kwargs: Any) -> FakeSocket:
+        if failures:
+            raise failures.pop(0)
+        return await kite.connect(url, **kwargs)
+
+    conn = connection(kite, Tokens())
+    conn._connect = flaky_connect  # type: ignore[assignment]
+    conn.update(SlotDiff(subscribe={7: "quote"}))
+    # When it runs
+    with caplog.at_level(logging.ERROR, logger="feed_container.connection"):
+        conn.start()
+        # Then the slot is not lost: it connects and subscribes after the errors
+        await eventually(lambda: conn.connected and kite.sockets[-1].sent)
+    metrics = conn._metrics
+    assert metrics.value("feed_connection_errors_total", account="acct", error="ValueError") == 1
+    assert metrics.value("feed_connection_errors_total", account="acct", error="RuntimeError") == 1
+    assert "unexpected error" in caplog.text
+    # And stopping it does not raise
+    await conn.stop()
+
+
+async def test_a_writer_that_fails_ends_the_connection_so_it_resubscribes() -> None:
+    # Given a connection whose first socket cannot send (an unexpected error)
+    kite = FakeKite()
+    conn = connection(kite, Tokens())
+    conn.update(SlotDiff(subscribe={7: "quote"}))
+    original = FakeSocket.send
+    broken: list[FakeSocket] = []
+
+    async def send(self: FakeSocket, message: str) -> None:
+        if not broken or broken[0] is self:
+            broken[:1] = [self]
+            raise RuntimeError("send failed")
+        await original(self, message)
+
+    aborted: list[FakeSocket] = []
+    FakeSocket.send = send  # type: ignore[method-assign]
+    FakeSocket.transport = property(  # type: ignore[attr-defined]
+        lambda self: SimpleNamespace(
+            abort=lambda: (aborted.append(self), self.inbox.put_nowait(None))
+        )
+    )
+    try:
+        # When it runs
+        conn.start()
+        # Then the failed writer closed that socket, and the next one subscribed
+        await eventually(lambda: len(kite.sockets) >= 2 and kite.sockets[-1].sent)
+    finally:
+        FakeSocket.send = original  # type: ignore[method-assign]
+        del FakeSocket.transport  # type: ignore[attr-defined]
+    assert aborted == [kite.sockets[0]]
+    assert kite.sockets[-1].sent[0] == {"a": "subscribe", "v": [7]}
+    assert conn._metrics.value("feed_connection_errors_total", account="acct", error="RuntimeError")
+    await conn.stop()
+
+
+def test_the_frame_cap_fits_a_full_connection_in_full_mode() -> None:
+    # Given 3000 instruments in full mode (184-byte packets)
+    cap = max_frame_bytes(3000)
+    # Then the largest frame Kite can send them fits, and nothing much larger does
+    assert cap == 2 + 3000 * (2 + 184)
+    assert ConnectionSettings().max_frame_bytes == cap
+    # And a tiny connection still accepts text messages (order updates)
+    assert max_frame_bytes(1) == 64 * 1024
+
+
+async def test_the_handshake_asks_for_the_frame_cap() -> None:
+    # Given a connection with a frame cap
+    kite = FakeKite()
+    seen: dict[str, Any] = {}
+
+    async def connect(url: str, **kwargs: Any) -> FakeSocket:
+        seen.update(kwargs)
+        return await kite.connect(url)
+
+    conn = connection(kite, Tokens())
+    conn._connect = connect  # type: ignore[assignment]
+    conn.update(SlotDiff(subscribe={7: "quote"}))
+    conn.start()
+    await eventually(lambda: conn.connected)
+    await conn.stop()
+    # Then the WebSocket client enforces it (no unbounded messages)
+    assert seen["max_size"] == max_frame_bytes(3000)

@@ -11,7 +11,7 @@ import pytest
 
 from feed_container.kinesis import (
     KinesisAmbiguousError,
-    KinesisError,
+    KinesisCredentialsError,
     KinesisThrottledError,
     KinesisUnavailableError,
     PutResult,
@@ -26,7 +26,7 @@ class ScriptedKinesis:
     """Answers PutRecords from a script: a set of failed indexes, or an error to raise."""
 
     def __init__(self) -> None:
-        self.script: list[set[int] | KinesisError] = []
+        self.script: list[set[int] | Exception] = []
         self.down = False
         self.calls: list[list[bytes]] = []
         self.written: list[bytes] = []
@@ -37,7 +37,7 @@ class ScriptedKinesis:
         if self.down:
             raise KinesisUnavailableError("down")
         step = self.script.pop(0) if self.script else set()
-        if isinstance(step, KinesisError):
+        if isinstance(step, Exception):
             raise step
         failed = tuple(sorted(step))
         self.written += [r.data for i, r in enumerate(batch.records) if i not in step]
@@ -219,3 +219,71 @@ async def test_shutdown_delivers_what_the_batcher_holds(tmp_path: Path) -> None:
 def test_a_key_always_maps_to_the_same_lane(lanes: int) -> None:
     assert {lane_of("NIFTY", lanes) for _ in range(3)} == {lane_of("NIFTY", lanes)}
     assert all(0 <= lane_of(k, lanes) < lanes for k in ("NIFTY", "BANKNIFTY", "M&M", "भारत"))
+
+
+async def test_a_credential_refresh_that_fails_is_retried_never_the_end_of_the_lane(
+    tmp_path: Path,
+) -> None:
+    # Given Kinesis calls fail three times because the task role's credentials cannot be
+    # refreshed (the ECS credentials endpoint blinking)
+    kinesis = ScriptedKinesis()
+    kinesis.script = [KinesisCredentialsError("CredentialRetrievalError")] * 3
+    lane, metrics, breaker = make_lane(tmp_path, kinesis)
+    lane.start()
+    # When batches arrive meanwhile
+    lane.offer([batch("a"), batch("b")])
+    await settle(lane)
+    # Then the lane kept going: everything written once, in order, the failures counted by kind
+    assert kinesis.written == [b"a", b"b"]
+    assert metrics.value("feed_kinesis_requests_total", outcome="credentials") == 3
+    assert metrics.total("feed_kinesis_ambiguous_total") == 0
+    assert not breaker.is_open
+    loop = asyncio.get_running_loop()
+    assert await lane.close(loop.time() + 1, loop.time() + 2)
+
+
+async def test_an_untyped_error_from_the_writer_is_resent_counted_and_closing_works(
+    tmp_path: Path,
+) -> None:
+    # Given a writer that raises something it never promised (a bug), once
+    kinesis = ScriptedKinesis()
+    kinesis.script = [RuntimeError("bug")]
+    lane, metrics, _ = make_lane(tmp_path, kinesis)
+    lane.start()
+    # When a batch is delivered
+    lane.offer([batch("a")])
+    await settle(lane)
+    # Then it was resent (an unknown outcome: counted as a possible duplicate), not lost
+    assert kinesis.written == [b"a"]
+    assert metrics.value("feed_kinesis_requests_total", outcome="error") == 1
+    assert metrics.total("feed_kinesis_ambiguous_total") == 1
+    loop = asyncio.get_running_loop()
+    assert await lane.close(loop.time() + 1, loop.time() + 2)
+
+
+async def test_a_lane_task_that_fails_is_restarted_and_shutdown_still_delivers(
+    tmp_path: Path,
+) -> None:
+    # Given a lane whose sender hits a fault in its own code once
+    kinesis = ScriptedKinesis()
+    lane, metrics, _ = make_lane(tmp_path, kinesis)
+    original = lane._acknowledge
+    calls = [0]
+
+    def acknowledge(batch: PutRecordsBatch, result: PutResult) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise KeyError("bug")
+        original(batch, result)
+
+    lane._acknowledge = acknowledge  # type: ignore[method-assign]
+    lane.start()
+    # When batches flow and the lane is then closed
+    lane.offer([batch("a")])
+    lane.add("NIFTY", b"b", 0.0)
+    loop = asyncio.get_running_loop()
+    delivered = await lane.close(loop.time() + 2, loop.time() + 3)
+    # Then the failure was counted, the sender restarted, and close() finished delivering
+    assert metrics.value("feed_task_failures_total", task="lane-send") == 1
+    assert delivered
+    assert b"b" in [u.data for d in kinesis.written for u in deaggregate(d, "NIFTY")]
