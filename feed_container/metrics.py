@@ -85,6 +85,7 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "feed_spilled_records_total": ("counter", "User records written to the disk spill"),
     "feed_replayed_records_total": ("counter", "User records read back from the disk spill"),
     "feed_spill_corrupt_bytes_total": ("counter", "Spill bytes lost to corruption"),
+    "feed_spill_write_errors_total": ("counter", "Spill writes the disk refused, by errno"),
     "feed_dropped_records_total": ("counter", "User records dropped: memory and disk full (ALARM)"),
     "feed_encode_errors_total": (
         "counter",

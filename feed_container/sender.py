@@ -29,9 +29,18 @@ Backpressure (never stop reading Kite: it does not buffer for us)
 Memory holds complete batches up to ``high`` bytes per lane. A batch that
 would go past it, and every batch after it while the spill holds unread
 entries (order!), is appended to the lane's disk spill instead. When the
-queue falls to ``low``, spilled batches are read back, oldest first. Only
-when the disk budget is also exhausted is a batch dropped: counted in
-``feed_dropped_records_total`` and logged at ERROR, which is the alarm.
+queue falls to ``low``, spilled batches are read back, oldest first.
+
+When the disk refuses (a write fails: ``ENOSPC``, a failing disk; or the
+budget or the free space is used up), the batch waits in memory *behind* the
+spill, in an overflow queue, so order still holds: queue, then spill, then
+overflow. Every later batch joins the overflow until the disk takes writes
+again (each new batch first retries writing the overflow out), or until the
+spill is read to its end, when the overflow is next in line and moves to the
+queue. The failures are counted (``feed_spill_write_errors_total{error}``)
+and logged with their reason. Only past ``max_bytes`` of memory in all is a
+batch dropped: counted in ``feed_dropped_records_total`` and logged at
+ERROR, which is the alarm.
 
 Circuit breaker: after ``failures`` consecutive failed calls (any lane) the
 breaker opens and no lane calls Kinesis for ``open_seconds`` (doubling up to
@@ -61,7 +70,7 @@ from dataclasses import dataclass
 from feed_container.kinesis import KinesisError, KinesisWriter, PutResult
 from feed_container.logs import LogLimiter
 from feed_container.metrics import Metrics
-from feed_container.spill import SpillStore
+from feed_container.spill import SpillStore, SpillWriteError
 from feed_container.supervision import Supervisor
 from ticker_core.records import PutRecordsBatch, RecordBatcher
 
@@ -172,7 +181,10 @@ class SendLane:
         retry_delays: Callable[[], Iterator[float]],
         clock: Clock = time.monotonic,
         supervisor: Supervisor | None = None,
+        max_bytes: int | None = None,
     ) -> None:
+        """``max_bytes``: memory in all (queue, overflow, batcher) before a batch the disk
+        refuses is dropped (default ``2 * high_bytes``)."""
         self.index = index
         self.batcher = batcher
         self.spill = spill
@@ -183,8 +195,12 @@ class SendLane:
         self._low = low_bytes
         self._retry_delays = retry_delays
         self._clock = clock
+        self._max = max_bytes if max_bytes is not None else 2 * high_bytes
         self._queue: deque[_Item] = deque()
         self._queued_bytes = 0
+        #: Batches the disk refused, newer than everything spilled (see the module docstring).
+        self._overflow: deque[PutRecordsBatch] = deque()
+        self._overflow_bytes = 0
         self._wake_accumulator = asyncio.Event()
         self._wake_sender = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -194,6 +210,7 @@ class SendLane:
         self._tasks: list[asyncio.Task[None]] = []
         self._supervisor = supervisor or Supervisor(metrics)
         self._drop_log = LogLimiter(10.0, clock=clock)
+        self._spill_log = LogLimiter(10.0, clock=clock)
         self._error_log = LogLimiter(10.0, clock=clock)
         self._refill()
 
@@ -212,8 +229,8 @@ class SendLane:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held in memory: queued batches plus what the batcher has not sealed."""
-        return self._queued_bytes + self.batcher.pending_user_bytes
+        """Bytes held in memory: queued and overflow batches, and what the batcher holds."""
+        return self._queued_bytes + self._overflow_bytes + self.batcher.pending_user_bytes
 
     @property
     def queued_batches(self) -> int:
@@ -224,6 +241,7 @@ class SendLane:
         """Nothing pending anywhere: batcher, memory queue, spill."""
         return (
             not self._queue
+            and not self._overflow
             and self.batcher.pending_user_records == 0
             and not self.spill.has_unread()
         )
@@ -231,16 +249,60 @@ class SendLane:
     def offer(self, batches: list[PutRecordsBatch]) -> None:
         """Queue complete batches in memory, or spill them (see the module docstring)."""
         for batch in batches:
-            if self.spill.has_unread() or self._queued_bytes + batch.size > self._high:
-                if self.spill.append(batch):
-                    self._metrics.inc("feed_spilled_records_total", batch.user_records)
-                else:
-                    self._drop(batch)
+            if (
+                self._overflow
+                or self.spill.has_unread()
+                or self._queued_bytes + batch.size > self._high
+            ):
+                self._to_disk(batch)
             else:
                 self._queue.append(_Item(batch))
                 self._queued_bytes += batch.size
         self._refill()
         self._wake_sender.set()
+
+    def _to_disk(self, batch: PutRecordsBatch) -> None:
+        """Spill ``batch`` after whatever the overflow holds; hold it there if the disk refuses."""
+        self._write_overflow()
+        if not self._overflow and self._spill(batch):
+            return
+        if self.memory_bytes + batch.size > self._max:
+            self._drop(batch)
+            return
+        self._overflow.append(batch)
+        self._overflow_bytes += batch.size
+
+    def _write_overflow(self) -> None:
+        """Write the overflow out to the spill, oldest first, until the disk refuses."""
+        while self._overflow and self._spill(self._overflow[0]):
+            self._overflow_bytes -= self._overflow.popleft().size
+
+    def _spill(self, batch: PutRecordsBatch) -> bool:
+        """Append one batch to the spill; False (counted, logged) when the disk refuses."""
+        try:
+            written = self.spill.append(batch)
+        except SpillWriteError as exc:  # counted by the spill (feed_spill_write_errors_total)
+            reason = exc.error
+            detail = str(exc)
+        else:
+            if written:
+                self._metrics.inc("feed_spilled_records_total", batch.user_records)
+                return True
+            reason, detail = "budget", "the spill budget is used up"
+        held_back = self._spill_log.allow(reason)
+        if held_back is not None:
+            log.warning(
+                "disk spill refused a batch: holding it in memory behind the spill",
+                extra={
+                    "lane": self.index,
+                    "reason": reason,
+                    "detail": detail,
+                    "memory_bytes": self.memory_bytes,
+                    "memory_max_bytes": self._max,
+                    "held_back": held_back,
+                },
+            )
+        return False
 
     def _drop(self, batch: PutRecordsBatch) -> None:
         self._metrics.inc("feed_dropped_records_total", batch.user_records)
@@ -260,7 +322,14 @@ class SendLane:
         while self._queued_bytes < self._high:
             spilled = self.spill.read_next()
             if spilled is None:
-                break
+                if not self._overflow:
+                    break
+                # The spill is read to its end: the overflow is next in order.
+                batch = self._overflow.popleft()
+                self._overflow_bytes -= batch.size
+                self._queue.append(_Item(batch))
+                self._queued_bytes += batch.size
+                continue
             self._queue.append(_Item(spilled.batch, spilled.segment, spilled.entry))
             self._queued_bytes += spilled.batch.size
             self._metrics.inc("feed_replayed_records_total", spilled.batch.user_records)
@@ -454,5 +523,11 @@ class SendLane:
                     self._drop(batch)
             self._queue.clear()
             self._queued_bytes = 0
+            # The overflow is newer than the spill: it goes behind it, if the disk lets it.
+            self._write_overflow()
+            while self._overflow:
+                batch = self._overflow.popleft()
+                self._overflow_bytes -= batch.size
+                self._drop(batch)
         self.spill.close()
         return delivered

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,12 +51,21 @@ from feed_container.planner import AssignmentPlanner, SlotId
 from feed_container.pool import FeedPool
 from feed_container.sender import CircuitBreaker, SendLane
 from feed_container.settings import FeedSettings
-from feed_container.spill import SpillStore
+from feed_container.spill import FileSystem, SpillStore, usable_budget
 from feed_container.subscriptions import DesiredSource, Reconciler
 from feed_container.supervision import Supervisor
 from ticker_core.records import RecordBatcher
 
 log = logging.getLogger("feed_container.service")
+
+
+def _by_error(counts: Iterable[Mapping[str, int]]) -> dict[tuple[tuple[str, str], ...], float]:
+    total: dict[tuple[tuple[str, str], ...], float] = {}
+    for count in counts:
+        for error, n in count.items():
+            key = (("error", error),)
+            total[key] = total.get(key, 0.0) + n
+    return total
 
 
 @dataclass
@@ -73,6 +82,8 @@ class Dependencies:
     emf_stream: TextIO = field(default_factory=lambda: sys.stdout)
     #: botocore credentials for PutRecords (default: the SDK's chain, e.g. the task role).
     kinesis_credentials: Any = None
+    #: The disk under the spill (default: the local file system).
+    spill_fs: FileSystem | None = None
 
 
 class FeedService:
@@ -98,7 +109,8 @@ class FeedService:
             s.breaker_max_open_seconds,
             metrics=self.metrics,
         )
-        self.lanes = [self._lane(i) for i in range(s.sender_lanes)]
+        spill_budget = usable_budget(Path(s.spill_dir), s.spill_max_bytes, fs=self.deps.spill_fs)
+        self.lanes = [self._lane(i, spill_budget) for i in range(s.sender_lanes)]
         self.pipeline = Pipeline(
             self.lanes,
             self.metrics,
@@ -126,16 +138,23 @@ class FeedService:
             lambda: {(): float(sum(lane.spill.bytes_on_disk for lane in self.lanes))},
         )
         self.metrics.gauge_callback(
+            "feed_spill_write_errors_total",
+            lambda: _by_error(lane.spill.write_errors for lane in self.lanes),
+        )
+        self.metrics.gauge_callback(
             "feed_spill_corrupt_bytes_total",
             lambda: {(): float(sum(lane.spill.corrupt_bytes for lane in self.lanes))},
         )
 
-    def _lane(self, index: int) -> SendLane:
+    def _lane(self, index: int, spill_budget: int) -> SendLane:
         s = self.settings
         lanes = s.sender_lanes
         directory = Path(s.spill_dir) / f"lane-{index}-of-{lanes}"
         spill = SpillStore(
-            directory, max_bytes=s.spill_max_bytes // lanes, segment_bytes=s.spill_segment_bytes
+            directory,
+            max_bytes=spill_budget // lanes,
+            segment_bytes=s.spill_segment_bytes,
+            fs=self.deps.spill_fs,
         )
         batcher = RecordBatcher(
             linger=s.linger_seconds,
@@ -152,6 +171,7 @@ class FeedService:
             batcher=batcher,
             high_bytes=max(1, s.memory_high_bytes // lanes),
             low_bytes=s.memory_low_bytes // lanes,
+            max_bytes=s.memory_max_bytes // lanes,
             retry_delays=lambda: exponential_backoff(
                 s.retry_initial_seconds, 2.0, s.retry_max_seconds
             ),

@@ -159,10 +159,17 @@ class Rig:
         values.update(overrides)
         return FeedSettings(**values)
 
-    def start(self, settings: FeedSettings | None = None, *, via_proxy: bool = True) -> RunningFeed:
+    def start(
+        self,
+        settings: FeedSettings | None = None,
+        *,
+        via_proxy: bool = True,
+        **dependencies: Any,
+    ) -> RunningFeed:
+        """Run the service; ``dependencies`` override :class:`Dependencies` fields (faults)."""
         settings = settings or self.settings()
         endpoint = self.proxy.url if via_proxy else self.aws.url
-        service = FeedService(settings, Dependencies(kinesis_endpoint_url=endpoint))
+        service = FeedService(settings, Dependencies(kinesis_endpoint_url=endpoint, **dependencies))
         stop = asyncio.Event()
         running = RunningFeed(
             service, asyncio.get_running_loop().create_task(service.run(stop)), stop

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from itertools import repeat
 from pathlib import Path
@@ -18,7 +19,8 @@ from feed_container.kinesis import (
 )
 from feed_container.metrics import Metrics
 from feed_container.sender import CircuitBreaker, SendLane, lane_of
-from feed_container.spill import SpillStore
+from feed_container.spill import FileSystem, SpillStore
+from tests.faults import FullDisk
 from ticker_core.records import KinesisRecord, PutRecordsBatch, RecordBatcher, deaggregate
 
 
@@ -49,7 +51,14 @@ def delays() -> Iterator[float]:
 
 
 def make_lane(
-    tmp_path: Path, kinesis: ScriptedKinesis, *, high: int = 10**6, low: int = 0, disk: int = 10**7
+    tmp_path: Path,
+    kinesis: ScriptedKinesis,
+    *,
+    high: int = 10**6,
+    low: int = 0,
+    disk: int = 10**7,
+    max_bytes: int | None = None,
+    fs: FileSystem | None = None,
 ) -> tuple[SendLane, Metrics, CircuitBreaker]:
     metrics = Metrics()
     breaker = CircuitBreaker(3, 0.05, 0.2, metrics=metrics)
@@ -57,12 +66,13 @@ def make_lane(
         0,
         writer=kinesis,  # type: ignore[arg-type]
         breaker=breaker,
-        spill=SpillStore(tmp_path / "spill", max_bytes=disk, segment_bytes=4096),
+        spill=SpillStore(tmp_path / "spill", max_bytes=disk, segment_bytes=4096, fs=fs),
         metrics=metrics,
         batcher=RecordBatcher(linger=0.0, aggregate_bytes=200),
         high_bytes=high,
         low_bytes=low,
         retry_delays=delays,
+        max_bytes=max_bytes,
     )
     return lane, metrics, breaker
 
@@ -76,6 +86,12 @@ async def settle(lane: SendLane, within: float = 5.0) -> None:
     while not lane.is_drained() or lane.queued_batches:
         assert asyncio.get_running_loop().time() < deadline, "lane did not drain"
         await asyncio.sleep(0.005)
+
+
+async def close_in_time(lane: SendLane, drain: float = 1.0) -> bool:
+    """``lane.close`` with a drain deadline ``drain`` seconds away and a second more to finish."""
+    loop = asyncio.get_running_loop()
+    return await lane.close(loop.time() + drain, loop.time() + drain + 1)
 
 
 async def test_only_failed_entries_are_resent_before_anything_newer(tmp_path: Path) -> None:
@@ -173,12 +189,13 @@ async def test_with_memory_and_disk_full_batches_are_dropped_and_counted(tmp_pat
     kinesis = ScriptedKinesis()
     kinesis.down = True
     size = batch("000").size
-    lane, metrics, _ = make_lane(tmp_path, kinesis, high=size, disk=100)
+    lane, metrics, _ = make_lane(tmp_path, kinesis, high=size, disk=100, max_bytes=2 * size)
     for n in range(6):
         lane.offer([batch(f"{n:03d}")])
     dropped = metrics.total("feed_dropped_records_total")
     assert dropped >= 1
-    assert metrics.total("feed_spilled_records_total") + dropped + 1 == 6
+    # one batch queued, one held in memory behind the spill, the rest spilled or dropped
+    assert metrics.total("feed_spilled_records_total") + dropped + 2 == 6
 
 
 async def test_shutdown_with_kinesis_down_persists_everything_in_order(tmp_path: Path) -> None:
@@ -238,8 +255,7 @@ async def test_a_credential_refresh_that_fails_is_retried_never_the_end_of_the_l
     assert metrics.value("feed_kinesis_requests_total", outcome="credentials") == 3
     assert metrics.total("feed_kinesis_ambiguous_total") == 0
     assert not breaker.is_open
-    loop = asyncio.get_running_loop()
-    assert await lane.close(loop.time() + 1, loop.time() + 2)
+    assert await close_in_time(lane)
 
 
 async def test_an_untyped_error_from_the_writer_is_resent_counted_and_closing_works(
@@ -257,8 +273,7 @@ async def test_an_untyped_error_from_the_writer_is_resent_counted_and_closing_wo
     assert kinesis.written == [b"a"]
     assert metrics.value("feed_kinesis_requests_total", outcome="error") == 1
     assert metrics.total("feed_kinesis_ambiguous_total") == 1
-    loop = asyncio.get_running_loop()
-    assert await lane.close(loop.time() + 1, loop.time() + 2)
+    assert await close_in_time(lane)
 
 
 async def test_a_lane_task_that_fails_is_restarted_and_shutdown_still_delivers(
@@ -287,3 +302,61 @@ async def test_a_lane_task_that_fails_is_restarted_and_shutdown_still_delivers(
     assert metrics.value("feed_task_failures_total", task="lane-send") == 1
     assert delivered
     assert b"b" in [u.data for d in kinesis.written for u in deaggregate(d, "NIFTY")]
+
+
+async def test_a_full_disk_holds_batches_in_memory_behind_the_spill_in_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given Kinesis is down, memory holds one batch, and batches are spilling
+    kinesis = ScriptedKinesis()
+    kinesis.down = True
+    disk = FullDisk(clock=lambda: 0.0)
+    size = batch("000").size
+    lane, metrics, _ = make_lane(tmp_path, kinesis, high=size, low=0, max_bytes=50 * size, fs=disk)
+    lane.start()
+    names = [f"{n:03d}" for n in range(30)]
+    for name in names[:10]:
+        lane.offer([batch(name)])
+    # When the disk is full while ten more arrive
+    disk.start(1.0)
+    with caplog.at_level(logging.WARNING, logger="feed_container.sender"):
+        for name in names[10:20]:
+            lane.offer([batch(name)])
+    # Then they wait in memory (nothing dropped), the refusals counted and logged with the reason
+    assert metrics.total("feed_dropped_records_total") == 0
+    assert lane.spill.write_errors["ENOSPC"] >= 1
+    assert [getattr(r, "reason", None) for r in caplog.records] == ["ENOSPC"]
+    # And once the disk has room and Kinesis is back, everything arrives once, in order
+    disk.stop()
+    for name in names[20:]:
+        lane.offer([batch(name)])
+    kinesis.down = False
+    await settle(lane)
+    assert kinesis.written == [n.encode() for n in names]
+    assert lane.memory_bytes == 0
+    assert lane.spill.bytes_on_disk == 0
+    assert await close_in_time(lane)
+
+
+async def test_the_overflow_goes_straight_to_memory_when_the_spill_is_read_out(
+    tmp_path: Path,
+) -> None:
+    # Given batches held in memory while the disk stays full
+    kinesis = ScriptedKinesis()
+    kinesis.down = True
+    disk = FullDisk(clock=lambda: 0.0)
+    size = batch("000").size
+    lane, metrics, _ = make_lane(tmp_path, kinesis, high=size, low=0, max_bytes=50 * size, fs=disk)
+    lane.start()
+    disk.start(1.0)
+    names = [f"{n:03d}" for n in range(8)]
+    for name in names:
+        lane.offer([batch(name)])
+    # When Kinesis comes back before the disk does
+    kinesis.down = False
+    await settle(lane)
+    # Then they are delivered from memory in order, and nothing was spilled or dropped
+    assert kinesis.written == [n.encode() for n in names]
+    assert metrics.total("feed_spilled_records_total") == 0
+    assert metrics.total("feed_dropped_records_total") == 0
+    assert await close_in_time(lane)
