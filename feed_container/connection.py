@@ -311,6 +311,13 @@ class KiteConnection:
                 )
             else:
                 self._refused_token = None
+                if self._stopping:
+                    # stop() came during the handshake and found no socket to close:
+                    # close it now, before subscribing, or it would stream past the stop
+                    # and be cut off with frames on the wire.
+                    with contextlib.suppress(Exception):
+                        await ws.close()
+                    return None
                 up_for = await self._stream(ws)
                 if up_for >= self._settings.reset_after:
                     self._delays = delays = self._backoff()

@@ -447,6 +447,7 @@ class FeedService:
                     "connections did not finish closing; frames still on the wire are lost",
                     extra={"budget_seconds": round(close_budget, 3)},
                 )
+        closed = time.monotonic()
         results = await asyncio.gather(
             *(lane.close(drain_deadline, final) for lane in self.lanes), return_exceptions=True
         )
@@ -463,6 +464,8 @@ class FeedService:
             extra={
                 "delivered_everything": delivered,
                 "seconds": round(time.monotonic() - started, 3),
+                "close_seconds": round(closed - started, 3),
+                "drain_deadline_seconds": round(drain_deadline - started, 3),
                 "received": self.metrics.total("feed_ticks_received_total"),
                 "acked": self.metrics.total("feed_kinesis_records_acked_total"),
                 "spill_bytes_left": sum(lane.spill.bytes_on_disk for lane in self.lanes),

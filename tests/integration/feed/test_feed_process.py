@@ -83,7 +83,13 @@ async def sigterm(process: asyncio.subprocess.Process) -> tuple[int, float]:
 
 
 async def sent_more_than(rig: Rig, packets: int) -> None:
-    await wait_until(lambda: rig.sim.hub.counters(per_instrument=False)["packets_sent"] > packets)
+    """Wait for the simulator to have sent ``packets`` (a process starting on a loaded
+    machine takes a while to import, load instruments and subscribe: a long deadline)."""
+    await wait_until(
+        lambda: rig.sim.hub.counters(per_instrument=False)["packets_sent"] > packets,
+        within=60,
+        what=f"more than {packets} packets sent",
+    )
 
 
 async def kinesis_count(rig: Rig) -> int:
@@ -133,7 +139,7 @@ async def test_a_restart_replays_what_a_stop_left_on_disk(rig: Rig, tmp_path: Pa
     # When Kinesis is back and the container starts again on the same storage
     rig.proxy.up()
     async with feed_process(env, log) as second:
-        await wait_until(lambda: not list(spill.rglob("*.seg")), what="spill replayed")
+        await wait_until(lambda: not list(spill.rglob("*.seg")), within=60, what="spill replayed")
         code, _ = await sigterm(second)
     # Then the first run's ticks and the second's are all in Kinesis, once each
     assert code == 0

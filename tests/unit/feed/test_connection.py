@@ -310,3 +310,29 @@ async def test_the_handshake_asks_for_the_frame_cap() -> None:
     await conn.stop()
     # Then the WebSocket client enforces it (no unbounded messages)
     assert seen["max_size"] == max_frame_bytes(3000)
+
+
+async def test_a_stop_during_the_handshake_closes_the_socket_before_it_subscribes() -> None:
+    # Given a connection whose handshake is slow (a loaded machine)
+    kite = FakeKite()
+    handshake = asyncio.Event()
+
+    async def slow_connect(url: str, **kwargs: Any) -> FakeSocket:
+        await handshake.wait()
+        return await kite.connect(url, **kwargs)
+
+    conn = connection(kite, Tokens())
+    conn._connect = slow_connect  # type: ignore[assignment]
+    conn.update(SlotDiff(subscribe={7: "quote"}))
+    conn.start()
+    await asyncio.sleep(0.01)
+    # When it is stopped mid-handshake, and the handshake then completes
+    stopping = asyncio.create_task(conn.stop())
+    await asyncio.sleep(0.01)
+    handshake.set()
+    await asyncio.wait_for(stopping, 1.0)
+    # Then the socket was closed at once: nothing subscribed, nothing streamed past the stop
+    assert len(kite.sockets) == 1
+    assert kite.sockets[0].sent == []
+    assert kite.live == []
+    assert not conn.connected
