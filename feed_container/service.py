@@ -427,20 +427,24 @@ class FeedService:
         s = self.settings
         started = time.monotonic()
         final = started + s.stop_timeout_seconds - 1.0
-        drain_deadline = max(started + 0.5, final - s.put_timeout_seconds - 0.5)
+        # The last moment a new PutRecords may start and still end (by its timeout) in time.
+        drain_deadline = final - s.put_timeout_seconds - 0.5
         self.health.alive = False
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.pool is not None:
-            # The close handshake gets its full close_timeout (websockets aborts the
-            # socket itself after that): cutting it short would cancel readers with
-            # frames still on the wire, which the exchange has sent and we would miss.
-            close_budget = max(drain_deadline - time.monotonic(), s.close_timeout_seconds + 1.0)
+            # The close handshake gets its close_timeout (websockets aborts the socket
+            # itself after that): cutting it short would cancel readers with frames still
+            # on the wire, which the exchange has sent and we would miss. The settings
+            # make room for it (stop_timeout >= close + put timeouts + 3 s), so the lanes
+            # still have at least half a second after it to deliver the last frames.
+            close_budget = max(
+                0.0,
+                min(s.close_timeout_seconds + 1.0, drain_deadline - time.monotonic() - 0.5),
+            )
             try:
-                await asyncio.wait_for(
-                    self.pool.stop(), min(close_budget, final - time.monotonic() - 0.5)
-                )
+                await asyncio.wait_for(self.pool.stop(), close_budget)
             except TimeoutError:
                 self.metrics.inc("feed_unclean_closes_total")
                 log.warning(

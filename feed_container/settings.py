@@ -155,6 +155,11 @@ class FeedSettings(BaseSettings):
             raise ValueError("memory_max_bytes must be >= memory_high_bytes")
         if self.backoff_max_seconds < self.backoff_initial_seconds:
             raise ValueError("backoff_max_seconds must be >= backoff_initial_seconds")
+        if self.stop_timeout_seconds < self.close_timeout_seconds + self.put_timeout_seconds + 3:
+            raise ValueError(
+                "stop_timeout_seconds must be >= close_timeout_seconds + put_timeout_seconds + 3: "
+                "room to close the connections, deliver their last frames, and end the last call"
+            )
         if self.retry_max_seconds < self.retry_initial_seconds:
             raise ValueError("retry_max_seconds must be >= retry_initial_seconds")
         source = self.instruments_source

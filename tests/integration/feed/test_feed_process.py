@@ -50,6 +50,7 @@ def feed_env(rig: Rig, spill: Path, *, kinesis_url: str) -> dict[str, str]:
             "FEED_SUBSCRIPTION_POLL_SECONDS": "0.2",
             "FEED_STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT),
             "FEED_PUT_TIMEOUT_SECONDS": "2",
+            "FEED_CLOSE_TIMEOUT_SECONDS": "2",
             "FEED_BREAKER_OPEN_SECONDS": "0.2",
             "FEED_BREAKER_MAX_OPEN_SECONDS": "1",
             "FEED_RETRY_MAX_SECONDS": "0.2",

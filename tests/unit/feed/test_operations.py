@@ -39,6 +39,7 @@ def test_settings_come_from_feed_variables(monkeypatch: pytest.MonkeyPatch) -> N
         ("FEED_INSTRUMENTS_SOURCE", "ftp://x"),
         ("FEED_REQUEST_RECORDS", "501"),
         ("FEED_MEMORY_MAX_BYTES", str(100 * 1024 * 1024)),
+        ("FEED_STOP_TIMEOUT_SECONDS", "17"),
     ],
 )
 def test_settings_refuse_what_kite_or_kinesis_would(
