@@ -49,7 +49,7 @@ import boto3
 import psutil
 
 from benchmarks.harness import Comparison, Figure, Result, benchmark
-from feed_container.metrics import LATENCY_BUCKETS, Histogram
+from feed_container.metrics import LATENCY_BUCKETS
 from sandbox.moto_server import MotoServer
 from sandbox.postgres import free_port
 from ticker_adapters.credentials import CredentialVault, KiteSession, next_token_expiry
@@ -247,14 +247,17 @@ def _rate_now(admin: str) -> float:
 
 
 def _quantiles(before: list[float], after: list[float]) -> tuple[float, float]:
-    h = Histogram(LATENCY_BUCKETS)
+    """p50, p99 as the bucket upper bounds of the window's cumulative counts."""
     cumulative = [a - b for a, b in zip(after, before, strict=True)]
-    previous = 0.0
-    for i, c in enumerate(cumulative):
-        h.counts[i] = c - previous
-        previous = c
-    h.total = cumulative[-1]
-    return h.quantile(0.5), h.quantile(0.99)
+    total = cumulative[-1] if cumulative else 0.0
+
+    def bound(q: float) -> float:
+        for le, count in zip((*LATENCY_BUCKETS, math.inf), cumulative, strict=True):
+            if total and count >= q * total:
+                return le
+        return math.nan
+
+    return bound(0.5), bound(0.99)
 
 
 def _cpu(proc: psutil.Process) -> float:

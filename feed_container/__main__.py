@@ -1,6 +1,7 @@
 """``python -m feed_container``: the Fargate entrypoint, and the sandbox's plain process.
 
-Reads ``FEED_*`` settings (exit 2 naming the bad ones), logs JSON to stdout,
+Reads ``FEED_*`` settings (exit 2 naming the bad ones, never their values),
+logs Powertools JSON to stdout,
 runs until SIGTERM or SIGINT, then stops within ``FEED_STOP_TIMEOUT_SECONDS``
 and exits 0 (1 if the service itself failed).
 
@@ -44,12 +45,12 @@ def main() -> int:
         fields = ", ".join("FEED_" + str(e["loc"][0]).upper() for e in exc.errors() if e["loc"])
         print(f"invalid feed configuration: {fields}\n{exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
+    logger = logs.configure(settings.log_level)
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(serve(settings))
     except Exception:
-        log.exception("feed failed")
+        logger.exception("feed failed")
         return 1
     finally:
         loop.close()  # shuts the default executor down without waiting for it

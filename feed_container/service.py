@@ -92,7 +92,7 @@ class FeedService:
     def __init__(self, settings: FeedSettings, deps: Dependencies | None = None) -> None:
         self.settings = s = settings
         self.deps = deps or Dependencies()
-        self.metrics = Metrics()
+        self.metrics = Metrics(lag_window=s.emf_interval_seconds > 0)
         self.supervisor = Supervisor(
             self.metrics, restart_delays=lambda: exponential_backoff(0.1, 2.0, 10.0)
         )
@@ -446,7 +446,7 @@ class FeedService:
             try:
                 await asyncio.wait_for(self.pool.stop(), close_budget)
             except TimeoutError:
-                self.metrics.inc("feed_unclean_closes_total")
+                self.metrics.inc("feed_stop_close_timeouts_total")
                 log.warning(
                     "connections did not finish closing; frames still on the wire are lost",
                     extra={"budget_seconds": round(close_budget, 3)},

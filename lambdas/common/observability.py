@@ -2,16 +2,22 @@
 
 Powertools structured JSON logs and CloudWatch EMF metrics, named per
 function, in one namespace. Secrets never reach a log line: credentials are
-types whose repr masks them (see :mod:`ticker_adapters.credentials`), and
-nothing here logs events wholesale.
+types whose repr masks them (see :mod:`ticker_adapters.credentials`), nothing
+here logs events wholesale, and as the last line of defence every line goes
+through the handler the feed uses too
+(:class:`~ticker_adapters.redaction.RedactingStreamHandler`), which redacts
+the final JSON.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+
+from ticker_adapters.redaction import RedactingStreamHandler
 
 NAMESPACE = "TickerService"
 
@@ -23,7 +29,11 @@ class Observability:
 
     def __init__(self, service: str) -> None:
         self.service = service
-        self.logger = Logger(service=service, level=os.environ.get("LOG_LEVEL", "INFO"))
+        self.logger = Logger(
+            service=service,
+            level=os.environ.get("LOG_LEVEL", "INFO"),
+            logger_handler=RedactingStreamHandler(sys.stdout),
+        )
         self.metrics = Metrics(
             service=service, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
         )

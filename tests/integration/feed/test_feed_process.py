@@ -113,7 +113,7 @@ async def test_sigterm_mid_stream_flushes_everything_and_exits_in_time(
     assert seconds < STOP_TIMEOUT
     rig.assert_exactly_once(tokens)
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    stopped = [line for line in lines if line.get("msg") == "feed stopped"]
+    stopped = [line for line in lines if line.get("message") == "feed stopped"]
     assert stopped
     assert stopped[0]["delivered_everything"] is True
     # And its logs and metrics are JSON lines without a single access token

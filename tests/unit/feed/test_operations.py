@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import secrets
+import time
 
 import pytest
 from pydantic import ValidationError
 
 from feed_container import logs
-from feed_container.metrics import Metrics
+from feed_container.metrics import Metrics, weighted_quantile
 from feed_container.settings import FeedSettings
 
 REQUIRED = {
@@ -124,23 +126,53 @@ def test_prometheus_text_has_types_labels_and_the_lag_histogram() -> None:
 
 
 def test_emf_lines_carry_per_account_deltas_and_stream_figures() -> None:
+    # Given counters of one account and of the stream, and two latency samples
     metrics = Metrics()
     metrics.inc("feed_ticks_received_total", 5, account="a1")
     metrics.inc("feed_kinesis_requests_total", outcome="ok")
-    metrics.observe_lag(0.2)
-    first = [json.loads(line) for line in metrics.emf_lines("NS", 1000)]
+    metrics.observe_lag(0.2, 99)
+    metrics.observe_lag(0.7, 1)
+    now_ms = int(time.time() * 1000)
+    # When two intervals are written
+    first = [json.loads(line) for line in metrics.emf_lines("NS", now_ms)]
     metrics.inc("feed_ticks_received_total", 2, account="a1")
-    second = [json.loads(line) for line in metrics.emf_lines("NS", 2000)]
+    second = [json.loads(line) for line in metrics.emf_lines("NS", now_ms + 60_000)]
+    # Then each account has its own document with its counters as deltas (Powertools EMF)
     account = next(d for d in first if d.get("account") == "a1")
-    assert account["TicksReceivedTotal"] == 5
-    assert account["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["account"]]
+    assert account["TicksReceivedTotal"] == [5.0]
+    directive = account["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "NS"
+    assert sorted(directive["Dimensions"][0]) == ["account", "service"]
+    assert account["_aws"]["Timestamp"] == now_ms
+    assert next(d for d in second if d.get("account") == "a1")["TicksReceivedTotal"] == [2.0]
+    # And the stream's document has its counters and the interval's exact weighted percentiles
     stream = next(d for d in first if "account" not in d)
-    assert stream["KinesisRequestsTotalOk"] == 1
-    assert stream["E2eLagP99Seconds"] == 0.2
-    assert next(d for d in second if d.get("account") == "a1")["TicksReceivedTotal"] == 2
+    assert stream["KinesisRequestsTotalOk"] == [1.0]
+    assert stream["E2eLagP50Seconds"] == [0.2]
+    assert stream["E2eLagP99Seconds"] == [0.2]  # 99 of 100 user records at 0.2 s
+    assert "E2eLagP99Seconds" not in next(d for d in second if "account" not in d)
 
 
-def test_logs_are_json_lines_and_tokens_are_masked() -> None:
+def test_exact_weighted_quantiles() -> None:
+    samples = [(0.05, 10.0), (0.3, 89.0), (2.0, 1.0)]
+    assert weighted_quantile(samples, 0.5) == 0.3
+    assert weighted_quantile(samples, 0.99) == 0.3
+    assert weighted_quantile(samples, 0.995) == 2.0
+    assert math.isnan(weighted_quantile([], 0.5))
+
+
+def test_every_recorded_metric_is_declared() -> None:
+    # Given the metrics registry, When an undeclared name or label is recorded, Then it fails
+    metrics = Metrics()
+    with pytest.raises(KeyError):
+        metrics.inc("feed_no_such_total")
+    with pytest.raises(ValueError, match="label"):
+        metrics.inc("feed_ticks_received_total", account="a1", colour="red")
+    with pytest.raises(ValueError, match="callback"):
+        metrics.gauge_callback("feed_ticks_received_total", dict)
+
+
+def test_logs_are_powertools_json_lines_and_secrets_are_masked() -> None:
     token = secrets.token_hex(16)
     out = io.StringIO()
     logs.configure("INFO", out)
@@ -149,14 +181,20 @@ def test_logs_are_json_lines_and_tokens_are_masked() -> None:
         log.warning(
             "connect to ws://k/?api_key=k1&access_token=%s failed", token, extra={"slot": "a#0"}
         )
-        log.info("header", extra={"auth": f"token k1:{token}"})
+        log.info("header", extra={"auth": f"token k1:{token}", "env": {"password": token}})
         logging.getLogger("websockets.client").debug("GET /?access_token=%s", token)
+        try:
+            raise ValueError(f"postgresql://app:{token}@db/ticks")
+        except ValueError:
+            log.exception("connect failed")
     finally:
         logs.configure("WARNING", io.StringIO())
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert token not in out.getvalue()
-    assert lines[0]["level"] == "WARNING"
+    assert [line["level"] for line in lines] == ["WARNING", "INFO", "ERROR"]
+    assert lines[0]["service"] == logs.SERVICE
     assert lines[0]["slot"] == "a#0"
-    assert "access_token=***" in lines[0]["msg"]
+    assert "access_token=***" in lines[0]["message"]
     assert lines[1]["auth"] == "token k1:***"
-    assert len(lines) == 2
+    assert lines[1]["env"] == {"password": "***"}
+    assert "app:***@db" in lines[2]["exception"]
