@@ -393,6 +393,11 @@ class KiteConnection:
                 on_frame(account, message)
             else:
                 on_text(account, message)
+            # recv() returns without suspending while frames are buffered, so without
+            # this a connection that fell behind would process its whole backlog (up to
+            # max_queue frames, seconds of work) before the lanes, timers or the other
+            # connections ran again: every PutRecords and watchdog would wait on it.
+            await asyncio.sleep(0)
 
     async def _write(self, ws: ClientConnection) -> None:
         """Send queued control messages. A failure other than the socket closing (which

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -56,15 +56,22 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+#: Pauses and per-step times (GC, event-loop lag, frame processing): from 100 us.
+PAUSE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Spec:
-    """One metric: ``kind`` (counter, gauge, histogram), help text, label names, and whether
-    its value comes from a callback (:meth:`Metrics.gauge_callback`)."""
+    """One metric: ``kind`` (counter, gauge, histogram), help text, label names, whether its
+    value comes from a callback (:meth:`Metrics.gauge_callback`), and histogram buckets."""
 
     kind: str
     help: str
     labels: tuple[str, ...] = ()
     callback: bool = False
+    buckets: tuple[float, ...] = LATENCY_BUCKETS
 
 
 _ACCOUNT = ("account",)
@@ -154,6 +161,27 @@ METRICS: dict[str, Spec] = {
     "feed_e2e_lag_seconds": Spec(
         "histogram", "Frame receipt to PutRecords acknowledgement, per user record (upper bound)"
     ),
+    # Where the latency goes, per PutRecords batch: its oldest record's wait in the batcher
+    # (linger, filling), in the lane's queue (behind calls in flight), and its last call.
+    "feed_batch_stage_seconds": Spec(
+        "histogram", "Seconds a batch spent in each stage before its acknowledgement", ("stage",)
+    ),
+    "feed_frame_seconds": Spec(
+        "histogram",
+        "Time to decode, validate, encode and hand over one frame",
+        buckets=PAUSE_BUCKETS,
+    ),
+    "feed_gc_pause_seconds": Spec(
+        "histogram",
+        "Garbage collector pauses, by generation",
+        ("generation",),
+        buckets=PAUSE_BUCKETS,
+    ),
+    "feed_loop_lag_seconds": Spec(
+        "histogram",
+        "How late the event loop runs a timer (its responsiveness)",
+        buckets=PAUSE_BUCKETS,
+    ),
 }
 
 
@@ -205,7 +233,12 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, Any] = {}
         for name, spec in METRICS.items():
-            if spec.callback or spec.kind == "histogram":
+            if spec.callback or name == "feed_e2e_lag_seconds":
+                continue
+            if spec.kind == "histogram":
+                self._metrics[name] = Histogram(
+                    name, spec.help, spec.labels, registry=self.registry, buckets=spec.buckets
+                )
                 continue
             kind = Counter if spec.kind == "counter" else Gauge
             self._metrics[name] = kind(name, spec.help, spec.labels, registry=self.registry)
@@ -233,6 +266,10 @@ class Metrics:
     def set(self, name: str, value: float, **labels: str) -> None:
         """Set a gauge."""
         self._child(name, labels).set(value)
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        """One observation of a histogram."""
+        self._child(name, labels).observe(value)
 
     def gauge_callback(self, name: str, read: Callable[[], dict[Labels, float]]) -> None:
         """A series computed when read (buffer depth, open connections): ``read`` returns

@@ -162,6 +162,8 @@ class _Item:
     batch: PutRecordsBatch
     segment: int | None = None  # where it lives in the spill, if it came from there
     entry: int = 0
+    queued_at: float = 0.0  # when it joined the memory queue (the lane's clock)
+    sent_at: float | None = None  # when its first call started
 
 
 class SendLane:
@@ -256,7 +258,7 @@ class SendLane:
             ):
                 self._to_disk(batch)
             else:
-                self._queue.append(_Item(batch))
+                self._queue.append(_Item(batch, queued_at=self._clock()))
                 self._queued_bytes += batch.size
         self._refill()
         self._wake_sender.set()
@@ -327,10 +329,12 @@ class SendLane:
                 # The spill is read to its end: the overflow is next in order.
                 batch = self._overflow.popleft()
                 self._overflow_bytes -= batch.size
-                self._queue.append(_Item(batch))
+                self._queue.append(_Item(batch, queued_at=self._clock()))
                 self._queued_bytes += batch.size
                 continue
-            self._queue.append(_Item(spilled.batch, spilled.segment, spilled.entry))
+            self._queue.append(
+                _Item(spilled.batch, spilled.segment, spilled.entry, queued_at=self._clock())
+            )
             self._queued_bytes += spilled.batch.size
             self._metrics.inc("feed_replayed_records_total", spilled.batch.user_records)
 
@@ -379,6 +383,9 @@ class SendLane:
             if self._hard_stop:
                 return
             self._in_flight = True
+            called_at = self._clock()
+            if item.sent_at is None:
+                item.sent_at = called_at
             try:
                 result = await self._writer.put(item.batch)
             except KinesisError as exc:
@@ -402,6 +409,7 @@ class SendLane:
                 self._breaker.success()
             self._acknowledge(item.batch, result)
             if not result.failed:
+                self._observe_stages(item, called_at)
                 self._finish(item)
                 return
             # Only the failed entries stay in memory: release what was acknowledged.
@@ -467,6 +475,18 @@ class SendLane:
             self._metrics.inc("feed_kinesis_failed_records_total", code=code)
             if code == "ProvisionedThroughputExceededException":
                 self._metrics.inc("feed_kinesis_throttled_records_total")
+
+    def _observe_stages(self, item: _Item, called_at: float) -> None:
+        """Where the batch's time went: batcher, queue, its last call (for latency figures)."""
+        now = self._clock()
+        observe = self._metrics.observe
+        added = [r.added_at for r in item.batch.records if r.added_at is not None]
+        if added:
+            observe("feed_batch_stage_seconds", item.queued_at - min(added), stage="batching")
+        sent_at = called_at if item.sent_at is None else item.sent_at
+        observe("feed_batch_stage_seconds", sent_at - item.queued_at, stage="queue")
+        observe("feed_batch_stage_seconds", called_at - sent_at, stage="retries")
+        observe("feed_batch_stage_seconds", now - called_at, stage="in_flight")
 
     def _finish(self, item: _Item) -> None:
         self._queue.popleft()

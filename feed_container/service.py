@@ -46,6 +46,7 @@ from feed_container.instruments import InstrumentSource, load_registry, source_f
 from feed_container.kinesis import KinesisWriter
 from feed_container.logs import LogLimiter
 from feed_container.metrics import Metrics
+from feed_container.pauses import GcWatch, settle_heap, watch_loop_lag
 from feed_container.pipeline import Bounds, Pipeline
 from feed_container.planner import AssignmentPlanner, SlotId
 from feed_container.pool import FeedPool
@@ -126,6 +127,7 @@ class FeedService:
         self._tasks: list[asyncio.Task[Any]] = []
         self._loaded = asyncio.Event()
         self._account_log = LogLimiter(60.0)
+        self._gc_watch: GcWatch | None = None
         self.metrics.gauge_callback(
             "feed_accounts_waiting_for_login",
             lambda: {(("account", a),): 1.0 for a in self.accounts_waiting},
@@ -309,8 +311,11 @@ class FeedService:
             hysteresis_steps=s.atm_hysteresis_steps,
         )
         spawn = self.supervisor.spawn
+        self._gc_watch = GcWatch(self.metrics)
+        self._tasks.append(spawn("loop-lag", lambda: watch_loop_lag(self.metrics)))
         self._tasks.append(spawn("instruments", lambda: self._instruments_loop(stop)))
         self._tasks.append(spawn("subscriptions", self._start_reconciler))
+        self._tasks.append(spawn("heap", self._settle_heap_once_streaming))
         if self._discovers_accounts():
             self._tasks.append(spawn("accounts", self._accounts_loop))
         if s.emf_interval_seconds > 0:
@@ -342,6 +347,7 @@ class FeedService:
                 self.reconciler.set_registry(registry)
             self.instruments_loaded = True
             self._loaded.set()
+            settle_heap()  # the new registry lives all day; the old one is garbage now
             await asyncio.sleep(self.settings.instruments_refresh_seconds)
 
     async def _start_reconciler(self) -> None:
@@ -350,6 +356,14 @@ class FeedService:
         await self._loaded.wait()
         assert self.reconciler is not None  # nosec B101 # set in run()
         await self.reconciler.run()
+
+    async def _settle_heap_once_streaming(self) -> None:
+        """Freeze the start-up heap once the caches a stream fills (routes, record prefixes,
+        connections) exist: a while after the first subscriptions are applied."""
+        assert self.reconciler is not None  # nosec B101 # set in run()
+        await self.reconciler.reconciled.wait()
+        await asyncio.sleep(self.settings.heap_settle_seconds)
+        settle_heap()
 
     def _discovers_accounts(self) -> bool:
         """True when the accounts are the vault's (neither injected nor FEED_ACCOUNTS)."""
@@ -459,6 +473,8 @@ class FeedService:
             if isinstance(result, BaseException):  # never expected: say so, finish the stop
                 log.error("lane close failed", exc_info=result, extra={"lane": lane.index})
         await self.writer.close()
+        if self._gc_watch is not None:
+            self._gc_watch.close()
         if self.settings.emf_interval_seconds > 0:
             self.emit_emf()
         await self.health.stop()

@@ -123,6 +123,9 @@ class FeedSettings(BaseSettings):
     stop_timeout_seconds: float = Field(25.0, gt=0)
     emf_interval_seconds: float = Field(60.0, ge=0)
     emf_namespace: str = "TickerService/Feed"
+    #: After the first subscriptions are applied, when to freeze the start-up heap out of the
+    #: garbage collector's sight (feed_container/pauses.py).
+    heap_settle_seconds: float = Field(10.0, ge=0)
     log_level: str = "INFO"
 
     @field_validator("accounts", mode="before")

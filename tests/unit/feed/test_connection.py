@@ -336,3 +336,29 @@ async def test_a_stop_during_the_handshake_closes_the_socket_before_it_subscribe
     assert kite.sockets[0].sent == []
     assert kite.live == []
     assert not conn.connected
+
+
+async def test_a_connection_with_frames_buffered_lets_the_loop_run_between_them() -> None:
+    # Given a connection that has fallen behind: 50 frames already buffered
+    kite = FakeKite()
+    seen: list[int] = []
+    other = [0]
+
+    conn = connection(kite, Tokens())
+    conn._on_frame = lambda account, frame: seen.append(other[0])  # type: ignore[assignment]
+    conn.update(SlotDiff(subscribe={7: "quote"}))
+    conn.start()
+    await eventually(lambda: conn.connected)
+    for n in range(50):
+        kite.sockets[-1].inbox.put_nowait(b"\x00\x01" + bytes([n]))
+
+    async def other_work() -> None:  # a lane, a timer: anything else on the loop
+        while len(seen) < 50:
+            other[0] += 1
+            await asyncio.sleep(0)
+
+    # When both run
+    await asyncio.wait_for(other_work(), 2.0)
+    await conn.stop()
+    # Then the other work ran between the frames, not only after the backlog
+    assert len(set(seen)) > 25

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from feed_container.encoder import InstrumentMeta
 from feed_container.metrics import Metrics
 from feed_container.pipeline import Bounds, Pipeline, validate
 from feed_container.sender import CircuitBreaker, SendLane
@@ -203,3 +204,29 @@ def test_a_fault_in_frame_processing_is_counted_and_never_reaches_the_connection
     assert metrics.value("feed_frames_failed_total", account="a1", error="IndexError") == 1
     assert metrics.value("feed_packets_lost_total", account="a1") == 3
     assert "IndexError: bug" in caplog.text
+
+
+def test_each_key_gets_its_records_in_wire_order_in_one_hand_over(tmp_path: Path) -> None:
+    # Given a frame whose packets interleave two underlyings
+    p, lane, _, _ = pipeline(tmp_path)
+    keys = {258: "A", 514: "B"}
+    p._encoder.meta = lambda token: InstrumentMeta(keys[token], None, None)  # type: ignore[method-assign]
+    calls: list[tuple[str, int]] = []
+    original = lane.add_many
+
+    def add_many(key: str, datas: Sequence[bytes], now: float) -> None:
+        calls.append((key, len(datas)))
+        original(key, datas, now)
+
+    lane.add_many = add_many  # type: ignore[method-assign]
+    tokens = [258, 514, 258, 514, 258]
+    prices = [1.0, 2.0, 3.0, 4.0, 5.0]
+    frame = encode_columns(PacketKind.LTP, {"instrument_token": tokens, "last_price": prices})
+    # When it is processed
+    assert p.on_frame("a1", frame) == 5
+    # Then each key was handed over once, with its records in wire order
+    assert sorted(calls) == [("A", 3), ("B", 2)]
+    by_key: dict[str, list[float]] = {}
+    for record in records(lane):
+        by_key.setdefault(str(record["underlying"]), []).append(float(record["last_price"]))
+    assert by_key == {"A": [1.0, 3.0, 5.0], "B": [2.0, 4.0]}

@@ -360,3 +360,35 @@ async def test_the_overflow_goes_straight_to_memory_when_the_spill_is_read_out(
     assert metrics.total("feed_spilled_records_total") == 0
     assert metrics.total("feed_dropped_records_total") == 0
     assert await close_in_time(lane)
+
+
+async def test_a_batch_reports_where_its_time_went(tmp_path: Path) -> None:
+    # Given a lane on a clock the test moves, and a slow first call that fails
+    kinesis = ScriptedKinesis()
+    kinesis.script = [KinesisUnavailableError("down")]
+    now = [100.0]
+    metrics = Metrics()
+    lane = SendLane(
+        0,
+        writer=kinesis,  # type: ignore[arg-type]
+        breaker=CircuitBreaker(3, 0.05, 0.2, metrics=metrics),
+        spill=SpillStore(tmp_path / "spill", max_bytes=10**6, segment_bytes=4096),
+        metrics=metrics,
+        batcher=RecordBatcher(linger=0.0),
+        high_bytes=10**6,
+        low_bytes=0,
+        retry_delays=delays,
+        clock=lambda: now[0],
+    )
+    # When a record added at t=100 is sealed at t=100.25 and delivered on the second call
+    lane.add("NIFTY", b"t", 100.0)
+    now[0] = 100.25
+    lane.offer(lane.batcher.drain(now[0]))
+    lane.start()
+    await settle(lane)
+    # Then the batcher, queue, retry and round-trip stages are each observed once
+    text = metrics.render_prometheus()
+    for stage in ("batching", "queue", "retries", "in_flight"):
+        assert f'feed_batch_stage_seconds_count{{stage="{stage}"}} 1.0' in text
+    assert 'feed_batch_stage_seconds_sum{stage="batching"} 0.25' in text
+    assert await close_in_time(lane)
