@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import re
+from datetime import date
 
 from feed_container.metrics import Metrics
 from feed_container.pauses import GcWatch, settle_heap, watch_loop_lag
+from tests.factories import chain
+from ticker_core.instruments import InstrumentRegistry
 
 
 def test_every_collection_is_timed_by_generation() -> None:
@@ -26,18 +29,32 @@ def test_every_collection_is_timed_by_generation() -> None:
     assert 'feed_gc_pause_seconds_count{generation="2"} 1.0' in metrics.render_prometheus()
 
 
-def test_settling_freezes_what_lives_and_unfreezes_first() -> None:
+def test_settling_freezes_what_lives_and_never_thaws_it() -> None:
     # Given objects alive after start-up
     try:
         settle_heap()
         frozen = gc.get_freeze_count()
         # Then they are out of the collector's sight
         assert frozen > 0
-        # And settling again (a new registry) starts from an unfrozen heap, not on top of it
+        # And settling again (a new registry) freezes more, without a full walk of the old
+        keep = [[n] for n in range(1000)]
         settle_heap()
-        assert gc.get_freeze_count() <= frozen + 1000
+        assert gc.get_freeze_count() >= frozen + len(keep)
     finally:
         gc.unfreeze()
+
+
+def test_a_registry_holds_no_garbage_cycles_so_frozen_ones_are_freed() -> None:
+    # Given a registry built and then dropped (as the next day's replaces it)
+    strikes = [float(k) for k in range(20000, 26000, 50)]
+    registry = InstrumentRegistry(
+        chain("NIFTY", date(2026, 12, 31), strikes, first_exchange_token=1000, future=True)
+    )
+    assert len(registry.instruments) > 200
+    gc.collect()
+    del registry
+    # Then reference counting freed it whole: the collector finds nothing left over
+    assert gc.collect() == 0
 
 
 def observed(metrics: Metrics, sample: str) -> float:
