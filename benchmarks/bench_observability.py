@@ -2,7 +2,7 @@
 
 The feed's ``/metrics`` now comes from ``prometheus_client``, its EMF lines
 from Powertools' ``EphemeralMetrics`` and its log lines from Powertools'
-formatter through the shared redacting handler. The anchor, in the same
+formatter with the shared redacting serializer. The anchor, in the same
 rounds, is the hand-written code they replaced
 (``benchmarks/observability_handwritten.py``: a dict of counters, its own
 Prometheus text and EMF, its own JSON formatter).
@@ -36,7 +36,7 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from benchmarks import observability_handwritten as handwritten
 from benchmarks.harness import Comparison, Figure, Result, benchmark, interleaved_rates
 from feed_container.metrics import Metrics
-from ticker_adapters.redaction import RedactingStreamHandler
+from ticker_adapters.redaction import redacted_json
 
 ACCOUNTS = ("acct0", "acct1", "acct2")
 FRAMES_PER_SECOND = 90
@@ -120,8 +120,8 @@ def run() -> Result:
         metrics.gauge_callback("feed_buffer_bytes", lambda: {(): 1024.0})
     now_ms = int(time.time() * 1000)
     library_sink, handwritten_sink = io.StringIO(), io.StringIO()
-    library_handler = RedactingStreamHandler(library_sink)
-    library_handler.setFormatter(LambdaPowertoolsFormatter(utc=True))
+    library_handler = logging.StreamHandler(library_sink)
+    library_handler.setFormatter(LambdaPowertoolsFormatter(utc=True, json_serializer=redacted_json))
     handwritten_handler = logging.StreamHandler(handwritten_sink)
     handwritten_handler.setFormatter(handwritten.JsonFormatter())
     library_log = logging_second(_logger("library", library_handler), library_sink)

@@ -5,8 +5,8 @@ and puts its handler on the root logger too, so every module's plain
 ``logging.getLogger(__name__)`` (and websockets', botocore's, aiohttp's)
 comes out as one JSON object per line: ``level``, ``location``,
 ``message``, ``timestamp`` (UTC), ``service``, the call's ``extra`` fields,
-and ``exception``/``stack_trace`` for errors. The handler is the shared
-:class:`~ticker_adapters.redaction.RedactingStreamHandler`: the final line is
+and ``exception``/``stack_trace`` for errors. The formatter serializes with
+the shared :func:`~ticker_adapters.redaction.redacted_json`: the final line is
 redacted by the same rule as every Lambda's.
 
 Access tokens travel only in the WebSocket handshake URL, which nothing logs
@@ -27,7 +27,7 @@ from typing import TextIO
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
-from ticker_adapters.redaction import RedactingStreamHandler
+from ticker_adapters.redaction import redacted_json
 
 #: The Powertools service name. Not a prefix of any module's logger name: Powertools
 #: filters its service's own child loggers out of the root handlers it finds at start.
@@ -38,8 +38,8 @@ _QUIET = ("websockets", "botocore", "boto3", "urllib3", "aiohttp.access")
 
 def configure(level: str = "INFO", stream: TextIO | None = None) -> Logger:
     """Send every logger's records, as Powertools JSON, redacted, to ``stream`` (stdout)."""
-    handler = RedactingStreamHandler(stream or sys.stdout)
-    formatter = LambdaPowertoolsFormatter(utc=True)
+    handler = logging.StreamHandler(stream or sys.stdout)
+    formatter = LambdaPowertoolsFormatter(utc=True, json_serializer=redacted_json)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):

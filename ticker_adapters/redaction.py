@@ -16,15 +16,18 @@ is in it), the values of:
   ``Bearer x``;
 * the password in a URL's userinfo (``scheme://user:<password>@host``).
 
-:func:`redact` is the rule; :class:`RedactingStreamHandler` applies it to
-whatever a formatter produced, so both the feed's and the Lambdas'
-Powertools loggers (and any plain logger) use the same one. This module
+:func:`redact` is the rule; :func:`redacted_json` is the hook both the
+feed's and the Lambdas' Powertools loggers use: their formatter's
+``json_serializer``, the step that turns a record's fields into the final
+line, so the rule sees exactly the text that is written. It is the formatter
+itself, not a handler around it, so it survives Powertools reusing a logger
+(one per service name) when a handler module is imported again. This module
 imports only the standard library.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import re
 
 MASK = "***"
@@ -58,14 +61,9 @@ def redact(text: str) -> str:
     return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}", text)
 
 
-class RedactingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that redacts each record's final formatted text before writing it.
+def redacted_json(value: object) -> str:
+    """A log line: ``value`` as compact JSON (unknown types as ``str``), then :func:`redact`.
 
-    Give it to a Powertools ``Logger`` as ``logger_handler`` (Powertools sets
-    its JSON formatter on it) or to any logger: whatever the formatter
-    builds, the line that reaches the stream has been through :func:`redact`.
+    Pass it as a Powertools formatter's ``json_serializer``.
     """
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The formatter's output, redacted."""
-        return redact(super().format(record))
+    return redact(json.dumps(value, default=str, separators=(",", ":")))

@@ -3,21 +3,20 @@
 Powertools structured JSON logs and CloudWatch EMF metrics, named per
 function, in one namespace. Secrets never reach a log line: credentials are
 types whose repr masks them (see :mod:`ticker_adapters.credentials`), nothing
-here logs events wholesale, and as the last line of defence every line goes
-through the handler the feed uses too
-(:class:`~ticker_adapters.redaction.RedactingStreamHandler`), which redacts
-the final JSON.
+here logs events wholesale, and as the last line of defence every line is
+serialized by the hook the feed uses too
+(:func:`~ticker_adapters.redaction.redacted_json`), which redacts the final
+JSON.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from ticker_adapters.redaction import RedactingStreamHandler
+from ticker_adapters.redaction import redacted_json
 
 NAMESPACE = "TickerService"
 
@@ -32,7 +31,7 @@ class Observability:
         self.logger = Logger(
             service=service,
             level=os.environ.get("LOG_LEVEL", "INFO"),
-            logger_handler=RedactingStreamHandler(sys.stdout),
+            json_serializer=redacted_json,
         )
         self.metrics = Metrics(
             service=service, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)

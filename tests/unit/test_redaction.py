@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import secrets
+import sys
 
 import pytest
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
-from ticker_adapters.redaction import RedactingStreamHandler, redact
+from ticker_adapters.redaction import redact, redacted_json
 
 VALUE = "v" + secrets.token_hex(8)  # a made-up credential, new each run
 
@@ -45,20 +46,23 @@ def test_what_is_not_secret_is_left_alone() -> None:
     assert redact(text) == text
 
 
-def test_the_handler_redacts_the_final_line_of_any_formatter() -> None:
-    # Given a JSON formatter and a record whose secret sits in a non-string extra
-    class Json(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return json.dumps({"msg": record.getMessage(), "extra": record.__dict__["session"]})
+def test_the_serializer_hook_redacts_the_final_line() -> None:
+    # Given a log record's fields with a secret in a nested, non-string extra
+    fields = {"message": "opened", "session": {"access_token": VALUE, "user": "AB1234"}}
+    # When it is serialized as a log line
+    line = redacted_json(fields)
+    # Then the line is masked, still JSON, the rest intact
+    assert VALUE not in line
+    assert json.loads(line)["session"] == {"access_token": "***", "user": "AB1234"}
 
-    out = io.StringIO()
-    handler = RedactingStreamHandler(out)
-    handler.setFormatter(Json())
-    record = logging.LogRecord("t", logging.INFO, "", 0, "opened", (), None)
-    record.session = {"access_token": VALUE, "user": "AB1234"}
-    # When it is written
-    handler.emit(record)
-    # Then the line that reached the stream is masked, the rest intact
-    line = json.loads(out.getvalue())
-    assert VALUE not in out.getvalue()
-    assert line["extra"] == {"access_token": "***", "user": "AB1234"}
+
+def test_a_powertools_formatter_with_the_hook_masks_messages_extras_and_tracebacks() -> None:
+    formatter = LambdaPowertoolsFormatter(json_serializer=redacted_json)
+    try:
+        raise ValueError(f"postgresql://app:{VALUE}@db/ticks")
+    except ValueError:
+        record = logging.LogRecord("t", logging.ERROR, "", 0, "boom", (), sys.exc_info())
+    record.dsn = {"password": VALUE}
+    line = formatter.format(record)
+    assert VALUE not in line
+    assert json.loads(line)["dsn"] == {"password": "***"}
