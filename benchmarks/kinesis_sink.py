@@ -9,8 +9,11 @@ inside a JSON string, where quotes are escaped).
 It also measures the exact end-to-end latency of every tick: the time the
 request carrying it arrived here minus the tick's ``received_at`` (the
 container's wall clock when the frame arrived; same machine, same clock).
-Ticks of one frame share their ``received_at``, so each distinct value is
-parsed once and weighted by its ticks. ``GET /count`` returns the counts;
+Ticks of one frame share their ``received_at``, and the feed appends a
+frame's ticks of one key together, so inside a record the stamps come in
+runs: each run is found and counted with a few byte searches (C speed; a
+regular expression over every tick made the stand-in the bottleneck), its
+stamp parsed once, weighted by its ticks. ``GET /count`` returns the counts;
 ``GET /latency`` the exact percentiles since the last ``POST /latency/reset``.
 """
 
@@ -22,14 +25,37 @@ import math
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 
 from aiohttp import web
 
 _DATA = re.compile(rb'"Data":"([A-Za-z0-9+/=]*)"')
-_RECEIVED = re.compile(rb'"received_at":"([^"]+)"')
+_STAMP = b'"received_at":"'
+_EVERY_STAMP = re.compile(rb'"received_at":"([^"]+)"')
 _ENTRY = b'{"SequenceNumber":"49600000000000000000000000000000000000000000000000000001","ShardId":"shardId-000000000000"}'  # noqa: E501
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
+
+
+def stamps(data: bytes) -> Iterator[tuple[bytes, int]]:
+    """(received_at, ticks) of one record's data: by runs, or tick by tick if they interleave."""
+    runs = list(stamp_runs(data))
+    if sum(ticks for _, ticks in runs) == data.count(_STAMP):
+        return iter(runs)
+    return iter(Counter(_EVERY_STAMP.findall(data)).items())
+
+
+def stamp_runs(data: bytes) -> Iterator[tuple[bytes, int]]:
+    """(received_at, ticks) per run of equal stamps in one record's data, in order."""
+    at = data.find(_STAMP)
+    while at >= 0:
+        start = at + len(_STAMP)
+        stamp = data[start : data.index(b'"', start)]
+        marker = _STAMP + stamp + b'"'
+        last = data.rfind(marker)
+        ticks = data.count(marker, at, last + len(marker))
+        yield stamp, ticks
+        at = data.find(_STAMP, last + len(marker))
 
 
 def quantiles(samples: list[tuple[float, int]]) -> dict[str, float]:
@@ -55,14 +81,14 @@ def build_app() -> web.Application:
     """The sink's routes and counters."""
     counts = {"requests": 0, "entries": 0, "user_records": 0, "bytes": 0}
     latency: list[tuple[float, int]] = []
-    stamps: dict[bytes, float] = {}
+    parsed: dict[bytes, float] = {}
 
     def epoch(stamp: bytes) -> float:
-        seconds = stamps.get(stamp)
+        seconds = parsed.get(stamp)
         if seconds is None:
-            if len(stamps) > 100_000:
-                stamps.clear()
-            seconds = stamps[stamp] = datetime.fromisoformat(stamp.decode()).timestamp()
+            if len(parsed) > 100_000:
+                parsed.clear()
+            seconds = parsed[stamp] = datetime.fromisoformat(stamp.decode()).timestamp()
         return seconds
 
     async def put_records(request: web.Request) -> web.Response:
@@ -72,7 +98,8 @@ def build_app() -> web.Application:
         received: Counter[bytes] = Counter()
         for match in _DATA.finditer(body):
             entries += 1
-            received.update(_RECEIVED.findall(base64.b64decode(match.group(1))))
+            for stamp, ticks in stamps(base64.b64decode(match.group(1))):
+                received[stamp] += ticks
         counts["requests"] += 1
         counts["entries"] += entries
         counts["user_records"] += sum(received.values())
