@@ -374,7 +374,7 @@ async def test_a_batch_reports_where_its_time_went(tmp_path: Path) -> None:
         breaker=CircuitBreaker(3, 0.05, 0.2, metrics=metrics),
         spill=SpillStore(tmp_path / "spill", max_bytes=10**6, segment_bytes=4096),
         metrics=metrics,
-        batcher=RecordBatcher(linger=0.0),
+        batcher=RecordBatcher(linger=1.0),
         high_bytes=10**6,
         low_bytes=0,
         retry_delays=delays,
@@ -383,7 +383,7 @@ async def test_a_batch_reports_where_its_time_went(tmp_path: Path) -> None:
     # When a record added at t=100 is sealed at t=100.25 and delivered on the second call
     lane.add("NIFTY", b"t", 100.0)
     now[0] = 100.25
-    lane.offer(lane.batcher.drain(now[0]))
+    lane.offer(lane.batcher.flush())
     lane.start()
     await settle(lane)
     # Then the batcher, queue, retry and round-trip stages are each observed once
@@ -392,3 +392,19 @@ async def test_a_batch_reports_where_its_time_went(tmp_path: Path) -> None:
         assert f'feed_batch_stage_seconds_count{{stage="{stage}"}} 1.0' in text
     assert 'feed_batch_stage_seconds_sum{stage="batching"} 0.25' in text
     assert await close_in_time(lane)
+
+
+async def test_a_frame_that_finds_the_linger_expired_seals_the_batch_itself(
+    tmp_path: Path,
+) -> None:
+    # Given a lane with a 100 ms linger whose accumulator has not run (a busy loop)
+    kinesis = ScriptedKinesis()
+    lane, _, _ = make_lane(tmp_path, kinesis)
+    lane.batcher = RecordBatcher(linger=0.1)
+    lane.add("NIFTY", b"first", 10.0)
+    assert lane.queued_batches == 0
+    # When a record arrives after the first has lingered its full time
+    lane.add("NIFTY", b"second", 10.2)
+    # Then both were sealed and queued at once, without waiting for the accumulator's turn
+    assert lane.queued_batches == 1
+    assert lane.batcher.pending_user_records == 0
