@@ -228,11 +228,6 @@ class SendLane:
         # Wake the accumulator for a complete batch, or to start the linger clock.
         if self.batcher.add_many(partition_key, datas, now) or idle:
             self._wake_accumulator.set()
-        # When the loop is busy the accumulator's timer fires late; whatever has lingered
-        # its full time is sealed here instead, on the frame that finds it due.
-        deadline = self.batcher.next_deadline()
-        if deadline is not None and now >= deadline:
-            self.offer(self.batcher.drain(now))
 
     @property
     def memory_bytes(self) -> int:

@@ -392,19 +392,3 @@ async def test_a_batch_reports_where_its_time_went(tmp_path: Path) -> None:
         assert f'feed_batch_stage_seconds_count{{stage="{stage}"}} 1.0' in text
     assert 'feed_batch_stage_seconds_sum{stage="batching"} 0.25' in text
     assert await close_in_time(lane)
-
-
-async def test_a_frame_that_finds_the_linger_expired_seals_the_batch_itself(
-    tmp_path: Path,
-) -> None:
-    # Given a lane with a 100 ms linger whose accumulator has not run (a busy loop)
-    kinesis = ScriptedKinesis()
-    lane, _, _ = make_lane(tmp_path, kinesis)
-    lane.batcher = RecordBatcher(linger=0.1)
-    lane.add("NIFTY", b"first", 10.0)
-    assert lane.queued_batches == 0
-    # When a record arrives after the first has lingered its full time
-    lane.add("NIFTY", b"second", 10.2)
-    # Then both were sealed and queued at once, without waiting for the accumulator's turn
-    assert lane.queued_batches == 1
-    assert lane.batcher.pending_user_records == 0
