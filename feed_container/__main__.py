@@ -1,7 +1,7 @@
 """``python -m feed_container``: the Fargate entrypoint, and the sandbox's plain process.
 
 Reads its environment (:class:`FeedEnvironment`; exit 2 naming every bad
-variable), logs JSON to stdout,
+variable, never its value), logs Powertools JSON to stdout,
 runs until SIGTERM or SIGINT, then stops within ``FEED_STOP_TIMEOUT_SECONDS``
 and exits 0 (1 if the service itself failed).
 
@@ -45,12 +45,12 @@ def main() -> int:
             f"invalid feed configuration: {', '.join(sorted(exc.problems))}\n{exc}", file=sys.stderr
         )
         return 2
-    logs.configure(environment.feed.log_level)
+    logger = logs.configure(environment.feed.log_level)
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(serve(environment))
     except Exception:
-        log.exception("feed failed")
+        logger.exception("feed failed")
         return 1
     finally:
         loop.close()  # shuts the default executor down without waiting for it

@@ -21,7 +21,15 @@ Per connection:
   socket is closed, so at most 3 connections per key exist, reconnects included;
 * **incremental changes**: :meth:`update` turns a planner diff into
   unsubscribe / subscribe / mode messages on the live socket; nothing is
-  reloaded.
+  reloaded;
+* **anything else that goes wrong** (a proxy variable the WebSocket client
+  refuses, a bad URL, a bug) is logged with its traceback (at most every 10 s
+  per connection), counted in ``feed_connection_errors_total{error=<type>}``
+  and retried with backoff: no exception ends a slot. The task runs under the
+  service's supervisor besides, and :meth:`stop` never raises;
+* **frame size cap**: a message larger than the largest frame Kite can send
+  for the connection's instruments (:func:`max_frame_bytes`) closes the
+  connection (1009) rather than filling memory; it reconnects.
 
 Access tokens travel only in the handshake URL, which is never logged.
 """
@@ -41,9 +49,12 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from feed_container.logs import LogLimiter
 from feed_container.metrics import Metrics
 from feed_container.planner import SlotDiff, SlotId
+from feed_container.supervision import Supervisor
 from ticker_adapters.retry import Delays
+from ticker_core.kite_wire import PacketKind
 
 log = logging.getLogger("feed_container.connection")
 
@@ -51,6 +62,15 @@ log = logging.getLogger("feed_container.connection")
 FrameHandler = Callable[[str, bytes], object]
 TextHandler = Callable[[str, str], object]
 Connect = Callable[..., Awaitable[ClientConnection]]
+#: Text messages (order updates, errors) are small; this floor keeps them under the cap.
+_MIN_FRAME_CAP = 64 * 1024
+
+
+def max_frame_bytes(instruments: int) -> int:
+    """The largest message Kite can send a connection carrying ``instruments``: one binary
+    frame with a full-size packet for each (uint16 count, uint16 length per packet)."""
+    largest_packet = max(kind.layout.length for kind in PacketKind)
+    return max(_MIN_FRAME_CAP, 2 + instruments * (2 + largest_packet))
 
 
 class TokenProvider(Protocol):
@@ -105,6 +125,8 @@ class ConnectionSettings:
     close_timeout: float = 5.0
     reset_after: float = 60.0
     rate_limited_delay: float = 5.0
+    #: Messages above this size close the connection (see :func:`max_frame_bytes`).
+    max_frame_bytes: int = max_frame_bytes(3000)
 
 
 def subscription_messages(
@@ -141,6 +163,7 @@ class KiteConnection:
         settings: ConnectionSettings | None = None,
         connect_fn: Connect = connect,
         clock: Callable[[], float] = time.monotonic,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.slot = slot
         self.account = slot.account
@@ -166,12 +189,14 @@ class KiteConnection:
         self.connected = False
         self.connects = 0
         self.last_frame_at: float | None = None
+        self._supervisor = supervisor or Supervisor(metrics)
+        self._error_log = LogLimiter(10.0, clock=clock)
 
     # -- control ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Run the connection on the current loop."""
-        self._task = asyncio.get_running_loop().create_task(self.run(), name=f"kite-{self.slot}")
+        """Run the connection on the current loop, supervised."""
+        self._task = self._supervisor.spawn(f"kite-{self.slot}", self.run, kind="kite-connection")
 
     def update(self, diff: SlotDiff) -> None:
         """Apply a planner diff: to the desired state, and to the live socket if any."""
@@ -203,68 +228,105 @@ class KiteConnection:
                     extra={"account": self.account, "slot": str(self.slot)},
                 )
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # supervised tasks do not raise; never let one abort a stop
+                log.exception("connection task ended with an error", extra={"slot": str(self.slot)})
 
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, stream, and reconnect until stopped."""
-        delays = self._backoff()
-        refused_token: str | None = None
+        """Connect, stream, and reconnect until stopped; no exception ends it."""
+        self._delays = self._backoff()
+        self._refused_token: str | None = None
         while not self._stopping:
             if not self.desired:
                 self._wanted.clear()
                 await self._wanted.wait()
                 continue
-            delay: float | None = None
             try:
-                api_key, token = await self._tokens.session(
-                    self.account, force_refresh=refused_token is not None
-                )
-            except Exception as exc:  # vault unreachable or corrupt: keep trying, loudly
-                log.error(
-                    "cannot read session", extra={"account": self.account, "error": repr(exc)}
-                )
-                await self._pause(next(delays))
-                continue
-            if refused_token is not None and token == refused_token:
-                # Kite refused this token and the vault has nothing newer yet.
-                log.warning("waiting for a new access token", extra={"account": self.account})
-                await self._pause(next(delays))
-                continue
-            async with self._limiter.slot(api_key):
-                if self._stopping:
-                    break
-                try:
-                    ws = await self._open(api_key, token)
-                except InvalidStatus as exc:
-                    status = exc.response.status_code
-                    self._metrics.inc(
-                        "feed_handshake_refusals_total", account=self.account, status=str(status)
-                    )
-                    log.warning(
-                        "handshake refused",
-                        extra={"account": self.account, "slot": str(self.slot), "status": status},
-                    )
-                    if status == 403:
-                        refused_token = token
-                    elif status == 429:
-                        delay = max(next(delays), self._settings.rate_limited_delay)
-                except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-                    log.warning(
-                        "connect failed",
-                        extra={"account": self.account, "slot": str(self.slot), "error": repr(exc)},
-                    )
-                else:
-                    refused_token = None
-                    up_for = await self._stream(ws)
-                    if up_for >= self._settings.reset_after:
-                        delays = self._backoff()
-            if self._stopping:
+                delay = await self._attempt()
+            except Exception as exc:  # see the module docstring: counted, logged, retried
+                self._unexpected(exc)
+                delay = next(self._delays)
+            if delay is None:  # stopping
                 break
-            self._metrics.inc("feed_reconnects_total", account=self.account)
-            await self._pause(delay if delay is not None else next(delays))
+            await self._pause(delay)
+
+    def _unexpected(self, exc: Exception) -> None:
+        error = type(exc).__name__
+        self._metrics.inc("feed_connection_errors_total", account=self.account, error=error)
+        held_back = self._error_log.allow(error)
+        if held_back is not None:
+            log.error(
+                "connection failed with an unexpected error; retrying",
+                exc_info=exc,
+                extra={
+                    "account": self.account,
+                    "slot": str(self.slot),
+                    "error": error,
+                    "held_back": held_back,
+                },
+            )
+
+    async def _attempt(self) -> float | None:
+        """One session: token, slot, handshake, stream. Returns the delay before the next
+        (None when stopping)."""
+        delays = self._delays
+        refused_token = self._refused_token
+        try:
+            api_key, token = await self._tokens.session(
+                self.account, force_refresh=refused_token is not None
+            )
+        except Exception as exc:  # vault unreachable or corrupt: keep trying, loudly
+            log.error("cannot read session", extra={"account": self.account, "error": repr(exc)})
+            return next(delays)
+        if refused_token is not None and token == refused_token:
+            # Kite refused this token and the vault has nothing newer yet.
+            log.warning("waiting for a new access token", extra={"account": self.account})
+            return next(delays)
+        delay: float | None = None
+        async with self._limiter.slot(api_key):
+            if self._stopping:
+                return None
+            try:
+                ws = await self._open(api_key, token)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                self._metrics.inc(
+                    "feed_handshake_refusals_total", account=self.account, status=str(status)
+                )
+                log.warning(
+                    "handshake refused",
+                    extra={"account": self.account, "slot": str(self.slot), "status": status},
+                )
+                if status == 403:
+                    self._refused_token = token
+                elif status == 429:
+                    delay = max(next(delays), self._settings.rate_limited_delay)
+            except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+                log.warning(
+                    "connect failed",
+                    extra={"account": self.account, "slot": str(self.slot), "error": repr(exc)},
+                )
+            else:
+                self._refused_token = None
+                if self._stopping:
+                    # stop() came during the handshake and found no socket to close:
+                    # close it now, before subscribing, or it would stream past the stop
+                    # and be cut off with frames on the wire.
+                    with contextlib.suppress(Exception):
+                        await ws.close()
+                    return None
+                up_for = await self._stream(ws)
+                if up_for >= self._settings.reset_after:
+                    self._delays = delays = self._backoff()
+        if self._stopping:
+            return None
+        self._metrics.inc("feed_reconnects_total", account=self.account)
+        return delay if delay is not None else next(delays)
 
     async def _open(self, api_key: str, token: str) -> ClientConnection:
         query = urlencode({"api_key": api_key, "access_token": token})
@@ -274,7 +336,7 @@ class KiteConnection:
             close_timeout=self._settings.close_timeout,
             ping_interval=None,  # Kite's heartbeats and the watchdog cover liveness
             compression=None,
-            max_size=None,
+            max_size=self._settings.max_frame_bytes,
             max_queue=256,
         )
 
@@ -333,14 +395,28 @@ class KiteConnection:
                 on_frame(account, message)
             else:
                 on_text(account, message)
+            # recv() returns without suspending while frames are buffered, so without
+            # this a connection that fell behind would process its whole backlog (up to
+            # max_queue frames, seconds of work) before the lanes, timers or the other
+            # connections ran again: every PutRecords and watchdog would wait on it.
+            await asyncio.sleep(0)
 
     async def _write(self, ws: ClientConnection) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            messages, self._outbox = self._outbox, []
-            for message in messages:
-                await ws.send(message)
+        """Send queued control messages. A failure other than the socket closing (which
+        the reader sees too) ends the connection, so it reconnects and resubscribes from
+        :attr:`desired`: a writer that died quietly would leave subscriptions unsent."""
+        try:
+            while True:
+                await self._outbox_ready.wait()
+                self._outbox_ready.clear()
+                messages, self._outbox = self._outbox, []
+                for message in messages:
+                    await ws.send(message)
+        except ConnectionClosed:
+            return
+        except Exception as exc:
+            self._unexpected(exc)
+            ws.transport.abort()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

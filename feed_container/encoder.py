@@ -87,6 +87,9 @@ _LAYOUT: dict[PacketKind, tuple[str, tuple[str, ...]]] = {
 _MAX_CACHED_STAMPS = 100_000
 
 
+_PrefixTable = tuple[npt.NDArray[np.int64], npt.NDArray[Any]]
+
+
 @dataclass(frozen=True, slots=True)
 class InstrumentMeta:
     """What a record says about its instrument beyond the tick."""
@@ -110,7 +113,10 @@ class ColumnarTickEncoder:
 
     def __init__(self, registry: InstrumentRegistry | None) -> None:
         self._registry = registry
-        self._prefixes: dict[PacketKind, dict[int, str]] = {kind: {} for kind in PacketKind}
+        empty = (np.empty(0, dtype=np.int64), np.empty(0, dtype=object))
+        self._prefixes: dict[PacketKind, tuple[npt.NDArray[np.int64], npt.NDArray[Any]]] = (
+            dict.fromkeys(PacketKind, empty)
+        )
         self._stamps: dict[int, str] = {}
 
     def meta(self, token: int) -> InstrumentMeta:
@@ -145,16 +151,30 @@ class ColumnarTickEncoder:
         return [(template % values).encode() for values in zip(*columns, strict=True)]
 
     def _prefix_column(self, batch: PacketBatch) -> list[str]:
-        cache = self._prefixes[batch.kind]
-        tokens = batch["instrument_token"].tolist()
+        # Per kind, the cached prefixes sit in an object array beside a sorted token
+        # array: one searchsorted and one take per batch, no per-row Python.
+        tokens = batch["instrument_token"]
+        known, prefixes = self._prefixes[batch.kind]
+        at = np.searchsorted(known, tokens)
+        hit = known[np.minimum(at, known.size - 1)] == tokens if known.size else None
+        if hit is None or not hit.all():
+            self._add_prefixes(batch, tokens if hit is None else tokens[~hit])
+            known, prefixes = self._prefixes[batch.kind]
+            at = np.searchsorted(known, tokens)
+        column: list[str] = prefixes[at].tolist()
+        return column
+
+    def _add_prefixes(self, batch: PacketBatch, missing: npt.NDArray[np.int64]) -> None:
+        kind = batch.kind
+        rows = {token: row for row, token in enumerate(batch["instrument_token"].tolist())}
         tradable = batch["tradable"].tolist()
-        out = []
-        for token, flag in zip(tokens, tradable, strict=True):
-            prefix = cache.get(token)
-            if prefix is None:
-                prefix = cache[token] = self._prefix(batch.kind, token, flag)
-            out.append(prefix)
-        return out
+        fresh = np.unique(missing)
+        texts = [self._prefix(kind, t, tradable[rows[t]]) for t in fresh.tolist()]
+        known, prefixes = self._prefixes[kind]
+        tokens = np.concatenate([known, fresh])
+        values = np.concatenate([prefixes, np.array(texts, dtype=object)])
+        order = np.argsort(tokens)
+        self._prefixes[kind] = (tokens[order], values[order])
 
     def _prefix(self, kind: PacketKind, token: int, tradable: bool) -> str:
         meta = self.meta(token)

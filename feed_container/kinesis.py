@@ -12,11 +12,17 @@ where any boto3 client of the process would.
 
 Every failure comes back as a typed :class:`KinesisError` that says whether
 the records may have been written (:attr:`KinesisError.ambiguous`); there are
-no hidden retries.
+no hidden retries. That includes the credentials: the task role's keys are
+refreshed by botocore from the ECS credentials endpoint, and a refresh that
+fails (the endpoint blinking) is a :class:`KinesisCredentialsError`, nothing
+sent, retried like any unavailable Kinesis. A refresh is a blocking HTTP call,
+so when one is due it runs in a worker thread, never on the event loop that
+reads Kite.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from dataclasses import dataclass
@@ -56,6 +62,10 @@ class KinesisThrottledError(KinesisError):
 
 class KinesisUnavailableError(KinesisError):
     """The call was refused or never reached Kinesis: nothing was written."""
+
+
+class KinesisCredentialsError(KinesisUnavailableError):
+    """No usable AWS credentials (a refresh failed, or none configured): nothing was sent."""
 
 
 class KinesisAmbiguousError(KinesisError):
@@ -106,7 +116,8 @@ class KinesisWriter:
         timeout: float,
         connections: int = 8,
     ) -> None:
-        """``credentials``: botocore credentials (``boto3.Session().get_credentials()``)."""
+        """``credentials``: botocore credentials (``boto3.Session().get_credentials()``;
+        None when the SDK found none, which every call then reports)."""
         self._url = endpoint_url.rstrip("/") + "/"
         self._region = region
         self._credentials = credentials
@@ -117,33 +128,52 @@ class KinesisWriter:
 
     @classmethod
     def from_session(
-        cls, session: Any, stream_name: str, *, timeout: float, endpoint_url: str | None = None
+        cls,
+        session: Any,
+        stream_name: str,
+        *,
+        timeout: float,
+        endpoint_url: str | None = None,
+        credentials: Any = None,
     ) -> KinesisWriter:
-        """Endpoint, region and credentials as ``session.client("kinesis")`` would use them."""
+        """Endpoint, region and credentials as ``session.client("kinesis")`` would use them
+        (``credentials`` overrides the session's)."""
         client = session.client("kinesis")
         return cls(
             endpoint_url=endpoint_url or client.meta.endpoint_url,
             region=client.meta.region_name,
-            credentials=session.get_credentials(),
+            credentials=credentials or session.get_credentials(),
             stream_name=stream_name,
             timeout=timeout,
         )
 
-    def _signed_headers(self, body: bytes) -> dict[str, str]:
+    async def _frozen_credentials(self) -> Any:
+        credentials = self._credentials
+        if credentials is None:
+            raise KinesisCredentialsError("no AWS credentials found")
+        try:
+            refresh_needed = getattr(credentials, "refresh_needed", None)
+            if refresh_needed is not None and refresh_needed():
+                return await asyncio.to_thread(credentials.get_frozen_credentials)
+            return credentials.get_frozen_credentials()
+        except Exception as exc:  # any provider failure; the request was not sent, so none
+            # of them can have written anything: one typed, retryable outcome.
+            raise KinesisCredentialsError(type(exc).__name__) from exc
+
+    def _signed_headers(self, body: bytes, frozen: Any) -> dict[str, str]:
         request = AWSRequest(
             method="POST",
             url=self._url,
             data=body,
             headers={"Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET},
         )
-        frozen = self._credentials.get_frozen_credentials()
         SigV4Auth(frozen, "kinesis", self._region).add_auth(request)
         return {k: str(v) for k, v in request.headers.items()}
 
     async def put(self, batch: PutRecordsBatch) -> PutResult:
         """Send ``batch`` as one PutRecords call; raises a :class:`KinesisError` subclass."""
         body = request_body(self._stream, batch)
-        headers = self._signed_headers(body)
+        headers = self._signed_headers(body, await self._frozen_credentials())
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._connections)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)

@@ -29,14 +29,31 @@ Backpressure (never stop reading Kite: it does not buffer for us)
 Memory holds complete batches up to ``high`` bytes per lane. A batch that
 would go past it, and every batch after it while the spill holds unread
 entries (order!), is appended to the lane's disk spill instead. When the
-queue falls to ``low``, spilled batches are read back, oldest first. Only
-when the disk budget is also exhausted is a batch dropped: counted in
-``feed_dropped_records_total`` and logged at ERROR, which is the alarm.
+queue falls to ``low``, spilled batches are read back, oldest first.
+
+When the disk refuses (a write fails: ``ENOSPC``, a failing disk; or the
+budget or the free space is used up), the batch waits in memory *behind* the
+spill, in an overflow queue, so order still holds: queue, then spill, then
+overflow. Every later batch joins the overflow until the disk takes writes
+again (each new batch first retries writing the overflow out), or until the
+spill is read to its end, when the overflow is next in line and moves to the
+queue. The failures are counted (``feed_spill_write_errors_total{error}``)
+and logged with their reason. Only past ``max_bytes`` of memory in all is a
+batch dropped: counted in ``feed_dropped_records_total`` and logged at
+ERROR, which is the alarm.
 
 Circuit breaker: after ``failures`` consecutive failed calls (any lane) the
 breaker opens and no lane calls Kinesis for ``open_seconds`` (doubling up to
 a cap while trial calls keep failing); one trial call decides whether it
 closes. While it is open, data flows to memory and then to disk.
+
+Failures: a call that fails for any reason is a failed call (counted by
+outcome, breaker, retry), never the end of the lane: a credential refresh
+that fails is ``outcome="credentials"``, an exception the writer did not
+type (a bug) is ``outcome="error"`` and treated as an unknown outcome. The
+lane's two tasks run under the :class:`~feed_container.supervision.Supervisor`
+besides, so even a fault in the lane's own code is logged, counted and
+restarted, and shutdown never sees an exception from them.
 """
 
 from __future__ import annotations
@@ -51,8 +68,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from feed_container.kinesis import KinesisError, KinesisWriter, PutResult
+from feed_container.logs import LogLimiter
 from feed_container.metrics import Metrics
-from feed_container.spill import SpillStore
+from feed_container.spill import SpillStore, SpillWriteError
+from feed_container.supervision import Supervisor
 from ticker_core.records import PutRecordsBatch, RecordBatcher
 
 log = logging.getLogger("feed_container.sender")
@@ -143,6 +162,8 @@ class _Item:
     batch: PutRecordsBatch
     segment: int | None = None  # where it lives in the spill, if it came from there
     entry: int = 0
+    queued_at: float = 0.0  # when it joined the memory queue (the lane's clock)
+    sent_at: float | None = None  # when its first call started
 
 
 class SendLane:
@@ -161,7 +182,11 @@ class SendLane:
         low_bytes: int,
         retry_delays: Callable[[], Iterator[float]],
         clock: Clock = time.monotonic,
+        supervisor: Supervisor | None = None,
+        max_bytes: int | None = None,
     ) -> None:
+        """``max_bytes``: memory in all (queue, overflow, batcher) before a batch the disk
+        refuses is dropped (default ``2 * high_bytes``)."""
         self.index = index
         self.batcher = batcher
         self.spill = spill
@@ -172,8 +197,12 @@ class SendLane:
         self._low = low_bytes
         self._retry_delays = retry_delays
         self._clock = clock
+        self._max = max_bytes if max_bytes is not None else 2 * high_bytes
         self._queue: deque[_Item] = deque()
         self._queued_bytes = 0
+        #: Batches the disk refused, newer than everything spilled (see the module docstring).
+        self._overflow: deque[PutRecordsBatch] = deque()
+        self._overflow_bytes = 0
         self._wake_accumulator = asyncio.Event()
         self._wake_sender = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -181,7 +210,10 @@ class SendLane:
         self._hard_stop = False
         self._in_flight = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._drop_logged_at = -1e9
+        self._supervisor = supervisor or Supervisor(metrics)
+        self._drop_log = LogLimiter(10.0, clock=clock)
+        self._spill_log = LogLimiter(10.0, clock=clock)
+        self._error_log = LogLimiter(10.0, clock=clock)
         self._refill()
 
     # -- producer side (the pipeline) ---------------------------------------------------
@@ -199,8 +231,8 @@ class SendLane:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held in memory: queued batches plus what the batcher has not sealed."""
-        return self._queued_bytes + self.batcher.pending_user_bytes
+        """Bytes held in memory: queued and overflow batches, and what the batcher holds."""
+        return self._queued_bytes + self._overflow_bytes + self.batcher.pending_user_bytes
 
     @property
     def queued_batches(self) -> int:
@@ -211,6 +243,7 @@ class SendLane:
         """Nothing pending anywhere: batcher, memory queue, spill."""
         return (
             not self._queue
+            and not self._overflow
             and self.batcher.pending_user_records == 0
             and not self.spill.has_unread()
         )
@@ -218,22 +251,65 @@ class SendLane:
     def offer(self, batches: list[PutRecordsBatch]) -> None:
         """Queue complete batches in memory, or spill them (see the module docstring)."""
         for batch in batches:
-            if self.spill.has_unread() or self._queued_bytes + batch.size > self._high:
-                if self.spill.append(batch):
-                    self._metrics.inc("feed_spilled_records_total", batch.user_records)
-                else:
-                    self._drop(batch)
+            if (
+                self._overflow
+                or self.spill.has_unread()
+                or self._queued_bytes + batch.size > self._high
+            ):
+                self._to_disk(batch)
             else:
-                self._queue.append(_Item(batch))
+                self._queue.append(_Item(batch, queued_at=self._clock()))
                 self._queued_bytes += batch.size
         self._refill()
         self._wake_sender.set()
 
+    def _to_disk(self, batch: PutRecordsBatch) -> None:
+        """Spill ``batch`` after whatever the overflow holds; hold it there if the disk refuses."""
+        self._write_overflow()
+        if not self._overflow and self._spill(batch):
+            return
+        if self.memory_bytes + batch.size > self._max:
+            self._drop(batch)
+            return
+        self._overflow.append(batch)
+        self._overflow_bytes += batch.size
+
+    def _write_overflow(self) -> None:
+        """Write the overflow out to the spill, oldest first, until the disk refuses."""
+        while self._overflow and self._spill(self._overflow[0]):
+            self._overflow_bytes -= self._overflow.popleft().size
+
+    def _spill(self, batch: PutRecordsBatch) -> bool:
+        """Append one batch to the spill; False (counted, logged) when the disk refuses."""
+        try:
+            written = self.spill.append(batch)
+        except SpillWriteError as exc:  # counted by the spill (feed_spill_write_errors_total)
+            reason = exc.error
+            detail = str(exc)
+        else:
+            if written:
+                self._metrics.inc("feed_spilled_records_total", batch.user_records)
+                return True
+            reason, detail = "budget", "the spill budget is used up"
+        held_back = self._spill_log.allow(reason)
+        if held_back is not None:
+            log.warning(
+                "disk spill refused a batch: holding it in memory behind the spill",
+                extra={
+                    "lane": self.index,
+                    "reason": reason,
+                    "detail": detail,
+                    "memory_bytes": self.memory_bytes,
+                    "memory_max_bytes": self._max,
+                    "held_back": held_back,
+                },
+            )
+        return False
+
     def _drop(self, batch: PutRecordsBatch) -> None:
         self._metrics.inc("feed_dropped_records_total", batch.user_records)
-        now = self._clock()
-        if now - self._drop_logged_at >= 10.0:
-            self._drop_logged_at = now
+        held_back = self._drop_log.allow("drop")
+        if held_back is not None:
             log.error(
                 "memory and disk budgets exhausted: dropping records",
                 extra={
@@ -248,19 +324,28 @@ class SendLane:
         while self._queued_bytes < self._high:
             spilled = self.spill.read_next()
             if spilled is None:
-                break
-            self._queue.append(_Item(spilled.batch, spilled.segment, spilled.entry))
+                if not self._overflow:
+                    break
+                # The spill is read to its end: the overflow is next in order.
+                batch = self._overflow.popleft()
+                self._overflow_bytes -= batch.size
+                self._queue.append(_Item(batch, queued_at=self._clock()))
+                self._queued_bytes += batch.size
+                continue
+            self._queue.append(
+                _Item(spilled.batch, spilled.segment, spilled.entry, queued_at=self._clock())
+            )
             self._queued_bytes += spilled.batch.size
             self._metrics.inc("feed_replayed_records_total", spilled.batch.user_records)
 
     # -- tasks ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the accumulator and sender tasks on the running loop."""
-        loop = asyncio.get_running_loop()
+        """Start the accumulator and sender tasks on the running loop, supervised."""
+        spawn = self._supervisor.spawn
         self._tasks = [
-            loop.create_task(self._accumulate(), name=f"lane-{self.index}-accumulate"),
-            loop.create_task(self._send(), name=f"lane-{self.index}-send"),
+            spawn(f"lane-{self.index}-accumulate", self._accumulate, kind="lane-accumulate"),
+            spawn(f"lane-{self.index}-send", self._send, kind="lane-send"),
         ]
 
     async def _accumulate(self) -> None:
@@ -298,10 +383,18 @@ class SendLane:
             if self._hard_stop:
                 return
             self._in_flight = True
+            called_at = self._clock()
+            if item.sent_at is None:
+                item.sent_at = called_at
             try:
                 result = await self._writer.put(item.batch)
             except KinesisError as exc:
                 self._call_failed(item.batch, exc)
+                delays = delays or self._retry_delays()
+                await self._pause(next(delays))
+                continue
+            except Exception as exc:  # untyped: a bug; the request may have gone out
+                self._call_raised(item.batch, exc)
                 delays = delays or self._retry_delays()
                 await self._pause(next(delays))
                 continue
@@ -316,6 +409,7 @@ class SendLane:
                 self._breaker.success()
             self._acknowledge(item.batch, result)
             if not result.failed:
+                self._observe_stages(item, called_at)
                 self._finish(item)
                 return
             # Only the failed entries stay in memory: release what was acknowledged.
@@ -333,9 +427,31 @@ class SendLane:
         if exc.ambiguous:
             self._metrics.inc("feed_kinesis_ambiguous_total", batch.user_records)
         self._breaker.failure()
-        log.warning(
-            "PutRecords failed", extra={"lane": self.index, "error": kind, "detail": str(exc)}
-        )
+        held_back = self._error_log.allow(kind)
+        if held_back is not None:
+            log.warning(
+                "PutRecords failed",
+                extra={
+                    "lane": self.index,
+                    "error": kind,
+                    "detail": str(exc),
+                    "held_back": held_back,
+                },
+            )
+
+    def _call_raised(self, batch: PutRecordsBatch, exc: Exception) -> None:
+        """The writer raised something it does not promise: resent whole, like an unknown
+        outcome (dropping it could lose ticks), counted and logged with its traceback."""
+        self._metrics.inc("feed_kinesis_requests_total", outcome="error")
+        self._metrics.inc("feed_kinesis_ambiguous_total", batch.user_records)
+        self._breaker.failure()
+        held_back = self._error_log.allow(type(exc).__name__)
+        if held_back is not None:
+            log.error(
+                "PutRecords raised an unexpected error; resending",
+                exc_info=exc,
+                extra={"lane": self.index, "error": type(exc).__name__, "held_back": held_back},
+            )
 
     def _acknowledge(self, batch: PutRecordsBatch, result: PutResult) -> None:
         failed = set(result.failed)
@@ -359,6 +475,18 @@ class SendLane:
             self._metrics.inc("feed_kinesis_failed_records_total", code=code)
             if code == "ProvisionedThroughputExceededException":
                 self._metrics.inc("feed_kinesis_throttled_records_total")
+
+    def _observe_stages(self, item: _Item, called_at: float) -> None:
+        """Where the batch's time went: batcher, queue, its last call (for latency figures)."""
+        now = self._clock()
+        observe = self._metrics.observe
+        added = [r.added_at for r in item.batch.records if r.added_at is not None]
+        if added:
+            observe("feed_batch_stage_seconds", item.queued_at - min(added), stage="batching")
+        sent_at = called_at if item.sent_at is None else item.sent_at
+        observe("feed_batch_stage_seconds", sent_at - item.queued_at, stage="queue")
+        observe("feed_batch_stage_seconds", called_at - sent_at, stage="retries")
+        observe("feed_batch_stage_seconds", now - called_at, stage="in_flight")
 
     def _finish(self, item: _Item) -> None:
         self._queue.popleft()
@@ -415,5 +543,11 @@ class SendLane:
                     self._drop(batch)
             self._queue.clear()
             self._queued_bytes = 0
+            # The overflow is newer than the spill: it goes behind it, if the disk lets it.
+            self._write_overflow()
+            while self._overflow:
+                batch = self._overflow.popleft()
+                self._overflow_bytes -= batch.size
+                self._drop(batch)
         self.spill.close()
         return delivered

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,22 +38,35 @@ from feed_container.connection import (
     KiteConnection,
     TokenProvider,
     VaultTokens,
+    max_frame_bytes,
 )
 from feed_container.health import HealthServer
 from feed_container.instruments import InstrumentSource, load_registry, source_from_setting
 from feed_container.kinesis import KinesisWriter
+from feed_container.logs import LogLimiter
 from feed_container.metrics import Metrics
+from feed_container.pauses import GcWatch, settle_heap, watch_loop_lag
 from feed_container.pipeline import Bounds, Pipeline
 from feed_container.planner import AssignmentPlanner, SlotId
 from feed_container.pool import FeedPool
 from feed_container.sender import CircuitBreaker, SendLane
 from feed_container.settings import FeedEnvironment
-from feed_container.spill import SpillStore
+from feed_container.spill import FileSystem, SpillStore, usable_budget
 from feed_container.subscriptions import DesiredSource, Reconciler
+from feed_container.supervision import Supervisor
 from ticker_adapters.retry import exponential_backoff, exponential_backoff_delays
 from ticker_core.records import RecordBatcher
 
 log = logging.getLogger("feed_container.service")
+
+
+def _by_error(counts: Iterable[Mapping[str, int]]) -> dict[tuple[tuple[str, str], ...], float]:
+    total: dict[tuple[tuple[str, str], ...], float] = {}
+    for count in counts:
+        for error, n in count.items():
+            key = (("error", error),)
+            total[key] = total.get(key, 0.0) + n
+    return total
 
 
 @dataclass
@@ -68,6 +81,10 @@ class Dependencies:
     instruments: InstrumentSource | None = None
     connect_fn: Connect = connect
     emf_stream: TextIO = field(default_factory=lambda: sys.stdout)
+    #: botocore credentials for PutRecords (default: the SDK's chain, e.g. the task role).
+    kinesis_credentials: Any = None
+    #: The disk under the spill (default: the local file system).
+    spill_fs: FileSystem | None = None
 
 
 class FeedService:
@@ -77,12 +94,16 @@ class FeedService:
         self.environment = environment
         self.settings = s = environment.feed
         self.deps = deps or Dependencies()
-        self.metrics = Metrics()
+        self.metrics = Metrics(lag_window=s.emf_interval_seconds > 0)
+        self.supervisor = Supervisor(
+            self.metrics, restart_delays=lambda: exponential_backoff(0.1, 2.0, 10.0)
+        )
         self.writer = KinesisWriter.from_session(
             boto3.Session(),
             environment.ticks.name,
             timeout=s.put_timeout_seconds,
             endpoint_url=self.deps.kinesis_endpoint_url,
+            credentials=self.deps.kinesis_credentials,
         )
         self.breaker = CircuitBreaker(
             s.breaker_failures,
@@ -90,7 +111,8 @@ class FeedService:
             s.breaker_max_open_seconds,
             metrics=self.metrics,
         )
-        self.lanes = [self._lane(i) for i in range(s.sender_lanes)]
+        spill_budget = usable_budget(Path(s.spill_dir), s.spill_max_bytes, fs=self.deps.spill_fs)
+        self.lanes = [self._lane(i, spill_budget) for i in range(s.sender_lanes)]
         self.pipeline = Pipeline(
             self.lanes,
             self.metrics,
@@ -105,6 +127,8 @@ class FeedService:
         self.accounts_waiting: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task[Any]] = []
         self._loaded = asyncio.Event()
+        self._account_log = LogLimiter(60.0)
+        self._gc_watch: GcWatch | None = None
         self.metrics.gauge_callback(
             "feed_accounts_waiting_for_login",
             lambda: {(("account", a),): 1.0 for a in self.accounts_waiting},
@@ -117,16 +141,23 @@ class FeedService:
             lambda: {(): float(sum(lane.spill.bytes_on_disk for lane in self.lanes))},
         )
         self.metrics.gauge_callback(
+            "feed_spill_write_errors_total",
+            lambda: _by_error(lane.spill.write_errors for lane in self.lanes),
+        )
+        self.metrics.gauge_callback(
             "feed_spill_corrupt_bytes_total",
             lambda: {(): float(sum(lane.spill.corrupt_bytes for lane in self.lanes))},
         )
 
-    def _lane(self, index: int) -> SendLane:
+    def _lane(self, index: int, spill_budget: int) -> SendLane:
         s = self.settings
         lanes = s.sender_lanes
         directory = Path(s.spill_dir) / f"lane-{index}-of-{lanes}"
         spill = SpillStore(
-            directory, max_bytes=s.spill_max_bytes // lanes, segment_bytes=s.spill_segment_bytes
+            directory,
+            max_bytes=spill_budget // lanes,
+            segment_bytes=s.spill_segment_bytes,
+            fs=self.deps.spill_fs,
         )
         batcher = RecordBatcher(
             linger=s.linger_seconds,
@@ -143,9 +174,11 @@ class FeedService:
             batcher=batcher,
             high_bytes=max(1, s.memory_high_bytes // lanes),
             low_bytes=s.memory_low_bytes // lanes,
+            max_bytes=s.memory_max_bytes // lanes,
             retry_delays=lambda: exponential_backoff(
                 s.retry_initial_seconds, 2.0, s.retry_max_seconds
             ),
+            supervisor=self.supervisor,
         )
 
     # -- readiness ------------------------------------------------------------------------
@@ -161,6 +194,7 @@ class FeedService:
             reasons.append("no connection is streaming")
         if self.breaker.is_open:
             reasons.append("kinesis circuit breaker open")
+        reasons += [f"task {name} failed recently" for name in self.supervisor.failing()]
         if not self.health.alive:
             reasons.append("stopping")
         return reasons
@@ -225,6 +259,7 @@ class FeedService:
             close_timeout=s.close_timeout_seconds,
             reset_after=s.backoff_reset_after_seconds,
             rate_limited_delay=s.rate_limited_delay_seconds,
+            max_frame_bytes=max_frame_bytes(s.max_instruments_per_connection),
         )
         backoff = exponential_backoff_delays(
             s.backoff_initial_seconds, s.backoff_factor, s.backoff_max_seconds
@@ -242,6 +277,7 @@ class FeedService:
                 backoff=backoff,
                 settings=settings,
                 connect_fn=self.deps.connect_fn,
+                supervisor=self.supervisor,
             )
 
         return make
@@ -280,13 +316,16 @@ class FeedService:
             recentre_seconds=s.atm_recentre_seconds,
             hysteresis_steps=s.atm_hysteresis_steps,
         )
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._instruments_loop(stop)))
-        self._tasks.append(loop.create_task(self._start_reconciler()))
+        spawn = self.supervisor.spawn
+        self._gc_watch = GcWatch(self.metrics)
+        self._tasks.append(spawn("loop-lag", lambda: watch_loop_lag(self.metrics)))
+        self._tasks.append(spawn("instruments", lambda: self._instruments_loop(stop)))
+        self._tasks.append(spawn("subscriptions", self._start_reconciler))
+        self._tasks.append(spawn("heap", self._settle_heap_once_streaming))
         if self._discovers_accounts():
-            self._tasks.append(loop.create_task(self._accounts_loop()))
+            self._tasks.append(spawn("accounts", self._accounts_loop))
         if s.emf_interval_seconds > 0:
-            self._tasks.append(loop.create_task(self._emf_loop()))
+            self._tasks.append(spawn("emf", self._emf_loop))
         log.info(
             "feed started",
             extra={
@@ -314,6 +353,7 @@ class FeedService:
                 self.reconciler.set_registry(registry)
             self.instruments_loaded = True
             self._loaded.set()
+            settle_heap()  # the new registry lives all day; the old one is garbage now
             await asyncio.sleep(self.settings.instruments_refresh_seconds)
 
     async def _start_reconciler(self) -> None:
@@ -323,41 +363,70 @@ class FeedService:
         assert self.reconciler is not None  # nosec B101 # set in run()
         await self.reconciler.run()
 
+    async def _settle_heap_once_streaming(self) -> None:
+        """Freeze the start-up heap once the caches a stream fills (routes, record prefixes,
+        connections) exist: a while after the first subscriptions are applied."""
+        assert self.reconciler is not None  # nosec B101 # set in run()
+        await self.reconciler.reconciled.wait()
+        await asyncio.sleep(self.settings.heap_settle_seconds)
+        settle_heap()
+
     def _discovers_accounts(self) -> bool:
         """True when the accounts are the vault's (neither injected nor FEED_ACCOUNTS)."""
         return self.deps.accounts is None and not self.settings.accounts
 
     async def _accounts_loop(self) -> None:
-        """Add accounts whose credentials reach the vault after start, without a restart.
+        while True:
+            await asyncio.sleep(self.settings.accounts_refresh_seconds)
+            await self.discover_accounts()
+
+    async def discover_accounts(self) -> tuple[str, ...]:
+        """Add accounts whose credentials reached the vault after start; returns those added.
 
         An account joins once it has API credentials *and* a live session: new
         instruments go to the least-loaded slots, so an account that has not
-        logged in yet would take instruments it cannot stream. An account
-        removed from the vault keeps its connections (its token still works
-        until it expires) until the next restart.
+        logged in yet would take instruments it cannot stream. Each account is
+        checked on its own: one whose session cannot be read (tampered, its KMS
+        context refused, a throttled read) waits, counted in
+        ``feed_account_session_errors_total`` and logged, and never keeps the
+        others out. An account removed from the vault keeps its connections
+        (its token still works until it expires) until the next restart.
         """
-        while True:
-            await asyncio.sleep(self.settings.accounts_refresh_seconds)
+        try:
+            found = await self._accounts()
+        except Exception as exc:  # the vault is unreachable: keep the accounts we have
+            log.error("listing accounts failed", extra={"error": repr(exc)})
+            return ()
+        new = [a for a in found if a not in self.accounts]
+        ready = []
+        for account in new:
             try:
-                found = await self._accounts()
-                new = [a for a in found if a not in self.accounts]
-                ready = [a for a in new if await asyncio.to_thread(self._has_live_session, a)]
-            except Exception as exc:  # the vault is unreachable: keep the accounts we have
-                log.error("listing accounts failed", extra={"error": repr(exc)})
-                continue
-            self.accounts_waiting = tuple(a for a in new if a not in ready)
-            assert self.pool is not None  # nosec B101 # set in run() before this task starts
-            added = self.pool.add_accounts(ready)
-            if added:
-                self.accounts = (*self.accounts, *added)
-                log.info("accounts added", extra={"accounts": list(added)})
+                live = await asyncio.to_thread(self._has_live_session, account)
+            except Exception as exc:  # see the docstring: this account waits, alone
+                live = False
+                error = type(exc).__name__
+                self.metrics.inc("feed_account_session_errors_total", account=account, error=error)
+                if self._account_log.allow(account) is not None:
+                    log.warning(
+                        "cannot read the session of a new account; it waits",
+                        extra={"account": account, "error": error},
+                    )
+            if live:
+                ready.append(account)
+        self.accounts_waiting = tuple(a for a in new if a not in ready)
+        assert self.pool is not None  # nosec B101 # set in run() before this task starts
+        added = self.pool.add_accounts(ready)
+        if added:
+            self.accounts = (*self.accounts, *added)
+            log.info("accounts added", extra={"accounts": list(added)})
+        return added
 
     def _has_live_session(self, account: str) -> bool:
-        from ticker_adapters.credentials import CredentialError
+        from ticker_adapters.credentials import CredentialNotFoundError
 
         try:
             session = self._vault().session(account)
-        except CredentialError:  # no login yet (or an unreadable one): not yet
+        except CredentialNotFoundError:  # no login yet: not yet
             return False
         return not session.is_expired(datetime.now(UTC))
 
@@ -378,37 +447,51 @@ class FeedService:
         s = self.settings
         started = time.monotonic()
         final = started + s.stop_timeout_seconds - 1.0
-        drain_deadline = max(started + 0.5, final - s.put_timeout_seconds - 0.5)
+        # The last moment a new PutRecords may start and still end (by its timeout) in time.
+        drain_deadline = final - s.put_timeout_seconds - 0.5
         self.health.alive = False
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.pool is not None:
-            # The close handshake gets its full close_timeout (websockets aborts the
-            # socket itself after that): cutting it short would cancel readers with
-            # frames still on the wire, which the exchange has sent and we would miss.
-            close_budget = max(drain_deadline - time.monotonic(), s.close_timeout_seconds + 1.0)
+            # The close handshake gets its close_timeout (websockets aborts the socket
+            # itself after that): cutting it short would cancel readers with frames still
+            # on the wire, which the exchange has sent and we would miss. The settings
+            # make room for it (stop_timeout >= close + put timeouts + 3 s), so the lanes
+            # still have at least half a second after it to deliver the last frames.
+            close_budget = max(
+                0.0,
+                min(s.close_timeout_seconds + 1.0, drain_deadline - time.monotonic() - 0.5),
+            )
             try:
-                await asyncio.wait_for(
-                    self.pool.stop(), min(close_budget, final - time.monotonic() - 0.5)
-                )
+                await asyncio.wait_for(self.pool.stop(), close_budget)
             except TimeoutError:
-                self.metrics.inc("feed_unclean_closes_total")
+                self.metrics.inc("feed_stop_close_timeouts_total")
                 log.warning(
                     "connections did not finish closing; frames still on the wire are lost",
                     extra={"budget_seconds": round(close_budget, 3)},
                 )
-        results = await asyncio.gather(*(lane.close(drain_deadline, final) for lane in self.lanes))
+        closed = time.monotonic()
+        results = await asyncio.gather(
+            *(lane.close(drain_deadline, final) for lane in self.lanes), return_exceptions=True
+        )
+        for lane, result in zip(self.lanes, results, strict=True):
+            if isinstance(result, BaseException):  # never expected: say so, finish the stop
+                log.error("lane close failed", exc_info=result, extra={"lane": lane.index})
         await self.writer.close()
+        if self._gc_watch is not None:
+            self._gc_watch.close()
         if self.settings.emf_interval_seconds > 0:
             self.emit_emf()
         await self.health.stop()
-        delivered = all(results)
+        delivered = all(result is True for result in results)
         log.info(
             "feed stopped",
             extra={
                 "delivered_everything": delivered,
                 "seconds": round(time.monotonic() - started, 3),
+                "close_seconds": round(closed - started, 3),
+                "drain_deadline_seconds": round(drain_deadline - started, 3),
                 "received": self.metrics.total("feed_ticks_received_total"),
                 "acked": self.metrics.total("feed_kinesis_records_acked_total"),
                 "spill_bytes_left": sum(lane.spill.bytes_on_disk for lane in self.lanes),

@@ -47,7 +47,9 @@ MIB = 1024 * 1024
 class FeedSettings(BaseSettings):
     """``python -m feed_container`` reads these from ``FEED_<NAME>`` (case-insensitive)."""
 
-    model_config = SettingsConfigDict(env_prefix="FEED_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="FEED_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # -- accounts and Kite -------------------------------------------------------------
     #: Account ids in the credential vault; empty: every account with stored API credentials.
@@ -111,6 +113,9 @@ class FeedSettings(BaseSettings):
     # -- memory and spill -----------------------------------------------------------------
     #: Bytes of records held in memory (all lanes); above it new batches go to disk.
     memory_high_bytes: int = Field(256 * MIB, gt=0)
+    #: While the disk refuses writes (full, failing), batches wait in memory up to this
+    #: (all lanes), in order behind the spill; past it they are dropped (counted).
+    memory_max_bytes: int = Field(512 * MIB, gt=0)
     #: Spilled batches are read back once memory falls below this.
     memory_low_bytes: int = Field(128 * MIB, ge=0)
     spill_dir: Path = Path("/tmp/feed-spill")  # noqa: S108  # nosec B108 # Fargate ephemeral storage
@@ -124,6 +129,9 @@ class FeedSettings(BaseSettings):
     stop_timeout_seconds: float = Field(25.0, gt=0)
     emf_interval_seconds: float = Field(60.0, ge=0)
     emf_namespace: str = "TickerService/Feed"
+    #: After the first subscriptions are applied, when to freeze the start-up heap out of the
+    #: garbage collector's sight (feed_container/pauses.py).
+    heap_settle_seconds: float = Field(10.0, ge=0)
     log_level: str = "INFO"
 
     @field_validator("accounts", mode="before")
@@ -137,8 +145,15 @@ class FeedSettings(BaseSettings):
     def _consistent(self) -> FeedSettings:
         if self.memory_low_bytes >= self.memory_high_bytes:
             raise ValueError("memory_low_bytes must be below memory_high_bytes")
+        if self.memory_max_bytes < self.memory_high_bytes:
+            raise ValueError("memory_max_bytes must be >= memory_high_bytes")
         if self.backoff_max_seconds < self.backoff_initial_seconds:
             raise ValueError("backoff_max_seconds must be >= backoff_initial_seconds")
+        if self.stop_timeout_seconds < self.close_timeout_seconds + self.put_timeout_seconds + 3:
+            raise ValueError(
+                "stop_timeout_seconds must be >= close_timeout_seconds + put_timeout_seconds + 3: "
+                "room to close the connections, deliver their last frames, and end the last call"
+            )
         if self.retry_max_seconds < self.retry_initial_seconds:
             raise ValueError("retry_max_seconds must be >= retry_initial_seconds")
         source = self.instruments_source

@@ -23,19 +23,38 @@ does not check out ends that segment; the bytes from there on are counted in
 ``corrupt_bytes`` and reading continues with the next segment. Entries are
 written with one ``write`` and flushed, so a process crash loses at most the
 entry being written; a kernel crash may lose what the page cache held.
+
+A disk that refuses writes (full, failing): an append that fails raises
+:class:`SpillWriteError` after putting the store back as it was (the torn
+entry cut off, the segment sealed so nothing is ever appended after it), so
+the caller keeps the batch and tries again later; an acknowledgement that
+cannot be written is kept in memory and written with the next one. Every
+failed write is counted by errno in :attr:`SpillStore.write_errors`. The
+budget is also checked against the free space (:func:`usable_budget` at
+start, and before each new segment), so a budget larger than the disk is
+reported at once instead of at the first ``ENOSPC``.
+
+All file access goes through a :class:`FileSystem` (the local one by
+default), the seam tests use to make the disk full on demand.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
+import shutil
 import struct
 import zlib
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ticker_core.records import KinesisRecord, PutRecordsBatch
+
+log = logging.getLogger("feed_container.spill")
 
 MAGIC = b"FSP1"
 _HEADER = struct.Struct(">4sII")
@@ -51,6 +70,70 @@ ACK_SUFFIX = ".ack"
 
 class SpillCorruptError(ValueError):
     """An entry that does not decode (internal: ends the segment's read)."""
+
+
+class SpillWriteError(Exception):
+    """The disk refused a write (full, read-only, failing); nothing was appended.
+
+    ``error`` is the errno name (``ENOSPC``), for counting and logs.
+    """
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(f"{error}: {detail}")
+        self.error = error
+
+
+class FileSystem(Protocol):
+    """The file operations the spill uses: the seam for a full or failing disk in tests."""
+
+    def open(self, path: Path, mode: str) -> BinaryIO:
+        """``path.open(mode)`` (binary modes only)."""
+        ...
+
+    def free_bytes(self, directory: Path) -> int:
+        """Bytes free for this process on the file system holding ``directory``."""
+        ...
+
+
+class LocalFileSystem:
+    """The real disk."""
+
+    def open(self, path: Path, mode: str) -> BinaryIO:
+        """Open ``path`` in a binary ``mode``."""
+        return path.open(mode)  # type: ignore[return-value]  # binary modes only
+
+    def free_bytes(self, directory: Path) -> int:
+        """``shutil.disk_usage(directory).free``."""
+        return shutil.disk_usage(directory).free
+
+
+def _errno_name(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+
+
+def usable_budget(directory: Path, configured: int, *, fs: FileSystem | None = None) -> int:
+    """The spill budget the disk can hold: ``configured``, or less when the file system
+    holding ``directory`` has less free space (plus the segments already under it).
+
+    Logs a WARNING naming both figures when the budget has to shrink: a budget
+    the disk cannot hold would otherwise only show as write errors at the worst
+    time, in the middle of a Kinesis outage.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    used = sum(path.stat().st_size for path in directory.rglob("*" + SUFFIX))
+    available = used + (fs or LocalFileSystem()).free_bytes(directory)
+    if available >= configured:
+        return configured
+    log.warning(
+        "spill budget exceeds the free disk space: using what is free",
+        extra={
+            "directory": str(directory),
+            "budget_bytes": configured,
+            "usable_bytes": available,
+            "free_bytes": available - used,
+        },
+    )
+    return available
 
 
 def encode_batch(batch: PutRecordsBatch) -> bytes:
@@ -114,12 +197,23 @@ class _Segment:
 class SpillStore:
     """Segments of one lane, bounded by ``max_bytes`` on disk. Not thread-safe."""
 
-    def __init__(self, directory: Path, *, max_bytes: int, segment_bytes: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        segment_bytes: int,
+        fs: FileSystem | None = None,
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.corrupt_bytes = 0
         self.corrupt_entries = 0
+        #: Failed writes (appends, acknowledgements, closes) by errno name.
+        self.write_errors: Counter[str] = Counter()
+        self._fs = fs or LocalFileSystem()
+        self._unwritten_acks: set[int] = set()
         directory.mkdir(parents=True, exist_ok=True)
         self._segments: deque[_Segment] = deque()
         for path in sorted(directory.glob("*" + SUFFIX)):
@@ -146,34 +240,68 @@ class SpillStore:
     # -- writing --------------------------------------------------------------------
 
     def append(self, batch: PutRecordsBatch) -> bool:
-        """Append ``batch`` after everything spilled so far; False when the disk budget is full."""
+        """Append ``batch`` after everything spilled so far.
+
+        False when the budget is full; :class:`SpillWriteError` when the disk
+        refused the write or has no room for a new segment. In both cases
+        nothing was appended and the caller still owns ``batch``.
+        """
         entry = encode_batch(batch)
         if self.bytes_on_disk + len(entry) > self.max_bytes:
             return False
         segment = self._segments[-1] if self._segments else None
         if segment is None or segment.sealed or segment.size >= self.segment_bytes:
+            free = self._fs.free_bytes(self.directory)
+            if free < max(len(entry), self.segment_bytes):
+                self.write_errors["ENOSPC"] += 1
+                raise SpillWriteError("ENOSPC", f"{free} bytes free, below one segment")
             segment = self._open_segment()
         assert self._writer is not None  # set by _open_segment  # nosec B101
-        self._writer.write(entry)
-        self._writer.flush()
+        try:
+            self._writer.write(entry)
+            self._writer.flush()
+        except OSError as exc:
+            self._abandon_segment(segment, exc)
+            raise SpillWriteError(_errno_name(exc), str(exc)) from exc
         segment.size += len(entry)
         segment.entries += 1
         return True
+
+    def _abandon_segment(self, segment: _Segment, exc: OSError) -> None:
+        """After a failed append: cut the torn entry off and never write here again."""
+        self.write_errors[_errno_name(exc)] += 1
+        writer, self._writer = self._writer, None
+        segment.sealed = True
+        if writer is not None:
+            with contextlib.suppress(OSError):  # its buffer holds only the torn entry
+                writer.close()
+        with contextlib.suppress(OSError):  # else the reader stops at segment.size anyway,
+            os.truncate(segment.path, segment.size)  # and a restart counts the tail corrupt
+        if segment.size == 0:
+            segment.exhausted = True  # nothing in it: let _collect delete it
+        self._collect()
 
     def _open_segment(self) -> _Segment:
         self._seal_writer()
         seq = self._next_seq
         self._next_seq += 1
         path = self.directory / f"{seq:020d}{SUFFIX}"
-        self._writer = path.open("xb")
+        try:
+            self._writer = self._fs.open(path, "xb")
+        except OSError as exc:
+            self.write_errors[_errno_name(exc)] += 1
+            raise SpillWriteError(_errno_name(exc), str(exc)) from exc
         segment = _Segment(seq, path, 0, entries=0, acked=0, sealed=False)
         self._segments.append(segment)
         return segment
 
     def _seal_writer(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()
+            except OSError as exc:  # every entry was flushed when appended: nothing is lost
+                self.write_errors[_errno_name(exc)] += 1
             for s in self._segments:
                 s.sealed = True
         self._collect()
@@ -195,12 +323,14 @@ class SpillStore:
         path = self.directory / f"{seq:020d}{SUFFIX}"
         size = 0
         try:
-            with path.open("xb") as out:
+            with self._fs.open(path, "xb") as out:
                 for batch in batches:
                     size += out.write(encode_batch(batch))
                 out.flush()
                 os.fsync(out.fileno())
-        except OSError:
+        except OSError as exc:
+            self.write_errors[_errno_name(exc)] += 1
+            path.unlink(missing_ok=True)
             return False
         self._segments.appendleft(_Segment(seq, path, size, entries=len(batches), acked=0))
         return True
@@ -241,7 +371,7 @@ class SpillStore:
         return None
 
     def _read_entry(self, segment: _Segment) -> tuple[PutRecordsBatch, int]:
-        with segment.path.open("rb") as f:
+        with self._fs.open(segment.path, "rb") as f:
             f.seek(segment.read_offset)
             header = f.read(_HEADER.size)
             if len(header) < _HEADER.size:
@@ -274,9 +404,24 @@ class SpillStore:
             if segment.seq == segment_seq:
                 segment.acked = max(segment.acked, entry + 1)
                 if not self._removable(segment):
-                    _write_ack(segment.path.with_suffix(ACK_SUFFIX), segment.acked)
+                    self._write_ack(segment)
                 break
         self._collect()
+
+    def _write_ack(self, segment: _Segment) -> None:
+        """Persist a segment's ack count; on failure keep it for the next ack (a restart
+        before then would resend those entries, never lose them)."""
+        path = segment.path.with_suffix(ACK_SUFFIX)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with self._fs.open(tmp, "wb") as out:
+                out.write(_ACK.pack(segment.acked))
+            tmp.replace(path)
+        except OSError as exc:
+            self.write_errors[_errno_name(exc)] += 1
+            self._unwritten_acks.add(segment.seq)
+        else:
+            self._unwritten_acks.discard(segment.seq)
 
     def _removable(self, segment: _Segment) -> bool:
         return segment.sealed and segment.exhausted and segment.acked >= segment.read_entries
@@ -292,9 +437,9 @@ class SpillStore:
     def ack_read(self) -> None:
         """Mark every entry read so far as acknowledged (after :meth:`prepend` rewrote them)."""
         for segment in self._segments:
-            if segment.read_entries > segment.acked:
-                segment.acked = segment.read_entries
-                _write_ack(segment.path.with_suffix(ACK_SUFFIX), segment.acked)
+            if segment.read_entries > segment.acked or segment.seq in self._unwritten_acks:
+                segment.acked = max(segment.acked, segment.read_entries)
+                self._write_ack(segment)
         self._collect()
 
     def close(self) -> None:
@@ -308,9 +453,3 @@ def _read_ack(path: Path) -> int:
     except FileNotFoundError:
         return 0
     return int(_ACK.unpack(raw)[0]) if len(raw) == _ACK.size else 0
-
-
-def _write_ack(path: Path, count: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(_ACK.pack(count))
-    tmp.replace(path)

@@ -42,6 +42,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
 
+from ticker_adapters.endpoints import require_tls_off_loopback
 from ticker_adapters.retry import Delays, full_jitter
 from ticker_core.kite_checksums import session_checksum
 from ticker_core.kite_errors import (
@@ -62,7 +63,6 @@ log = logging.getLogger("ticker_adapters.kite_rest")
 ROOT = "https://api.kite.trade"
 KITE_VERSION = "3"
 USER_AGENT = "ticker-service/0.1"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 JSON_CONTENT_TYPE = "application/json"
 HISTORICAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -99,9 +99,7 @@ def check_root(root: str) -> str:
     parts = urlsplit(root)
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError("Kite root must be a bare URL (no query, fragment or credentials)")
-    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
-        return root.rstrip("/")
-    raise ValueError(f"Kite root must be https:// (or http:// to loopback), got {root!r}")
+    return require_tls_off_loopback(root, schemes=("https",)).rstrip("/")
 
 
 def _encode(pairs: Query) -> str:

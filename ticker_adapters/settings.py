@@ -7,7 +7,7 @@ instruments snapshot and Kite's endpoints the same way, and the CDK app sets
 them by those names:
 
 =============================== ==================================================
-``KITE_CREDENTIALS_KMS_KEY_ARN`` the vault's KMS key (ARN or alias), required
+``KITE_CREDENTIALS_KMS_KEY_ARN`` the vault's KMS key ARN (not an alias), required
 ``KITE_CREDENTIALS_PREFIX``      the vault's secret name prefix (``ticker/kite``)
 ``KITE_CREDENTIALS_CACHE_SECONDS`` how long a vault read is reused (60)
 ``KITE_REST_URL``, ``KITE_WS_URL`` Kite's endpoints (production by default)
@@ -30,9 +30,11 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Self, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ticker_adapters.endpoints import require_tls_off_loopback
+from ticker_adapters.envelope import require_key_arn
 from ticker_adapters.instrument_snapshots import DEFAULT_PREFIX
 
 S = TypeVar("S", bound=BaseSettings)
@@ -114,26 +116,49 @@ class Environment:
 class VaultSettings(BaseSettings):
     """``KITE_CREDENTIALS_*``: the credential vault's KMS key, secret prefix and read cache."""
 
-    model_config = SettingsConfigDict(env_prefix="KITE_CREDENTIALS_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="KITE_CREDENTIALS_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     kms_key_arn: str = Field(min_length=1)
     prefix: str = "ticker/kite"
     cache_seconds: float = Field(default=60.0, ge=0)
 
+    @field_validator("kms_key_arn")
+    @classmethod
+    def _key_arn(cls, value: str) -> str:
+        return require_key_arn(value)
+
 
 class KiteSettings(BaseSettings):
     """``KITE_REST_URL``, ``KITE_WS_URL``: Kite Connect's endpoints (or the simulator's)."""
 
-    model_config = SettingsConfigDict(env_prefix="KITE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="KITE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
+    #: ``https://`` (``http://`` only to a loopback host: tokens travel in its headers).
     rest_url: str = Field(default="https://api.kite.trade", min_length=1)
+    #: ``wss://`` (``ws://`` only to a loopback host: the access token is in the URL).
     ws_url: str = Field(default="wss://ws.kite.trade", min_length=1)
+
+    @field_validator("rest_url")
+    @classmethod
+    def _rest_url(cls, value: str) -> str:
+        return require_tls_off_loopback(value, schemes=("https",))
+
+    @field_validator("ws_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        return require_tls_off_loopback(value, schemes=("wss",))
 
 
 class SnapshotSettings(BaseSettings):
     """``INSTRUMENTS_*``: where the instruments snapshot lives and how often to re-check it."""
 
-    model_config = SettingsConfigDict(env_prefix="INSTRUMENTS_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="INSTRUMENTS_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     bucket: str = Field(min_length=1)
     prefix: str = DEFAULT_PREFIX
@@ -143,7 +168,9 @@ class SnapshotSettings(BaseSettings):
 class TicksStreamSettings(BaseSettings):
     """``TICKS_STREAM_NAME``: the Kinesis stream of ``tick/1`` records (name or ARN)."""
 
-    model_config = SettingsConfigDict(env_prefix="TICKS_STREAM_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="TICKS_STREAM_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     name: str = Field(min_length=1)
 
@@ -151,7 +178,9 @@ class TicksStreamSettings(BaseSettings):
 class GreeksStreamSettings(BaseSettings):
     """``GREEKS_STREAM_NAME``: the Kinesis stream of ``greeks/1`` records (name or ARN)."""
 
-    model_config = SettingsConfigDict(env_prefix="GREEKS_STREAM_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="GREEKS_STREAM_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     name: str = Field(min_length=1)
 
@@ -160,7 +189,7 @@ class SubscriptionsTableSettings(BaseSettings):
     """``SUBSCRIPTIONS_TABLE_NAME``: the desired-subscriptions DynamoDB table."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SUBSCRIPTIONS_TABLE_", extra="ignore", frozen=True
+        env_prefix="SUBSCRIPTIONS_TABLE_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
     name: str = Field(min_length=1)

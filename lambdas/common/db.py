@@ -3,7 +3,10 @@
 In AWS the Lambdas reach RDS through RDS Proxy with TLS verified against the
 RDS CA bundle; credentials come from the database's Secrets Manager secret
 (the JSON RDS writes: username, password, host, port, dbname) or directly
-from settings for local runs. Plaintext is opt-in and only for loopback.
+from settings for local runs. Anything but ``verify-full`` (plaintext, or
+TLS without server authentication) is opt-in and only for a loopback host:
+off this machine, an unauthenticated server could be anyone, and the
+password would go to it.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import boto3
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+from ticker_adapters.endpoints import is_loopback
 
 
 class DatabaseSettings(BaseSettings):
     """``DB_*`` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="DB_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="DB_", extra="ignore", hide_input_in_errors=True)
 
     host: str | None = None
     port: int = 5432
@@ -43,14 +46,23 @@ class DatabaseSettings(BaseSettings):
     def _credentials_from_somewhere(self) -> DatabaseSettings:
         if self.secret_arn is None and (self.host is None or self.user is None):
             raise ValueError("set DB_SECRET_ARN, or DB_HOST and DB_USER (and DB_PASSWORD)")
-        if self.tls == "disable" and self.host not in LOOPBACK_HOSTS:
-            raise ValueError("DB_TLS=disable is allowed only for a loopback DB_HOST")
+        if self.tls != "verify-full" and self.host is not None:
+            _require_loopback(self.tls, self.host)
         return self
 
 
 def secrets_client_for(settings: DatabaseSettings) -> Any | None:
     """A Secrets Manager client when the credentials are in the RDS secret, else None."""
     return boto3.client("secretsmanager") if settings.secret_arn else None
+
+
+def _require_loopback(tls: str, host: str) -> None:
+    """Refuse ``tls`` other than verify-full to a host that is not this machine."""
+    if not is_loopback(host):
+        raise ValueError(
+            f"DB_TLS={tls} is allowed only for a loopback host (the server is not "
+            "authenticated); use DB_TLS=verify-full with DB_CA_FILE"
+        )
 
 
 def tls_context(settings: DatabaseSettings) -> ssl.SSLContext | bool:
@@ -94,6 +106,8 @@ def connection_parameters(
             params["port"] = int(secret["port"])
         if "name" not in settings.model_fields_set and "dbname" in secret:
             params["database"] = secret["dbname"]
+    if settings.tls != "verify-full":
+        _require_loopback(settings.tls, str(params["host"]))
     params["ssl"] = tls_context(settings)
     params["timeout"] = settings.connect_timeout_s
     params["command_timeout"] = settings.command_timeout_s

@@ -2,8 +2,11 @@
 
 Powertools structured JSON logs and CloudWatch EMF metrics, named per
 function, in one namespace. Secrets never reach a log line: credentials are
-types whose repr masks them (see :mod:`ticker_adapters.credentials`), and
-nothing here logs events wholesale.
+types whose repr masks them (see :mod:`ticker_adapters.credentials`), nothing
+here logs events wholesale, and as the last line of defence every line is
+serialized by the hook the feed uses too
+(:func:`~ticker_adapters.redaction.redacted_json`), which redacts the final
+JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import os
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+
+from ticker_adapters.redaction import redacted_json
 
 NAMESPACE = "TickerService"
 
@@ -23,7 +28,11 @@ class Observability:
 
     def __init__(self, service: str) -> None:
         self.service = service
-        self.logger = Logger(service=service, level=os.environ.get("LOG_LEVEL", "INFO"))
+        self.logger = Logger(
+            service=service,
+            level=os.environ.get("LOG_LEVEL", "INFO"),
+            json_serializer=redacted_json,
+        )
         self.metrics = Metrics(
             service=service, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
         )

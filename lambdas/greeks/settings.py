@@ -17,7 +17,9 @@ from ticker_core.records.limits import DEFAULT_AGGREGATE_BYTES, MAX_RECORD_BYTES
 class GreeksSettings(BaseSettings):
     """``GREEKS_*``: how Greeks are computed and written."""
 
-    model_config = SettingsConfigDict(env_prefix="GREEKS_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="GREEKS_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     risk_free_rate: float = Field(default=0.065, ge=-0.1, le=1.0)
     """Continuously compounded rate for discounting (about the 91-day T-bill yield)."""

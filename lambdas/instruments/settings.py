@@ -17,7 +17,9 @@ from ticker_adapters.settings import Environment, KiteSettings, SnapshotSettings
 class InstrumentsSettings(BaseSettings):
     """``INSTRUMENTS_*`` knobs of this function (where the snapshot goes: SnapshotSettings)."""
 
-    model_config = SettingsConfigDict(env_prefix="INSTRUMENTS_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="INSTRUMENTS_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     account_id: str | None = None
     """The account whose session downloads the dump (default: the first with a live one)."""

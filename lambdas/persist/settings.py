@@ -16,7 +16,9 @@ from ticker_adapters.settings import Environment
 class PersistSettings(BaseSettings):
     """``PERSIST_*``: partition maintenance."""
 
-    model_config = SettingsConfigDict(env_prefix="PERSIST_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="PERSIST_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     partitions_ahead_days: int = 3
     retention_days: int = 30

@@ -19,6 +19,8 @@ from lambdas.migrate.settings import MigrateEnvironment
 from lambdas.persist.settings import PersistEnvironment
 from ticker_adapters.settings import SettingsError
 
+KEY_ARN = "arn:aws:kms:ap-south-1:123456789012:key/8c1f2a3e-5d4b-4c6a-9e8f-0a1b2c3d4e5f"
+
 READ_PREFIXES = (
     "FEED_",
     "KITE_",
@@ -45,7 +47,7 @@ CASES: list[tuple[Callable[[], Any], dict[str, str]]] = [
     (
         FeedEnvironment.from_env,
         {
-            "KITE_CREDENTIALS_KMS_KEY_ARN": "alias/kite",
+            "KITE_CREDENTIALS_KMS_KEY_ARN": KEY_ARN,
             "TICKS_STREAM_NAME": "ticks",
             "SUBSCRIPTIONS_TABLE_NAME": "subscriptions",
         },
@@ -53,7 +55,7 @@ CASES: list[tuple[Callable[[], Any], dict[str, str]]] = [
     (GreeksEnvironment.from_env, {"GREEKS_STREAM_NAME": "greeks", "INSTRUMENTS_BUCKET": "ref"}),
     (
         InstrumentsEnvironment.from_env,
-        {"INSTRUMENTS_BUCKET": "ref", "KITE_CREDENTIALS_KMS_KEY_ARN": "alias/kite", **DATABASE},
+        {"INSTRUMENTS_BUCKET": "ref", "KITE_CREDENTIALS_KMS_KEY_ARN": KEY_ARN, **DATABASE},
     ),
     (PersistEnvironment.from_env, DATABASE),
     (MigrateEnvironment.from_env, DATABASE),
@@ -89,7 +91,7 @@ def test_every_missing_variable_is_named_in_one_error(
 def test_shared_settings_have_one_name_in_every_deployable(environ: pytest.MonkeyPatch) -> None:
     # Given the vault and the snapshot named once, for the feed and the functions alike
     for name, value in {
-        "KITE_CREDENTIALS_KMS_KEY_ARN": "alias/kite",
+        "KITE_CREDENTIALS_KMS_KEY_ARN": KEY_ARN,
         "KITE_CREDENTIALS_PREFIX": "prod/kite",
         "KITE_REST_URL": "http://127.0.0.1:9",
         "INSTRUMENTS_BUCKET": "ref",

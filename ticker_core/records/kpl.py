@@ -26,8 +26,10 @@ record, as in the KPL.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate, chain
 from typing import Final
 
 from ticker_core.records import _protobuf as pb
@@ -75,6 +77,8 @@ _HOT_LIMIT: Final = 4096
 # data size: every record of a single-key aggregate, and ticks are well under
 # 4 KiB. About 200 KB, built once.
 _PK0_HEADERS: Final = tuple(_record_header(0, None, n) for n in range(_HOT_LIMIT))
+#: What a record of n bytes adds to such an aggregate: its header and its data.
+_PK0_GROWTH: Final = tuple(len(h) + n for n, h in enumerate(_PK0_HEADERS))
 
 
 def _md5(body: bytes) -> bytes:
@@ -254,28 +258,27 @@ class Aggregator:
         """
         if self._pk_index.get(partition_key) != 0:
             return 0, 0
-        records = self._records
-        append = records.append
-        headers = _PK0_HEADERS
+        chunk = datas[start:] if start else datas
+        if not chunk:
+            return 0, 0
+        # Every step below is one C-level pass over the chunk (this is the feed's
+        # hot path: one call per key and frame, tens to hundreds of records each).
+        if set(map(type, chunk)) != {bytes}:
+            bad = next(d for d in chunk if type(d) is not bytes)
+            raise TypeError(f"user record data must be bytes, got {type(bad).__name__}")
+        lengths = list(map(len, chunk))
+        if max(lengths) >= _HOT_LIMIT:  # the general path takes it and what follows
+            lengths = lengths[: next(i for i, n in enumerate(lengths) if n >= _HOT_LIMIT)]
         room = self._max_bytes - FRAMING_BYTES - self._first_pk_bytes - self._pb_size
-        added = payload = 0
-        for at in range(start, len(datas)):
-            data = datas[at]
-            if type(data) is not bytes:
-                raise TypeError(f"user record data must be bytes, got {type(data).__name__}")
-            n = len(data)
-            if n >= _HOT_LIMIT:
-                break
-            header = headers[n]
-            growth = len(header) + n
-            if growth > room:
-                break
-            append(header)
-            append(data)
-            room -= growth
-            added += 1
-            payload += n
-        self._pb_size = self._max_bytes - FRAMING_BYTES - self._first_pk_bytes - room
+        grown = list(accumulate(map(_PK0_GROWTH.__getitem__, lengths)))
+        added = bisect_right(grown, room)
+        if not added:
+            return 0, 0
+        lengths = lengths[:added]
+        headers = map(_PK0_HEADERS.__getitem__, lengths)
+        self._records.extend(chain.from_iterable(zip(headers, chunk[:added], strict=True)))
+        payload = sum(lengths)
+        self._pb_size += grown[added - 1]
         self._payload_bytes += payload
         return added, payload
 

@@ -157,11 +157,18 @@ class Rig:
         )
 
     def start(
-        self, environment: FeedEnvironment | None = None, *, via_proxy: bool = True
+        self,
+        environment: FeedEnvironment | None = None,
+        *,
+        via_proxy: bool = True,
+        **dependencies: Any,
     ) -> RunningFeed:
+        """Run the service; ``dependencies`` override :class:`Dependencies` fields (faults)."""
         environment = environment or self.environment()
         endpoint = self.proxy.url if via_proxy else self.aws.url
-        service = FeedService(environment, Dependencies(kinesis_endpoint_url=endpoint))
+        service = FeedService(
+            environment, Dependencies(kinesis_endpoint_url=endpoint, **dependencies)
+        )
         stop = asyncio.Event()
         running = RunningFeed(
             service, asyncio.get_running_loop().create_task(service.run(stop)), stop

@@ -9,12 +9,15 @@ Kinesis after de-aggregation; (account, token, received_at) must be unique.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 import pytest
 import websockets
 
+from tests.faults import FailingRefresh, FaultWindow, FullDisk
 from tests.integration.feed.rig import Rig, fresh_token, subscribe_sample, wait_until
 from ticker_adapters.credentials import ApiCredentials
 from ticker_core.subscriptions import AtmWindowRule
@@ -244,3 +247,97 @@ async def test_atm_window_follows_its_underlying_and_drops_strikes_that_leave(ri
     assert {m for t, m in after.items() if t != spot} == {"full"}
     # And every tick of every instrument ever subscribed is in Kinesis once
     rig.assert_exactly_once()
+
+
+async def test_credential_refresh_failing_for_10_s_delays_but_loses_nothing(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a streaming container on task-role credentials botocore refreshes
+    tokens = subscribe_sample(rig)
+    refresh = FailingRefresh(rig.aws.access_key_id, rig.aws.secret_access_key)
+    feed = rig.start(kinesis_credentials=refresh.credentials)
+    await feed.reaches("feed_kinesis_records_acked_total", 100)
+    # When the credentials endpoint fails every refresh for 10 s
+    with caplog.at_level(logging.WARNING, logger="feed_container"):
+        refresh.start(10.0)
+        await feed.reaches("feed_kinesis_requests_total", 1, outcome="credentials")
+        await wait_until(lambda: not refresh.active, within=15, what="the end of the fault")
+        acked = feed.total("feed_kinesis_records_acked_total")
+        await feed.reaches("feed_kinesis_records_acked_total", acked + 100)
+        delivered = await feed.stop()
+    # Then the lanes waited it out: everything received is in Kinesis exactly once,
+    # and the fault is named in a metric and a log line
+    assert refresh.hits >= 1
+    assert delivered
+    assert feed.total("feed_dropped_records_total") == 0
+    assert any(getattr(r, "error", None) == "credentials" for r in caplog.records)
+    rig.assert_exactly_once(tokens)
+
+
+async def test_disk_full_for_10_s_during_a_kinesis_outage_loses_nothing(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a container spilling to disk because Kinesis is down (memory holds little)
+    tokens = subscribe_sample(rig)
+    disk = FullDisk()
+    environment = rig.environment(
+        memory_high_bytes=100_000, memory_low_bytes=20_000, memory_max_bytes=64 * 2**20
+    )
+    feed = rig.start(environment, spill_fs=disk)
+    await feed.reaches("feed_kinesis_records_acked_total", 100)
+    rig.proxy.down()
+    await feed.reaches("feed_spilled_records_total", 200)
+    # When the disk is full for 10 s
+    with caplog.at_level(logging.WARNING, logger="feed_container"):
+        disk.start(10.0)
+        await feed.reaches("feed_spill_write_errors_total", 1, error="ENOSPC")
+        await wait_until(lambda: not disk.active, within=15, what="the end of the fault")
+        # and Kinesis comes back after it
+        await feed.grows("feed_spilled_records_total", 100)
+        rig.proxy.up()
+        await wait_until(lambda: feed.total("feed_spill_bytes") == 0, what="spill replayed")
+        delivered = await feed.stop()
+    # Then what the disk refused waited in memory, in order: nothing dropped, everything
+    # received in Kinesis exactly once, and the fault named in a metric and a log line
+    assert disk.hits >= 1
+    assert delivered
+    assert feed.total("feed_dropped_records_total") == 0
+    assert any(getattr(r, "reason", None) == "ENOSPC" for r in caplog.records)
+    rig.assert_exactly_once(tokens)
+
+
+async def test_a_connection_task_raising_an_unexpected_error_reconnects_and_loses_nothing(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a streaming container whose WebSocket client will raise an error nobody planned
+    # for (a proxy setting it refuses, a bug) for 2 s
+    tokens = subscribe_sample(rig)
+    broken = FaultWindow()
+
+    async def connect(url: str, **kwargs: Any) -> Any:
+        if broken.active:
+            broken.hits += 1
+            raise RuntimeError("injected: unsupported proxy configuration")
+        return await websockets.connect(url, **kwargs)
+
+    feed = rig.start(connect_fn=connect)
+    await wait_until(lambda: feed.connected() == 6, what="six connections")
+    await feed.reaches("feed_ticks_received_total", 300)
+    # When every connection drops and its reconnects raise for 2 s
+    with caplog.at_level(logging.ERROR, logger="feed_container"):
+        broken.start(2.0)
+        rig.sim.faults.drop_connections()
+        await feed.reaches("feed_connection_errors_total", 6)
+        await wait_until(lambda: not broken.active, within=5, what="the end of the fault")
+    # Then every slot comes back and streams
+    await wait_until(lambda: feed.connected() == 6, what="six connections again")
+    for account in rig.accounts:
+        await feed.grows("feed_ticks_received_total", 50, account=account)
+    delivered = await feed.stop()
+    # And everything received is in Kinesis exactly once; the fault is named in a metric
+    # (by error type) and a log line
+    assert delivered
+    errors = feed.value("feed_connection_errors_total", account="acct0", error="RuntimeError")
+    assert errors >= 1
+    assert any(getattr(r, "error", None) == "RuntimeError" for r in caplog.records)
+    rig.assert_exactly_once(tokens)

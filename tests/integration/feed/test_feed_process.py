@@ -50,6 +50,7 @@ def feed_env(rig: Rig, spill: Path, *, kinesis_url: str) -> dict[str, str]:
             "FEED_SUBSCRIPTION_POLL_SECONDS": "0.2",
             "FEED_STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT),
             "FEED_PUT_TIMEOUT_SECONDS": "2",
+            "FEED_CLOSE_TIMEOUT_SECONDS": "2",
             "FEED_BREAKER_OPEN_SECONDS": "0.2",
             "FEED_BREAKER_MAX_OPEN_SECONDS": "1",
             "FEED_RETRY_MAX_SECONDS": "0.2",
@@ -83,7 +84,13 @@ async def sigterm(process: asyncio.subprocess.Process) -> tuple[int, float]:
 
 
 async def sent_more_than(rig: Rig, packets: int) -> None:
-    await wait_until(lambda: rig.sim.hub.counters(per_instrument=False)["packets_sent"] > packets)
+    """Wait for the simulator to have sent ``packets`` (a process starting on a loaded
+    machine takes a while to import, load instruments and subscribe: a long deadline)."""
+    await wait_until(
+        lambda: rig.sim.hub.counters(per_instrument=False)["packets_sent"] > packets,
+        within=60,
+        what=f"more than {packets} packets sent",
+    )
 
 
 async def kinesis_count(rig: Rig) -> int:
@@ -106,7 +113,7 @@ async def test_sigterm_mid_stream_flushes_everything_and_exits_in_time(
     assert seconds < STOP_TIMEOUT
     rig.assert_exactly_once(tokens)
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    stopped = [line for line in lines if line.get("msg") == "feed stopped"]
+    stopped = [line for line in lines if line.get("message") == "feed stopped"]
     assert stopped
     assert stopped[0]["delivered_everything"] is True
     # And its logs and metrics are JSON lines without a single access token
@@ -133,7 +140,7 @@ async def test_a_restart_replays_what_a_stop_left_on_disk(rig: Rig, tmp_path: Pa
     # When Kinesis is back and the container starts again on the same storage
     rig.proxy.up()
     async with feed_process(env, log) as second:
-        await wait_until(lambda: not list(spill.rglob("*.seg")), what="spill replayed")
+        await wait_until(lambda: not list(spill.rglob("*.seg")), within=60, what="spill replayed")
         code, _ = await sigterm(second)
     # Then the first run's ticks and the second's are all in Kinesis, once each
     assert code == 0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from itertools import repeat
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import pytest
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Close, CloseCode
@@ -18,6 +20,7 @@ from feed_container.connection import (
     ConnectionSettings,
     KeyLimiter,
     KiteConnection,
+    max_frame_bytes,
     subscription_messages,
 )
 from feed_container.metrics import Metrics
@@ -208,3 +211,148 @@ async def test_the_watchdog_replaces_a_silent_socket() -> None:
     await eventually(lambda: len(kite.sockets) >= 3)
     assert conn._metrics.value("feed_watchdog_trips_total", account="acct") >= 2
     await conn.stop()
+
+
+async def test_an_unexpected_connect_error_is_counted_logged_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a WebSocket client that fails twice with errors nobody planned for
+    # (a proxy variable it refuses, a bug), then connects
+    kite = FakeKite()
+    failures = [ValueError("unsupported proxy"), RuntimeError("bug")]
+
+    async def flaky_connect(url: str, **kwargs: Any) -> FakeSocket:
+        if failures:
+            raise failures.pop(0)
+        return await kite.connect(url, **kwargs)
+
+    conn = connection(kite, Tokens())
+    conn._connect = flaky_connect  # type: ignore[assignment]
+    conn.update(SlotDiff(subscribe={7: "quote"}))
+    # When it runs
+    with caplog.at_level(logging.ERROR, logger="feed_container.connection"):
+        conn.start()
+        # Then the slot is not lost: it connects and subscribes after the errors
+        await eventually(lambda: conn.connected and kite.sockets[-1].sent)
+    metrics = conn._metrics
+    assert metrics.value("feed_connection_errors_total", account="acct", error="ValueError") == 1
+    assert metrics.value("feed_connection_errors_total", account="acct", error="RuntimeError") == 1
+    assert "unexpected error" in caplog.text
+    # And stopping it does not raise
+    await conn.stop()
+
+
+async def test_a_writer_that_fails_ends_the_connection_so_it_resubscribes() -> None:
+    # Given a connection whose first socket cannot send (an unexpected error)
+    kite = FakeKite()
+    conn = connection(kite, Tokens())
+    conn.update(SlotDiff(subscribe={7: "quote"}))
+    original = FakeSocket.send
+    broken: list[FakeSocket] = []
+
+    async def send(self: FakeSocket, message: str) -> None:
+        if not broken or broken[0] is self:
+            broken[:1] = [self]
+            raise RuntimeError("send failed")
+        await original(self, message)
+
+    aborted: list[FakeSocket] = []
+    FakeSocket.send = send  # type: ignore[method-assign]
+    FakeSocket.transport = property(  # type: ignore[attr-defined]
+        lambda self: SimpleNamespace(
+            abort=lambda: (aborted.append(self), self.inbox.put_nowait(None))
+        )
+    )
+    try:
+        # When it runs
+        conn.start()
+        # Then the failed writer closed that socket, and the next one subscribed
+        await eventually(lambda: len(kite.sockets) >= 2 and kite.sockets[-1].sent)
+    finally:
+        FakeSocket.send = original  # type: ignore[method-assign]
+        del FakeSocket.transport  # type: ignore[attr-defined]
+    assert aborted == [kite.sockets[0]]
+    assert kite.sockets[-1].sent[0] == {"a": "subscribe", "v": [7]}
+    assert conn._metrics.value("feed_connection_errors_total", account="acct", error="RuntimeError")
+    await conn.stop()
+
+
+def test_the_frame_cap_fits_a_full_connection_in_full_mode() -> None:
+    # Given 3000 instruments in full mode (184-byte packets)
+    cap = max_frame_bytes(3000)
+    # Then the largest frame Kite can send them fits, and nothing much larger does
+    assert cap == 2 + 3000 * (2 + 184)
+    assert ConnectionSettings().max_frame_bytes == cap
+    # And a tiny connection still accepts text messages (order updates)
+    assert max_frame_bytes(1) == 64 * 1024
+
+
+async def test_the_handshake_asks_for_the_frame_cap() -> None:
+    # Given a connection with a frame cap
+    kite = FakeKite()
+    seen: dict[str, Any] = {}
+
+    async def connect(url: str, **kwargs: Any) -> FakeSocket:
+        seen.update(kwargs)
+        return await kite.connect(url)
+
+    conn = connection(kite, Tokens())
+    conn._connect = connect  # type: ignore[assignment]
+    conn.update(SlotDiff(subscribe={7: "quote"}))
+    conn.start()
+    await eventually(lambda: conn.connected)
+    await conn.stop()
+    # Then the WebSocket client enforces it (no unbounded messages)
+    assert seen["max_size"] == max_frame_bytes(3000)
+
+
+async def test_a_stop_during_the_handshake_closes_the_socket_before_it_subscribes() -> None:
+    # Given a connection whose handshake is slow (a loaded machine)
+    kite = FakeKite()
+    handshake = asyncio.Event()
+
+    async def slow_connect(url: str, **kwargs: Any) -> FakeSocket:
+        await handshake.wait()
+        return await kite.connect(url, **kwargs)
+
+    conn = connection(kite, Tokens())
+    conn._connect = slow_connect  # type: ignore[assignment]
+    conn.update(SlotDiff(subscribe={7: "quote"}))
+    conn.start()
+    await asyncio.sleep(0.01)
+    # When it is stopped mid-handshake, and the handshake then completes
+    stopping = asyncio.create_task(conn.stop())
+    await asyncio.sleep(0.01)
+    handshake.set()
+    await asyncio.wait_for(stopping, 1.0)
+    # Then the socket was closed at once: nothing subscribed, nothing streamed past the stop
+    assert len(kite.sockets) == 1
+    assert kite.sockets[0].sent == []
+    assert kite.live == []
+    assert not conn.connected
+
+
+async def test_a_connection_with_frames_buffered_lets_the_loop_run_between_them() -> None:
+    # Given a connection that has fallen behind: 50 frames already buffered
+    kite = FakeKite()
+    seen: list[int] = []
+    other = [0]
+
+    conn = connection(kite, Tokens())
+    conn._on_frame = lambda account, frame: seen.append(other[0])  # type: ignore[assignment]
+    conn.update(SlotDiff(subscribe={7: "quote"}))
+    conn.start()
+    await eventually(lambda: conn.connected)
+    for n in range(50):
+        kite.sockets[-1].inbox.put_nowait(b"\x00\x01" + bytes([n]))
+
+    async def other_work() -> None:  # a lane, a timer: anything else on the loop
+        while len(seen) < 50:
+            other[0] += 1
+            await asyncio.sleep(0)
+
+    # When both run
+    await asyncio.wait_for(other_work(), 2.0)
+    await conn.stop()
+    # Then the other work ran between the frames, not only after the backlog
+    assert len(set(seen)) > 25

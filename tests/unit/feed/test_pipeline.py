@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from feed_container.encoder import InstrumentMeta
 from feed_container.metrics import Metrics
 from feed_container.pipeline import Bounds, Pipeline, validate
 from feed_container.sender import CircuitBreaker, SendLane
 from feed_container.spill import SpillStore
 from ticker_core.kite_wire import HEARTBEAT, PacketKind, decode_frame, encode_columns, encode_text
-from ticker_core.records import RecordBatcher, deaggregate
+from ticker_core.records import RecordBatcher, RecordTooLargeError, deaggregate
 
 NOW = 1_795_000_000
 
@@ -134,3 +138,95 @@ def test_watched_tokens_report_their_last_price(tmp_path: Path) -> None:
         "a1", encode_columns(PacketKind.FULL, full_columns(3, last_price=np.array([1.5, 2.5, 3.5])))
     )
     assert p.prices == {101 << 8 | 2: 2.5}
+
+
+def test_counted_drops_are_logged_with_their_reason_at_most_every_ten_seconds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given frames with a packet of an unknown length and a tick out of the price bounds
+    p, _, metrics, _ = pipeline(tmp_path)
+    p._bounds = Bounds(max_abs_price=1e6)
+    ltp = encode_columns(PacketKind.LTP, {"instrument_token": [258], "last_price": [1.0]})
+    unknown = b"\x00\x02" + ltp[2:] + b"\x00\x03abc"  # an LTP packet, then a 3-byte one
+    crazy = encode_columns(PacketKind.LTP, {"instrument_token": [258], "last_price": [2e7]})
+    # When each arrives five times
+    with caplog.at_level(logging.WARNING, logger="feed_container.pipeline"):
+        for _ in range(5):
+            p.on_frame("a1", unknown)
+            p.on_frame("a1", crazy)
+    # Then every one is counted, and each reason is logged once (the rest held back)
+    assert metrics.value("feed_packets_lost_total", account="a1") == 5
+    assert metrics.value("feed_ticks_invalid_total", account="a1", reason="price") == 5
+    reasons = [getattr(r, "reason", None) for r in caplog.records]
+    assert reasons == ["unknown_packet", "invalid_price"]
+    assert all(r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_an_encode_error_is_counted_and_logged_with_its_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a lane whose batcher refuses the first record of a key
+    p, lane, metrics, _ = pipeline(tmp_path)
+    original = lane.batcher.add_many
+    refused = [True]
+
+    def add_many(key: str, datas: Sequence[bytes], now: float) -> bool:
+        if refused.pop() if refused else False:
+            raise RecordTooLargeError(key, 2_000_000, 1_048_576)
+        return original(key, datas, now)
+
+    lane.batcher.add_many = add_many  # type: ignore[method-assign]
+    frame = encode_columns(PacketKind.LTP, {"instrument_token": [258, 514], "last_price": [1, 2]})
+    # When a frame arrives
+    with caplog.at_level(logging.WARNING, logger="feed_container.pipeline"):
+        p.on_frame("a1", frame)
+    # Then the refused record is counted and the reason logged; the rest went on
+    assert metrics.value("feed_encode_errors_total", account="a1") == 1
+    assert [getattr(r, "error", None) for r in caplog.records] == ["RecordTooLargeError"]
+
+
+def test_a_fault_in_frame_processing_is_counted_and_never_reaches_the_connection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an encoder with a bug
+    p, _, metrics, _ = pipeline(tmp_path)
+
+    def broken(*_: object) -> list[bytes]:
+        raise IndexError("bug")
+
+    p._encoder.encode = broken  # type: ignore[method-assign]
+    frame = encode_columns(PacketKind.FULL, full_columns(3))
+    # When a frame arrives
+    with caplog.at_level(logging.ERROR, logger="feed_container.pipeline"):
+        handed = p.on_frame("a1", frame)
+    # Then nothing escapes: its packets are counted as lost and the error is logged
+    assert handed == 0
+    assert metrics.value("feed_frames_failed_total", account="a1", error="IndexError") == 1
+    assert metrics.value("feed_packets_lost_total", account="a1") == 3
+    assert "IndexError: bug" in caplog.text
+
+
+def test_each_key_gets_its_records_in_wire_order_in_one_hand_over(tmp_path: Path) -> None:
+    # Given a frame whose packets interleave two underlyings
+    p, lane, _, _ = pipeline(tmp_path)
+    keys = {258: "A", 514: "B"}
+    p._encoder.meta = lambda token: InstrumentMeta(keys[token], None, None)  # type: ignore[method-assign]
+    calls: list[tuple[str, int]] = []
+    original = lane.add_many
+
+    def add_many(key: str, datas: Sequence[bytes], now: float) -> None:
+        calls.append((key, len(datas)))
+        original(key, datas, now)
+
+    lane.add_many = add_many  # type: ignore[method-assign]
+    tokens = [258, 514, 258, 514, 258]
+    prices = [1.0, 2.0, 3.0, 4.0, 5.0]
+    frame = encode_columns(PacketKind.LTP, {"instrument_token": tokens, "last_price": prices})
+    # When it is processed
+    assert p.on_frame("a1", frame) == 5
+    # Then each key was handed over once, with its records in wire order
+    assert sorted(calls) == [("A", 3), ("B", 2)]
+    by_key: dict[str, list[float]] = {}
+    for record in records(lane):
+        by_key.setdefault(str(record["underlying"]), []).append(float(record["last_price"]))
+    assert by_key == {"A": [1.0, 3.0, 5.0], "B": [2.0, 4.0]}

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from feed_container.spill import SpillStore, decode_payload, encode_batch
+import pytest
+
+from feed_container.spill import (
+    SpillStore,
+    SpillWriteError,
+    decode_payload,
+    encode_batch,
+    usable_budget,
+)
+from tests.faults import FullDisk
 from ticker_core.records import KinesisRecord, PutRecordsBatch
 
 
@@ -124,3 +134,80 @@ def test_prepend_puts_a_shutdown_segment_before_everything(tmp_path: Path) -> No
         b"record-11",
         b"record-12",
     ]
+
+
+def test_a_write_the_full_disk_refuses_leaves_the_spill_as_it_was(tmp_path: Path) -> None:
+    # Given a spill with two batches on a disk that then fills up mid-write
+    disk = FullDisk(clock=lambda: 0.0)
+    spill = SpillStore(tmp_path, max_bytes=10**6, segment_bytes=10**6, fs=disk)
+    spill.append(batch(0))
+    spill.append(batch(1))
+    disk.start(1.0)
+    # When the next append fails with ENOSPC, half its bytes written
+    with pytest.raises(SpillWriteError) as caught:
+        spill.append(batch(2))
+    # Then it is counted by errno, and the torn half is cut off the segment
+    assert caught.value.error == "ENOSPC"
+    assert spill.write_errors == {"ENOSPC": 1}
+    entry = len(encode_batch(batch(0)))
+    assert sum(p.stat().st_size for p in tmp_path.glob("*.seg")) == 2 * entry
+    # And once the disk has room again, appends go on in order and read back whole
+    disk.stop()
+    spill.append(batch(2))
+    assert drain(spill) == [f"record-{n}".encode() for n in range(3)]
+    assert spill.corrupt_entries == 0
+
+
+def test_an_acknowledgement_the_disk_refuses_is_written_with_the_next(tmp_path: Path) -> None:
+    # Given three batches on disk, read back
+    disk = FullDisk(clock=lambda: 0.0)
+    spill = SpillStore(tmp_path, max_bytes=10**6, segment_bytes=10**6, fs=disk)
+    for n in range(3):
+        spill.append(batch(n))
+    items = [spill.read_next() for _ in range(3)]
+    assert all(items)
+    # When the first acknowledgement cannot be written (disk full), then the disk frees up
+    disk.start(1.0)
+    spill.ack(items[0].segment, items[0].entry)  # type: ignore[union-attr]
+    assert spill.write_errors == {"ENOSPC": 1}
+    disk.stop()
+    spill.ack(items[1].segment, items[1].entry)  # type: ignore[union-attr]
+    spill.close()
+    # Then a restart resends only the unacknowledged third batch
+    assert drain(store(tmp_path)) == [b"record-2"]
+
+
+def test_a_budget_larger_than_the_free_space_is_cut_to_it_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given 100 bytes of segments already on a disk with 1,000 bytes free
+    (tmp_path / "lane-0-of-1").mkdir()
+    (tmp_path / "lane-0-of-1" / "00000000001000000000.seg").write_bytes(b"x" * 100)
+
+    class SmallDisk(FullDisk):
+        def free_bytes(self, directory: Path) -> int:
+            return 1_000
+
+    # When a 10 GiB budget is checked against it
+    with caplog.at_level(logging.WARNING, logger="feed_container.spill"):
+        budget = usable_budget(tmp_path, 10 * 2**30, fs=SmallDisk(clock=lambda: 0.0))
+    # Then the usable budget is what the disk holds, and the log says so with both figures
+    assert budget == 1_100
+    record = caplog.records[0]
+    assert record.budget_bytes == 10 * 2**30  # type: ignore[attr-defined]
+    assert record.usable_bytes == 1_100  # type: ignore[attr-defined]
+    # And a budget the disk can hold is kept, silently
+    caplog.clear()
+    assert usable_budget(tmp_path, 500, fs=SmallDisk(clock=lambda: 0.0)) == 500
+    assert not caplog.records
+
+
+def test_no_new_segment_is_opened_without_free_space_for_it(tmp_path: Path) -> None:
+    # Given a disk whose free space is below one segment
+    disk = FullDisk(clock=lambda: 0.0)
+    spill = SpillStore(tmp_path, max_bytes=10**6, segment_bytes=10**5, fs=disk)
+    disk.start(1.0)
+    # When a batch is appended, Then the disk is reported full and nothing is written
+    with pytest.raises(SpillWriteError, match="below one segment"):
+        spill.append(batch(0))
+    assert not list(tmp_path.glob("*.seg"))
