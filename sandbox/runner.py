@@ -46,7 +46,7 @@ from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
 from sandbox.chaos import ChaosEvent, ChaosSchedule
 from sandbox.dashboard import Dashboard, Sample, parse_prometheus, total
-from sandbox.esm import EventSourceMapping, MappingConfig, MappingTarget
+from sandbox.esm import EventSourceMapping, MappingTarget, load_mapping_definitions
 from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.kite import SimAccount, SimAdmin, register_accounts, rotate_session
 from sandbox.lambda_runtime import REPO_ROOT, LambdaFunction
@@ -101,21 +101,6 @@ class Options:
 
 # What every function's environment has besides its own settings.
 FUNCTION_ENV = {"POWERTOOLS_METRICS_NAMESPACE": "TickerService", "LOG_LEVEL": "WARNING"}
-# Event source mappings as the CDK stack configures them.
-GREEKS_MAPPING = MappingConfig(
-    batch_size=500,
-    maximum_batching_window_s=0.5,
-    maximum_retry_attempts=10,
-    bisect_batch_on_function_error=True,
-    report_batch_item_failures=True,
-)
-PERSIST_MAPPING = MappingConfig(
-    batch_size=1000,
-    maximum_batching_window_s=1.0,
-    maximum_retry_attempts=10,
-    bisect_batch_on_function_error=True,
-    report_batch_item_failures=True,
-)
 
 
 @dataclass
@@ -454,12 +439,11 @@ class Sandbox:
     def _start_mappings(self) -> None:
         aws = self._need(self.aws, "moto")
         r = self._need(self.resources, "AWS")
-        pairs = [
-            ("ticks", "greeks", GREEKS_MAPPING, r.greeks_failures_url),
-            ("ticks", "persist", PERSIST_MAPPING, r.persist_failures_url),
-            ("greeks", "persist", PERSIST_MAPPING, r.persist_failures_url),
-        ]
-        for stream, function_name, config, dlq in pairs:
+        # Event source mappings exactly as the CDK stack deploys them (one shared definition).
+        failure_queues = {"greeks": r.greeks_failures_url, "persist": r.persist_failures_url}
+        for definition in load_mapping_definitions():
+            stream, function_name = definition.stream, definition.function
+            config, dlq = definition.config, failure_queues[definition.on_failure]
             function = self.functions[function_name]
             stream_name = r.names.ticks_stream if stream == "ticks" else r.names.greeks_stream
             arn = r.ticks_stream_arn if stream == "ticks" else r.greeks_stream_arn
