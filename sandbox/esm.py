@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import tomllib
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from infra.definitions import MAPPINGS_FILE, DefinitionError, load_mappings
 from ticker_core.records import lambda_event_record
 
 MAX_EVENT_BYTES = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
@@ -76,29 +76,9 @@ class MappingConfig:
             raise MappingConfigError("retry delays must satisfy 0 <= base <= max")
 
 
-# The one definition of every mapping, shared with infra/ (which deploys it).
-MAPPINGS_FILE = Path(__file__).resolve().parents[1] / "lambdas" / "event_source_mappings.toml"
-_DEFINITION_KEYS = frozenset(
-    {
-        "stream",
-        "function",
-        "consumer",
-        "batch_size",
-        "maximum_batching_window_seconds",
-        "maximum_retry_attempts",
-        "maximum_record_age_seconds",
-        "bisect_batch_on_function_error",
-        "report_batch_item_failures",
-        "parallelization_factor",
-        "starting_position",
-        "on_failure",
-    }
-)
-
-
 @dataclass(frozen=True)
 class MappingDefinition:
-    """One entry of ``lambdas/event_source_mappings.toml``: which stream feeds which function."""
+    """One deployed mapping as the emulator runs it: which stream feeds which function."""
 
     name: str
     stream: str
@@ -108,35 +88,33 @@ class MappingDefinition:
 
 
 def load_mapping_definitions(path: Path = MAPPINGS_FILE) -> list[MappingDefinition]:
-    """The mappings the stack deploys, as the emulator runs them.
+    """The mappings the stack deploys (``lambdas/event_source_mappings.toml``), for the emulator.
 
     The emulator reads every shard in order from TRIM_HORIZON, one batch per shard at
     a time, by polling (an enhanced fan-out consumer differs only in latency and
     throughput), so a definition asking for anything else is refused rather than
     silently emulated differently.
     """
-    document = tomllib.loads(path.read_text())
+    try:
+        deployed = load_mappings(path)
+    except DefinitionError as exc:
+        raise MappingConfigError(str(exc)) from exc
     definitions = []
-    for name, entry in document.get("mappings", {}).items():
-        unknown = set(entry) ^ _DEFINITION_KEYS
-        if unknown:
-            raise MappingConfigError(f"mapping {name}: unknown or missing keys {sorted(unknown)}")
-        if entry["parallelization_factor"] != 1:
+    for name, entry in deployed.items():
+        if entry.parallelization_factor != 1:
             raise MappingConfigError(f"mapping {name}: the emulator runs one batch per shard")
-        if entry["starting_position"] != "TRIM_HORIZON":
+        if entry.starting_position != "TRIM_HORIZON":
             raise MappingConfigError(f"mapping {name}: the emulator starts at TRIM_HORIZON")
-        if entry["consumer"] not in ("shared", "enhanced-fan-out"):
-            raise MappingConfigError(f"mapping {name}: consumer {entry['consumer']!r}")
         config = MappingConfig(
-            batch_size=entry["batch_size"],
-            maximum_batching_window_s=entry["maximum_batching_window_seconds"],
-            maximum_retry_attempts=entry["maximum_retry_attempts"],
-            bisect_batch_on_function_error=entry["bisect_batch_on_function_error"],
-            report_batch_item_failures=entry["report_batch_item_failures"],
-            maximum_record_age_s=entry["maximum_record_age_seconds"],
+            batch_size=entry.batch_size,
+            maximum_batching_window_s=entry.maximum_batching_window_seconds,
+            maximum_retry_attempts=entry.maximum_retry_attempts,
+            bisect_batch_on_function_error=entry.bisect_batch_on_function_error,
+            report_batch_item_failures=entry.report_batch_item_failures,
+            maximum_record_age_s=entry.maximum_record_age_seconds,
         )
         definitions.append(
-            MappingDefinition(name, entry["stream"], entry["function"], entry["on_failure"], config)
+            MappingDefinition(name, entry.stream, entry.function, entry.on_failure, config)
         )
     return definitions
 

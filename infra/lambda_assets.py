@@ -1,0 +1,195 @@
+"""Lambda function assets, built at synth without Docker.
+
+Each function's asset is its first-party folders (``packages`` in the function
+table) plus exactly the wheels of its optional-dependency group, resolved for
+Lambda's platform (Python 3.12 on arm64) against ``constraints.txt``:
+
+    pip install --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64
+        --implementation cp --python-version 3.12 --only-binary=:all: --no-compile
+        -c constraints.txt --target DIR <requirements>
+
+Both platform tags are needed: with the newer one alone pip silently settles on
+old releases of packages that publish only the older tag (pydantic-core,
+numpy). ``--no-compile`` leaves ``.pyc`` writing to the runtime (the package
+stays platform-neutral and smaller). The whole dependency set is about 254 MB
+unzipped, over Lambda's 250 MB, hence one set per function, each checked
+against :data:`BUDGET_BYTES` (an oversized asset fails the synth).
+
+The asset hash is computed from the inputs (the definition, the constraints,
+the first-party sources), so an unchanged function is not rebuilt: CDK finds
+its staged directory in ``cdk.out`` and skips bundling. Tests use
+:class:`StubAssets`: one tiny directory for every function, no pip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Protocol
+
+import jsii
+from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
+from aws_cdk import aws_lambda as lambda_
+
+from infra.definitions import CONSTRAINTS, REPO_ROOT, FunctionDefinition
+
+PYTHON_VERSION = "3.12"
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+ARCHITECTURE = lambda_.Architecture.ARM_64
+PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")
+BUDGET_BYTES = 150 * 1000 * 1000
+"""Per function, unzipped; Lambda's own limit is 250 MB (layers included)."""
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+# Wheels' payloads the runtime never loads: test suites, C headers, scripts.
+PRUNED_DIRS = ("tests", "testing", "include", "bin")
+PRUNED_TOP = ("numpy", "scipy")
+
+
+class LambdaAssetError(RuntimeError):
+    """A function's asset could not be built, or is over its budget."""
+
+
+class AssetSource(Protocol):
+    """Where function code comes from (built from the repository, or a stub for tests)."""
+
+    def code(self, function: FunctionDefinition) -> lambda_.Code:
+        """The function's code asset."""
+        ...
+
+
+def pip_command(function: FunctionDefinition, target: Path) -> list[str]:
+    """The pip invocation that vendors ``function``'s wheels for Lambda into ``target``."""
+    platforms = [arg for tag in PLATFORMS for arg in ("--platform", tag)]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        *platforms,
+        "--implementation",
+        "cp",
+        "--python-version",
+        PYTHON_VERSION,
+        "--only-binary=:all:",
+        "--no-compile",
+        "-c",
+        str(CONSTRAINTS),
+        "--target",
+        str(target),
+        *function.requirements,
+    ]
+
+
+def copy_packages(function: FunctionDefinition, target: Path, root: Path = REPO_ROOT) -> None:
+    """The function's first-party folders, with their parents' ``__init__.py``."""
+    for folder in function.packages:
+        shutil.copytree(root / folder, target / folder, ignore=IGNORED, dirs_exist_ok=True)
+        parent = Path(folder).parent
+        while parent != Path("."):
+            init = root / parent / "__init__.py"
+            if init.exists():
+                (target / parent).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(init, target / parent / "__init__.py")
+            parent = parent.parent
+
+
+def prune(target: Path) -> None:
+    """Remove what the runtime never imports from the heaviest wheels (test suites, headers)."""
+    for top in PRUNED_TOP:
+        base = target / top
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*"), reverse=True):
+            if path.is_dir() and path.name in PRUNED_DIRS:
+                shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(target / "bin", ignore_errors=True)
+
+
+def tree_bytes(root: Path) -> int:
+    """Unzipped size of everything under ``root``."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def build(function: FunctionDefinition, target: Path, *, budget: int = BUDGET_BYTES) -> int:
+    """Build ``function``'s asset into ``target``; its unzipped size in bytes."""
+    target.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PIP_NO_INPUT": "1"}
+    result = subprocess.run(  # noqa: S603 # argv built above, no shell
+        pip_command(function, target), capture_output=True, text=True, env=env, check=False
+    )
+    if result.returncode != 0:
+        raise LambdaAssetError(f"pip failed for {function.name}:\n{result.stderr[-4000:]}")
+    copy_packages(function, target)
+    prune(target)
+    size = tree_bytes(target)
+    if size > budget:
+        raise LambdaAssetError(
+            f"{function.name}: {size / 1e6:.1f} MB unzipped is over its {budget / 1e6:.0f} MB budget"
+        )
+    return size
+
+
+def fingerprint(function: FunctionDefinition, root: Path = REPO_ROOT) -> str:
+    """A digest of every input of the asset: unchanged inputs, unchanged asset, no rebuild."""
+    digest = hashlib.sha256()
+    for part in (
+        function.handler,
+        *function.packages,
+        *function.requirements,
+        PYTHON_VERSION,
+        *PLATFORMS,
+    ):
+        digest.update(part.encode() + b"\0")
+    digest.update(CONSTRAINTS.read_bytes())
+    for folder in function.packages:
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@jsii.implements(ILocalBundling)
+class _PipBundling:
+    """CDK's local bundling hook: build on this machine, never in Docker."""
+
+    def __init__(self, function: FunctionDefinition) -> None:
+        self._function = function
+
+    def try_bundle(self, output_dir: str, *, image: DockerImage, **_: object) -> bool:
+        size = build(self._function, Path(output_dir))
+        print(f"lambda asset {self._function.name}: {size / 1e6:.1f} MB", file=sys.stderr)
+        return True
+
+
+class BuiltAssets:
+    """Assets built from the repository (``make synth``, ``cdk deploy``)."""
+
+    def code(self, function: FunctionDefinition) -> lambda_.Code:
+        return lambda_.Code.from_asset(
+            str(REPO_ROOT),
+            asset_hash=fingerprint(function),
+            asset_hash_type=AssetHashType.CUSTOM,
+            bundling=BundlingOptions(
+                # Never pulled: local bundling always succeeds or raises.
+                image=DockerImage.from_registry("scratch"),
+                local=_PipBundling(function),
+            ),
+        )
+
+
+class StubAssets:
+    """One tiny asset for every function (tests: fast, no pip, no network)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "stub.py").write_text("# stub asset for synthesis tests\n")
+        self._directory = directory
+
+    def code(self, function: FunctionDefinition) -> lambda_.Code:
+        return lambda_.Code.from_asset(str(self._directory))
