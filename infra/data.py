@@ -92,6 +92,12 @@ class Streams(Construct):
                 removal_policy=removal_policy(config),
             )
             self.streams[name] = stream
+            acknowledge(
+                stream,
+                "AwsSolutions-KDS3",
+                "Encrypted with the service's customer-managed key on purpose (rotation, a key "
+                "policy this stack controls, grants for subscribing services), not aws/kinesis.",
+            )
             prefix = f"/ticker-service/{config.name}/streams/{name}"
             ssm.StringParameter(
                 self,
@@ -211,7 +217,7 @@ class Database(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         db = config.database
-        engine = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_17)
+        engine = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_17_9)
         parameters = rds.ParameterGroup(
             self,
             "Parameters",
@@ -257,6 +263,12 @@ class Database(Construct):
             "AwsSolutions-RDS11",
             "Clients reach the database only through RDS Proxy, which listens on 5432 whatever "
             "the instance's port; the security groups, not the port number, keep others out.",
+        )
+        acknowledge(
+            self.instance,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonRDSEnhancedMonitoringRole]",
+            "RDS enhanced monitoring's own service role, as AWS defines it.",
         )
         acknowledge(
             self.instance,

@@ -21,7 +21,14 @@ from infra.common import acknowledge, log_group
 from infra.config import StageConfig
 from infra.data import INSTRUMENTS_PREFIX, Buckets, Streams, Tables
 from infra.definitions import REPO_ROOT
-from infra.functions import SECRETS_PREFIX, list_vault_statement, vault_read_statements
+from infra.grants import (
+    SECRETS_PREFIX,
+    grant_objects,
+    grant_put_records,
+    grant_vault_read,
+    objects_finding,
+    vault_findings,
+)
 
 FEED_PORT = 8080
 SIM_PORT = 8000
@@ -139,19 +146,24 @@ class Feed(Construct):
         )
         # What the feed touches: the ticks stream, the tables, the vault, the snapshot.
         role = task.task_role
-        streams.ticks.grant_write(role)
+        grant_put_records(role, streams.ticks, key)
         tables.subscriptions.grant_read_data(role)
         tables.feed_status.grant_read_write_data(role)
-        buckets.instruments.grant_read(role, f"{INSTRUMENTS_PREFIX}*")
-        for statement in vault_read_statements(Stack.of(self), key):
-            role.add_to_principal_policy(statement)
-        role.add_to_principal_policy(list_vault_statement())
-        acknowledge(
-            task,
-            "AwsSolutions-IAM5[Resource::*]",
-            "secretsmanager:ListSecrets cannot be scoped to resources; the feed lists the "
-            "vault's accounts by prefix. Reading any secret is still limited to ticker/kite/*.",
-        )
+        grant_objects(role, buckets.instruments, INSTRUMENTS_PREFIX, key)
+        grant_vault_read(role, key)
+        findings = {
+            **vault_findings(Stack.of(self)),
+            objects_finding(buckets.instruments, INSTRUMENTS_PREFIX): (
+                "The snapshots are objects under the instruments/ prefix, one per day."
+            ),
+        }
+        for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
+            findings[f"AwsSolutions-IAM5[Action::{action}]"] = (
+                "CDK's DynamoDB grant for tables encrypted with the service key (DynamoDB asks "
+                "KMS for data keys on the caller's behalf)."
+            )
+        for rule, reason in findings.items():
+            acknowledge(task, rule, reason)
         acknowledge(
             task,
             "AwsSolutions-ECS2",
@@ -286,6 +298,11 @@ class Simulator(Construct):
                 start_period=Duration.seconds(60),
             ),
             readonly_root_filesystem=True,
+        )
+        acknowledge(
+            task,
+            "AwsSolutions-IAM5[Resource::*]",
+            "The execution role's ecr:GetAuthorizationToken takes no resource.",
         )
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, description="ticker-service kite_sim (staging)"

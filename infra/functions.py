@@ -15,7 +15,6 @@ from aws_cdk import CustomResource, Duration, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -24,6 +23,14 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from infra.common import acknowledge, log_group
+from infra.grants import (
+    SECRETS_PREFIX,
+    grant_objects,
+    grant_put_records,
+    grant_vault_read,
+    objects_finding,
+    vault_findings,
+)
 from infra.config import StageConfig
 from infra.data import INSTRUMENTS_PREFIX, Buckets, Database, Streams
 from infra.definitions import (
@@ -33,15 +40,11 @@ from infra.definitions import (
     load_mappings,
     migrations_fingerprint,
 )
-from infra.lambda_assets import ARCHITECTURE, RUNTIME, AssetSource
+from infra.lambda_assets import ARCHITECTURE, PYTHON_VERSION, RUNTIME, AssetSource
 
 METRICS_NAMESPACE = "TickerService"
 PROXY_PORT = 5432
 """RDS Proxy for PostgreSQL always listens on 5432."""
-SECRETS_PREFIX = "ticker/kite"
-"""The credential vault's secret names: ``ticker/kite/<account>/api|session``."""
-ENVELOPE_CONTEXT = {"kms:EncryptionContext:service": "ticker-service"}
-"""Every vault envelope carries this encryption context (ticker_adapters.envelope)."""
 
 
 @dataclass(frozen=True)
@@ -77,30 +80,6 @@ SCHEDULES = {
     # 08:40 IST, Monday to Friday: after the morning login, before the 09:00 pre-open.
     "instruments": Schedule("10", "3", "MON-FRI", "the day's instruments before the open"),
 }
-
-
-def vault_read_statements(stack: Stack, key: kms.IKey) -> list[iam.PolicyStatement]:
-    """Read the credential vault: its secrets by prefix, and decrypt under its context only."""
-    secrets_arn = (
-        f"arn:{stack.partition}:secretsmanager:{stack.region}:{stack.account}"
-        f":secret:{SECRETS_PREFIX}/*"
-    )
-    return [
-        iam.PolicyStatement(
-            actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-            resources=[secrets_arn],
-        ),
-        iam.PolicyStatement(
-            actions=["kms:Decrypt"],
-            resources=[key.key_arn],
-            conditions={"StringEquals": ENVELOPE_CONTEXT},
-        ),
-    ]
-
-
-def list_vault_statement() -> iam.PolicyStatement:
-    """ListSecrets (the vault lists its accounts); the action supports no resource scoping."""
-    return iam.PolicyStatement(actions=["secretsmanager:ListSecrets"], resources=["*"])
 
 
 class Functions(Construct):
@@ -169,20 +148,20 @@ class Functions(Construct):
             )
         fns = self.functions
         # Grants: each function, what it touches.
-        streams.greeks.grant_write(fns["greeks"])
-        buckets.instruments.grant_read(fns["greeks"], f"{INSTRUMENTS_PREFIX}*")
-        buckets.instruments.grant_read_write(fns["instruments"], f"{INSTRUMENTS_PREFIX}*")
+        grant_put_records(fns["greeks"], streams.greeks, key)
+        grant_objects(fns["greeks"], buckets.instruments, INSTRUMENTS_PREFIX, key)
+        grant_objects(fns["instruments"], buckets.instruments, INSTRUMENTS_PREFIX, key, write=True)
+        for name in ("greeks", "instruments"):
+            acknowledge(
+                fns[name],
+                objects_finding(buckets.instruments, INSTRUMENTS_PREFIX),
+                "The snapshots are objects under the instruments/ prefix, one per day.",
+            )
         for name in ("persist", "persist-maintenance", "instruments", "migrate"):
             proxy_secret.grant_read(fns[name])
-        for statement in vault_read_statements(Stack.of(self), key):
-            fns["instruments"].add_to_role_policy(statement)
-        fns["instruments"].add_to_role_policy(list_vault_statement())
-        acknowledge(
-            fns["instruments"],
-            "AwsSolutions-IAM5[Resource::*]",
-            "secretsmanager:ListSecrets cannot be scoped to resources; the vault lists its "
-            "accounts by name prefix. Reading any secret is still limited to ticker/kite/*.",
-        )
+        grant_vault_read(fns["instruments"], key)
+        for rule, reason in vault_findings(Stack.of(self)).items():
+            acknowledge(fns["instruments"], rule, reason)
         # The schema migrates on every deploy that brings a migration, before any consumer runs.
         self.migration = self._migration(fns["migrate"])
         # Triggers.
@@ -217,11 +196,12 @@ class Functions(Construct):
             enforce_ssl=True,
             retention_period=Duration.days(14),
         )
-        acknowledge(
-            queue,
-            "AwsSolutions-SQS3",
-            "This queue is itself a failure destination (on-failure or dead-letter queue).",
-        )
+        for rule in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
+            acknowledge(
+                queue,
+                rule,
+                "This queue is itself the failure destination (on-failure or dead-letter queue).",
+            )
         return queue
 
     def _function(
@@ -252,6 +232,7 @@ class Functions(Construct):
             vpc_subnets=subnets,
             security_groups=[self.security_group],
             tracing=lambda_.Tracing.ACTIVE,
+            dead_letter_queue=self.async_failures if name in SCHEDULES else None,
             log_group=log_group(self, f"{construct_id}Logs", config=self._config, key=self._key),
             logging_format=lambda_.LoggingFormat.JSON,
         )
@@ -274,6 +255,20 @@ class Functions(Construct):
             "X-Ray's PutTraceSegments/PutTelemetryRecords take no resource (active tracing); "
             "ENI management likewise.",
         )
+        for rule in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
+            acknowledge(
+                function,
+                rule,
+                f"Pinned to Python {PYTHON_VERSION}: the version its wheels are resolved for "
+                "(infra/lambda_assets.py) and the Dockerfiles use; they move together.",
+            )
+        for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
+            acknowledge(
+                function,
+                f"AwsSolutions-IAM5[Action::{action}]",
+                "CDK's grant to send to the KMS-encrypted failure queues (SQS asks KMS for "
+                "data keys on the sender's behalf).",
+            )
         if name not in SCHEDULES:
             acknowledge(
                 function,
@@ -331,10 +326,12 @@ class Functions(Construct):
             "AWSLambdaBasicExecutionRole]",
             "CDK's custom resource provider framework function writes its own logs.",
         )
+        stack = Stack.of(self)
+        logical_id = stack.resolve(stack.get_logical_id(function.node.default_child))  # type: ignore[arg-type]
         acknowledge(
             provider,
-            "AwsSolutions-IAM5[Action::lambda:InvokeFunction]",
-            "The provider framework invokes the migrate function (and its versions).",
+            f"AwsSolutions-IAM5[Resource::<{logical_id}.Arn>:*]",
+            "The provider framework may invoke any version of the migrate function.",
         )
         acknowledge(
             provider,

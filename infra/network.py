@@ -7,7 +7,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from infra.common import log_group, removal_policy
+from infra.common import acknowledge, log_group, removal_policy
 from infra.config import StageConfig
 
 
@@ -73,7 +73,15 @@ class Network(Construct):
             ("SecretsManager", ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER),
             ("Kms", ec2.InterfaceVpcEndpointAwsService.KMS),
         ):
-            self.vpc.add_interface_endpoint(name, service=service, subnets=private, open=True)
+            endpoint = self.vpc.add_interface_endpoint(
+                name, service=service, subnets=private, open=True
+            )
+            acknowledge(
+                endpoint,
+                "AwsSolutions-EC23",
+                "The endpoint admits HTTPS from this VPC's own CIDR only (open=True), not 0.0.0.0/0; "
+                "the rule cannot read the CIDR's token at synth.",
+            )
         self.private_subnets = private
         self.database_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
 
