@@ -47,6 +47,12 @@ IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
 # Wheels' payloads the runtime never loads: test suites, C headers, scripts.
 PRUNED_DIRS = ("tests", "testing", "include", "bin")
 PRUNED_TOP = ("numpy", "scipy")
+KEPT_SUBPACKAGES = {"scipy": frozenset({"_lib", "special"})}
+"""Of these distributions, only the subpackages the project imports are kept.
+
+scipy is 74 MB on arm64 and ``ticker_core.options`` uses ``scipy.special`` only;
+tests/infra imports every handler and fails if a function loads a subpackage
+missing here, so a new import cannot ship a broken asset."""
 
 
 class LambdaAssetError(RuntimeError):
@@ -108,6 +114,12 @@ def prune(target: Path) -> None:
         for path in sorted(base.rglob("*"), reverse=True):
             if path.is_dir() and path.name in PRUNED_DIRS:
                 shutil.rmtree(path, ignore_errors=True)
+    for top, kept in KEPT_SUBPACKAGES.items():
+        base = target / top
+        if base.is_dir():
+            for child in base.iterdir():
+                if child.is_dir() and child.name not in kept and child.name != "__pycache__":
+                    shutil.rmtree(child)
     shutil.rmtree(target / "bin", ignore_errors=True)
 
 
@@ -138,8 +150,8 @@ def build(function: FunctionDefinition, target: Path, *, budget: int = BUDGET_BY
 def fingerprint(function: FunctionDefinition, root: Path = REPO_ROOT) -> str:
     """A digest of every input of the asset: unchanged inputs, unchanged asset, no rebuild."""
     digest = hashlib.sha256()
+    # Not the handler: functions with the same packages and wheels share one asset.
     for part in (
-        function.handler,
         *function.packages,
         *function.requirements,
         PYTHON_VERSION,
