@@ -19,9 +19,9 @@ from infra.lambda_assets import AssetSource, BuiltAssets, StubAssets
 from infra.stack import TickerServiceStack
 
 
-def build_app(app: App, *, nag: bool = True) -> TickerServiceStack:
-    """The stack for the stage named in ``app``'s context, with cdk-nag attached."""
-    stage = app.node.try_get_context("stage") or DEFAULT_STAGE
+def build_app(app: App, *, stage: str | None = None, nag: bool = True) -> TickerServiceStack:
+    """The stack for ``stage`` (default: the context's ``stage``), with cdk-nag attached."""
+    stage = stage or app.node.try_get_context("stage") or DEFAULT_STAGE
     context = {"stages": app.node.try_get_context("stages")}
     config = stage_config(context, stage)
     assets: AssetSource

@@ -30,7 +30,10 @@ ARCHIVE_FROM = "2024-01-01"
 def glue_type(node: dict[str, Any], defs: dict[str, Any]) -> str:
     """The Hive/Glue column type of one JSON Schema node (``$ref`` resolved)."""
     if "$ref" in node:
-        node = {**defs[node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+        node = {
+            **defs[node["$ref"].rsplit("/", 1)[-1]],
+            **{k: v for k, v in node.items() if k != "$ref"},
+        }
     if "const" in node or "enum" in node:
         return "string"
     kinds = node.get("type")
@@ -45,9 +48,7 @@ def glue_type(node: dict[str, Any], defs: dict[str, Any]) -> str:
         return f"struct<{fields}>"
     if kind == "array":
         return f"array<{glue_type(node['items'], defs)}>"
-    return {"integer": "bigint", "number": "double", "string": "string", "boolean": "boolean"}[
-        kind
-    ]
+    return {"integer": "bigint", "number": "double", "string": "string", "boolean": "boolean"}[kind]
 
 
 def glue_columns(schema_path: Path) -> list[glue.CfnTable.ColumnProperty]:

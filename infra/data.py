@@ -1,4 +1,4 @@
-"""State: the service key, both streams (and their published contract), tables, buckets, database."""
+"""State: the service key, both streams (with their published contract), tables, buckets, DB."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class ServiceKey(Construct):
             self,
             "Key",
             alias=f"alias/ticker-service-{config.name}",
-            description="ticker-service: streams, tables, logs, secrets and the Kite credential vault",
+            description="ticker-service: streams, tables, logs, secrets, the Kite credential vault",
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
             pending_window=Duration.days(7 if not config.retain_data else 30),
@@ -237,9 +237,7 @@ class Database(Construct):
             vpc=vpc,
             vpc_subnets=subnets,
             database_name=DATABASE_NAME,
-            credentials=rds.Credentials.from_generated_secret(
-                DATABASE_ADMIN, encryption_key=key
-            ),
+            credentials=rds.Credentials.from_generated_secret(DATABASE_ADMIN, encryption_key=key),
             storage_encrypted=True,
             storage_encryption_key=key,
             storage_type=rds.StorageType.GP3,

@@ -20,6 +20,15 @@ MIGRATIONS_DIR = REPO_ROOT / "lambdas" / "migrate" / "sql"
 SCHEMAS_DIR = REPO_ROOT / "ticker_core" / "schemas"
 CONSTRAINTS = REPO_ROOT / "constraints.txt"
 
+# Each image's build context: the project files and the folders its Dockerfile copies.
+PROJECT_FILES = ("pyproject.toml", "constraints.txt", "README.md")
+IMAGE_FOLDERS = {
+    "feed_container": ("ticker_core", "ticker_adapters", "feed_container"),
+    "kite_sim": ("ticker_core", "kite_sim"),
+}
+SIM_PORT = 8000
+"""The port kite_sim serves REST and WebSocket on in a stage (its Dockerfile exposes it)."""
+
 STREAMS = ("ticks", "greeks")
 CONSUMERS = ("shared", "enhanced-fan-out")
 STARTING_POSITIONS = ("TRIM_HORIZON", "LATEST")

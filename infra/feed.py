@@ -7,22 +7,21 @@ copies) into the cloud assembly; ``cdk deploy`` builds and pushes them.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, IgnoreMode, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
-from aws_cdk import IgnoreMode
 from constructs import Construct
 
 from infra.common import acknowledge, log_group
 from infra.config import StageConfig
 from infra.data import INSTRUMENTS_PREFIX, Buckets, Streams, Tables
-from infra.definitions import REPO_ROOT
+from infra.definitions import IMAGE_FOLDERS, PROJECT_FILES, REPO_ROOT, SIM_PORT
 from infra.grants import (
-    SECRETS_PREFIX,
+    VAULT_PREFIX,
     grant_objects,
     grant_put_records,
     grant_vault_read,
@@ -31,7 +30,6 @@ from infra.grants import (
 )
 
 FEED_PORT = 8080
-SIM_PORT = 8000
 SIM_ACCOUNTS = 2
 FEED_STOP_TIMEOUT_S = 45
 """The feed's own budget to flush and exit after SIGTERM (FEED_STOP_TIMEOUT_SECONDS)."""
@@ -41,9 +39,9 @@ SPILL_DIR = "/var/spool/feed"
 GIB = 1024**3
 
 
-def image_context(*folders: str) -> list[str]:
-    """Docker-style excludes that keep only ``folders`` (and the project files) in the context."""
-    keep = ("pyproject.toml", "constraints.txt", "README.md", *folders)
+def image_context(image: str) -> list[str]:
+    """Docker-style excludes that keep only what ``image``'s Dockerfile copies in its context."""
+    keep = (*PROJECT_FILES, *IMAGE_FOLDERS[image])
     return ["*", *(f"!{item}" for item in keep), "**/__pycache__", "**/*.pyc"]
 
 
@@ -99,7 +97,7 @@ class Feed(Construct):
             "FEED_KITE_WS_URL": ws_url,
             "FEED_KITE_REST_URL": rest_url,
             "FEED_KMS_KEY_ID": key.key_arn,
-            "FEED_SECRETS_PREFIX": SECRETS_PREFIX,
+            "FEED_SECRETS_PREFIX": VAULT_PREFIX,
             "FEED_SUBSCRIPTIONS_TABLE": tables.subscriptions.table_name,
             "FEED_STREAM_NAME": streams.ticks.stream_name,
             "FEED_INSTRUMENTS_SOURCE": (
@@ -116,7 +114,7 @@ class Feed(Construct):
                 str(REPO_ROOT),
                 file="feed_container/Dockerfile",
                 platform=ecr_assets.Platform.LINUX_ARM64,
-                exclude=image_context("ticker_core", "ticker_adapters", "feed_container"),
+                exclude=image_context("feed_container"),
                 ignore_mode=IgnoreMode.DOCKER,
             ),
             environment=self.environment,
@@ -261,12 +259,13 @@ class Simulator(Construct):
                 str(REPO_ROOT),
                 file="kite_sim/Dockerfile",
                 platform=ecr_assets.Platform.LINUX_ARM64,
-                exclude=image_context("ticker_core", "kite_sim"),
+                exclude=image_context("kite_sim"),
                 ignore_mode=IgnoreMode.DOCKER,
             ),
             command=[
                 "--host",
-                "0.0.0.0",  # noqa: S104 # inside its own task; the security group admits callers
+                # Inside its own task (awsvpc); its security group decides who may call.
+                "0.0.0.0",  # noqa: S104  # nosec B104
                 "--port",
                 str(SIM_PORT),
                 "--accounts",
@@ -329,4 +328,6 @@ class Simulator(Construct):
 
     def allow_from(self, peer: ec2.IConnectable, who: str) -> None:
         """Let ``peer`` reach the simulator's REST and WebSocket port."""
-        self.security_group.connections.allow_from(peer, ec2.Port.tcp(SIM_PORT), f"{who} to kite_sim")
+        self.security_group.connections.allow_from(
+            peer, ec2.Port.tcp(SIM_PORT), f"{who} to kite_sim"
+        )

@@ -10,6 +10,7 @@ prefix, its secrets, the key for the encryption contexts it uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import CustomResource, Duration, Stack
 from aws_cdk import aws_ec2 as ec2
@@ -23,14 +24,6 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from infra.common import acknowledge, log_group
-from infra.grants import (
-    SECRETS_PREFIX,
-    grant_objects,
-    grant_put_records,
-    grant_vault_read,
-    objects_finding,
-    vault_findings,
-)
 from infra.config import StageConfig
 from infra.data import INSTRUMENTS_PREFIX, Buckets, Database, Streams
 from infra.definitions import (
@@ -39,6 +32,14 @@ from infra.definitions import (
     load_functions,
     load_mappings,
     migrations_fingerprint,
+)
+from infra.grants import (
+    VAULT_PREFIX,
+    grant_objects,
+    grant_put_records,
+    grant_vault_read,
+    objects_finding,
+    vault_findings,
 )
 from infra.lambda_assets import ARCHITECTURE, PYTHON_VERSION, RUNTIME, AssetSource
 
@@ -114,7 +115,8 @@ class Functions(Construct):
         """Scheduled invocations that failed every retry."""
         common_env = {"POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE, "LOG_LEVEL": "INFO"}
         proxy_secret = database.secret
-        assert proxy_secret is not None  # from_generated_secret always makes one
+        if proxy_secret is None:  # from_generated_secret always makes one
+            raise ValueError("the database has no credentials secret for the functions")
         db_env = {
             "DB_HOST": database.proxy.endpoint,
             "DB_SECRET_ARN": proxy_secret.secret_arn,
@@ -133,7 +135,7 @@ class Functions(Construct):
                 **snapshot_env,
                 "INSTRUMENTS_KITE_ROOT": kite_rest_url,
                 "KITE_CREDENTIALS_KMS_KEY_ARN": key.key_arn,
-                "KITE_CREDENTIALS_PREFIX": SECRETS_PREFIX,
+                "KITE_CREDENTIALS_PREFIX": VAULT_PREFIX,
             },
             "migrate": db_env,
         }
@@ -170,7 +172,7 @@ class Functions(Construct):
         for mapping in self.mappings.values():
             self._mapping(mapping, fns[mapping.function], streams)
         for name, schedule in SCHEDULES.items():
-            rule = events.Rule(
+            schedule_rule = events.Rule(
                 self,
                 f"{name.title().replace('-', '')}Schedule",
                 description=schedule.why,
@@ -178,7 +180,7 @@ class Functions(Construct):
                     minute=schedule.minute, hour=schedule.hour, week_day=schedule.week_day
                 ),
             )
-            rule.add_target(
+            schedule_rule.add_target(
                 targets.LambdaFunction(
                     fns[name],
                     retry_attempts=2,
@@ -285,7 +287,7 @@ class Functions(Construct):
             self.on_failure[mapping.on_failure] = self._queue(
                 f"{mapping.on_failure.title()}OnFailure"
             )
-        options = {
+        options: dict[str, Any] = {
             "batch_size": mapping.batch_size,
             "max_batching_window": Duration.seconds(mapping.maximum_batching_window_seconds),
             "retry_attempts": mapping.maximum_retry_attempts,

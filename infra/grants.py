@@ -13,7 +13,7 @@ from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 
-SECRETS_PREFIX = "ticker/kite"
+VAULT_PREFIX = "ticker/kite"
 """The credential vault's secret names: ``ticker/kite/<account>/api|session``."""
 ENVELOPE_CONTEXT = {"kms:EncryptionContext:service": "ticker-service"}
 """Every vault envelope carries this encryption context (ticker_adapters.envelope)."""
@@ -80,7 +80,7 @@ def grant_vault_read(principal: iam.IGrantable, key: kms.IKey) -> None:
     stack = Stack.of(key)
     secrets_arn = (
         f"arn:{stack.partition}:secretsmanager:{stack.region}:{stack.account}"
-        f":secret:{SECRETS_PREFIX}/*"
+        f":secret:{VAULT_PREFIX}/*"
     )
     for statement in (
         iam.PolicyStatement(
@@ -88,7 +88,9 @@ def grant_vault_read(principal: iam.IGrantable, key: kms.IKey) -> None:
             resources=[secrets_arn],
         ),
         iam.PolicyStatement(
-            actions=["kms:Decrypt"], resources=[key.key_arn], conditions={"StringEquals": ENVELOPE_CONTEXT}
+            actions=["kms:Decrypt"],
+            resources=[key.key_arn],
+            conditions={"StringEquals": ENVELOPE_CONTEXT},
         ),
         iam.PolicyStatement(actions=["secretsmanager:ListSecrets"], resources=["*"]),
     ):
@@ -105,7 +107,7 @@ def vault_findings(stack: Stack) -> dict[str, str]:
             "(X-Ray segments, VPC network interfaces, ECR authorization)."
         ),
         f"AwsSolutions-IAM5[Resource::arn:aws:secretsmanager:{stack.region}:{account}"
-        f":secret:{SECRETS_PREFIX}/*]": (
+        f":secret:{VAULT_PREFIX}/*]": (
             "The vault holds one secret per account and kind under ticker/kite/; accounts are "
             "added at run time, so the set is a prefix."
         ),

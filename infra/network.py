@@ -1,4 +1,4 @@
-"""The VPC: private subnets, NAT gateways on Elastic IPs (Kite's registered IPs), endpoints, flow logs."""
+"""The VPC: private subnets, NAT on Elastic IPs (registered with Kite), endpoints, flow logs."""
 
 from __future__ import annotations
 
@@ -79,9 +79,8 @@ class Network(Construct):
             acknowledge(
                 endpoint,
                 "AwsSolutions-EC23",
-                "The endpoint admits HTTPS from this VPC's own CIDR only (open=True), not 0.0.0.0/0; "
-                "the rule cannot read the CIDR's token at synth.",
+                "The endpoint admits HTTPS from this VPC's own CIDR only (open=True), not "
+                "0.0.0.0/0; the rule cannot read the CIDR's token at synth.",
             )
         self.private_subnets = private
         self.database_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
-
