@@ -44,8 +44,10 @@ PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")
 BUDGET_BYTES = 150 * 1000 * 1000
 """Per function, unzipped; Lambda's own limit is 250 MB (layers included)."""
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
-# Wheels' payloads the runtime never loads: test suites, C headers, scripts.
-PRUNED_DIRS = ("tests", "testing", "include", "bin")
+# Wheels' payloads the runtime never loads: test suites, C headers. Not ``numpy.testing``:
+# scipy imports it through ``from numpy import *`` (the lambda_assets benchmark imports every
+# handler from a pruned twin of its asset, which is how that was found).
+PRUNED_DIRS = ("tests", "include")
 PRUNED_TOP = ("numpy", "scipy")
 KEPT_SUBPACKAGES = {"scipy": frozenset({"_lib", "special"})}
 """Of these distributions, only the subpackages the project imports are kept.
@@ -67,9 +69,19 @@ class AssetSource(Protocol):
         ...
 
 
-def pip_command(function: FunctionDefinition, target: Path) -> list[str]:
-    """The pip invocation that vendors ``function``'s wheels for Lambda into ``target``."""
-    platforms = [arg for tag in PLATFORMS for arg in ("--platform", tag)]
+def pip_command(
+    function: FunctionDefinition,
+    target: Path,
+    *,
+    platforms: tuple[str, ...] = PLATFORMS,
+    python_version: str = PYTHON_VERSION,
+) -> list[str]:
+    """The pip invocation that vendors ``function``'s wheels for Lambda into ``target``.
+
+    ``platforms`` and ``python_version`` are Lambda's unless a benchmark builds a twin
+    of the asset for the machine it runs on (to time its imports).
+    """
+    platform_args = [arg for tag in platforms for arg in ("--platform", tag)]
     return [
         sys.executable,
         "-m",
@@ -77,11 +89,11 @@ def pip_command(function: FunctionDefinition, target: Path) -> list[str]:
         "install",
         "--quiet",
         "--disable-pip-version-check",
-        *platforms,
+        *platform_args,
         "--implementation",
         "cp",
         "--python-version",
-        PYTHON_VERSION,
+        python_version,
         "--only-binary=:all:",
         "--no-compile",
         "-c",
@@ -128,12 +140,20 @@ def tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def build(function: FunctionDefinition, target: Path, *, budget: int = BUDGET_BYTES) -> int:
+def build(
+    function: FunctionDefinition,
+    target: Path,
+    *,
+    budget: int = BUDGET_BYTES,
+    platforms: tuple[str, ...] = PLATFORMS,
+    python_version: str = PYTHON_VERSION,
+) -> int:
     """Build ``function``'s asset into ``target``; its unzipped size in bytes."""
     target.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PIP_NO_INPUT": "1"}
+    command = pip_command(function, target, platforms=platforms, python_version=python_version)
     result = subprocess.run(  # nosec B603 # argv built above, no shell
-        pip_command(function, target), capture_output=True, text=True, env=env, check=False
+        command, capture_output=True, text=True, env=env, check=False
     )
     if result.returncode != 0:
         raise LambdaAssetError(f"pip failed for {function.name}:\n{result.stderr[-4000:]}")
@@ -159,6 +179,7 @@ def fingerprint(function: FunctionDefinition, root: Path = REPO_ROOT) -> str:
     ):
         digest.update(part.encode() + b"\0")
     digest.update(CONSTRAINTS.read_bytes())
+    digest.update(Path(__file__).read_bytes())  # the packaging rules themselves (pruning)
     for folder in function.packages:
         for path in sorted((root / folder).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
