@@ -31,13 +31,14 @@ export CDK_DISABLE_VERSION_CHECK := true
 # Keep every AWS SDK call on loopback in tests, sandbox and benchmarks.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help venv test lint typecheck security unit integration bench run clean lock synth cdk-cli
+.PHONY: help venv test lint typecheck security unit integration bench run clean lock synth cdk-cli deploy
 
 help:
 	@echo "make test    - install into $(VENV) and run lint, types, security scan and the whole test suite"
 	@echo "make run     - run the whole pipeline on this machine against the Kite simulator (ARGS=...)"
 	@echo "make bench   - run the benchmarks and rewrite BENCHMARKS.md (ONLY=name to run one)"
 	@echo "make synth   - cdk synth STAGE=dev|prod into cdk.out (offline, no Docker), cfn-lint, cdk-nag"
+	@echo "make deploy  - make synth, then cdk deploy STAGE (AWS credentials and Docker needed)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 is required" >&2; exit 1; }
@@ -89,6 +90,11 @@ CFN_LINT_IGNORED := W3010,W3005
 synth: $(STAMP) $(CDK_STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(CDK) synth --quiet --no-notices --no-version-reporting -c stage=$(STAGE)
 	$(BIN)/cfn-lint --ignore-checks $(CFN_LINT_IGNORED) -- cdk.out/TickerService-$(STAGE).template.json
+
+# cdk deploy STAGE from the assembly `make synth` just checked (needs AWS credentials and a
+# Docker engine with buildx for the two arm64 images; see README, deploying).
+deploy: synth
+	PATH="$(abspath $(BIN)):$$PATH" $(CDK) deploy --app cdk.out --no-notices TickerService-$(STAGE) $(ARGS)
 
 # Regenerate the pinned constraints from a fresh resolve of pyproject.toml.
 lock:

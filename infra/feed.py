@@ -219,6 +219,7 @@ class Simulator(Construct):
         self.account = secretsmanager.Secret(
             self,
             "Account",
+            secret_name=f"ticker-{config.name}/kite-sim/account",
             description="kite_sim's first simulated app: api_key and api_secret",
             encryption_key=key,
             generate_secret_string=secretsmanager.SecretStringGenerator(
@@ -231,6 +232,7 @@ class Simulator(Construct):
         self.admin_token = secretsmanager.Secret(
             self,
             "AdminToken",
+            secret_name=f"ticker-{config.name}/kite-sim/admin-token",
             description="kite_sim's admin API token (X-Sim-Admin-Token)",
             encryption_key=key,
             generate_secret_string=secretsmanager.SecretStringGenerator(
