@@ -16,8 +16,9 @@ unzipped, over Lambda's 250 MB, hence one set per function, each checked
 against :data:`BUDGET_BYTES` (an oversized asset fails the synth).
 
 The asset hash is computed from the inputs (the definition, the constraints,
-the first-party sources), so an unchanged function is not rebuilt: CDK finds
-its staged directory in ``cdk.out`` and skips bundling. Tests use
+the first-party sources, these packaging rules), so an unchanged function is
+not rebuilt (:class:`BuiltAssets` keeps builds by that hash). No CDK bundling
+hook is involved: the build is plain Python at synth. Tests use
 :class:`StubAssets`: one tiny directory for every function, no pip.
 """
 
@@ -28,11 +29,11 @@ import os
 import shutil
 import subprocess  # nosec B404 # runs pip with arguments built here, no shell
 import sys
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
-import jsii
-from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
+from aws_cdk import AssetHashType
 from aws_cdk import aws_lambda as lambda_
 
 from infra.definitions import CONSTRAINTS, REPO_ROOT, FunctionDefinition
@@ -41,6 +42,8 @@ PYTHON_VERSION = "3.12"
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.ARM_64
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")
+ASSET_CACHE = REPO_ROOT / "build" / "lambda-assets"
+"""Built assets by fingerprint (``build/`` is ignored by git)."""
 BUDGET_BYTES = 150 * 1000 * 1000
 """Per function, unzipped; Lambda's own limit is 250 MB (layers included)."""
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
@@ -187,32 +190,39 @@ def fingerprint(function: FunctionDefinition, root: Path = REPO_ROOT) -> str:
     return digest.hexdigest()
 
 
-@jsii.implements(ILocalBundling)
-class _PipBundling:
-    """CDK's local bundling hook: build on this machine, never in Docker."""
-
-    def __init__(self, function: FunctionDefinition) -> None:
-        self._function = function
-
-    def try_bundle(self, output_dir: str, *, image: DockerImage, **_: object) -> bool:
-        size = build(self._function, Path(output_dir))
-        print(f"lambda asset {self._function.name}: {size / 1e6:.1f} MB", file=sys.stderr)
-        return True
-
-
 class BuiltAssets:
-    """Assets built from the repository (``make synth``, ``cdk deploy``)."""
+    """Assets built from the repository at synth (``make synth``, ``cdk deploy``).
+
+    Each distinct asset is built once into ``build/lambda-assets/<fingerprint>/`` (kept
+    between synths: an unchanged function is not rebuilt) and handed to CDK under that
+    fingerprint, so CDK stages it into ``cdk.out`` only when it is new there. A build
+    goes to a temporary sibling first and is renamed into place, so an interrupted synth
+    never leaves a half-built asset that a later synth would take as complete.
+    """
+
+    def __init__(self, cache: Path = ASSET_CACHE) -> None:
+        self._cache = cache
+
+    def path(self, function: FunctionDefinition) -> Path:
+        """The built asset's directory, building it if this fingerprint has none yet."""
+        target = self._cache / fingerprint(function)
+        if not target.is_dir():
+            self._cache.mkdir(parents=True, exist_ok=True)
+            partial = Path(tempfile.mkdtemp(prefix=f".{function.name}-", dir=self._cache))
+            try:
+                size = build(function, partial)
+                partial.rename(target)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            print(f"lambda asset {function.name}: {size / 1e6:.1f} MB", file=sys.stderr)
+        return target
 
     def code(self, function: FunctionDefinition) -> lambda_.Code:
         return lambda_.Code.from_asset(
-            str(REPO_ROOT),
+            str(self.path(function)),
             asset_hash=fingerprint(function),
             asset_hash_type=AssetHashType.CUSTOM,
-            bundling=BundlingOptions(
-                # Never pulled: local bundling always succeeds or raises.
-                image=DockerImage.from_registry("scratch"),
-                local=_PipBundling(function),
-            ),
         )
 
 
