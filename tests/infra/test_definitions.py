@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import lambda_assets
 from infra.definitions import (
     MIGRATIONS_DIR,
     DefinitionError,
@@ -123,3 +124,33 @@ def test_no_function_imports_a_pruned_subpackage() -> None:
     for top, subpackages in loaded.items():
         extra = set(subpackages) - KEPT_SUBPACKAGES[top]
         assert not extra, f"{top}: {sorted(extra)} imported but pruned from the assets"
+
+
+def test_built_assets_are_reused_and_a_failed_build_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a builder that counts its builds and fails on demand
+    builds: list[Path] = []
+    failing = {"on": False}
+
+    def fake_build(function: object, target: Path, **_: object) -> int:
+        builds.append(target)
+        (target / "handler.py").write_text("")
+        if failing["on"]:
+            raise lambda_assets.LambdaAssetError("over budget")
+        return 1
+
+    monkeypatch.setattr(lambda_assets, "build", fake_build)
+    assets = lambda_assets.BuiltAssets(tmp_path)
+    function = load_functions()["migrate"]
+    # When the same function's asset is asked for twice, Then it is built once
+    first = assets.path(function)
+    assert assets.path(function) == first
+    assert len(builds) == 1
+    assert (first / "handler.py").exists()
+    # When a build fails, Then no directory is left that a later synth would take as built
+    other = load_functions()["greeks"]
+    failing["on"] = True
+    with pytest.raises(lambda_assets.LambdaAssetError):
+        assets.path(other)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
