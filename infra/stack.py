@@ -8,7 +8,7 @@ the same key, network, tables and alarm topic.
 
 from __future__ import annotations
 
-from aws_cdk import Environment, Stack, Tags
+from aws_cdk import CfnOutput, Environment, Stack, Tags
 from constructs import Construct
 
 from infra.archive import Archive
@@ -102,3 +102,15 @@ class TickerServiceStack(Stack):
         self.observability.watch_streams(self.streams)
         self.observability.watch_database(self.database.instance)
         self.observability.dashboard_widgets(self.streams, fns, self.database.instance)
+        # What operators look up after a deploy (the egress IPs and stream ARNs are output
+        # where they are made).
+        for name, value, description in (
+            ("AlarmTopicArn", self.observability.topic.topic_arn, "subscribe to be paged"),
+            ("InstrumentsBucket", self.buckets.instruments.bucket_name, "daily snapshots"),
+            ("ArchiveBucket", self.buckets.archive.bucket_name, "Parquet by IST day"),
+            ("ArchiveGlueDatabase", self.archive.database_name, "query with Athena"),
+            ("SubscriptionsTable", self.tables.subscriptions.table_name, "desired set"),
+            ("DatabaseProxyEndpoint", self.database.proxy.endpoint, "TLS, port 5432"),
+            ("ServiceKeyArn", key.key_arn, "the vault's KMS key"),
+        ):
+            CfnOutput(self, name, value=value, description=description)
