@@ -91,7 +91,9 @@ class Feed(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
+        # The root filesystem is read-only; the spill and /tmp are the task's ephemeral storage.
         task.add_volume(name="spill")
+        task.add_volume(name="tmp")
         spill_bytes = (config.feed.ephemeral_storage_gib - 10) * GIB
         self.environment = {
             "FEED_KITE_WS_URL": ws_url,
@@ -140,7 +142,8 @@ class Feed(Construct):
             readonly_root_filesystem=True,
         )
         container.add_mount_points(
-            ecs.MountPoint(container_path=SPILL_DIR, source_volume="spill", read_only=False)
+            ecs.MountPoint(container_path=SPILL_DIR, source_volume="spill", read_only=False),
+            ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False),  # noqa: S108  # nosec B108
         )
         # What the feed touches: the ticks stream, the tables, the vault, the snapshot.
         role = task.task_role
@@ -255,7 +258,8 @@ class Simulator(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
-        task.add_container(
+        task.add_volume(name="tmp")  # the root filesystem is read-only
+        sim = task.add_container(
             "kite-sim",
             image=ecs.ContainerImage.from_asset(
                 str(REPO_ROOT),
@@ -299,6 +303,9 @@ class Simulator(Construct):
                 start_period=Duration.seconds(60),
             ),
             readonly_root_filesystem=True,
+        )
+        sim.add_mount_points(
+            ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False)  # noqa: S108  # nosec B108
         )
         acknowledge(
             task,
