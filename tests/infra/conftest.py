@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,11 @@ class Synthesized:
 @pytest.fixture(scope="session")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Synthesized]]:
     """Both stages synthesized once for the session (about 30 s)."""
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    # jsii's end-of-life banner names Node majors; `make` sets this, a bare pytest may not.
+    node = subprocess.run(["node", "-p", "process.versions.node"], capture_output=True, text=True)
+    os.environ.setdefault(
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", node.stdout.split(".")[0].strip()
+    )
     from aws_cdk import App
 
     from app import build_app
