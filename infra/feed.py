@@ -28,6 +28,7 @@ from infra.grants import (
     objects_finding,
     vault_findings,
 )
+from infra.observability import FEED_NAMESPACE
 
 FEED_PORT = 8080
 SIM_ACCOUNTS = 2
@@ -106,6 +107,8 @@ class Feed(Construct):
                 f"s3://{buckets.instruments.bucket_name}/{INSTRUMENTS_PREFIX}"
             ),
             "FEED_HEALTH_PORT": str(FEED_PORT),
+            # The namespace the alarms read (infra/observability.py).
+            "FEED_EMF_NAMESPACE": FEED_NAMESPACE,
             "FEED_STOP_TIMEOUT_SECONDS": str(FEED_STOP_TIMEOUT_S),
             "FEED_SPILL_DIR": SPILL_DIR,
             "FEED_SPILL_MAX_BYTES": str(spill_bytes),

@@ -36,7 +36,7 @@ class Thresholds:
 
     iterator_age_ms: int = 60_000
     feed_lag_p99_s: float = 5.0
-    reconnects_per_5_min: int = 20
+    reconnects_per_minute: int = 5
     db_cpu_percent: int = 80
     db_connections: int = 200
     lambda_errors_per_5_min: int = 1
@@ -142,9 +142,14 @@ class Observability(Construct):
         """The feed: running, keeping up, connected, not dropping, accounts logged in."""
         t = self._thresholds
 
-        def feed_metric(name: str, statistic: str) -> cloudwatch.Metric:
-            return cloudwatch.Metric(
-                namespace=FEED_NAMESPACE, metric_name=name, statistic=statistic, period=ONE_MINUTE
+        def feed_query(function: str, name: str, label: str) -> cloudwatch.MathExpression:
+            # Metrics Insights over the whole namespace: a metric the feed emits per account
+            # (with an ``account`` dimension) and one it emits stream-wide are read alike.
+            return cloudwatch.MathExpression(
+                expression=f'SELECT {function}({name}) FROM "{FEED_NAMESPACE}"',  # noqa: S608  # nosec B608
+                label=label,
+                period=ONE_MINUTE,
+                using_metrics={},
             )
 
         if desired:
@@ -168,35 +173,30 @@ class Observability(Construct):
             )
         self.alarm(
             "FeedLag",
-            feed_metric("E2eLagP99Seconds", "Maximum"),
+            feed_query("MAX", "E2eLagP99Seconds", "Kite to Kinesis p99 (s)"),
             t.feed_lag_p99_s,
             "Ticks take over 5 s from Kite to Kinesis (p99): Kinesis throttling or a slow task",
             periods=3,
         )
         self.alarm(
             "FeedDroppedTicks",
-            feed_metric("DroppedRecordsTotal", "Sum"),
+            feed_query("SUM", "DroppedRecordsTotal", "ticks dropped"),
             0,
             "The feed dropped ticks: memory and disk spill both full (data lost)",
         )
         self.alarm(
             "FeedLoginRequired",
-            feed_metric("AccountsWaitingForLogin", "Maximum"),
+            feed_query("MAX", "AccountsWaitingForLogin", "accounts waiting for a login"),
             0,
             "Accounts without a live Kite session: log them in before the open",
             periods=5,
         )
         self.alarm(
             "FeedReconnectStorm",
-            cloudwatch.MathExpression(
-                # A Metrics Insights query over a constant namespace (no input reaches it).
-                expression=f'SELECT SUM(ReconnectsTotal) FROM "{FEED_NAMESPACE}"',  # noqa: S608  # nosec B608
-                label="reconnects, all accounts",
-                period=FIVE_MINUTES,
-                using_metrics={},
-            ),
-            t.reconnects_per_5_min,
+            feed_query("SUM", "ReconnectsTotal", "reconnects, all accounts"),
+            t.reconnects_per_minute,
             "Connections to Kite keep dropping (network, Kite outage, or an expired token)",
+            periods=5,
         )
 
     def watch_streams(self, streams: Streams) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
+from feed_container.metrics import _emf_name as emf_name
 from infra.definitions import load_functions, load_mappings
 from infra.feed import FEED_STOP_TIMEOUT_S
-from tests.infra.conftest import Synthesized
+from tests.infra.conftest import ROOT, Synthesized
 
 pytestmark = pytest.mark.infra
+
+FEED_QUERY = re.compile(r'^SELECT (?:SUM|MAX)\((\w+)\) FROM "TickerService/Feed"$')
 
 
 def ref_id(value: Any) -> str:
@@ -201,13 +205,14 @@ def test_the_data_path_is_alarmed_to_the_topic(stage: Synthesized) -> None:
 
     # Then each failure the issue names has one
     names = metric_names()
+    names |= {m.group(1) for n in names for m in [FEED_QUERY.match(n)] if m}
     for expected in (
         "IteratorAge",
         "ApproximateNumberOfMessagesVisible",
         "E2eLagP99Seconds",
         "DroppedRecordsTotal",
         "AccountsWaitingForLogin",
-        'SELECT SUM(ReconnectsTotal) FROM "TickerService/Feed"',
+        "ReconnectsTotal",
         "Errors",
         "Throttles",
         "CPUUtilization",
@@ -265,3 +270,24 @@ def test_the_simulator_runs_only_where_the_stage_asks_for_it(stage: Synthesized)
         assert env["FEED_KITE_WS_URL"].startswith("ws://kite-sim.")
     else:
         assert env["FEED_KITE_WS_URL"] == "wss://ws.kite.trade"
+
+
+def test_every_feed_alarm_reads_a_metric_the_feed_emits(stage: Synthesized) -> None:
+    # Given the metric names the feed can emit as EMF (every name it registers, as named in EMF)
+    source = "\n".join(p.read_text() for p in (ROOT / "feed_container").glob("*.py"))
+    emitted = {emf_name(n, ()) for n in re.findall(r'"(feed_[a-z0-9_]+)"', source)}
+    emitted |= {"E2eLagP50Seconds", "E2eLagP99Seconds"}
+    # When the alarms' queries on the feed's namespace are read
+    queried = set()
+    for alarm in stage.resources("AWS::CloudWatch::Alarm").values():
+        for metric in alarm["Properties"].get("Metrics", []):
+            match = FEED_QUERY.match(metric.get("Expression", ""))
+            if match:
+                queried.add(match.group(1))
+    # Then each is a metric the feed emits, in the namespace the task sets
+    assert queried
+    assert queried <= emitted, sorted(queried - emitted)
+    _, task = stage.one("AWS::ECS::TaskDefinition", "FeedTask")
+    (container,) = task["Properties"]["ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["FEED_EMF_NAMESPACE"] == "TickerService/Feed"
