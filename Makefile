@@ -83,13 +83,11 @@ cdk-cli: $(CDK_STAMP)
 
 # cdk synth for STAGE (the app builds each function's asset with pip, no Docker; cdk-nag's
 # AwsSolutions and Serverless packs run as validation plugins and fail the synth on any
-# unacknowledged finding), then cfn-lint on the template. cfn-lint checks left out, and why:
-#   W3010  the availability zones are pinned in cdk.json on purpose (no synth-time look-up)
-#   W3005  CDK writes DependsOn beside a GetAtt it also writes (harmless, not ours to edit)
-CFN_LINT_IGNORED := W3010,W3005
+# unacknowledged finding), then cfn-lint on the template (infra/lint.py lists the checks
+# left out, with the reasons).
 synth: $(STAMP) $(CDK_STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(CDK) synth --quiet --no-notices --no-version-reporting -c stage=$(STAGE)
-	$(BIN)/cfn-lint --ignore-checks $(CFN_LINT_IGNORED) -- cdk.out/TickerService-$(STAGE).template.json
+	$(BIN)/python -m infra.lint cdk.out/TickerService-$(STAGE).template.json
 
 # cdk deploy STAGE from the assembly `make synth` just checked (needs AWS credentials and a
 # Docker engine with buildx for the two arm64 images; see README, deploying).
