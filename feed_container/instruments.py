@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -62,12 +63,13 @@ class KiteInstrumentSource:
         self._client = client
 
     @classmethod
-    def at(cls, kite_rest_url: str) -> KiteInstrumentSource:
+    def at(cls, kite_rest_url: str, plaintext_hosts: Collection[str] = ()) -> KiteInstrumentSource:
         """The source for the Kite (or simulator) root ``kite_rest_url``."""
         transport = KiteTransport(
             kite_rest_url,
             connect_timeout=KITE_CONNECT_TIMEOUT_SECONDS,
             read_timeout=KITE_DUMP_READ_TIMEOUT_SECONDS,
+            plaintext_hosts=plaintext_hosts,
         )
         return cls(KiteRestClient("", transport=transport))
 
@@ -113,10 +115,11 @@ def source_from_setting(
     kite_rest_url: str,
     snapshot: SnapshotSettings | None = None,
     s3_client: Any = None,
+    plaintext_hosts: Collection[str] = (),
 ) -> InstrumentSource:
     """The source named by ``FEED_INSTRUMENTS_SOURCE``."""
     if value == "kite":
-        return KiteInstrumentSource.at(kite_rest_url)
+        return KiteInstrumentSource.at(kite_rest_url, plaintext_hosts)
     if value == "snapshot":
         if snapshot is None or s3_client is None:
             raise ValueError("the snapshot source needs the snapshot settings and an S3 client")

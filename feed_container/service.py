@@ -245,6 +245,7 @@ class FeedService:
         return source_from_setting(
             environment.feed.instruments_source,
             kite_rest_url=environment.kite.rest_url,
+            plaintext_hosts=environment.kite.plaintext_hosts,
             snapshot=environment.snapshot,
             s3_client=self._aws("s3") if environment.snapshot is not None else None,
         )

@@ -29,8 +29,10 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
+from infra.definitions import MAPPINGS_FILE, DefinitionError, load_mappings
 from ticker_core.records import lambda_event_record
 
 MAX_EVENT_BYTES = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
@@ -72,6 +74,49 @@ class MappingConfig:
             raise MappingConfigError("maximum_record_age_s must be -1 or positive")
         if self.retry_base_delay_s < 0 or self.retry_max_delay_s < self.retry_base_delay_s:
             raise MappingConfigError("retry delays must satisfy 0 <= base <= max")
+
+
+@dataclass(frozen=True)
+class MappingDefinition:
+    """One deployed mapping as the emulator runs it: which stream feeds which function."""
+
+    name: str
+    stream: str
+    function: str
+    on_failure: str
+    config: MappingConfig
+
+
+def load_mapping_definitions(path: Path = MAPPINGS_FILE) -> list[MappingDefinition]:
+    """The mappings the stack deploys (``lambdas/event_source_mappings.toml``), for the emulator.
+
+    The emulator reads every shard in order from TRIM_HORIZON, one batch per shard at
+    a time, by polling (an enhanced fan-out consumer differs only in latency and
+    throughput), so a definition asking for anything else is refused rather than
+    silently emulated differently.
+    """
+    try:
+        deployed = load_mappings(path)
+    except DefinitionError as exc:
+        raise MappingConfigError(str(exc)) from exc
+    definitions = []
+    for name, entry in deployed.items():
+        if entry.parallelization_factor != 1:
+            raise MappingConfigError(f"mapping {name}: the emulator runs one batch per shard")
+        if entry.starting_position != "TRIM_HORIZON":
+            raise MappingConfigError(f"mapping {name}: the emulator starts at TRIM_HORIZON")
+        config = MappingConfig(
+            batch_size=entry.batch_size,
+            maximum_batching_window_s=entry.maximum_batching_window_seconds,
+            maximum_retry_attempts=entry.maximum_retry_attempts,
+            bisect_batch_on_function_error=entry.bisect_batch_on_function_error,
+            report_batch_item_failures=entry.report_batch_item_failures,
+            maximum_record_age_s=entry.maximum_record_age_seconds,
+        )
+        definitions.append(
+            MappingDefinition(name, entry.stream, entry.function, entry.on_failure, config)
+        )
+    return definitions
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from lambdas.common.db import DatabaseSettings, connection_parameters
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
 from sandbox.environments import feed_env, greeks_env, instruments_env, persist_env
-from sandbox.esm import EventSourceMapping, MappingConfig, MappingTarget
+from sandbox.esm import EventSourceMapping, MappingTarget, load_mapping_definitions
 from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.kite import SimAccount, SimAdmin, register_accounts
 from sandbox.lambda_runtime import REPO_ROOT, LambdaFunction
@@ -51,22 +51,6 @@ SIM_TICK_INTERVAL_S = 0.1  # one frame per connection per 100 ms, as Kite's tick
 MAX_TICKS_PER_INSTRUMENT = 1 / SIM_TICK_INTERVAL_S
 FEED_START_TIMEOUT_S = 60.0
 FEED_STOP_TIMEOUT_S = 70.0  # the feed's own flush budget (60 s) and some
-
-# Event source mappings as the CDK stack configures them.
-GREEKS_MAPPING = MappingConfig(
-    batch_size=500,
-    maximum_batching_window_s=0.5,
-    maximum_retry_attempts=10,
-    bisect_batch_on_function_error=True,
-    report_batch_item_failures=True,
-)
-PERSIST_MAPPING = MappingConfig(
-    batch_size=1000,
-    maximum_batching_window_s=1.0,
-    maximum_retry_attempts=10,
-    bisect_batch_on_function_error=True,
-    report_batch_item_failures=True,
-)
 
 T = TypeVar("T")
 
@@ -383,12 +367,11 @@ class Stack:
 
     def _start_mappings(self) -> None:
         aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
-        pairs = [
-            ("ticks", "greeks", GREEKS_MAPPING, r.greeks_failures_url),
-            ("ticks", "persist", PERSIST_MAPPING, r.persist_failures_url),
-            ("greeks", "persist", PERSIST_MAPPING, r.persist_failures_url),
-        ]
-        for stream, function_name, config, dlq in pairs:
+        # Event source mappings exactly as the CDK stack deploys them (one shared definition).
+        failure_queues = {"greeks": r.greeks_failures_url, "persist": r.persist_failures_url}
+        for definition in load_mapping_definitions():
+            stream, function_name = definition.stream, definition.function
+            config, dlq = definition.config, failure_queues[definition.on_failure]
             function = self.functions[function_name]
             stream_name = r.names.ticks_stream if stream == "ticks" else r.names.greeks_stream
             arn = r.ticks_stream_arn if stream == "ticks" else r.greeks_stream_arn

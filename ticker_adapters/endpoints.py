@@ -10,6 +10,7 @@ sandbox and the tests need. One rule, used by every deployable's settings.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from urllib.parse import urlsplit
 
 #: Host names that always mean this machine.
@@ -30,13 +31,17 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def require_tls_off_loopback(url: str, *, schemes: tuple[str, ...]) -> str:
+def require_tls_off_loopback(
+    url: str, *, schemes: tuple[str, ...], plaintext_hosts: Collection[str] = ()
+) -> str:
     """``url`` if it uses TLS, or a plain scheme to a loopback host; otherwise ValueError.
 
     ``schemes`` are the TLS schemes accepted (``("wss",)`` for a WebSocket
     URL, ``("https",)`` for REST); their plain counterparts pass only to
-    loopback. The message names the rule, never the URL's query (it may hold
-    a token).
+    loopback, or to a host named in ``plaintext_hosts``: an explicit opt-in
+    for a simulator on a private network (a staging stack's kite_sim, whose
+    tokens are its own), never a default. The message names the rule, never
+    the URL's query (it may hold a token).
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -46,7 +51,9 @@ def require_tls_off_loopback(url: str, *, schemes: tuple[str, ...]) -> str:
         return url
     plain = {p for p, secure in SECURE_SCHEMES.items() if secure in schemes}
     if scheme in plain:
-        if is_loopback(parts.hostname):
+        if is_loopback(parts.hostname) or (parts.hostname or "").lower() in {
+            h.lower() for h in plaintext_hosts
+        }:
             return url
         raise ValueError(
             f"{scheme}:// sends credentials in clear: allowed only to a loopback host, "

@@ -35,7 +35,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -94,12 +94,18 @@ def default_read_delays() -> Iterator[float]:
     return full_jitter(0.5, 4.0)
 
 
-def check_root(root: str) -> str:
-    """``root`` without a trailing slash; refuses plain HTTP except to loopback."""
+def check_root(root: str, plaintext_hosts: Collection[str] = ()) -> str:
+    """``root`` without a trailing slash; refuses plain HTTP except to loopback.
+
+    ``plaintext_hosts``: hosts explicitly allowed in clear as well (a private
+    simulator; see :func:`ticker_adapters.endpoints.require_tls_off_loopback`).
+    """
     parts = urlsplit(root)
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError("Kite root must be a bare URL (no query, fragment or credentials)")
-    return require_tls_off_loopback(root, schemes=("https",)).rstrip("/")
+    return require_tls_off_loopback(
+        root, schemes=("https",), plaintext_hosts=plaintext_hosts
+    ).rstrip("/")
 
 
 def _encode(pairs: Query) -> str:
@@ -137,10 +143,11 @@ class KiteTransport:
         delays: Delays = default_read_delays,
         sleep: Callable[[float], None] = time.sleep,
         max_connections: int = 10,
+        plaintext_hosts: Collection[str] = (),
     ) -> None:
         if connect_timeout <= 0 or read_timeout <= 0:
             raise ValueError("timeouts must be positive")
-        self.root = check_root(root)
+        self.root = check_root(root, plaintext_hosts)
         self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._retry = retry or retry_transient()
         self._delays = delays

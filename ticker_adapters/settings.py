@@ -28,10 +28,10 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Mapping
-from typing import Any, Self, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ticker_adapters.endpoints import require_tls_off_loopback
 from ticker_adapters.envelope import require_key_arn
@@ -131,26 +131,40 @@ class VaultSettings(BaseSettings):
 
 
 class KiteSettings(BaseSettings):
-    """``KITE_REST_URL``, ``KITE_WS_URL``: Kite Connect's endpoints (or the simulator's)."""
+    """``KITE_REST_URL``, ``KITE_WS_URL``: Kite Connect's endpoints (or the simulator's).
+
+    Access tokens travel in the WebSocket URL and in REST headers, so both
+    must use TLS, except to a loopback host or to a host named in
+    ``KITE_PLAINTEXT_HOSTS`` (comma-separated): the explicit opt-in of a
+    staging stack whose kite_sim runs on the private network.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="KITE_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
-    #: ``https://`` (``http://`` only to a loopback host: tokens travel in its headers).
+    #: ``https://`` (``http://`` only to loopback or a ``plaintext_hosts`` host).
     rest_url: str = Field(default="https://api.kite.trade", min_length=1)
-    #: ``wss://`` (``ws://`` only to a loopback host: the access token is in the URL).
+    #: ``wss://`` (``ws://`` only to loopback or a ``plaintext_hosts`` host).
     ws_url: str = Field(default="wss://ws.kite.trade", min_length=1)
+    plaintext_hosts: Annotated[tuple[str, ...], NoDecode] = ()
 
-    @field_validator("rest_url")
+    @field_validator("plaintext_hosts", mode="before")
     @classmethod
-    def _rest_url(cls, value: str) -> str:
-        return require_tls_off_loopback(value, schemes=("https",))
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(h.strip() for h in value.split(",") if h.strip())
+        return value
 
-    @field_validator("ws_url")
-    @classmethod
-    def _ws_url(cls, value: str) -> str:
-        return require_tls_off_loopback(value, schemes=("wss",))
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> KiteSettings:
+        require_tls_off_loopback(
+            self.rest_url, schemes=("https",), plaintext_hosts=self.plaintext_hosts
+        )
+        require_tls_off_loopback(
+            self.ws_url, schemes=("wss",), plaintext_hosts=self.plaintext_hosts
+        )
+        return self
 
 
 class SnapshotSettings(BaseSettings):

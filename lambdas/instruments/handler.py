@@ -88,6 +88,7 @@ class Dependencies:
                 delays=full_jitter_delays(
                     settings.http_retry_base_seconds, 8 * settings.http_retry_base_seconds
                 ),
+                plaintext_hosts=environment.kite.plaintext_hosts,
             ),
             store=S3SnapshotStore(s3, snapshot.bucket, snapshot.prefix),
             registry=PostgresRegistry(pool),

@@ -1,7 +1,11 @@
 """Migrate function entry point: apply the bundled migrations to the database in ``DB_*``.
 
-Invoked at deploy time (a custom resource or trigger); answers with the
-migrations it applied. Safe to run again and concurrently: the migration
+Invoked at deploy time as a CloudFormation custom resource behind CDK's
+provider framework (``RequestType`` Create/Update apply what is pending and
+answer ``PhysicalResourceId`` + ``Data``; Delete keeps the schema: the
+database's own removal policy decides what happens to the data; a raised
+exception fails the deployment), or directly (``{}``: answers
+``{"applied": [...]}``). Safe to run again and concurrently: the migration
 lock serialises runners and applied versions are skipped. Nothing is read
 or built at import: :class:`Dependencies` is built on the first invocation.
 """
@@ -22,6 +26,9 @@ from lambdas.migrate.settings import MigrateEnvironment
 
 obs = Observability("migrate")
 
+PHYSICAL_RESOURCE_ID = "ticker-service-schema"
+"""One schema per database: a stable id, so an Update never reads as a replacement."""
+
 
 @dataclass(frozen=True)
 class Dependencies:
@@ -38,15 +45,32 @@ class Dependencies:
         return cls(environment, LoopRunner(), secrets_client_for(environment.database))
 
 
-def handle(event: dict[str, Any], deps: Dependencies) -> dict[str, Any]:
-    """Apply what is pending; ``{"applied": ["0001_market", ...]}``."""
+def apply_pending(deps: Dependencies) -> list[str]:
+    """Apply what the database has not applied yet; the names of those applied."""
     applied = deps.runner.run(
         migrate_database(deps.environment.database, bundled_migrations(), deps.secrets)
     )
     names = [f"{m.version:04d}_{m.name}" for m in applied]
     obs.count("MigrationsApplied", len(names))
     obs.logger.info("migrations", extra={"applied": names})
-    return {"applied": names}
+    return names
+
+
+def handle(event: dict[str, Any], deps: Dependencies) -> dict[str, Any]:
+    """A custom resource event -> the provider framework's answer; else ``{"applied": [...]}``."""
+    request = (event or {}).get("RequestType")
+    if request is None:
+        return {"applied": apply_pending(deps)}
+    if request == "Delete":
+        obs.logger.info("schema kept on delete")
+        return {"PhysicalResourceId": event.get("PhysicalResourceId", PHYSICAL_RESOURCE_ID)}
+    if request not in ("Create", "Update"):
+        raise ValueError(f"unexpected RequestType {request!r}")
+    applied = apply_pending(deps)
+    return {
+        "PhysicalResourceId": PHYSICAL_RESOURCE_ID,
+        "Data": {"Applied": ",".join(applied) or "none"},
+    }
 
 
 def make_handler(dependencies: Callable[[], Dependencies]) -> LambdaHandler:

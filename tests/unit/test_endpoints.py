@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from ticker_adapters.endpoints import is_loopback, require_tls_off_loopback
+from ticker_adapters.settings import KiteSettings
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])
@@ -37,3 +39,30 @@ def test_the_refusal_never_repeats_the_query() -> None:
     with pytest.raises(ValueError, match="loopback") as caught:
         require_tls_off_loopback(f"ws://10.0.0.1/?access_token={token}", schemes=("wss",))
     assert token not in str(caught.value)
+
+
+def test_a_host_named_for_plain_text_passes_and_only_that_host() -> None:
+    # Given a private simulator host explicitly allowed in clear (a staging stack's kite_sim)
+    allowed = ("kite-sim.ticker.internal",)
+    # When its plain URL is checked, Then it passes (the name compared without case)
+    url = "http://Kite-Sim.ticker.internal:8000"
+    assert require_tls_off_loopback(url, schemes=("https",), plaintext_hosts=allowed) == url
+    # And any other host is still refused
+    with pytest.raises(ValueError, match="loopback"):
+        require_tls_off_loopback(
+            "http://api.kite.trade", schemes=("https",), plaintext_hosts=allowed
+        )
+
+
+def test_the_shared_kite_settings_refuse_clear_text_unless_the_host_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the simulator's private URLs
+    monkeypatch.setenv("KITE_REST_URL", "http://kite-sim.ticker.internal:8000")
+    monkeypatch.setenv("KITE_WS_URL", "ws://kite-sim.ticker.internal:8000")
+    # When the host is not named, Then the settings refuse them
+    with pytest.raises(ValidationError, match="loopback"):
+        KiteSettings()
+    # When it is named, Then they pass, and the host list is parsed from the variable
+    monkeypatch.setenv("KITE_PLAINTEXT_HOSTS", "kite-sim.ticker.internal, other.internal")
+    assert KiteSettings().plaintext_hosts == ("kite-sim.ticker.internal", "other.internal")

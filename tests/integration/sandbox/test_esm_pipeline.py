@@ -21,13 +21,13 @@ import pytest
 
 from lambdas.common.db import connection_parameters
 from lambdas.instruments.dal import S3SnapshotStore
-from sandbox.esm import EventSourceMapping, MappingTarget
+from sandbox.esm import EventSourceMapping, MappingTarget, load_mapping_definitions
 from sandbox.lambda_runtime import LambdaFunction
 from sandbox.moto_server import AwsEndpoint
 from sandbox.postgres import ConnectionInfo
 from sandbox.provision import Resources, client, provision
 from sandbox.report import build_report, scan_greeks, scan_table, scan_ticks
-from sandbox.stack import GREEKS_MAPPING, PERSIST_MAPPING, database_settings
+from sandbox.stack import database_settings
 from testkit.factories import publish_snapshot
 from tests.integration.sandbox.test_esm_persist import migrate_database, wait_caught_up
 from tests.integration.test_greeks_function import kite_ticks, market  # noqa: F401 # fixture
@@ -96,14 +96,14 @@ async def test_every_tick_and_its_greeks_reach_postgresql_and_the_report_is_comp
     await migrate_database(fresh_database)
     ticks = kite_ticks(sim_market, model_prices=False)
     sent = put_ticks(aws, resources, ticks)
-    # When the three mappings run the real functions
+    # When the three mappings, as the stack deploys them, run the real functions
     mappings = []
     r = resources
-    for stream, arn, name, config, dlq in (
-        ("ticks", r.ticks_stream_arn, "greeks", GREEKS_MAPPING, r.greeks_failures_url),
-        ("ticks", r.ticks_stream_arn, "persist", PERSIST_MAPPING, r.persist_failures_url),
-        ("greeks", r.greeks_stream_arn, "persist", PERSIST_MAPPING, r.persist_failures_url),
-    ):
+    arns = {"ticks": r.ticks_stream_arn, "greeks": r.greeks_stream_arn}
+    queues = {"greeks": r.greeks_failures_url, "persist": r.persist_failures_url}
+    for definition in load_mapping_definitions():
+        stream, name, config = definition.stream, definition.function, definition.config
+        arn, dlq = arns[stream], queues[definition.on_failure]
         function = functions[name]
         target = MappingTarget(
             name, function.arn, stream, arn, resources.role_arn(name), on_failure_queue_url=dlq

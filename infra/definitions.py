@@ -1,0 +1,149 @@
+"""What the stack reads from the repository as data: functions, mappings, migrations, schemas.
+
+Stdlib only (``tomllib``, ``hashlib``): infra never imports runtime code, so a
+function's handler, packages and wheels, and each event source mapping, are
+read from the files the runtime side declares them in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = REPO_ROOT / "pyproject.toml"
+MAPPINGS_FILE = REPO_ROOT / "lambdas" / "event_source_mappings.toml"
+MIGRATIONS_DIR = REPO_ROOT / "lambdas" / "migrate" / "sql"
+SCHEMAS_DIR = REPO_ROOT / "ticker_core" / "schemas"
+CONSTRAINTS = REPO_ROOT / "constraints.txt"
+
+# Each image's build context: the project files and the folders its Dockerfile copies.
+PROJECT_FILES = ("pyproject.toml", "constraints.txt", "README.md")
+IMAGE_FOLDERS = {
+    "feed_container": ("ticker_core", "ticker_adapters", "feed_container"),
+    "kite_sim": ("ticker_core", "kite_sim"),
+}
+SIM_PORT = 8000
+"""The port kite_sim serves REST and WebSocket on in a stage (its Dockerfile exposes it)."""
+
+STREAMS = ("ticks", "greeks")
+CONSUMERS = ("shared", "enhanced-fan-out")
+STARTING_POSITIONS = ("TRIM_HORIZON", "LATEST")
+
+
+class DefinitionError(ValueError):
+    """A data file the stack reads is malformed; the message names the file and entry."""
+
+
+@dataclass(frozen=True)
+class FunctionDefinition:
+    """One ``[tool.ticker-service.functions.<name>]`` entry of ``pyproject.toml``."""
+
+    name: str
+    handler: str
+    packages: tuple[str, ...]
+    extra: str
+    requirements: tuple[str, ...]
+    """The requirement strings of the ``extra`` optional-dependency group."""
+
+
+@dataclass(frozen=True)
+class MappingDefinition:
+    """One ``[mappings.<name>]`` entry of ``lambdas/event_source_mappings.toml``."""
+
+    name: str
+    stream: str
+    function: str
+    consumer: str
+    batch_size: int
+    maximum_batching_window_seconds: int
+    maximum_retry_attempts: int
+    maximum_record_age_seconds: int
+    bisect_batch_on_function_error: bool
+    report_batch_item_failures: bool
+    parallelization_factor: int
+    starting_position: str
+    on_failure: str
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.stream in STREAMS, f"stream must be one of {STREAMS}"),
+            (self.consumer in CONSUMERS, f"consumer must be one of {CONSUMERS}"),
+            (1 <= self.batch_size <= 10_000, "batch_size must be in 1..10000"),
+            (
+                0 <= self.maximum_batching_window_seconds <= 300,
+                "maximum_batching_window_seconds must be in 0..300",
+            ),
+            (
+                -1 <= self.maximum_retry_attempts <= 10_000,
+                "maximum_retry_attempts must be -1 or in 0..10000",
+            ),
+            (
+                self.maximum_record_age_seconds == -1
+                or 60 <= self.maximum_record_age_seconds <= 604_800,
+                "maximum_record_age_seconds must be -1 or in 60..604800",
+            ),
+            (1 <= self.parallelization_factor <= 10, "parallelization_factor must be in 1..10"),
+            (self.starting_position in STARTING_POSITIONS, "starting_position"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DefinitionError(f"{MAPPINGS_FILE.name} [{self.name}]: {message}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise DefinitionError(f"cannot read {path}: {exc}") from exc
+
+
+def load_functions(pyproject: Path = PYPROJECT) -> dict[str, FunctionDefinition]:
+    """Every Lambda function the project declares, by name."""
+    document = _read_toml(pyproject)
+    table = document.get("tool", {}).get("ticker-service", {}).get("functions", {})
+    extras = document.get("project", {}).get("optional-dependencies", {})
+    functions = {}
+    for name, entry in table.items():
+        try:
+            handler, packages, extra = entry["handler"], entry["packages"], entry["extra"]
+        except KeyError as exc:
+            raise DefinitionError(f"function {name}: missing {exc.args[0]}") from exc
+        if extra not in extras:
+            raise DefinitionError(f"function {name}: no optional-dependency group {extra!r}")
+        for folder in packages:
+            if not (pyproject.parent / folder).is_dir():
+                raise DefinitionError(f"function {name}: package folder {folder!r} is missing")
+        functions[name] = FunctionDefinition(
+            name, handler, tuple(packages), extra, tuple(extras[extra])
+        )
+    if not functions:
+        raise DefinitionError(f"{pyproject}: no [tool.ticker-service.functions] entries")
+    return functions
+
+
+def load_mappings(path: Path = MAPPINGS_FILE) -> dict[str, MappingDefinition]:
+    """Every event source mapping, by name, validated against Lambda's bounds."""
+    mappings = {}
+    for name, entry in _read_toml(path).get("mappings", {}).items():
+        try:
+            mappings[name] = MappingDefinition(name=name, **entry)
+        except TypeError as exc:
+            raise DefinitionError(f"{path.name} [{name}]: {exc}") from exc
+    return mappings
+
+
+def migrations_fingerprint(directory: Path = MIGRATIONS_DIR) -> str:
+    """A digest of every migration file: changes exactly when a deploy has migrations to run."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.sql")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def record_schemas(directory: Path = SCHEMAS_DIR) -> dict[str, Path]:
+    """The committed JSON Schemas of the stream records, by file stem (``tick.v1``, ...)."""
+    return {path.stem: path for path in sorted(directory.glob("*.json"))}

@@ -1,0 +1,156 @@
+"""What infra reads as data: the function table, the mapping definition, migrations, packaging."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra import lambda_assets
+from infra.definitions import (
+    MIGRATIONS_DIR,
+    DefinitionError,
+    load_functions,
+    load_mappings,
+    migrations_fingerprint,
+)
+from infra.lambda_assets import KEPT_SUBPACKAGES, PLATFORMS, copy_packages, pip_command, prune
+from tests.infra.conftest import ROOT
+
+pytestmark = pytest.mark.infra
+
+
+def test_every_function_is_declared_with_a_handler_packages_and_wheels() -> None:
+    functions = load_functions()
+    assert set(functions) >= {"greeks", "persist", "persist-maintenance", "instruments", "migrate"}
+    for function in functions.values():
+        module = function.handler.rsplit(".", 1)[0].replace(".", "/")
+        assert any(module.startswith(p) for p in function.packages), function.name
+        assert function.requirements, function.name
+
+
+def test_every_mapping_names_a_declared_function() -> None:
+    functions = load_functions()
+    for mapping in load_mappings().values():
+        assert mapping.function in functions
+        assert mapping.on_failure in functions
+
+
+def test_a_mapping_outside_lambdas_bounds_is_refused(tmp_path: Path) -> None:
+    text = (ROOT / "lambdas" / "event_source_mappings.toml").read_text()
+    bad = tmp_path / "m.toml"
+    bad.write_text(text.replace("batch_size = 500", "batch_size = 20000"))
+    with pytest.raises(DefinitionError, match="batch_size"):
+        load_mappings(bad)
+
+
+def test_the_migrations_fingerprint_follows_the_sql_files(tmp_path: Path) -> None:
+    # Given a copy of the migrations
+    copy = tmp_path / "sql"
+    copy.mkdir()
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        (copy / path.name).write_bytes(path.read_bytes())
+    before = migrations_fingerprint(copy)
+    assert before == migrations_fingerprint(MIGRATIONS_DIR)
+    # When a migration is added, Then the custom resource's property changes (it runs again)
+    (copy / "9999_next.sql").write_text("select 1;\n")
+    assert migrations_fingerprint(copy) != before
+
+
+def test_pip_resolves_for_lambdas_platform_with_both_tags_and_the_pins() -> None:
+    command = pip_command(load_functions()["greeks"], Path("/out"))
+    for tag in PLATFORMS:
+        assert command[command.index(tag) - 1] == "--platform"
+    assert {"--only-binary=:all:", "--no-compile"} <= set(command)
+    assert command[command.index("-c") + 1].endswith("constraints.txt")
+    assert command[command.index("--python-version") + 1] == "3.12"
+
+
+def test_an_asset_carries_its_packages_with_their_parents(tmp_path: Path) -> None:
+    copy_packages(load_functions()["persist"], tmp_path)
+    assert (tmp_path / "lambdas" / "__init__.py").exists()
+    assert (tmp_path / "lambdas" / "persist" / "handler.py").exists()
+    assert not (tmp_path / "lambdas" / "greeks").exists()
+    assert not list(tmp_path.rglob("__pycache__"))
+
+
+def test_pruning_keeps_only_the_kept_subpackages(tmp_path: Path) -> None:
+    for sub in ("special", "_lib", "stats", "optimize"):
+        (tmp_path / "scipy" / sub / "tests").mkdir(parents=True)
+        (tmp_path / "scipy" / sub / "__init__.py").write_text("")
+    (tmp_path / "scipy" / "__init__.py").write_text("")
+    prune(tmp_path)
+    kept = {p.name for p in (tmp_path / "scipy").iterdir() if p.is_dir()}
+    assert kept == set(KEPT_SUBPACKAGES["scipy"])
+    assert not (tmp_path / "scipy" / "special" / "tests").exists()
+
+
+CHILD = """
+import importlib, json, sys
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+loaded = {}
+for name, module in list(sys.modules.items()):
+    top, _, rest = name.partition(".")
+    # Pruning removes subpackages (directories); plain modules of the top package stay.
+    if rest and "." not in rest and top in %r and hasattr(module, "__path__"):
+        loaded.setdefault(top, set()).add(rest)
+print(json.dumps({k: sorted(v) for k, v in loaded.items()}))
+"""
+
+
+def test_no_function_imports_a_pruned_subpackage() -> None:
+    # Given every module the functions' packages hold (not the handlers: they need AWS settings)
+    modules = sorted(
+        str(p.relative_to(ROOT).with_suffix("")).replace("/", ".")
+        for function in load_functions().values()
+        for package in function.packages
+        for p in (ROOT / package).rglob("*.py")
+        if p.name not in ("handler.py", "__main__.py")
+    )
+    # When they are all imported, Then only kept subpackages of pruned distributions load
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD % (tuple(KEPT_SUBPACKAGES),), *modules],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    loaded = json.loads(result.stdout)
+    assert loaded, "nothing of the pruned distributions loaded: the check checks nothing"
+    for top, subpackages in loaded.items():
+        extra = set(subpackages) - KEPT_SUBPACKAGES[top]
+        assert not extra, f"{top}: {sorted(extra)} imported but pruned from the assets"
+
+
+def test_built_assets_are_reused_and_a_failed_build_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a builder that counts its builds and fails on demand
+    builds: list[Path] = []
+    failing = {"on": False}
+
+    def fake_build(function: object, target: Path, **_: object) -> int:
+        builds.append(target)
+        (target / "handler.py").write_text("")
+        if failing["on"]:
+            raise lambda_assets.LambdaAssetError("over budget")
+        return 1
+
+    monkeypatch.setattr(lambda_assets, "build", fake_build)
+    assets = lambda_assets.BuiltAssets(tmp_path)
+    function = load_functions()["migrate"]
+    # When the same function's asset is asked for twice, Then it is built once
+    first = assets.path(function)
+    assert assets.path(function) == first
+    assert len(builds) == 1
+    assert (first / "handler.py").exists()
+    # When a build fails, Then no directory is left that a later synth would take as built
+    other = load_functions()["greeks"]
+    failing["on"] = True
+    with pytest.raises(lambda_assets.LambdaAssetError):
+        assets.path(other)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
