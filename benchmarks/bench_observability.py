@@ -48,6 +48,10 @@ LOG_LINES_PER_SECOND = 5
 #: The container's CPU at ~110,000 ticks/s when no feed_e2e result is recorded (cores).
 FEED_CPU_FALLBACK = 0.79
 FEED_E2E_RESULT = Path(__file__).resolve().parent / "results" / "feed_e2e.json"
+FEED_CPU_LABELS = (
+    "stand-in, the median run by p99: container CPU",
+    "stand-in: container CPU",  # results recorded before the stand-in run was repeated
+)
 
 
 def one_second(metrics: Any, scrape: Callable[[], object], emf: Callable[[], object]) -> Any:
@@ -101,10 +105,10 @@ def logging_second(logger: logging.Logger, sink: io.StringIO) -> Callable[[], No
 
 
 def _feed_cpu() -> tuple[float, str]:
-    """The container's CPU (cores) in the last recorded feed_e2e stand-in run."""
+    """The container's CPU (cores) in the last recorded feed_e2e stand-in (median) run."""
     try:
         figures = json.loads(FEED_E2E_RESULT.read_text())["figures"]
-        value = next(f["value"] for f in figures if f["label"] == "stand-in: container CPU")
+        value = next(f["value"] for f in figures if f["label"] in FEED_CPU_LABELS)
         return float(value), "the feed_e2e result recorded in this tree"
     except (OSError, StopIteration, KeyError, ValueError):
         return FEED_CPU_FALLBACK, "the figure BENCHMARKS.md recorded before this benchmark"
