@@ -209,3 +209,64 @@ def forwarded_updates(event: dict[str, Any]) -> tuple[list[Any], int]:
         except (ValueError, KeyError, TypeError, UpdateRejectedError):
             rejected += 1
     return updates, rejected
+
+
+def build_from_environment() -> ApiFunction:
+    """The function as deployed: settings from the environment, the real Kite client."""
+    from lambdas.api.kite import classify, client_factory
+
+    settings = ApiSettings()  # type: ignore[call-arg]  # from the environment
+    return build(
+        settings=settings,
+        vault_settings=VaultSettings(),  # type: ignore[call-arg]
+        snapshot_settings=SnapshotSettings(),  # type: ignore[call-arg]
+        database=DatabaseSettings(),
+        clients=AwsClients.from_environment(),
+        client_for=client_factory(
+            settings.kite_root,
+            connect_timeout=settings.kite_connect_timeout_seconds,
+            read_timeout=settings.kite_read_timeout_seconds,
+        ),
+        classify=classify,
+    )
+
+
+class _Environment:
+    """The execution environment's one :class:`ApiFunction`, built on first use."""
+
+    function: ApiFunction | None = None
+
+    @classmethod
+    def get(cls) -> ApiFunction:
+        if cls.function is None:
+            cls.function = build_from_environment()
+        return cls.function
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """API Gateway (REST, proxy integration) -> the API."""
+    function = _Environment.get()
+    function.writes.register_context(context)
+    try:
+        return function.app(event, context)
+    finally:
+        function.obs.metrics.flush_metrics()
+
+
+def order_updates(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """SQS (the feed's forwarded WebSocket order messages) -> the lifecycle store and the bus.
+
+    Unusable messages are counted and dropped (they can never be stored); a
+    store failure fails the batch, so SQS redelivers it (storing is
+    idempotent) and, past the redrive count, moves it to the dead-letter queue.
+    """
+    function = _Environment.get()
+    updates, rejected = forwarded_updates(event)
+    try:
+        stored = function.ingest.ingest(updates, "websocket") if updates else []
+        function.obs.count("OrderUpdatesStored", sum(stored))
+        function.obs.count("OrderUpdatesDuplicate", len(stored) - sum(stored))
+        function.obs.count("OrderUpdatesRejected", rejected)
+    finally:
+        function.obs.metrics.flush_metrics()
+    return {"stored": sum(stored), "duplicates": len(stored) - sum(stored), "rejected": rejected}
