@@ -56,6 +56,7 @@ from sandbox.processes import ManagedProcess, ProcessError
 from sandbox.provision import Resources, client, provision, queue_depth
 from sandbox.report import Report, build_report, render, scan_greeks, scan_table, scan_ticks
 from sandbox.subscriptions import SubscriptionPlan, plan_subscriptions, write_plan
+from sandbox.trading import ApiSandbox, OrderDriver, order_facts, start_api, trading_rows
 from ticker_adapters.credentials import CredentialVault
 from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.subscription_store import SubscriptionStore
@@ -165,6 +166,9 @@ class Sandbox:
         self.feed_port = 0
         self.proxy: KinesisFaultProxy | None = None
         self.chaos: ChaosSchedule | None = None
+        self.api_port = free_port()
+        self.api: ApiSandbox | None = None
+        self.driver: OrderDriver | None = None
         self._feed_state: tuple[float, ...] = ()
         self._last_feed_metrics: dict[str, dict[Any, float]] = {}
         self._feed_state_since = 0.0
@@ -236,6 +240,7 @@ class Sandbox:
         self._subscribe()
         self._start_functions()
         self._publish_instruments()
+        self._start_api()
         self._start_mappings()
         self._start_feed()
         self.say(
@@ -328,6 +333,7 @@ class Sandbox:
             "--tick-rate", f"{per_instrument:.4f}",
             "--max-ticks-per-second", f"{cap:.0f}",
             "--redirect-url", "http://127.0.0.1:9/kite/callback",
+            "--postback-url", f"http://127.0.0.1:{self.api_port}/postbacks",
             "--no-ip-check",
         ]  # fmt: skip
         env = {**os.environ, "KITE_SIM_ADMIN_TOKEN": admin_token}
@@ -438,6 +444,46 @@ class Sandbox:
             timeout_s=120,
             max_concurrency=1,
         )
+
+    def _api_env(self) -> dict[str, str]:
+        r = self._need(self.resources, "AWS")
+        db = self._need(self.db, "PostgreSQL")
+        return {
+            **self._aws_env(kinesis_via_proxy=False),
+            **db.db_env(),
+            "API_GRANTS_TABLE": r.names.grants_table,
+            "API_IDEMPOTENCY_TABLE": r.names.idempotency_table,
+            "API_LIMITER_TABLE": r.names.limiter_table,
+            "API_EVENT_BUS": r.names.event_bus,
+            "API_KITE_ROOT": self.rest_url,
+            "API_CORS_ORIGINS": "http://127.0.0.1:8000",
+            "INSTRUMENTS_BUCKET": r.names.instruments_bucket,
+            "KITE_CREDENTIALS_KMS_KEY_ARN": r.kms_key_arn,
+            "KITE_CREDENTIALS_PREFIX": r.names.secrets_prefix,
+        }
+
+    def _start_api(self) -> None:
+        """The API function behind the local API Gateway, its users, and endpoints.json."""
+        r = self._need(self.resources, "AWS")
+        function = self._function(
+            "api", "lambdas.api.handler.handler", self._api_env(), timeout_s=29, max_concurrency=8
+        )
+        self.api = start_api(
+            aws=self._need(self.aws, "moto"),
+            invoke=function.invoke,
+            port=self.api_port,
+            accounts=[a.user_id for a in self.accounts],
+            pool_name=r.names.user_pool,
+        )
+        self._on_exit("api gateway", self.api.server.stop)
+        endpoints = self.run_dir / "endpoints.json"
+        endpoints.write_text(json.dumps(self.api.endpoints(self.run_dir), indent=2) + "\n")
+        self.say(
+            f"API: {self.api.url} (local API Gateway, Cognito pool {self.api.pool.pool_id}; "
+            f"users sandbox-admin, sandbox-trader; {endpoints})"
+        )
+        self.say("  place a paper order:")
+        self.say("  " + self.api.curl(endpoints, self.accounts[0].user_id, "INFY"))
 
     def _publish_instruments(self) -> None:
         """The day's snapshot the Greeks function reads, published as the schedule would."""
@@ -587,6 +633,9 @@ class Sandbox:
         if o.chaos:
             self.chaos = ChaosSchedule(self._chaos_events(), o.duration_s or 60.0)
             self.chaos.start()
+        if self.api is not None:
+            self.driver = OrderDriver(self.api, ["INFY", "RELIANCE", "TCS", "SBIN", "HDFCBANK"])
+            self.driver.start()
         started = time.monotonic()
         with Dashboard(self.out, live=o.live) as dashboard:
             while not self._stop.is_set():
@@ -598,6 +647,8 @@ class Sandbox:
             dashboard.update(self.sample("run over"), force_line=True)
         if self.chaos is not None:
             self.chaos.stop()
+        if self.driver is not None:
+            self.driver.stop()
 
     def drain(self) -> None:
         """Stop new ticks, let everything in flight reach PostgreSQL."""
@@ -802,14 +853,24 @@ class Sandbox:
         ticks = scan_ticks(kinesis, r.names.ticks_stream, option_tokens)
         greeks = scan_greeks(kinesis, r.names.greeks_stream)
 
-        async def tables() -> tuple[Any, Any]:
+        async def tables() -> tuple[Any, Any, dict[str, int]]:
             conn = await asyncpg.connect(**connection_parameters(self._db_settings()))
             try:
-                return await scan_table(conn, "ticks"), await scan_table(conn, "greeks")
+                return (
+                    await scan_table(conn, "ticks"),
+                    await scan_table(conn, "greeks"),
+                    await trading_rows(conn),
+                )
             finally:
                 await conn.close()
 
-        tick_rows, greeks_rows = asyncio.run(tables())
+        tick_rows, greeks_rows, trading = asyncio.run(tables())
+        orders = order_facts(self.driver, trading, self.api.server.gateway if self.api else None)
+        api_problems = (
+            [f"{orders['duplicate_orders']} duplicate order(s) from one Idempotency-Key"]
+            if orders["duplicate_orders"]
+            else []
+        )
         on_failure = queue_depth(aws, r.persist_failures_url) + queue_depth(
             aws, r.greeks_failures_url
         )
@@ -822,9 +883,10 @@ class Sandbox:
             greeks_rows=greeks_rows,
             on_failure_batches=on_failure,
             labels=labels,
-            run_problems=[n for n in self.notes if n.startswith("drain timed out")],
+            run_problems=[n for n in self.notes if n.startswith("drain timed out")] + api_problems,
         )
         report.run = self._run_facts(counters)
+        report.run["orders"] = orders
         self.report_path.parent.mkdir(parents=True, exist_ok=True)
         self.report_path.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
         return report
