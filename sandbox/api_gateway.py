@@ -412,13 +412,18 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
+class _Server(ThreadingHTTPServer):
+    # A burst of clients connecting at once must queue, not be reset (the default is 5).
+    request_queue_size = 256
+
+
 class ApiGatewayServer:
     """The local gateway on 127.0.0.1 (a thread per connection); ``url`` once started."""
 
     def __init__(self, gateway: LocalApiGateway, port: int = 0) -> None:
         handler = type("GatewayHandler", (_Handler,), {"gateway": gateway})
         self.gateway = gateway
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server = _Server(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -65,7 +65,8 @@ from ticker_core.instruments import InstrumentRegistry, parse_instruments
 SIM_TICK_INTERVAL_S = 0.1  # one frame per connection per 100 ms, as Kite's ticker batches
 MAX_TICKS_PER_INSTRUMENT = 1 / SIM_TICK_INTERVAL_S
 FEED_WATCHDOG_S = 5.0
-FEED_SETTLE_S = 15.0  # drain: nothing moving for this long means nothing more will come
+FEED_SETTLE_S = 15.0
+API_ENVIRONMENTS = 4  # the API function's concurrency, all initialised before the run  # drain: nothing moving for this long means nothing more will come
 
 
 T = TypeVar("T")
@@ -466,7 +467,11 @@ class Sandbox:
         """The API function behind the local API Gateway, its users, and endpoints.json."""
         r = self._need(self.resources, "AWS")
         function = self._function(
-            "api", "lambdas.api.handler.handler", self._api_env(), timeout_s=29, max_concurrency=8
+            "api",
+            "lambdas.api.handler.handler",
+            self._api_env(),
+            timeout_s=29,
+            max_concurrency=API_ENVIRONMENTS,
         )
         self.api = start_api(
             aws=self._need(self.aws, "moto"),
@@ -474,6 +479,7 @@ class Sandbox:
             port=self.api_port,
             accounts=[a.user_id for a in self.accounts],
             pool_name=r.names.user_pool,
+            environments=API_ENVIRONMENTS,
         )
         self._on_exit("api gateway", self.api.server.stop)
         endpoints = self.run_dir / "endpoints.json"

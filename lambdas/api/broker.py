@@ -45,6 +45,7 @@ class KiteApi(Protocol):
         iceberg_legs: int | None = None,
         iceberg_quantity: int | None = None,
         auction_number: str | None = None,
+        algo_id: str | None = None,
         tag: str | None = None,
         market_protection: float | None = None,
     ) -> Any:
