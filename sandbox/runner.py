@@ -65,8 +65,8 @@ from ticker_core.instruments import InstrumentRegistry, parse_instruments
 SIM_TICK_INTERVAL_S = 0.1  # one frame per connection per 100 ms, as Kite's ticker batches
 MAX_TICKS_PER_INSTRUMENT = 1 / SIM_TICK_INTERVAL_S
 FEED_WATCHDOG_S = 5.0
-FEED_SETTLE_S = 15.0
-API_ENVIRONMENTS = 4  # the API function's concurrency, all initialised before the run  # drain: nothing moving for this long means nothing more will come
+FEED_SETTLE_S = 15.0  # drain: nothing moving for this long means nothing more will come
+API_ENVIRONMENTS = 4  # the API function's concurrency, all initialised before the run
 
 
 T = TypeVar("T")
