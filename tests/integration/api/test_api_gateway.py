@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import threading
 import time
@@ -54,8 +55,8 @@ def _moto_signed(claims: dict[str, Any]) -> str:
     # moto's signing key ships in its package: anyone can mint tokens the sandbox accepts.
     import moto.cognitoidp
 
-    path = Path(moto.cognitoidp.__file__).parent / "resources" / "jwks-private.json"
-    key = RSAKey.import_key(json.loads(path.read_text()))
+    path = Path(moto.cognitoidp.__file__).parent / "resources" / "jwks-private.json.gz"
+    key = RSAKey.import_key(json.loads(gzip.decompress(path.read_bytes())))
     return jwt.encode({"alg": "RS256", "kid": "dummy"}, claims, key)
 
 
@@ -196,8 +197,9 @@ def test_an_expired_kite_session_answers_kite_login_required(stack: Stack) -> No
 
 def test_portfolio_margins_profile_and_gtt(stack: Stack) -> None:
     base = f"/accounts/{stack.account}"
-    for suffix in ("/portfolio/positions", "/portfolio/holdings", "/user/margins",
-                   "/user/margins/equity", "/user/profile", "/trades", "/gtt/triggers"):  # fmt: skip
+    reads = ("/portfolio/positions", "/portfolio/holdings", "/user/margins",
+             "/user/margins/equity", "/user/profile", "/trades", "/gtt/triggers")  # fmt: skip
+    for suffix in reads:
         status, body, _ = stack.trader_call("GET", base + suffix)
         assert status == 200, (suffix, body)
     margin_order = {k: v for k, v in LIMIT.items() if k != "market_protection"}
