@@ -82,6 +82,19 @@ class Stack:
         account = sim.accounts[account_index]
         return self.sim.call(lambda: sim.engine.orders(account))
 
+    def resting_price(self, exchange: str, symbol: str) -> float:
+        """A BUY limit 5% under the last price, on the tick grid: it rests, open."""
+        sim = self.sim.sim
+        assert sim is not None
+
+        def price() -> float:
+            instrument = sim.market.instrument(exchange, symbol)
+            assert instrument is not None
+            last = sim.market.snapshot(instrument.instrument_token).last_price
+            return round(round(last * 0.95 / 0.05) * 0.05, 2)
+
+        return self.sim.call(price)
+
     def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
         async def run() -> list[asyncpg.Record]:
             conn = await asyncpg.connect(**connection_parameters(settings_for(self.db)))

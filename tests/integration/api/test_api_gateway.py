@@ -95,7 +95,9 @@ def test_a_view_grant_reads_but_cannot_trade(stack: Stack) -> None:
 
 
 def test_place_list_history_modify_cancel(stack: Stack) -> None:
-    status, body, _ = stack.trader_call("POST", orders_path(stack), body=LIMIT, headers=key())
+    price = stack.resting_price("NSE", "INFY")
+    resting = {**LIMIT, "price": price}
+    status, body, _ = stack.trader_call("POST", orders_path(stack), body=resting, headers=key())
     assert status == 200, body
     order_id = body["data"]["order_id"]
     book = stack.trader_call("GET", orders_path(stack))[1]["data"]
@@ -104,7 +106,7 @@ def test_place_list_history_modify_cancel(stack: Stack) -> None:
     history = stack.trader_call("GET", orders_path(stack, f"/{order_id}"))[1]["data"]
     assert history[-1]["status"] == "OPEN"
     status, _, _ = stack.trader_call(
-        "PUT", orders_path(stack, f"/{order_id}"), body={"price": 1.05}, headers=key()
+        "PUT", orders_path(stack, f"/{order_id}"), body={"price": price - 0.05}, headers=key()
     )
     assert status == 200
     status, _, _ = stack.trader_call(
@@ -112,7 +114,7 @@ def test_place_list_history_modify_cancel(stack: Stack) -> None:
     )
     assert status == 200
     final = stack.trader_call("GET", orders_path(stack, f"/{order_id}"))[1]["data"][-1]
-    assert (final["status"], final["price"]) == ("CANCELLED", 1.05)
+    assert (final["status"], final["price"]) == ("CANCELLED", round(price - 0.05, 2))
     assert stack.trader_call("GET", orders_path(stack, f"/{order_id}/trades"))[0] == 200
     status, body, _ = stack.trader_call("GET", orders_path(stack, "/999999999"))
     assert (status, body["code"]) == (404, "kite_not_found")
