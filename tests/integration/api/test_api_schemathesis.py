@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.openapi.checks import unsupported_method
 
 from lambdas.api.openapi import DOCUMENT
 from tests.integration.api.conftest import Stack
@@ -34,5 +35,7 @@ def test_the_api_answers_as_documented(case: schemathesis.Case, stack: Stack) ->
     headers = {"Authorization": stack.api.trader.id_token}
     # When it goes through the gateway
     response = case.call(base_url=stack.api.url, headers=headers)
-    # Then there is no 5xx, and the status, content type and body are the documented ones
-    case.validate_response(response)
+    # Then there is no 5xx, and the status, content type and body are the documented ones.
+    # (A method the API does not declare gets API Gateway's own 403 "Missing Authentication
+    # Token", as in AWS, where the check expects a 405.)
+    case.validate_response(response, excluded_checks=[unsupported_method])
