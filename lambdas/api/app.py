@@ -159,6 +159,18 @@ def _header(event: Mapping[str, Any], wanted: str) -> str | None:
     return None
 
 
+def _utf8_body(event: Mapping[str, Any]) -> bool:
+    """Whether the body is text (JSON must be UTF-8)."""
+    body = event.get("body") or ""
+    try:
+        raw = base64.b64decode(body, validate=True) if event.get("isBase64Encoded") else None
+        if raw is not None:
+            raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
 def _origin(event: Mapping[str, Any]) -> str | None:
     return _header(event, "origin")
 
@@ -216,6 +228,9 @@ class ApiApp:
             response = self._error(PayloadTooLargeError())
         elif size and not _json_body(event):
             response = self._error(UnsupportedMediaTypeError())
+        elif size and not _utf8_body(event):
+            problem = FieldProblem("body", "json_invalid", "the body is not UTF-8 JSON")
+            response = self._error(ValidationFailedError([problem]))
         else:
             try:
                 response = self._resolver.resolve(event, context)

@@ -165,7 +165,7 @@ ERROR_MEANINGS = {
     400: "Kite refused the request (kite_rejected)",
     401: "Not authenticated",
     403: "No access to this account",
-    404: "No such order or trigger",
+    404: "Kite does not know the order or trigger (kite_not_found), or no such grant",
     409: "A request with this Idempotency-Key is in progress (see Retry-After)",
     413: "Request body too large",
     415: "Request body not application/json",
@@ -179,7 +179,7 @@ ERROR_MEANINGS = {
 }
 # Any request: its body's size and type, validation, the unexpected, Kite's answer not as documented
 ALWAYS = (413, 415, 422, 500, 502)
-READ_ERRORS = (401, 403, 422, 424, 429, 502, 503)
+READ_ERRORS = (400, 401, 403, 404, 422, 424, 429, 502, 503)
 WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 422, 424, 429, 502, 503, 504)
 
 

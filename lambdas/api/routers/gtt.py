@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from lambdas.api.context import (
     AUTHENTICATED,
+    READ_ERRORS,
     WRITE_ERRORS,
     Dependencies,
     allowed,
@@ -27,7 +28,6 @@ KeyHeader = Annotated[
     str,
     Header(alias="Idempotency-Key", pattern=KEY_PATTERN.pattern, description="One per action"),
 ]
-READ_404 = (401, 403, 404, 422, 424, 429, 502, 503)
 CHANGE_ERRORS = (400, 401, 403, 404, 413, 422, 424, 429, 502, 503)
 
 
@@ -71,7 +71,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         summary="One GTT",
         tags=["gtt"],
         security=AUTHENTICATED,
-        responses=documented("The GTT", READ_404),
+        responses=documented("The GTT", READ_ERRORS),
     )
     def get_gtt(account_id: AccountPath, trigger_id: TriggerPath) -> Envelope[Gtt]:
         allowed(router, deps, account_id, "view")

@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from lambdas.api.context import (
     AUTHENTICATED,
+    READ_ERRORS,
     WRITE_ERRORS,
     Dependencies,
     allowed,
@@ -46,7 +47,6 @@ KeyHeader = Annotated[
         "returns the first answer",
     ),
 ]
-READ_404 = (401, 403, 404, 422, 424, 429, 502, 503)
 
 
 def build(deps: Dependencies) -> APIGatewayRouter:
@@ -202,7 +202,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         summary="One order's history (every state it went through)",
         tags=["orders"],
         security=AUTHENTICATED,
-        responses=documented("The order's states, oldest first", READ_404),
+        responses=documented("The order's states, oldest first", READ_ERRORS),
     )
     def order_history(account_id: AccountPath, order_id: OrderPath) -> Envelope[list[Order]]:
         allowed(router, deps, account_id, "view")
@@ -213,7 +213,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         summary="One order's trades",
         tags=["orders"],
         security=AUTHENTICATED,
-        responses=documented("The order's fills", READ_404),
+        responses=documented("The order's fills", READ_ERRORS),
     )
     def order_trades(account_id: AccountPath, order_id: OrderPath) -> Envelope[list[Trade]]:
         allowed(router, deps, account_id, "view")

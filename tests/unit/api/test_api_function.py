@@ -67,6 +67,12 @@ def test_writes_need_an_idempotency_key() -> None:
     assert r.kite.placed == []
 
 
+def test_a_body_that_is_not_utf8_is_422() -> None:
+    r = rig()
+    status, body, _ = r.call("POST", ORDERS, raw_body=b"\xff\xfe{", headers=key())
+    assert (status, body["details"][0]["rule"]) == (422, "json_invalid")
+
+
 def test_bodies_must_be_json() -> None:
     r = rig()
     status, body, _ = r.call(
