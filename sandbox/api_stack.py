@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 
 from kite_sim.config import AccountConfig, SimConfig
-from kite_sim.server import ThreadedSimulator
+from kite_sim.server import Simulator, ThreadedSimulator
 from lambdas.common.db import connection_parameters
 from lambdas.instruments.dal import S3SnapshotStore
 from lambdas.migrate.dal import migrate
@@ -77,6 +77,13 @@ class Stack:
     updates_function: LambdaFunction
 
     @property
+    def simulator(self) -> Simulator:
+        """The running simulator (its state is read on its own loop, via ``sim.call``)."""
+        if self.sim.sim is None:
+            raise RuntimeError("the simulator is not running")
+        return self.sim.sim
+
+    @property
     def account(self) -> str:
         return self.accounts[0].user_id
 
@@ -96,19 +103,18 @@ class Stack:
 
     def sim_orders(self, account_index: int = 0) -> list[dict[str, Any]]:
         """The simulator's order book of one account (its state, read on its loop)."""
-        sim = self.sim.sim
-        assert sim is not None
+        sim = self.simulator
         account = sim.accounts[account_index]
         return self.sim.call(lambda: sim.engine.orders(account))
 
     def resting_price(self, exchange: str, symbol: str) -> float:
         """A BUY limit 5% under the last price, on the tick grid: it rests, open."""
-        sim = self.sim.sim
-        assert sim is not None
+        sim = self.simulator
 
         def price() -> float:
             instrument = sim.market.instrument(exchange, symbol)
-            assert instrument is not None
+            if instrument is None:
+                raise ValueError(f"{exchange}:{symbol} is not in the simulator's universe")
             last = sim.market.snapshot(instrument.instrument_token).last_price
             return round(round(last * 0.95 / 0.05) * 0.05, 2)
 
@@ -170,7 +176,8 @@ def api_stack(
     )
     with ThreadedSimulator(config) as sim, tempfile.TemporaryDirectory() as logs:
         simulator = sim.sim
-        assert simulator is not None
+        if simulator is None:
+            raise RuntimeError("the simulator did not start")
         sim_accounts = [SimAccount(a.user_id, a.api_key, a.api_secret) for a in sim.accounts]
         vault = CredentialVault(
             client(aws, "secretsmanager"),
