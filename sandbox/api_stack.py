@@ -30,12 +30,13 @@ from lambdas.common.db import connection_parameters
 from lambdas.instruments.dal import S3SnapshotStore
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
+from sandbox.environments import api_env
 from sandbox.kite import SimAccount, register_accounts
 from sandbox.lambda_runtime import LambdaFunction
 from sandbox.moto_server import AwsEndpoint, MotoServer
 from sandbox.postgres import ConnectionInfo, free_port
 from sandbox.provision import PoolUser, Resources, client, create_user, provision
-from sandbox.runner import database_settings
+from sandbox.stack import database_settings
 from sandbox.trading import ApiSandbox, api_call, start_api
 from ticker_adapters.credentials import CredentialVault
 from ticker_adapters.envelope import KmsEnvelopeCipher
@@ -190,23 +191,16 @@ def api_stack(
             S3SnapshotStore(client(aws, "s3"), resources.names.instruments_bucket, "instruments/"),
             csv_bytes,
         )
-        env = {
-            **aws.env(),
-            **db.db_env(),
-            "LOG_LEVEL": "WARNING",
-            "API_GRANTS_TABLE": resources.names.grants_table,
-            "API_IDEMPOTENCY_TABLE": resources.names.idempotency_table,
-            "API_LIMITER_TABLE": resources.names.limiter_table,
-            "API_EVENT_BUS": resources.names.event_bus,
-            "API_KITE_ROOT": simulator.rest_url,
-            "API_KITE_READ_TIMEOUT_SECONDS": "2",
-            "API_RESOLVE_DELAY_SECONDS": "0.2",
-            "API_CORS_ORIGINS": "https://app.example.com",
-            "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
-            "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
-            "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
-            "KITE_CREDENTIALS_CACHE_SECONDS": "0",
-        }
+        env = api_env(
+            aws,
+            db,
+            resources,
+            simulator.rest_url,
+            API_KITE_READ_TIMEOUT_SECONDS="2",
+            API_RESOLVE_DELAY_SECONDS="0.2",
+            API_CORS_ORIGINS="https://app.example.com",
+            KITE_CREDENTIALS_CACHE_SECONDS="0",
+        )
         function = LambdaFunction(
             "api", "lambdas.api.handler.handler", env=env, log_dir=Path(logs),
             timeout_s=29, max_concurrency=environments,

@@ -16,9 +16,9 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from lambdas.api.logic import kite_tag
-from lambdas.api.updates import postback_checksum
-from sandbox.trading import wait_for
 from tests.integration.api.conftest import Stack
+from tests.waiting import wait_until
+from ticker_core.kite_checksums import postback_checksum
 
 pytestmark = pytest.mark.integration
 
@@ -254,12 +254,13 @@ def test_postbacks_verified_and_stored_once_with_the_websocket_copy(stack: Stack
     assert status == 200
     order_id = body["data"]["order_id"]
     # kite_sim posts the fill back to the gateway; it is stored once
-    assert wait_for(
+    wait_until(
         lambda: stack.sql(
             "select 1 from trading.order_updates where order_id = $1 and status = 'COMPLETE'",
             order_id,
         ),
-        30,
+        within=30,
+        what="the fill's postback stored",
     )
     update = stack.sql(
         "select payload from trading.order_updates where order_id = $1 and status = 'COMPLETE'",

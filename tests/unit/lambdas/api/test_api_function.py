@@ -10,8 +10,16 @@ from typing import Any
 from lambdas.api.errors import KiteCallError, KiteFailureKind
 from lambdas.api.logic import kite_tag
 from lambdas.api.openapi import DOCUMENT, generate
-from lambdas.api.updates import postback_checksum
-from tests.unit.api.fakes import ACCOUNT, ADMIN, LIMIT_BUY, OTHER_ACCOUNT, TRADER, VIEWER, rig
+from tests.unit.lambdas.api.fakes import (
+    ACCOUNT,
+    ADMIN,
+    LIMIT_BUY,
+    OTHER_ACCOUNT,
+    TRADER,
+    VIEWER,
+    rig,
+)
+from ticker_core.kite_checksums import postback_checksum
 
 ORDERS = f"/accounts/{ACCOUNT}/orders"
 
