@@ -159,6 +159,38 @@ def test_twenty_concurrent_identical_places_make_one_order(stack: Stack) -> None
     assert len(ids) == 1
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "hang_after_accept", "seconds": 6},  # past the API's 2 s read timeout
+        {"kind": "reset_after_accept"},
+    ],
+)
+def test_an_answer_lost_after_kite_accepted_places_no_second_order(
+    stack: Stack, fault: dict[str, Any]
+) -> None:
+    # Given Kite accepts the next order but its answer never arrives
+    sim = stack.simulator
+    account = sim.accounts[0]
+    stack.sim.call(
+        lambda: sim.faults.apply(
+            {**fault, "path_prefix": "/orders", "method": "POST", "api_key": account.api_key}
+        )
+    )
+    headers = key()
+    order = {**LIMIT, "price": stack.resting_price("NSE", "INFY")}
+    # When the order is placed (and the client retries with the same key)
+    status, body, _ = stack.trader_call("POST", orders_path(stack), body=order, headers=headers)
+    again = stack.trader_call("POST", orders_path(stack), body=order, headers=headers)
+    # Then the API found the order by its tag and answered with it, and Kite has it once
+    assert status == 200, body
+    tag = body["data"]["tag"]
+    assert [o["order_id"] for o in stack.sim_orders() if o["tag"] == tag] == [
+        body["data"]["order_id"]
+    ]
+    assert again[1] == body
+
+
 def test_kite_rejection_is_replayed_not_retried(stack: Stack) -> None:
     unaffordable = {**LIMIT, "price": 1_000_000.0, "quantity": 100}
     headers = key()
