@@ -408,7 +408,7 @@ class Stack:
             environments=API_ENVIRONMENTS,
         )
         self._on_exit("api gateway", self.api.server.stop)
-        endpoints = self.paths.run_dir / "endpoints.json"
+        endpoints = self.paths.endpoints
         endpoints.write_text(json.dumps(self.api.endpoints(self.paths.run_dir), indent=2) + "\n")
         self.say(
             f"API: {self.api.url} (local API Gateway, Cognito pool {self.api.pool.pool_id}; "
