@@ -48,6 +48,31 @@ def greeks_env(
     }
 
 
+def api_env(
+    aws: AwsEndpoint,
+    db: ConnectionInfo,
+    resources: Resources,
+    kite_rest_url: str,
+    **overrides: str,
+) -> dict[str, str]:
+    """The trading API function: its tables, bus, Kite, the vault and the snapshot."""
+    return {
+        **FUNCTION_ENV,
+        **aws_env(aws),
+        **db.db_env(),
+        "API_GRANTS_TABLE": resources.names.grants_table,
+        "API_IDEMPOTENCY_TABLE": resources.names.idempotency_table,
+        "API_LIMITER_TABLE": resources.names.limiter_table,
+        "API_EVENT_BUS": resources.names.event_bus,
+        "API_KITE_ROOT": kite_rest_url,
+        "API_CORS_ORIGINS": "http://127.0.0.1:8000",
+        "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
+        "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
+        "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
+        **overrides,
+    }
+
+
 def instruments_env(
     aws: AwsEndpoint, db: ConnectionInfo, resources: Resources, kite_rest_url: str
 ) -> dict[str, str]:

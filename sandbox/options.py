@@ -60,12 +60,21 @@ class RunPaths:
         """The embedded PostgreSQL's data, when it is kept (``--keep``)."""
         return self.run_dir / "postgres"
 
+    @property
+    def endpoints(self) -> Path:
+        """``endpoints.json``: how scripts reach the running sandbox (stale once it stops)."""
+        return self.run_dir / "endpoints.json"
+
     def create(self) -> None:
         """Make the run and log directories."""
         self.logs.mkdir(parents=True, exist_ok=True)
 
     def remove_temporary(self, *, keep_logs: bool) -> None:
-        """Remove temporary data (and the logs unless ``keep_logs``); the report always stays."""
+        """Remove temporary data (and the logs unless ``keep_logs``); the report always stays.
+
+        ``endpoints.json`` goes too: its ports and tokens died with the run.
+        """
+        self.endpoints.unlink(missing_ok=True)
         if keep_logs:
             shutil.rmtree(self.feed_spill, ignore_errors=True)
             return

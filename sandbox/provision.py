@@ -4,18 +4,24 @@ Streams ``ticks`` and ``greeks`` (a few shards each, so partitioning by
 underlying is exercised), the subscriptions table (its layout from
 :class:`ticker_adapters.subscription_store.SubscriptionStore`), a KMS key for the
 credential vault's envelope encryption, one SQS on-failure queue per function
-and an S3 bucket for the instruments snapshot.
+and an S3 bucket for the instruments snapshot; for the trading API, its three
+tables (grants, idempotency records, the order limiter), the EventBridge bus
+for order updates, and a Cognito user pool with an app client and the
+``admin`` group.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 
 from sandbox.moto_server import AwsEndpoint
 from ticker_adapters.subscription_store import SubscriptionStore
+
+IDEMPOTENCY_KEY = "id"  # Powertools' DynamoDB persistence layer's defaults
+IDEMPOTENCY_TTL = "expiration"
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 
@@ -32,6 +38,11 @@ class ResourceNames:
     instruments_bucket: str = "ticker-instruments"
     persist_failures_queue: str = "persist-on-failure"
     greeks_failures_queue: str = "greeks-on-failure"
+    grants_table: str = "ticker-api-grants"
+    idempotency_table: str = "ticker-api-idempotency"
+    limiter_table: str = "ticker-api-order-limiter"
+    event_bus: str = "ticker-trading"
+    user_pool: str = "ticker-users"
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,100 @@ def _stream(kinesis: Any, name: str, shards: int) -> str:
     )
 
 
+def create_api_tables(dynamodb: Any, *, grants: str, idempotency: str, limiter: str) -> None:
+    """The trading API's DynamoDB tables, as the CDK stack creates them."""
+    from lambdas.api.dal.grants import DynamoGrantStore
+    from lambdas.api.dal.limiter import DynamoOrderLimiter
+
+    DynamoGrantStore(dynamodb, grants).create_table()
+    DynamoOrderLimiter(dynamodb, limiter).create_table()
+    dynamodb.create_table(
+        TableName=idempotency,
+        KeySchema=[{"AttributeName": IDEMPOTENCY_KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": IDEMPOTENCY_KEY, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.get_waiter("table_exists").wait(TableName=idempotency)
+    dynamodb.update_time_to_live(
+        TableName=idempotency,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": IDEMPOTENCY_TTL},
+    )
+
+
+@dataclass(frozen=True)
+class UserPool:
+    """A Cognito user pool as the API's authorizer sees it."""
+
+    pool_id: str
+    client_id: str
+    region: str
+    jwks_url: str
+    """Where the signing keys are served (moto, on loopback)."""
+
+    @property
+    def issuer(self) -> str:
+        """The tokens' ``iss``, in AWS's form (what the authorizer checks)."""
+        return f"https://cognito-idp.{self.region}.amazonaws.com/{self.pool_id}"
+
+
+def create_user_pool(endpoint: AwsEndpoint, name: str) -> UserPool:
+    """A user pool with an app client (password auth) and the ``admin`` group."""
+    from lambdas.api.auth import ADMIN_GROUP
+
+    cognito = client(endpoint, "cognito-idp")
+    pool_id = cognito.create_user_pool(PoolName=name)["UserPool"]["Id"]
+    client_id = cognito.create_user_pool_client(
+        UserPoolId=pool_id,
+        ClientName=f"{name}-app",
+        ExplicitAuthFlows=["ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+    )["UserPoolClient"]["ClientId"]
+    cognito.create_group(GroupName=ADMIN_GROUP, UserPoolId=pool_id)
+    return UserPool(
+        pool_id=pool_id,
+        client_id=client_id,
+        region=endpoint.region,
+        jwks_url=f"{endpoint.url}/{pool_id}/.well-known/jwks.json",
+    )
+
+
+@dataclass(frozen=True)
+class PoolUser:
+    """A user of the pool and a fresh ID token."""
+
+    username: str
+    sub: str
+    id_token: str = field(repr=False)
+    groups: tuple[str, ...] = ()
+
+
+def create_user(
+    endpoint: AwsEndpoint, pool: UserPool, username: str, *, groups: tuple[str, ...] = ()
+) -> PoolUser:
+    """A confirmed user (a generated password), in ``groups``, signed in: its ID token."""
+    import secrets
+    import string
+
+    cognito = client(endpoint, "cognito-idp")
+    # Generated: one of each class Cognito's default policy asks for, then random text.
+    classes = (string.ascii_uppercase, string.ascii_lowercase, string.digits, "!#%+")
+    password = "".join(secrets.choice(c) for c in classes) + secrets.token_urlsafe(18)
+    cognito.admin_create_user(UserPoolId=pool.pool_id, Username=username, MessageAction="SUPPRESS")
+    cognito.admin_set_user_password(
+        UserPoolId=pool.pool_id, Username=username, Password=password, Permanent=True
+    )
+    for group in groups:
+        cognito.admin_add_user_to_group(UserPoolId=pool.pool_id, Username=username, GroupName=group)
+    tokens = cognito.admin_initiate_auth(
+        UserPoolId=pool.pool_id,
+        ClientId=pool.client_id,
+        AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": username, "PASSWORD": password},
+    )["AuthenticationResult"]
+    attributes = cognito.admin_get_user(UserPoolId=pool.pool_id, Username=username)
+    sub = next(a["Value"] for a in attributes["UserAttributes"] if a["Name"] == "sub")
+    return PoolUser(username, sub, tokens["IdToken"], groups)
+
+
 def provision(
     endpoint: AwsEndpoint, *, shards: int = 4, names: ResourceNames | None = None
 ) -> Resources:
@@ -87,6 +192,13 @@ def provision(
         Bucket=names.instruments_bucket,
         CreateBucketConfiguration={"LocationConstraint": endpoint.region},
     )
+    create_api_tables(
+        client(endpoint, "dynamodb"),
+        grants=names.grants_table,
+        idempotency=names.idempotency_table,
+        limiter=names.limiter_table,
+    )
+    client(endpoint, "events").create_event_bus(Name=names.event_bus)
     return Resources(
         names=names,
         shards=shards,

@@ -409,6 +409,20 @@ def render(report: Report, path: str | None = None) -> str:
         f"Greeks rows in PostgreSQL       {t.greeks_rows_in_postgres:>12,}",
         f"batches sent to on-failure      {t.on_failure_batches:>12,}",
     ]
+    orders = report.run.get("orders")
+    if orders:
+        burst = orders.get("burst_orders") or []
+        lines += [
+            f"orders placed through the API   {orders['orders_placed']:>12,}"
+            f"   ({orders['intents']:,} intents recorded)",
+            f"orders filled / rejected        {orders['orders_filled']:>12,} /"
+            f" {orders['orders_rejected']:,}",
+            f"duplicate burst                 {orders['burst_requests']:>12,} requests"
+            f" -> {sum(burst):,} order(s), {orders['duplicate_orders']:,} duplicates"
+            f" ({orders['burst_statuses']})",
+            f"order updates stored            {orders['order_updates_stored']:>12,}"
+            f"   ({orders['order_updates_unpublished']:,} not yet on the bus)",
+        ]
     if report.complete:
         lines.append("verdict: COMPLETE - nothing lost, nothing duplicated")
     else:

@@ -26,6 +26,7 @@ from sandbox.options import Options
 from sandbox.provision import client, queue_depth
 from sandbox.report import Report, build_report, scan_greeks, scan_table, scan_ticks
 from sandbox.stack import RunNotes, Stack, need
+from sandbox.trading import OrderDriver, order_facts, trading_rows
 
 
 def make_report(
@@ -35,6 +36,7 @@ def make_report(
     chaos: list[ChaosRecord],
     elapsed_s: float,
     report_path: Path,
+    driver: OrderDriver | None = None,
 ) -> Report:
     """Read the witnesses, build the report, write it as JSON to ``report_path``."""
     aws = need(stack.aws, "moto")
@@ -49,14 +51,21 @@ def make_report(
     ticks = scan_ticks(kinesis, r.names.ticks_stream, option_tokens)
     greeks = scan_greeks(kinesis, r.names.greeks_stream)
 
-    async def tables() -> tuple[Any, Any]:
+    async def tables() -> tuple[Any, Any, dict[str, int]]:
         conn = await asyncpg.connect(**connection_parameters(stack.db_settings()))
         try:
-            return await scan_table(conn, "ticks"), await scan_table(conn, "greeks")
+            return (
+                await scan_table(conn, "ticks"),
+                await scan_table(conn, "greeks"),
+                await trading_rows(conn),
+            )
         finally:
             await conn.close()
 
-    tick_rows, greeks_rows = asyncio.run(tables())
+    tick_rows, greeks_rows, trading = asyncio.run(tables())
+    orders = order_facts(driver, trading, stack.api.server.gateway if stack.api else None)
+    if orders["duplicate_orders"]:
+        notes.problem(f"{orders['duplicate_orders']} duplicate order(s) from one Idempotency-Key")
     on_failure = queue_depth(aws, r.persist_failures_url) + queue_depth(aws, r.greeks_failures_url)
     labels = {i.instrument_token: i.tradingsymbol for i in registry.instruments}
     report = build_report(
@@ -84,6 +93,7 @@ def make_report(
         processes=stack.processes(),
         notes=notes.lines,
     )
+    report.run["orders"] = orders
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
     return report

@@ -35,6 +35,9 @@ from sandbox.processes import ProcessError
 from sandbox.report import Report, render
 from sandbox.run_report import make_report
 from sandbox.stack import RunNotes, Stack
+from sandbox.trading import OrderDriver
+
+DRIVER_SYMBOLS = ["INFY", "RELIANCE", "TCS", "SBIN", "HDFCBANK"]
 
 DRAIN_LOG_EVERY_S = 5.0
 
@@ -52,6 +55,7 @@ class Sandbox:
         self.stack = Stack(options, self.paths, self.say, self.notes)
         self.observer = Observer(self.stack, self.notes)
         self.chaos: ChaosSchedule | None = None
+        self.driver: OrderDriver | None = None
 
     def say(self, text: str) -> None:
         """A line of the run's own narration."""
@@ -109,6 +113,9 @@ class Sandbox:
             events = ChaosDriver(self.stack, self._stop).events()
             self.chaos = self.observer.chaos = ChaosSchedule(events, o.duration_s or 60.0)
             self.chaos.start()
+        if self.stack.api is not None:
+            self.driver = OrderDriver(self.stack.api, DRIVER_SYMBOLS)
+            self.driver.start()
         started = time.monotonic()
         with Dashboard(self.out, live=o.live) as dashboard:
             while not self._stop.is_set():
@@ -120,6 +127,8 @@ class Sandbox:
             dashboard.update(self.observer.sample("run over"), force_line=True)
         if self.chaos is not None:
             self.chaos.stop()
+        if self.driver is not None:
+            self.driver.stop()
 
     def drain(self) -> None:
         """Stop new ticks, let everything in flight reach PostgreSQL (see :mod:`sandbox.drain`)."""
@@ -141,12 +150,15 @@ class Sandbox:
             chaos=self.chaos.records if self.chaos else [],
             elapsed_s=self.observer.elapsed(),
             report_path=self.paths.report_path,
+            driver=self.driver,
         )
 
     def stop_all(self) -> None:
-        """Stop the faults, then every component, last started first."""
+        """Stop the faults and the orders, then every component, last started first."""
         if self.chaos is not None:
             self.chaos.stop()
+        if self.driver is not None:
+            self.driver.stop()
         self.stack.stop()
 
     def cleanup_files(self, *, keep_logs: bool) -> None:

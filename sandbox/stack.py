@@ -16,6 +16,7 @@ start-up finished or not.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import secrets
@@ -30,7 +31,7 @@ import asyncpg
 from lambdas.common.db import DatabaseSettings, connection_parameters
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
-from sandbox.environments import feed_env, greeks_env, instruments_env, persist_env
+from sandbox.environments import api_env, feed_env, greeks_env, instruments_env, persist_env
 from sandbox.esm import EventSourceMapping, MappingTarget, load_mapping_definitions
 from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.kite import SimAccount, SimAdmin, register_accounts
@@ -42,6 +43,7 @@ from sandbox.postgres import ConnectionInfo, EmbeddedPostgres, free_port
 from sandbox.processes import ManagedProcess
 from sandbox.provision import Resources, client, provision
 from sandbox.subscriptions import SubscriptionPlan, plan_subscriptions, write_plan
+from sandbox.trading import ApiSandbox, start_api
 from ticker_adapters.credentials import CredentialVault
 from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.subscription_store import SubscriptionStore
@@ -51,6 +53,7 @@ SIM_TICK_INTERVAL_S = 0.1  # one frame per connection per 100 ms, as Kite's tick
 MAX_TICKS_PER_INSTRUMENT = 1 / SIM_TICK_INTERVAL_S
 FEED_START_TIMEOUT_S = 60.0
 FEED_STOP_TIMEOUT_S = 70.0  # the feed's own flush budget (60 s) and some
+API_ENVIRONMENTS = 4  # the API function's concurrency, all initialised before the run
 
 T = TypeVar("T")
 
@@ -142,6 +145,9 @@ class Stack:
         self.feed: ManagedProcess | None = None
         self.feed_port = 0
         self.proxy: KinesisFaultProxy | None = None
+        # The API's port is chosen first: the simulator posts order postbacks to it.
+        self.api_port = free_port()
+        self.api: ApiSandbox | None = None
 
     # -- up and down ------------------------------------------------------------------------
 
@@ -156,6 +162,7 @@ class Stack:
         self._subscribe()
         self._start_functions()
         self._publish_instruments()
+        self._start_api()
         self._start_mappings()
         self._start_feed()
 
@@ -272,6 +279,7 @@ class Stack:
             "--tick-rate", f"{per_instrument:.4f}",
             "--max-ticks-per-second", f"{cap:.0f}",
             "--redirect-url", "http://127.0.0.1:9/kite/callback",
+            "--postback-url", f"http://127.0.0.1:{self.api_port}/postbacks",
             "--no-ip-check",
         ]  # fmt: skip
         env = {**os.environ, "KITE_SIM_ADMIN_TOKEN": admin_token}
@@ -364,6 +372,34 @@ class Stack:
         payload = result.payload or {}
         self.say(f"instruments snapshot: {payload.get('status', 'published')} to S3 and PostgreSQL")
         function.close()
+
+    def _start_api(self) -> None:
+        """The API function behind the local API Gateway, its users, and endpoints.json."""
+        aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
+        self._function(
+            "api",
+            "lambdas.api.handler.handler",
+            api_env(aws, need(self.db, "PostgreSQL"), r, self.rest_url),
+            timeout_s=29,
+            max_concurrency=API_ENVIRONMENTS,
+        )
+        self.api = start_api(
+            aws=aws,
+            invoke=self.functions["api"].invoke,
+            port=self.api_port,
+            accounts=[a.user_id for a in self.accounts],
+            pool_name=r.names.user_pool,
+            environments=API_ENVIRONMENTS,
+        )
+        self._on_exit("api gateway", self.api.server.stop)
+        endpoints = self.paths.endpoints
+        endpoints.write_text(json.dumps(self.api.endpoints(self.paths.run_dir), indent=2) + "\n")
+        self.say(
+            f"API: {self.api.url} (local API Gateway, Cognito pool {self.api.pool.pool_id}; "
+            f"users sandbox-admin, sandbox-trader; {endpoints})"
+        )
+        self.say("  place a paper order:")
+        self.say("  " + self.api.curl(endpoints, self.accounts[0].user_id, "INFY"))
 
     def _start_mappings(self) -> None:
         aws, r = need(self.aws, "moto"), need(self.resources, "AWS")

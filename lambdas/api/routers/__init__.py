@@ -1,0 +1,1 @@
+"""One router per area; each is built from the environment's dependencies."""

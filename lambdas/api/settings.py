@@ -1,0 +1,55 @@
+"""``API_*`` environment variables of the API function.
+
+The function also reads ``KITE_CREDENTIALS_*`` (the vault,
+:class:`ticker_adapters.settings.VaultSettings`), ``INSTRUMENTS_*`` (the
+snapshot, :class:`ticker_adapters.settings.SnapshotSettings`) and ``DB_*``
+(:class:`lambdas.common.db.DatabaseSettings`).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    """What the API function is configured with (names are what the CDK stack sets)."""
+
+    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore")
+
+    grants_table: str
+    """DynamoDB table of grants (pk ``USER#<sub>``, sk ``ACCOUNT#<id>``)."""
+    idempotency_table: str
+    """DynamoDB table of Powertools idempotency records (key ``id``, TTL ``expiration``)."""
+    limiter_table: str
+    """DynamoDB table of the per-account order limiter (key ``pk``, TTL ``expires_at``)."""
+    event_bus: str
+    """EventBridge bus name or ARN for order updates."""
+    kite_root: str = "https://api.kite.trade"
+    kite_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    kite_read_timeout_seconds: float = Field(default=7.0, gt=0)
+    cors_origins: str = ""
+    """Comma-separated origins allowed to call from a browser (empty: none)."""
+    max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=6 * 1024 * 1024)
+    market_protection_default: float | None = None
+    """For MARKET and SL-M orders without ``market_protection``: -1 (Kite's automatic) or a
+    percentage; unset, such orders are refused (422)."""
+    order_rate_per_second: int = Field(default=10, ge=1, le=100)
+    order_rate_window_seconds: float = Field(default=1.1, ge=1.0, le=5.0)
+    """The sliding window: one second plus a margin for transit variance."""
+    order_rate_max_wait_seconds: float = Field(default=3.0, ge=0, le=20)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    resolve_attempts: int = Field(default=3, ge=1, le=10)
+    """Order-book lookups for an order whose placement answer was lost."""
+    resolve_delay_seconds: float = Field(default=0.5, ge=0, le=5)
+
+    @field_validator("market_protection_default")
+    @classmethod
+    def _protection(cls, value: float | None) -> float | None:
+        if value is not None and value != -1 and not 0 < value <= 100:
+            raise ValueError("API_MARKET_PROTECTION_DEFAULT must be -1 or in (0, 100]")
+        return value
+
+    def origins(self) -> list[str]:
+        """The CORS allow-list."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
