@@ -35,6 +35,7 @@ from kite_sim.historical import parse_when
 from kite_sim.margins import basket_margin, order_margin, segment_funds
 from kite_sim.marketview import InstrumentLike
 from kite_sim.ratelimit import category_for
+from ticker_core.kite_errors import success_envelope
 
 if TYPE_CHECKING:
     from kite_sim.server import Simulator
@@ -60,12 +61,12 @@ def _sim(request: web.Request) -> Simulator:
 
 def ok(data: Any, status: int = 200) -> web.Response:
     """Kite's success envelope."""
-    return web.json_response({"status": "success", "data": data}, status=status)
+    return web.json_response(success_envelope(data), status=status)
 
 
 def fail(error: KiteError) -> web.Response:
     """Kite's error envelope, with the HTTP status of its type."""
-    return web.json_response(error.envelope(), status=error.http_status)
+    return web.json_response(error.envelope(), status=error.http_status or 500)
 
 
 def session_of(request: web.Request) -> Session:
