@@ -97,6 +97,7 @@ def test_a_view_grant_reads_but_cannot_trade(stack: Stack) -> None:
 def test_place_list_history_modify_cancel(stack: Stack) -> None:
     price = stack.resting_price("NSE", "INFY")
     resting = {**LIMIT, "price": price}
+    lower = round(price - 0.05, 2)
     status, body, _ = stack.trader_call("POST", orders_path(stack), body=resting, headers=key())
     assert status == 200, body
     order_id = body["data"]["order_id"]
@@ -106,7 +107,7 @@ def test_place_list_history_modify_cancel(stack: Stack) -> None:
     history = stack.trader_call("GET", orders_path(stack, f"/{order_id}"))[1]["data"]
     assert history[-1]["status"] == "OPEN"
     status, _, _ = stack.trader_call(
-        "PUT", orders_path(stack, f"/{order_id}"), body={"price": price - 0.05}, headers=key()
+        "PUT", orders_path(stack, f"/{order_id}"), body={"price": lower}, headers=key()
     )
     assert status == 200
     status, _, _ = stack.trader_call(
@@ -114,7 +115,7 @@ def test_place_list_history_modify_cancel(stack: Stack) -> None:
     )
     assert status == 200
     final = stack.trader_call("GET", orders_path(stack, f"/{order_id}"))[1]["data"][-1]
-    assert (final["status"], final["price"]) == ("CANCELLED", round(price - 0.05, 2))
+    assert (final["status"], final["price"]) == ("CANCELLED", lower)
     assert stack.trader_call("GET", orders_path(stack, f"/{order_id}/trades"))[0] == 200
     status, body, _ = stack.trader_call("GET", orders_path(stack, "/999999999"))
     assert (status, body["code"]) == (404, "kite_not_found")

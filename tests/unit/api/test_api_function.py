@@ -59,11 +59,26 @@ def test_a_view_grant_reads_but_cannot_trade() -> None:
 
 def test_writes_need_an_idempotency_key() -> None:
     r = rig()
-    status, body, _ = r.call("POST", ORDERS, body=LIMIT_BUY)
-    assert (status, body["code"]) == (400, "idempotency_key_required")
-    status, body, _ = r.call("POST", ORDERS, body=LIMIT_BUY, headers=key("bad key!"))
-    assert (status, body["code"]) == (400, "idempotency_key_required")
+    for headers, rule in (({}, "missing"), (key("bad key!"), "string_pattern_mismatch")):
+        status, body, _ = r.call("POST", ORDERS, body=LIMIT_BUY, headers=headers)
+        assert status == 422
+        detail = body["details"][0]
+        assert (detail["field"], detail["rule"]) == ("header.idempotency-key", rule)
     assert r.kite.placed == []
+
+
+def test_a_body_that_is_not_utf8_is_422() -> None:
+    r = rig()
+    status, body, _ = r.call("POST", ORDERS, raw_body=b"\xff\xfe{", headers=key())
+    assert (status, body["details"][0]["rule"]) == (422, "json_invalid")
+
+
+def test_bodies_must_be_json() -> None:
+    r = rig()
+    status, body, _ = r.call(
+        "POST", ORDERS, raw_body=b"a=1", headers={**key(), "Content-Type": "multipart/form-data"}
+    )
+    assert (status, body["code"]) == (415, "unsupported_media_type")
 
 
 def test_a_replay_in_any_header_case_returns_the_first_answer_and_places_once() -> None:
