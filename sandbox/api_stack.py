@@ -4,10 +4,14 @@
 every AWS resource the CDK stack creates (and a Cognito pool with an
 administrator, a trader holding ``trade`` grants on every account, and a
 viewer holding ``view`` on the first), a migrated database, kite_sim in this
-process (Kite's own rate limits; postbacks to the gateway), the accounts
-logged in and in the vault, the day's instruments snapshot in S3, and the
-API function's execution environments (worker processes, as Lambda runs
-them) behind the local API Gateway. Everything it starts, it stops.
+process (Kite's own rate limits; postbacks and login redirects to the
+gateway), the day's instruments snapshot in S3, and the API's functions
+(the trading API, the market-data function, the order-update consumer and
+the scheduled login check) as execution environments (worker processes, as
+Lambda runs them), the first two behind the local API Gateway. The accounts
+are registered and logged in to Kite through the API itself (the
+administrator's token, Kite's redirect, the callback). Everything it starts,
+it stops.
 """
 
 from __future__ import annotations
@@ -30,18 +34,19 @@ from lambdas.common.db import connection_parameters
 from lambdas.instruments.dal import S3SnapshotStore
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
-from sandbox.kite import SimAccount, register_accounts
+from sandbox.accounts import register_and_login
+from sandbox.kite import SimAccount
 from sandbox.lambda_runtime import LambdaFunction
 from sandbox.moto_server import AwsEndpoint, MotoServer
 from sandbox.postgres import ConnectionInfo, free_port
 from sandbox.provision import PoolUser, Resources, client, create_user, provision
 from sandbox.runner import database_settings
 from sandbox.trading import ApiSandbox, api_call, start_api
-from ticker_adapters.credentials import CredentialVault
-from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.instrument_snapshots import SnapshotPointer, csv_digest, snapshot_key
 from ticker_core.instruments import parse_instruments
 from ticker_core.tz import IST
+
+CALLBACK_PATH = "/kite/login/callback"
 
 
 def publish_snapshot(
@@ -75,6 +80,8 @@ class Stack:
     accounts: list[SimAccount]
     function: LambdaFunction
     updates_function: LambdaFunction
+    market_function: LambdaFunction
+    login_check: LambdaFunction
 
     @property
     def simulator(self) -> Simulator:
@@ -154,7 +161,9 @@ def api_stack(
     *,
     accounts: int = 2,
     environments: int = 4,
+    market_environments: int = 2,
     seed: int = 5,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """The whole API on loopback (see the module docstring)."""
     moto_server.reset()
@@ -167,6 +176,7 @@ def api_stack(
         accounts=[
             AccountConfig(
                 postback_url=f"http://127.0.0.1:{port}/postbacks" if i == 0 else None,
+                redirect_url=f"http://127.0.0.1:{port}{CALLBACK_PATH}",
                 enforce_ip=False,
             )
             for i in range(accounts)
@@ -179,12 +189,6 @@ def api_stack(
         if simulator is None:
             raise RuntimeError("the simulator did not start")
         sim_accounts = [SimAccount(a.user_id, a.api_key, a.api_secret) for a in sim.accounts]
-        vault = CredentialVault(
-            client(aws, "secretsmanager"),
-            KmsEnvelopeCipher(client(aws, "kms"), resources.kms_key_arn),
-            prefix=resources.names.secrets_prefix,
-        )
-        register_accounts(vault, simulator.rest_url, sim_accounts)
         csv_bytes = sim.call(lambda: simulator.market.instruments_csv(None)).encode()
         publish_snapshot(
             S3SnapshotStore(client(aws, "s3"), resources.names.instruments_bucket, "instruments/"),
@@ -206,6 +210,17 @@ def api_stack(
             "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
             "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
             "KITE_CREDENTIALS_CACHE_SECONDS": "0",
+            "API_ACCOUNTS_TABLE": resources.names.accounts_table,
+            "API_LOGIN_STATE_SECRET_ARN": resources.login_state_secret_arn,
+            "API_KITE_LOGIN_URL": f"{simulator.rest_url}/connect/login",
+            "API_SUBSCRIPTIONS_TABLE": resources.names.subscriptions_table,
+            **(extra_env or {}),
+        }
+        market_env = {
+            **{k: v for k, v in env.items() if not k.startswith("API_")},
+            "API_CORS_ORIGINS": env["API_CORS_ORIGINS"],
+            "MARKET_ACCOUNTS_TABLE": resources.names.accounts_table,
+            "MARKET_KITE_ROOT": simulator.rest_url,
         }
         function = LambdaFunction(
             "api", "lambdas.api.handler.handler", env=env, log_dir=Path(logs),
@@ -215,10 +230,18 @@ def api_stack(
             "order-updates", "lambdas.api.handler.order_updates", env=env, log_dir=Path(logs),
             timeout_s=29, max_concurrency=1,
         )  # fmt: skip
+        market_function = LambdaFunction(
+            "api-market", "lambdas.api.market_handler.handler", env=market_env,
+            log_dir=Path(logs), timeout_s=29, max_concurrency=market_environments,
+        )  # fmt: skip
+        login_check = LambdaFunction(
+            "login-check", "lambdas.api.handler.login_check", env=env, log_dir=Path(logs),
+            timeout_s=60, max_concurrency=1,
+        )  # fmt: skip
         try:
             api = start_api(
                 aws=aws,
-                invoke=function.invoke,
+                invoke={"api": function.invoke, "market": market_function.invoke},
                 port=port,
                 accounts=[a.user_id for a in sim_accounts],
                 pool_name=resources.names.user_pool,
@@ -234,11 +257,13 @@ def api_stack(
                 )
                 if status != 200:
                     raise RuntimeError(f"granting the viewer: HTTP {status}")
+                register_and_login(api.url, api.admin.id_token, sim_accounts)
                 yield Stack(
-                    api, sim, aws, resources, db, viewer, sim_accounts, function, updates_function
-                )
+                    api, sim, aws, resources, db, viewer, sim_accounts, function, updates_function,
+                    market_function, login_check,
+                )  # fmt: skip
             finally:
                 api.server.stop()
         finally:
-            function.kill_all()
-            updates_function.kill_all()
+            for started in (function, updates_function, market_function, login_check):
+                started.kill_all()

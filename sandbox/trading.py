@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,10 @@ from typing import Any
 from sandbox.api_gateway import (
     ApiGatewayServer,
     CognitoAuthorizer,
+    Invoke,
     LocalApiGateway,
     routes_from_openapi,
 )
-from sandbox.esm import InvokeResult
 from sandbox.moto_server import AwsEndpoint
 from sandbox.provision import PoolUser, UserPool, create_user, create_user_pool
 
@@ -158,13 +158,14 @@ def warm(url: str, environments: int) -> None:
 def start_api(
     *,
     aws: AwsEndpoint,
-    invoke: Callable[[dict[str, Any]], InvokeResult],
+    invoke: Invoke | Mapping[str, Invoke],
     port: int,
     accounts: list[str],
     pool_name: str,
     environments: int = 1,
 ) -> ApiSandbox:
-    """Users, the gateway in front of ``invoke``, and the trader's grants (see the module)."""
+    """Users, the gateway in front of ``invoke`` (per function name, or the API's alone), and
+    the trader's grants (see the module)."""
     pool = create_user_pool(aws, pool_name)
     admin = create_user(aws, pool, "sandbox-admin", groups=("admin",))
     trader = create_user(aws, pool, "sandbox-trader")

@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # the market logic imports scipy: the trading function never 
     from lambdas.api.subscriptions import SubscriptionService
 
 COGNITO = "cognito"
+FUNCTION_EXTENSION = "x-ticker-function"
+"""OpenAPI extension naming the function that serves an operation (absent: the API function).
+API Gateway's integrations, and the local gateway, route by it."""
 AUTHENTICATED: list[dict[str, list[str]]] = [{COGNITO: []}]
 REPLAY_HEADER = "Idempotent-Replayed"
 

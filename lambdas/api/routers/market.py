@@ -14,7 +14,14 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from lambdas.api.context import AUTHENTICATED, Dependencies, documented, new_router, principal
+from lambdas.api.context import (
+    AUTHENTICATED,
+    FUNCTION_EXTENSION,
+    Dependencies,
+    documented,
+    new_router,
+    principal,
+)
 from lambdas.api.errors import ServiceUnavailableError
 from lambdas.api.instrument_refs import INSTRUMENT_REF_PATTERN
 from lambdas.api.market import MarketData
@@ -39,7 +46,6 @@ InstrumentPath = Annotated[
 UnderlyingPath = Annotated[str, Path(pattern=r"^[A-Z0-9&_-]{1,32}$", description="e.g. NIFTY")]
 Exchange = Annotated[str | None, Query(pattern=r"^[A-Z]{2,8}$")]
 READ_ERRORS = (401, 404, 422, 503)
-FUNCTION_EXTENSION = "x-ticker-function"
 MARKET_FUNCTION = {FUNCTION_EXTENSION: "market"}
 """Marks the operations the market-data function serves (the gateway routes by it)."""
 MAX_QUOTES = 500
