@@ -33,14 +33,22 @@ import bisect
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from lambdas.api.dal.market import StoredCandle
+from lambdas.api.candles import (
+    CandleColumns,
+    aligned,
+    fold,
+    ist_timestamps,
+    stored_boundary,
+    whole_numbers,
+)
+from lambdas.api.dal.market import MinuteSeries, ist_midnight_before
 from lambdas.api.errors import (
     FieldProblem,
     InstrumentNotFoundError,
@@ -52,19 +60,13 @@ from lambdas.api.instrument_refs import resolve_instrument
 from lambdas.api.market_models import (
     CANDLE_FIELDS,
     GREEK_FIELDS,
-    Candles,
-    ChainOption,
-    ChainStrike,
     Depth,
     DepthLevel,
-    ForwardUsed,
     InstrumentInfo,
     InstrumentList,
     Interval,
     MissingRange,
     Ohlc,
-    OptionChain,
-    OptionGreeks,
     Quote,
     QuoteResult,
     Quotes,
@@ -128,15 +130,10 @@ class MarketStore(Protocol):
         """Each token's latest price, OI, volume and instant."""
         ...
 
-    def candles(
-        self,
-        tokens: Sequence[int],
-        start: datetime,
-        end: datetime,
-        bucket: timedelta | None,
-        origin: datetime,
-    ) -> list[list[StoredCandle]]:
-        """Per token, the stored candles of ``[start, end)``."""
+    def minute_bars(
+        self, tokens: Sequence[int], start: datetime, end: datetime
+    ) -> list[MinuteSeries]:
+        """Per token, its minute bars of ``[start, end)`` as columns."""
         ...
 
 
@@ -278,16 +275,8 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def _greeks_at(columns: GreekColumns, n: int) -> OptionGreeks:
-    return OptionGreeks(
-        iv=_number(columns.iv[n]),
-        delta=_number(columns.delta[n]),
-        gamma=_number(columns.gamma[n]),
-        theta=_number(columns.theta[n]),
-        vega=_number(columns.vega[n]),
-        rho=_number(columns.rho[n]),
-        reason=columns.reason[n],
-    )
+GREEK_KEYS = ("iv", "delta", "gamma", "theta", "vega", "rho", "reason")
+"""An option's greeks object (``OptionGreeks``), in the order of :func:`_values`."""
 
 
 def _age(now: datetime, then: datetime | None) -> float | None:
@@ -306,14 +295,6 @@ def same_expiry_future(
 # --------------------------------------------------------------------------- candles
 
 
-@dataclass
-class CandleRows:
-    """Candles being assembled: rows, and what could not be given."""
-
-    rows: list[list[Any]] = field(default_factory=list)
-    missing: list[MissingRange] = field(default_factory=list)
-
-
 MISSING_REASONS = {
     KiteFailureKind.LOGIN_REQUIRED: "kite_login_required",
     KiteFailureKind.RATE_LIMITED: "kite_rate_limited",
@@ -327,26 +308,31 @@ def kite_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z")
 
 
-def bucket_start(instant: datetime, spec: IntervalSpec) -> datetime:
-    """The start of the candle ``instant`` falls in."""
-    if spec.bucket is None:
-        return instant.replace(second=0, microsecond=0)
-    steps = (instant - spec.origin) // spec.bucket
-    return spec.origin + steps * spec.bucket
+@dataclass(frozen=True)
+class CandleTable:
+    """A candles answer: Kite's compact rows and what they mean (see ``Candles``)."""
 
+    instrument: Instrument
+    interval: str
+    start: datetime
+    end: datetime
+    fields: list[str]
+    rows: list[tuple[Any, ...]]
+    missing: list[MissingRange]
 
-def stored_boundary(first_minute: datetime | None, end: datetime, spec: IntervalSpec) -> datetime:
-    """Where stored candles take over from Kite's: the first whole candle with stored bars.
-
-    A candle whose first stored minute is not its own first minute may be
-    missing the ticks before the feed started: it comes from Kite entirely.
-    """
-    if first_minute is None:
-        return end
-    start = bucket_start(first_minute, spec)
-    if start == first_minute or spec.bucket is None:
-        return first_minute
-    return min(end, start + spec.bucket)
+    def data(self) -> dict[str, Any]:
+        """The answer's ``data``, JSON-ready (what :class:`Candles` documents)."""
+        return {
+            "instrument_token": self.instrument.instrument_token,
+            "exchange": self.instrument.exchange,
+            "tradingsymbol": self.instrument.tradingsymbol,
+            "interval": self.interval,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "fields": self.fields,
+            "candles": self.rows,
+            "missing": [m.model_dump(mode="json") for m in self.missing],
+        }
 
 
 class MarketData:
@@ -442,8 +428,12 @@ class MarketData:
 
     def option_chain(
         self, underlying: str, expiry: date | None = None, exchange: str | None = None
-    ) -> OptionChain:
-        """Every strike's call and put with price, OI, IV and Greeks on one forward."""
+    ) -> dict[str, Any]:
+        """Every strike's call and put with price, OI, IV and Greeks on one forward.
+
+        JSON-ready, as :class:`~lambdas.api.market_models.OptionChain` documents it (400
+        options are written once by the route, not validated value by value).
+        """
         registry = self._instruments().registry
         now = self._clock()
         if expiry is None:
@@ -500,162 +490,158 @@ class MarketData:
             rate,
             np.array([o.instrument_type is InstrumentType.CE for o in options]),
         )
+        values = list(zip(*(v.tolist() for v in _values(columns)), columns.reason, strict=True))
         position = {o.instrument_token: n for n, o in enumerate(options)}
 
-        def quote(option: Instrument | None) -> ChainOption | None:
+        def quote(option: Instrument | None) -> dict[str, Any] | None:
             if option is None:
                 return None
             row = prices.get(option.instrument_token)
-            n = position[option.instrument_token]
-            return ChainOption(
-                instrument_token=option.instrument_token,
-                tradingsymbol=option.tradingsymbol,
-                last_price=None if row is None else float(row["last_price"]),
-                oi=None if row is None else row["oi"],
-                volume=None if row is None else row["volume_traded"],
-                timestamp=None if row is None else row["ts"],
-                age_seconds=None if row is None else _age(now, row["ts"]),
-                greeks=_greeks_at(columns, n),
+            greeks_at = dict(
+                zip(GREEK_KEYS, values[position[option.instrument_token]], strict=True)
             )
+            return {
+                "instrument_token": option.instrument_token,
+                "tradingsymbol": option.tradingsymbol,
+                "last_price": None if row is None else float(row["last_price"]),
+                "oi": None if row is None else row["oi"],
+                "volume": None if row is None else row["volume_traded"],
+                "timestamp": None if row is None else row["ts"],
+                "age_seconds": None if row is None else _age(now, row["ts"]),
+                "greeks": greeks_at,
+            }
 
         atm = None
         if math.isfinite(estimate.forward) and chain.strikes:
             atm = min(chain.strikes, key=lambda k: (abs(k - estimate.forward), k))
-        return OptionChain(
-            underlying=underlying,
-            exchange=chain.exchange,
-            expiry=expiry,
-            as_of=now,
-            t_years=t,
-            rate=rate,
-            forward=ForwardUsed(
-                value=_number(estimate.forward),
-                source=estimate.source,
-                reason=None if estimate.reason is None else estimate.reason.value,
-                future_token=future.instrument_token
-                if estimate.source == "future" and future
-                else None,
-                parity_strikes=list(estimate.strikes),
-                age_seconds=forward_age,
-            ),
-            atm_strike=atm,
-            strikes=[
-                ChainStrike(strike=r.strike, ce=quote(r.ce), pe=quote(r.pe)) for r in chain.rows
+        used_future = estimate.source == "future" and future is not None
+        return {
+            "underlying": underlying,
+            "exchange": chain.exchange,
+            "expiry": expiry,
+            "as_of": now,
+            "t_years": t,
+            "rate": rate,
+            "forward": {
+                "value": _number(estimate.forward),
+                "source": estimate.source,
+                "reason": None if estimate.reason is None else estimate.reason.value,
+                "future_token": future.instrument_token if used_future and future else None,
+                "parity_strikes": list(estimate.strikes),
+                "age_seconds": forward_age,
+            },
+            "atm_strike": atm,
+            "strikes": [
+                {"strike": r.strike, "ce": quote(r.ce), "pe": quote(r.pe)} for r in chain.rows
             ],
-        )
+        }
 
     # -- candles ----------------------------------------------------------------------------
 
-    def candles(self, ref: str, interval: Interval, start: datetime, end: datetime) -> Candles:
+    def candles(self, ref: str, interval: Interval, start: datetime, end: datetime) -> CandleTable:
         """Candles of ``[start, end)``: stored where there are minute bars, Kite's before that."""
         spec = INTERVALS[interval]
         if end <= start:
             raise ValidationFailedError([FieldProblem("to", "range", "to must be after from")])
         if end - start > spec.max_range:
+            days = spec.max_range.days
             raise ValidationFailedError(
-                [
-                    FieldProblem(
-                        "from",
-                        "range",
-                        f"{interval} candles span at most {spec.max_range.days} days",
-                    )
-                ]
+                [FieldProblem("from", "range", f"{interval} candles span at most {days} days")]
             )
         instrument = self._instrument(ref)
         registry = self._instruments().registry
-        option = instrument.is_option and instrument.expiry is not None
-        tokens = [instrument.instrument_token]
         future = counterpart = None
-        if option:
-            assert instrument.expiry is not None  # nosec B101 # checked above
+        if instrument.is_option and instrument.expiry is not None:
             future = same_expiry_future(
                 registry, instrument.underlying, instrument.exchange, instrument.expiry
             )
             chain = registry.option_chain(
                 instrument.underlying, instrument.expiry, exchange=instrument.exchange
             )
-            row = (
-                next((r for r in chain.rows if r.strike == instrument.strike), None)
-                if chain
-                else None
-            )
+            rows = chain.rows if chain is not None else ()
+            row = next((r for r in rows if r.strike == instrument.strike), None)
             if row is not None:
                 counterpart = row.pe if instrument.instrument_type is InstrumentType.CE else row.ce
-            tokens += [i.instrument_token for i in (future, counterpart) if i is not None]
-        per_token = self._store.candles(tokens, start, end, spec.bucket, spec.origin)
-        stored = per_token[0]
-        boundary = stored_boundary(stored[0].bucket if stored else None, end, spec)
-        stored = [c for c in stored if c.bucket >= boundary]
-        out = CandleRows()
-        if start < boundary:
-            self._kite_rows(instrument, spec, start, boundary, option, out)
-        fields = [*CANDLE_FIELDS, *GREEK_FIELDS, "reason"] if option else list(CANDLE_FIELDS)
-        if option and stored:
-            by_bucket = [{c.bucket: c for c in candles} for candles in per_token[1:]]
-            future_candles = by_bucket[0] if future is not None else {}
-            other_candles = by_bucket[-1] if counterpart is not None else {}
-            columns = self._candle_greeks(instrument, stored, future_candles, other_candles)
-            for n, c in enumerate(stored):
-                out.rows.append(
-                    [*_stored_row(c), *(_number(v[n]) for v in _values(columns)), columns.reason[n]]
-                )
-        else:
-            out.rows.extend(_stored_row(c) for c in stored)
-        return Candles(
-            instrument_token=instrument.instrument_token,
-            exchange=instrument.exchange,
-            tradingsymbol=instrument.tradingsymbol,
-            interval=interval,
-            start=start,
-            end=end,
-            fields=fields,
-            candles=out.rows,
-            missing=out.missing,
+        others = [i for i in (future, counterpart) if i is not None]
+        series = self._store.minute_bars(
+            [instrument.instrument_token, *(i.instrument_token for i in others)],
+            ist_midnight_before(start),
+            end,
+        )
+        bucket = spec.bucket.total_seconds() if spec.bucket is not None else None
+        origin, first = spec.origin.timestamp(), start.timestamp()
+        folded = [fold(bars, first, bucket, origin) for bars in series]
+        in_range = series[0].minute[series[0].minute >= first]
+        boundary = stored_boundary(
+            float(in_range[0]) if len(in_range) else None, end.timestamp(), bucket, origin
+        )
+        stored = folded[0]
+        keep = stored.start >= boundary
+        stored = CandleColumns(*(getattr(stored, f.name)[keep] for f in fields(CandleColumns)))
+        missing: list[MissingRange] = []
+        kite = self._kite_columns(
+            instrument, spec, start, datetime.fromtimestamp(boundary, UTC), missing
+        )
+        option = instrument.is_option and instrument.expiry is not None
+        columns = [*CANDLE_FIELDS, *GREEK_FIELDS, "reason"] if option else list(CANDLE_FIELDS)
+        both = [np.concatenate((a, b)) for a, b in zip(_ohlcv(kite), _ohlcv(stored), strict=True)]
+        table: list[list[Any]] = [
+            ist_timestamps(both[0]),
+            *(values.tolist() for values in both[1:5]),
+            whole_numbers(both[5]),
+            whole_numbers(both[6]),
+            ["kite"] * len(kite) + ["stored"] * len(stored),
+        ]
+        if option:
+            future_close = aligned(stored.start, folded[1], folded[1].close) if future else None
+            other = folded[-1] if counterpart is not None else None
+            other_close = aligned(stored.start, other, other.close) if other else None
+            greek = self._candle_greeks(instrument, stored, future_close, other_close)
+            gap = np.full(len(kite), np.nan)
+            table += [np.concatenate((gap, v)).tolist() for v in _values(greek)]
+            table.append([NOT_STORED] * len(kite) + greek.reason)
+        return CandleTable(
+            instrument, interval, start, end, columns, list(zip(*table, strict=True)), missing
         )
 
     def _candle_greeks(
         self,
         option: Instrument,
-        candles: list[StoredCandle],
-        future: dict[datetime, StoredCandle],
-        other: dict[datetime, StoredCandle],
+        candles: CandleColumns,
+        future_close: FloatArray | None,
+        other_close: FloatArray | None,
     ) -> GreekColumns:
         assert option.expiry is not None  # nosec B101 # options have one
         rate = self._settings.rate
-        close = np.array([c.close for c in candles], dtype=np.float64)
-        epoch = np.array([c.close_ts.timestamp() for c in candles], dtype=np.float64)
+        n = len(candles)
         expiry_epoch = expiry_epoch_seconds(np.array([option.expiry], dtype="datetime64[D]"))[0]
-        t = year_fractions(epoch, expiry_epoch)
-        future_close = np.array(
-            [future[c.bucket].close if c.bucket in future else math.nan for c in candles]
-        )
-        other_close = np.array(
-            [other[c.bucket].close if c.bucket in other else math.nan for c in candles]
-        )
+        t = year_fractions(candles.close_ts, expiry_epoch)
+        nothing = np.full(n, np.nan)
         is_call = option.instrument_type is InstrumentType.CE
-        calls, puts = (close, other_close) if is_call else (other_close, close)
+        other = other_close if other_close is not None else nothing
+        calls, puts = (candles.close, other) if is_call else (other, candles.close)
         parity = parity_forwards(option.strike, calls, puts, t, rate)
-        usable_future = np.isfinite(future_close) & (future_close > 0)
-        forward = np.where(usable_future, future_close, parity)
+        future = future_close if future_close is not None else nothing
+        forward = np.where(np.isfinite(future) & (future > 0), future, parity)
         return option_greeks(
-            close, forward, np.full(len(candles), option.strike), t, rate,
-            np.full(len(candles), is_call),
-        )  # fmt: skip
+            candles.close, forward, np.full(n, option.strike), t, rate, np.full(n, is_call)
+        )
 
-    def _kite_rows(
+    def _kite_columns(
         self,
         instrument: Instrument,
         spec: IntervalSpec,
         start: datetime,
         boundary: datetime,
-        option: bool,
-        out: CandleRows,
-    ) -> None:
+        missing: list[MissingRange],
+    ) -> CandleColumns:
+        """Kite's candles of ``[start, boundary)`` (what is not stored), as columns."""
+        rows: list[tuple[float, ...]] = []
+        if start >= boundary:
+            return _columns(rows)
         if self._history is None:
-            out.missing.append(
-                MissingRange(start=start, end=boundary, reason="kite_not_configured")
-            )
-            return
+            missing.append(MissingRange(start=start, end=boundary, reason="kite_not_configured"))
+            return _columns(rows)
         chunk = timedelta(days=spec.kite_max_days)
         pieces = []
         cursor = start
@@ -665,10 +651,9 @@ class MarketData:
         # Too long a range for the calls allowed: the part nearest the stored bars is asked for.
         allowed = pieces[-self._settings.max_history_calls :]
         if len(pieces) > len(allowed):
-            out.missing.append(
+            missing.append(
                 MissingRange(start=start, end=allowed[0][0], reason="range_too_long_for_kite")
             )
-        extra = [*([None] * len(GREEK_FIELDS)), NOT_STORED] if option else []
         for piece_start, piece_end in allowed:
             try:
                 candles = self._history.candles(
@@ -679,23 +664,38 @@ class MarketData:
                 )
             except KiteCallError as exc:
                 reason = MISSING_REASONS.get(exc.kind, "kite_unavailable")
-                out.missing.append(MissingRange(start=piece_start, end=piece_end, reason=reason))
+                missing.append(MissingRange(start=piece_start, end=piece_end, reason=reason))
                 continue
+            low, high = piece_start.timestamp(), piece_end.timestamp()
             for candle in candles:
-                when = kite_time(str(candle["date"]))
-                if piece_start <= when < piece_end:
-                    row = [when.isoformat(), candle["open"], candle["high"], candle["low"]]
-                    row += [candle["close"], candle.get("volume"), candle.get("oi"), "kite"]
-                    out.rows.append([*row, *extra])
-        out.rows.sort(key=lambda row: str(row[0]))
+                when = kite_time(str(candle["date"])).timestamp()
+                if low <= when < high:
+                    rows.append(
+                        (when, *(_float(candle.get(k)) for k in KITE_CANDLE_VALUES), math.nan)
+                    )
+        rows.sort()
+        return _columns(rows)
+
+
+KITE_CANDLE_VALUES = ("open", "high", "low", "close", "volume", "oi")
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _columns(rows: list[tuple[float, ...]]) -> CandleColumns:
+    if not rows:
+        return CandleColumns(*(np.empty(0) for _ in fields(CandleColumns)))
+    return CandleColumns(*np.array(rows, dtype=np.float64).T)
+
+
+def _ohlcv(c: CandleColumns) -> tuple[FloatArray, ...]:
+    return (c.start, c.open, c.high, c.low, c.close, c.volume, c.oi)
 
 
 def _values(columns: GreekColumns) -> tuple[FloatArray, ...]:
     return (columns.iv, columns.delta, columns.gamma, columns.theta, columns.vega, columns.rho)
-
-
-def _stored_row(c: StoredCandle) -> list[Any]:
-    return [c.bucket.isoformat(), c.open, c.high, c.low, c.close, c.volume, c.oi, "stored"]
 
 
 def _depth(raw: Any) -> Depth | None:

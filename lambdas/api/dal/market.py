@@ -2,12 +2,10 @@
 
 Read-only. Latest ticks are one backward index probe per instrument on
 ``market.ticks``' primary key (instrument, ts), bounded below so that only
-recent day partitions are searched. Candles fold ``market.bars_1m``: a
-bar's traded volume is its closing cumulative day volume minus the previous
-bar's of the same IST day (or its own opening one for the day's first bar),
-as ``market.bars_1m_view`` defines it; buckets are aligned to the NSE session
-(09:15 IST) for intraday intervals and to the IST day for ``1d``, as Kite's
-own candles are.
+recent day partitions are searched. Minute bars come back as one row per
+instrument, each column packed (a month of bars is 8,250: decoding them one
+value at a time cost more than the query); candles are folded from them by
+:mod:`lambdas.api.candles`.
 """
 
 from __future__ import annotations
@@ -18,6 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 
 from lambdas.common.runtime import Lazy, LoopRunner
 
@@ -42,63 +42,74 @@ cross join lateral (
     order by k.ts desc limit 1
 ) t
 """
-# Per-minute volume needs the previous bar of the same IST day: the inner query starts at the
-# IST midnight before the range ($2); the outer keeps the range ($3 <= minute < $4).
-_BARS = """
-with bars as (
-    select minute, open, high, low, close, close_ts, oi,
-           cum_volume_close - coalesce(
-               lag(cum_volume_close) over (
-                   partition by ((minute at time zone 'UTC') + interval '5:30')::date
-                   order by minute
-               ),
-               cum_volume_open
-           ) as volume
-    from market.bars_1m
-    where instrument_token = $1 and minute >= $2 and minute < $4
-)
+MINUTE_BARS = """
+select string_agg(
+    float8send(extract(epoch from minute)::float8) || float8send(open) || float8send(high)
+    || float8send(low) || float8send(close)
+    || float8send(coalesce(cum_volume_open::float8, 'NaN'))
+    || float8send(coalesce(cum_volume_close::float8, 'NaN'))
+    || float8send(coalesce(oi::float8, 'NaN'))
+    || float8send(extract(epoch from close_ts)::float8),
+    '' order by minute
+) as bars
+from market.bars_1m
+where instrument_token = $1 and minute >= $2 and minute < $3
 """
-MINUTE_CANDLES = (
-    _BARS
-    + """
-select minute as bucket, open, high, low, close, volume, oi, close_ts
-from bars where minute >= $3 order by minute
-"""
-)
-BUCKET_CANDLES = (
-    _BARS
-    + """
-select date_bin($5::interval, minute, $6::timestamptz) as bucket,
-       (array_agg(open order by minute))[1] as open,
-       max(high) as high,
-       min(low) as low,
-       (array_agg(close order by minute desc))[1] as close,
-       sum(volume)::bigint as volume,
-       (array_agg(oi order by minute desc))[1] as oi,
-       max(close_ts) as close_ts
-from bars where minute >= $3
-group by 1 order by 1
-"""
-)
-FIRST_BAR = """
-select min(minute) from market.bars_1m where instrument_token = $1 and minute >= $2 and minute < $3
-"""
+"""One instrument's minute bars packed in one value: per bar, in time order, the big-endian
+float8s of :data:`BAR_COLUMNS` (NULL as NaN), read straight into numpy with no per-value
+decoding."""
 IST_OFFSET = timedelta(hours=5, minutes=30)
 
 
-@dataclass(frozen=True)
-class StoredCandle:
-    """One candle folded from minute bars."""
+FloatArray = npt.NDArray[np.float64]
+BAR_COLUMNS = (
+    "minute", "open", "high", "low", "close", "cum_volume_open", "cum_volume_close", "oi",
+    "close_ts",
+)  # fmt: skip
 
-    bucket: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int | None
-    oi: int | None
-    close_ts: datetime
-    """The instant of the candle's last tick (its close price's)."""
+
+@dataclass(frozen=True, repr=False)
+class MinuteSeries:
+    """One instrument's minute bars, oldest first, as float columns (NaN: NULL).
+
+    ``minute`` and ``close_ts`` are epoch seconds; ``cum_volume_*`` are Kite's
+    cumulative day volume at the bar's first and last tick.
+    """
+
+    minute: FloatArray
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    cum_volume_open: FloatArray
+    cum_volume_close: FloatArray
+    oi: FloatArray
+    close_ts: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.minute)
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio.Runner formats the previous run's result (this) when it
+        # swaps its SIGINT handler, and 9 x 8,250 floats cost milliseconds to print.
+        return f"MinuteSeries({len(self)} bars)"
+
+    @classmethod
+    def empty(cls) -> MinuteSeries:
+        """No bars."""
+        return cls(*(np.empty(0) for _ in BAR_COLUMNS))
+
+    def take(self, keep: npt.NDArray[np.bool_]) -> MinuteSeries:
+        """The bars where ``keep``."""
+        return MinuteSeries(*(getattr(self, name)[keep] for name in BAR_COLUMNS))
+
+
+def unpack_bars(packed: bytes | None) -> MinuteSeries:
+    """The series :data:`MINUTE_BARS` packed (None: no bars)."""
+    if not packed:
+        return MinuteSeries.empty()
+    table = np.frombuffer(packed, dtype=">f8").astype(np.float64).reshape(-1, len(BAR_COLUMNS))
+    return MinuteSeries(*(np.ascontiguousarray(table[:, n]) for n in range(len(BAR_COLUMNS))))
 
 
 def ist_midnight_before(instant: datetime) -> datetime:
@@ -132,43 +143,16 @@ class PostgresMarket:
         rows = self._run(self._fetch(LATEST_PRICES, list(tokens), since))
         return {int(r["instrument_token"]): r for r in rows}
 
-    def candles(
-        self,
-        tokens: Sequence[int],
-        start: datetime,
-        end: datetime,
-        bucket: timedelta | None,
-        origin: datetime,
-    ) -> list[list[StoredCandle]]:
-        """Per token, the candles of ``[start, end)`` (``bucket`` None: the minute bars)."""
+    def minute_bars(
+        self, tokens: Sequence[int], start: datetime, end: datetime
+    ) -> list[MinuteSeries]:
+        """Per token, its minute bars of ``[start, end)`` as columns."""
 
-        async def one(token: int) -> list[StoredCandle]:
-            context = ist_midnight_before(start)
-            if bucket is None:
-                rows = await self._fetch(MINUTE_CANDLES, token, context, start, end)
-            else:
-                rows = await self._fetch(BUCKET_CANDLES, token, context, start, end, bucket, origin)
-            return [
-                StoredCandle(
-                    r["bucket"],
-                    r["open"],
-                    r["high"],
-                    r["low"],
-                    r["close"],
-                    r["volume"],
-                    r["oi"],
-                    r["close_ts"],
-                )
-                for r in rows
-            ]
-
-        async def every() -> list[list[StoredCandle]]:
-            return [await one(token) for token in tokens]
+        async def every() -> list[MinuteSeries]:
+            out = []
+            for token in tokens:
+                (row,) = await self._fetch(MINUTE_BARS, token, start, end)
+                out.append(unpack_bars(row["bars"]))
+            return out
 
         return self._run(every())
-
-    def first_bar(self, token: int, start: datetime, end: datetime) -> datetime | None:
-        """The first stored minute of ``token`` in ``[start, end)``."""
-        rows = self._run(self._fetch(FIRST_BAR, token, start, end))
-        value = rows[0][0] if rows else None
-        return value if isinstance(value, datetime) else None

@@ -12,7 +12,7 @@ from lambdas.api.accounts import Accounts, ExchangedSession, LoginSettings
 from lambdas.api.app import TRADING_ROUTERS, ApiApp, build_app
 from lambdas.api.context import Dependencies
 from lambdas.api.dal.accounts import ACTIVE, RETIRED, AccountRecord
-from lambdas.api.dal.market import StoredCandle
+from lambdas.api.dal.market import MinuteSeries
 from lambdas.api.errors import KiteCallError
 from lambdas.api.market import MarketData, MarketSettings
 from lambdas.api.routers import market as market_router
@@ -219,25 +219,28 @@ class MemorySubscriptionStore:
 
 @dataclass
 class FakeMarketStore:
-    """Stored ticks and candles, as the dal returns them."""
+    """Stored ticks and minute bars, as the dal returns them."""
 
     ticks: dict[int, dict[str, Any]] = field(default_factory=dict)
-    candle_rows: dict[int, list[StoredCandle]] = field(default_factory=dict)
-    candle_calls: list[tuple[tuple[int, ...], datetime, datetime]] = field(default_factory=list)
+    bars: dict[int, MinuteSeries] = field(default_factory=dict)
+    bar_calls: list[tuple[tuple[int, ...], datetime, datetime]] = field(default_factory=list)
 
     def latest_ticks(self, tokens: Any, since: datetime) -> dict[int, Any]:
-        return {
-            t: self.ticks[t] for t in tokens if t in self.ticks and self.ticks[t]["ts"] >= since
-        }
+        found = {t: self.ticks[t] for t in tokens if t in self.ticks}
+        return {t: row for t, row in found.items() if row["ts"] >= since}
 
     def latest_prices(self, tokens: Any, since: datetime) -> dict[int, Any]:
         return self.latest_ticks(tokens, since)
 
-    def candles(
-        self, tokens: Any, start: datetime, end: datetime, bucket: Any, origin: datetime
-    ) -> list[list[StoredCandle]]:
-        self.candle_calls.append((tuple(tokens), start, end))
-        return [[c for c in self.candle_rows.get(t, []) if start <= c.bucket < end] for t in tokens]
+    def minute_bars(self, tokens: Any, start: datetime, end: datetime) -> list[MinuteSeries]:
+        self.bar_calls.append((tuple(tokens), start, end))
+        out = []
+        for token in tokens:
+            bars = self.bars.get(token, MinuteSeries.empty())
+            out.append(
+                bars.take((bars.minute >= start.timestamp()) & (bars.minute < end.timestamp()))
+            )
+        return out
 
 
 @dataclass

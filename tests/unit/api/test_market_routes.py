@@ -5,12 +5,17 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from datetime import date, datetime, timedelta
+from typing import Any
 
+import numpy as np
 import pytest
 
-from lambdas.api.dal.market import StoredCandle
+from lambdas.api.candles import bucket_starts, stored_boundary
+from lambdas.api.dal.market import MinuteSeries
 from lambdas.api.errors import KiteCallError, KiteFailureKind
-from lambdas.api.market import INTERVALS, bucket_start, stored_boundary
+from lambdas.api.market import INTERVALS
+from lambdas.api.market_models import Candles, OptionChain
+from lambdas.api.models import Envelope
 from tests.factories import chain, index_instrument
 from tests.unit.api.account_fakes import NOW, TRADER, AccountRig, account_rig
 from tests.unit.api.fakes import equity
@@ -137,12 +142,19 @@ def test_quotes_answer_the_latest_tick_with_its_age_in_the_order_asked() -> None
 # --------------------------------------------------------------------------- option chain
 
 
+def chain_answer(rig: AccountRig, query: str) -> tuple[int, dict[str, Any]]:
+    status, body, _ = rig.call("GET", f"/market/option-chain/{query}", market=True)
+    if status == 200:
+        Envelope[OptionChain].model_validate(body)  # the hand-written JSON is what the docs say
+    return status, body
+
+
 def test_the_chains_greeks_equal_ticker_cores_on_the_same_future_forward() -> None:
     # Given the monthly chain priced around 24010 and its future at 24012.5
     assert MONTHLY is not None
     rig = priced_rig(MONTHLY, 24010.0, future_price=24012.5)
     # When the chain is asked for
-    status, body, _ = rig.call("GET", f"/market/option-chain/NIFTY?expiry={EXPIRY}", market=True)
+    status, body = chain_answer(rig, f"NIFTY?expiry={EXPIRY}")
     assert status == 200
     data = body["data"]
     # Then it is valued on the future, at the answer's instant, with ticker_core's math
@@ -161,7 +173,7 @@ def test_without_a_same_expiry_future_the_forward_is_put_call_parity() -> None:
     # Given the weekly chain (no weekly future listed)
     assert WEEK is not None
     rig = priced_rig(WEEK, 23987.0, future_price=24012.5)
-    data = rig.call("GET", f"/market/option-chain/NIFTY?expiry={WEEKLY}", market=True)[1]["data"]
+    data = chain_answer(rig, f"NIFTY?expiry={WEEKLY}")[1]["data"]
     t = year_fraction(NOW, WEEKLY)
     stored = rig.market_store.ticks
     expected = forward_from_parity(
@@ -205,7 +217,7 @@ def _assert_ticker_core_greeks(rig: AccountRig, data: dict, forward: float, t: f
 
 def test_options_with_nothing_stored_have_no_price_and_say_why() -> None:
     rig = account_rig(registry=REGISTRY)
-    data = rig.call("GET", "/market/option-chain/NIFTY", market=True)[1]["data"]
+    data = chain_answer(rig, "NIFTY")[1]["data"]
     assert data["expiry"] == WEEKLY.isoformat()  # the nearest live expiry by default
     assert data["forward"] == {
         "value": None, "source": "none", "reason": "no_forward", "future_token": None,
@@ -214,7 +226,7 @@ def test_options_with_nothing_stored_have_no_price_and_say_why() -> None:
     first = data["strikes"][0]["ce"]
     assert first["last_price"] is None
     assert first["greeks"]["reason"] == "no_price"
-    status, body, _ = rig.call("GET", "/market/option-chain/NOSUCH", market=True)
+    status, body = chain_answer(rig, "NOSUCH")
     assert (status, body["code"]) == (404, "instrument_not_found")
 
 
@@ -223,20 +235,25 @@ def test_options_with_nothing_stored_have_no_price_and_say_why() -> None:
 DAY = datetime(2026, 11, 27, 9, 15, tzinfo=IST)
 
 
-def minute_candles(token_price: float, start: datetime, minutes: int) -> list[StoredCandle]:
-    return [
-        StoredCandle(
-            start + timedelta(minutes=m),
-            token_price + m,
-            token_price + m + 1,
-            token_price + m - 1,
-            token_price + m + 0.5,
-            100,
-            7,
-            start + timedelta(minutes=m, seconds=50),
-        )
-        for m in range(minutes)
-    ]
+def minute_bars(
+    price: float, start: datetime, minutes: int, volume: float = 1000.0
+) -> MinuteSeries:
+    """Bars from ``start``: open ``price + m``, close half above, 100 traded a minute."""
+    m = np.arange(minutes, dtype=np.float64)
+    first = start.timestamp()
+    return MinuteSeries(
+        minute=first + 60 * m, open=price + m, high=price + m + 1, low=price + m - 1,
+        close=price + m + 0.5, cum_volume_open=volume + 100 * m + 10,
+        cum_volume_close=volume + 100 * m + 100, oi=np.full(minutes, 7.0),
+        close_ts=first + 60 * m + 50,
+    )  # fmt: skip
+
+
+def candles(rig: AccountRig, ref: str, query: str) -> tuple[int, dict[str, Any]]:
+    status, body, _ = rig.call("GET", f"/market/candles/{ref}?{query}", market=True)
+    if status == 200:
+        Envelope[Candles].model_validate(body)  # the hand-written JSON is what the docs say
+    return status, body
 
 
 def test_candles_are_stored_where_there_are_bars_and_kites_before_without_overlap() -> None:
@@ -244,7 +261,7 @@ def test_candles_are_stored_where_there_are_bars_and_kites_before_without_overla
     rig = account_rig(registry=REGISTRY)
     assert INFY is not None
     token = INFY.instrument_token
-    rig.market_store.candle_rows[token] = minute_candles(1500.0, DAY + timedelta(minutes=15), 30)
+    rig.market_store.bars[token] = minute_bars(1500.0, DAY + timedelta(minutes=15), 30)
     rig.history.candles_by_token[token] = [
         {"date": (DAY + timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%S%z"), "open": 1.0,
          "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10, "oi": 0}
@@ -253,15 +270,18 @@ def test_candles_are_stored_where_there_are_bars_and_kites_before_without_overla
     # When 09:15-09:45 is asked for in 1m candles
     start, end = DAY, DAY + timedelta(minutes=30)
     query = f"from={start.isoformat()}&to={end.isoformat()}&interval=1m".replace("+", "%2B")
-    status, body, _ = rig.call("GET", f"/market/candles/NSE:INFY?{query}", market=True)
+    status, body = candles(rig, "NSE:INFY", query)
     # Then 09:15-09:29 come from Kite, 09:30-09:44 from storage, marked, in order, once each
     assert status == 200, body
     data = body["data"]
     assert data["fields"] == ["date", "open", "high", "low", "close", "volume", "oi", "source"]
     rows = data["candles"]
     assert [r[7] for r in rows] == ["kite"] * 15 + ["stored"] * 15
-    times = [datetime.fromisoformat(r[0]) for r in rows]
-    assert times == [DAY + timedelta(minutes=m) for m in range(30)]
+    assert [r[0] for r in rows] == [(DAY + timedelta(minutes=m)).isoformat() for m in range(30)]
+    assert rows[0][1:7] == [1.0, 2.0, 0.5, 1.5, 10, 0]
+    # the first stored minute's volume: its own (the day's first bar: close - open cumulative)
+    assert rows[15][1:7] == [1500.0, 1501.0, 1499.0, 1500.5, 90, 7]
+    assert rows[16][5] == 100
     assert data["missing"] == []
     ((_, asked_from, asked_to, interval),) = rig.history.calls
     assert (asked_from, asked_to, interval) == (
@@ -269,16 +289,32 @@ def test_candles_are_stored_where_there_are_bars_and_kites_before_without_overla
     )  # fmt: skip
 
 
+def test_five_minute_candles_fold_the_minutes() -> None:
+    rig = account_rig(registry=REGISTRY)
+    assert INFY is not None
+    rig.market_store.bars[INFY.instrument_token] = minute_bars(100.0, DAY, 12)
+    query = f"from={DAY:%Y-%m-%d %H:%M:%S}&to={DAY + timedelta(minutes=12):%Y-%m-%d %H:%M:%S}"
+    status, body = candles(rig, "NSE:INFY", f"{query}&interval=5m")
+    assert status == 200, body
+    rows = body["data"]["candles"]
+    assert [r[:7] for r in rows] == [
+        [DAY.isoformat(), 100.0, 105.0, 99.0, 104.5, 90 + 4 * 100, 7],
+        [(DAY + timedelta(minutes=5)).isoformat(), 105.0, 110.0, 104.0, 109.5, 500, 7],
+        [(DAY + timedelta(minutes=10)).isoformat(), 110.0, 112.0, 109.0, 111.5, 200, 7],
+    ]
+
+
 def test_when_kite_cannot_be_asked_the_stored_candles_still_come_and_missing_says_why() -> None:
     rig = account_rig(registry=REGISTRY)
     assert INFY is not None
-    rig.market_store.candle_rows[INFY.instrument_token] = minute_candles(1500.0, DAY, 5)
+    rig.market_store.bars[INFY.instrument_token] = minute_bars(1500.0, DAY, 5)
     rig.history.failure = KiteCallError(KiteFailureKind.LOGIN_REQUIRED, "nobody logged in")
     start = DAY - timedelta(days=1)
     query = f"from={start:%Y-%m-%d %H:%M:%S}&to={DAY + timedelta(minutes=5):%Y-%m-%d %H:%M:%S}"
-    data = rig.call("GET", f"/market/candles/NSE:INFY?{query}", market=True)[1]["data"]
+    _status, body = candles(rig, "NSE:INFY", query)
+    data = body["data"]
     assert [r[7] for r in data["candles"]] == ["stored"] * 5
-    ((missing),) = data["missing"]
+    (missing,) = data["missing"]
     assert missing["reason"] == "kite_login_required"
     assert datetime.fromisoformat(missing["start"]) == start
     assert datetime.fromisoformat(missing["end"]) == DAY
@@ -293,13 +329,12 @@ def test_option_candles_carry_iv_and_greeks_on_the_future_else_parity_at_each_cl
     assert call is not None
     assert put is not None
     rig = account_rig(registry=REGISTRY, rate=RATE)
-    rig.market_store.candle_rows[call.instrument_token] = minute_candles(210.0, DAY, 5)
-    rig.market_store.candle_rows[put.instrument_token] = minute_candles(190.0, DAY, 5)
-    rig.market_store.candle_rows[FUTURE.instrument_token] = minute_candles(24020.0, DAY, 3)
+    rig.market_store.bars[call.instrument_token] = minute_bars(210.0, DAY, 5)
+    rig.market_store.bars[put.instrument_token] = minute_bars(190.0, DAY, 5)
+    rig.market_store.bars[FUTURE.instrument_token] = minute_bars(24020.0, DAY, 3)
     query = f"from={DAY:%Y-%m-%d %H:%M:%S}&to={DAY + timedelta(minutes=5):%Y-%m-%d %H:%M:%S}"
-    data = rig.call("GET", f"/market/candles/{call.instrument_token}?{query}", market=True)[1][
-        "data"
-    ]
+    _status, body = candles(rig, str(call.instrument_token), query)
+    data = body["data"]
     assert data["fields"][8:] == ["iv", "delta", "gamma", "theta", "vega", "rho", "reason"]
     for m, candle in enumerate(data["candles"]):
         close_at = DAY + timedelta(minutes=m, seconds=50)
@@ -320,8 +355,12 @@ def test_option_candles_carry_iv_and_greeks_on_the_future_else_parity_at_each_cl
 def test_candle_ranges_are_checked() -> None:
     rig = account_rig(registry=REGISTRY)
     for query in ("from=2026-11-27&to=2026-11-26", "from=2026-01-01&to=2026-11-26&interval=1m"):
-        status, body, _ = rig.call("GET", f"/market/candles/NSE:INFY?{query}", market=True)
+        status, body = candles(rig, "NSE:INFY", query)
         assert (status, body["code"]) == (422, "validation_error"), query
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
 
 
 @pytest.mark.parametrize(
@@ -337,14 +376,19 @@ def test_candle_ranges_are_checked() -> None:
 def test_buckets_align_to_the_nse_open_and_ist_days(
     interval: str, instant: str, start: str
 ) -> None:
-    assert bucket_start(datetime.fromisoformat(instant), INTERVALS[interval]) == (
-        datetime.fromisoformat(start)
+    spec = INTERVALS[interval]
+    assert spec.bucket is not None
+    got = bucket_starts(
+        np.array([_epoch(instant)]), spec.bucket.total_seconds(), spec.origin.timestamp()
     )
+    assert got[0] == _epoch(start)
 
 
 def test_a_partly_stored_candle_comes_from_kite_entirely() -> None:
     spec = INTERVALS["5m"]
-    end = DAY + timedelta(hours=1)
-    assert stored_boundary(DAY + timedelta(minutes=2), end, spec) == DAY + timedelta(minutes=5)
-    assert stored_boundary(DAY + timedelta(minutes=5), end, spec) == DAY + timedelta(minutes=5)
-    assert stored_boundary(None, end, spec) == end
+    assert spec.bucket is not None
+    bucket, origin = spec.bucket.total_seconds(), spec.origin.timestamp()
+    day, end = DAY.timestamp(), (DAY + timedelta(hours=1)).timestamp()
+    assert stored_boundary(day + 120, end, bucket, origin) == day + 300
+    assert stored_boundary(day + 300, end, bucket, origin) == day + 300
+    assert stored_boundary(None, end, bucket, origin) == end
