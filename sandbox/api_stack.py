@@ -164,8 +164,13 @@ def api_stack(
     market_environments: int = 2,
     seed: int = 5,
     extra_env: dict[str, str] | None = None,
+    snapshot_csv: bytes | None = None,
 ) -> Iterator[Stack]:
-    """The whole API on loopback (see the module docstring)."""
+    """The whole API on loopback (see the module docstring).
+
+    ``snapshot_csv`` is published as the day's instruments instead of the
+    simulator's own (benchmarks bring a universe of their size).
+    """
     moto_server.reset()
     aws = moto_server.endpoint
     resources = provision(aws, shards=1)
@@ -189,7 +194,9 @@ def api_stack(
         if simulator is None:
             raise RuntimeError("the simulator did not start")
         sim_accounts = [SimAccount(a.user_id, a.api_key, a.api_secret) for a in sim.accounts]
-        csv_bytes = sim.call(lambda: simulator.market.instruments_csv(None)).encode()
+        csv_bytes = (
+            snapshot_csv or sim.call(lambda: simulator.market.instruments_csv(None)).encode()
+        )
         publish_snapshot(
             S3SnapshotStore(client(aws, "s3"), resources.names.instruments_bucket, "instruments/"),
             csv_bytes,
