@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ticker_core.instruments import Instrument, InstrumentRegistry
 
-INSTRUMENT_REF_PATTERN = r"^([0-9]{1,10}|[A-Z]{2,8}:[^\s:]{1,64})$"
+INSTRUMENT_REF_PATTERN = r"^([1-9][0-9]{0,9}|[A-Z]{2,8}:[^\s:]{1,64})$"
 """A token (digits) or Kite's ``EXCHANGE:TRADINGSYMBOL`` (``NSE:INFY``, ``NFO:NIFTY...CE``)."""
 
 

@@ -7,10 +7,32 @@ Fields are named as Kite names them (``instrument_token``, ``tradingsymbol``,
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
+
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ISO_INSTANT = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def _written(pattern: re.Pattern[str], form: str) -> Any:
+    def check(value: Any) -> Any:
+        # pydantic would read "0" as 1970-01-01 (a Unix time): only ISO 8601 text is accepted
+        if isinstance(value, str) and not pattern.match(value):
+            raise ValueError(f"must be ISO 8601: {form}")
+        return value
+
+    return BeforeValidator(check)
+
+
+IsoDate = Annotated[date, _written(ISO_DATE, "YYYY-MM-DD")]
+"""A date written YYYY-MM-DD."""
+IsoInstant = Annotated[datetime, _written(ISO_INSTANT, "YYYY-MM-DD[THH:MM[:SS]][+05:30]")]
+"""An instant written in ISO 8601 (without an offset: IST, as Kite reads it)."""
 
 CandleSource = Literal["stored", "kite"]
 Interval = Literal["1m", "5m", "15m", "1h", "1d"]

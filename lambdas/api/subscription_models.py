@@ -12,15 +12,19 @@ from lambdas.api.models import Strict
 from ticker_adapters.subscription_store import (
     MAX_EXPIRIES,
     MAX_STRIKES_EACH_SIDE,
+    MAX_TOKEN,
     UNDERLYING_PATTERN,
 )
 
 Mode = Literal["ltp", "quote", "full"]
-MAX_CHANGES = 3000
-"""Entries of one kind in one request (one connection's worth)."""
+MAX_CHANGES = 100
+"""Instruments subscribed (or withdrawn) in one request: 100 of the longest fit the API's
+16 KB body cap; a larger change is several requests, or an ATM window."""
+MAX_WINDOW_CHANGES = 20
 
 InstrumentRef = Annotated[
-    int | Annotated[str, Field(pattern=INSTRUMENT_REF_PATTERN)],
+    Annotated[int, Field(strict=True, ge=1, le=MAX_TOKEN)]
+    | Annotated[str, Field(pattern=INSTRUMENT_REF_PATTERN)],
     Field(
         description="An instrument_token, or EXCHANGE:TRADINGSYMBOL as Kite writes it "
         "(NSE:INFY, NFO:NIFTY26DEC24000CE)"
@@ -61,10 +65,10 @@ class SubscriptionChangeRequest(Strict):
     unsubscribe: Annotated[list[InstrumentRef], Field(max_length=MAX_CHANGES)] = Field(
         default_factory=list
     )
-    atm_windows: Annotated[list[AtmWindowRequest], Field(max_length=50)] = Field(
+    atm_windows: Annotated[list[AtmWindowRequest], Field(max_length=MAX_WINDOW_CHANGES)] = Field(
         default_factory=list
     )
-    remove_atm_windows: Annotated[list[Underlying], Field(max_length=50)] = Field(
+    remove_atm_windows: Annotated[list[Underlying], Field(max_length=MAX_WINDOW_CHANGES)] = Field(
         default_factory=list
     )
 

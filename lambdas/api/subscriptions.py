@@ -39,9 +39,11 @@ from lambdas.api.subscription_models import (
 )
 from ticker_adapters.feed_status import FeedStatus
 from ticker_adapters.subscription_store import (
+    MAX_TOKEN,
     AtmWindowRule,
     StoredSubscriptions,
     SubscriptionChange,
+    SubscriptionError,
     wider_mode,
 )
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
@@ -75,6 +77,12 @@ class StreamingLimits:
     def capacity(self, accounts: int) -> int:
         """Instruments ``accounts`` accounts can stream at once."""
         return accounts * self.connections_per_account * self.instruments_per_connection
+
+
+def _possible_token(ref: int | str) -> bool:
+    """Whether ``ref`` is a token the store could hold (listed today or not)."""
+    token = ref if isinstance(ref, int) else int(ref) if ref.isdigit() else 0
+    return 0 < token <= MAX_TOKEN
 
 
 def _spot_rank(instrument: Instrument) -> int | None:
@@ -270,7 +278,7 @@ class SubscriptionService:
         )
         for n, ref in enumerate(request.unsubscribe):
             # Withdrawing needs only the token: an instrument gone from today's dump can go too.
-            if unsubscribe[n] is None and not (isinstance(ref, int) or ref.isdigit()):
+            if unsubscribe[n] is None and not _possible_token(ref):
                 problems.append(
                     FieldProblem(f"unsubscribe[{n}]", "unknown_instrument", f"{ref} is not listed")
                 )
@@ -332,7 +340,11 @@ class SubscriptionService:
             or change.atm_windows
             or change.remove_atm_windows
         ):
-            self._store.change(change)
+            try:
+                self._store.change(change)
+            except SubscriptionError as exc:  # the store's own checks: never a 500
+                problem = FieldProblem("body", "subscription", str(exc))
+                raise ValidationFailedError([problem]) from exc
         return self._view(self._store.entries(), prices)
 
     def status(self) -> SubscriptionStatus:

@@ -8,7 +8,7 @@ historical API reads them.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -32,6 +32,8 @@ from lambdas.api.market_models import (
     InstrumentInfo,
     InstrumentList,
     Interval,
+    IsoDate,
+    IsoInstant,
     OptionChain,
     Quotes,
 )
@@ -101,7 +103,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         exchange: Exchange = None,
         segment: Annotated[str | None, Query(pattern=r"^[A-Z-]{2,16}$")] = None,
         underlying: Annotated[str | None, Query(pattern=r"^[A-Z0-9&_-]{1,32}$")] = None,
-        expiry: date | None = None,
+        expiry: IsoDate | None = None,
         instrument_type: Annotated[str | None, Query(pattern=r"^(EQ|FUT|CE|PE)$")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> Envelope[InstrumentList]:
@@ -160,7 +162,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
     )
     def option_chain(
         underlying: UnderlyingPath,
-        expiry: date | None = None,
+        expiry: IsoDate | None = None,
         exchange: Exchange = None,
     ) -> Response[str]:  # written here: see json_answer
         principal(router)
@@ -179,8 +181,8 @@ def build(deps: Dependencies) -> APIGatewayRouter:
     )
     def candles(
         instrument: InstrumentPath,
-        start: Annotated[datetime, Query(alias="from")],
-        end: Annotated[datetime, Query(alias="to")],
+        start: Annotated[IsoInstant, Query(alias="from")],
+        end: Annotated[IsoInstant, Query(alias="to")],
         interval: Interval = "1m",
     ) -> Response[str]:  # written here: see json_answer
         principal(router)

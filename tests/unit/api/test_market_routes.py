@@ -228,6 +228,8 @@ def test_options_with_nothing_stored_have_no_price_and_say_why() -> None:
     assert first["greeks"]["reason"] == "no_price"
     status, body = chain_answer(rig, "NOSUCH")
     assert (status, body["code"]) == (404, "instrument_not_found")
+    status, body = chain_answer(rig, "NIFTY?expiry=0")  # found by schemathesis: was 1970-01-01
+    assert (status, body["code"]) == (422, "validation_error")
 
 
 # --------------------------------------------------------------------------- candles
@@ -354,7 +356,11 @@ def test_option_candles_carry_iv_and_greeks_on_the_future_else_parity_at_each_cl
 
 def test_candle_ranges_are_checked() -> None:
     rig = account_rig(registry=REGISTRY)
-    for query in ("from=2026-11-27&to=2026-11-26", "from=2026-01-01&to=2026-11-26&interval=1m"):
+    for query in (
+        "from=2026-11-27&to=2026-11-26",
+        "from=2026-01-01&to=2026-11-26&interval=1m",
+        "from=0&to=2026-11-26",  # a number is not read as a Unix time
+    ):
         status, body = candles(rig, "NSE:INFY", query)
         assert (status, body["code"]) == (422, "validation_error"), query
 

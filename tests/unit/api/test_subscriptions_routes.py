@@ -112,6 +112,11 @@ def test_malformed_requests_are_422_from_the_models() -> None:
         {"subscribe": [{"instrument": "NSE:INFY", "mode": "fast"}]},
         {"atm_windows": [{"underlying": "NIFTY", "strikes_each_side": 51}]},
         {"unknown": []},
+        {"unsubscribe": [False]},  # a bool is not a token (found by schemathesis: was a 500)
+        {"unsubscribe": ["0"]},
+        {"unsubscribe": [0]},
+        {"unsubscribe": ["99999999999"]},
+        {"subscribe": [{"instrument": "NSE:INFY"}] * 101},
     ):
         status, answer, _ = change(rig, body)
         assert (status, answer["code"]) == (422, "validation_error"), body
