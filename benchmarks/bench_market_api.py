@@ -161,7 +161,7 @@ async def _fill(db: Any, bar_tokens: list[int], chain_tokens: list[int], days: l
 
     from lambdas.common.db import connection_parameters
     from lambdas.persist.dal import PartitionManager, ist_day
-    from sandbox.runner import database_settings
+    from sandbox.stack import database_settings
 
     conn = await asyncpg.connect(**connection_parameters(database_settings(db)))
     try:
@@ -210,7 +210,7 @@ def market_api() -> Result:
     from sandbox.api_stack import api_stack
     from sandbox.moto_server import MotoServer
     from sandbox.postgres import EmbeddedPostgres
-    from sandbox.runner import database_settings
+    from sandbox.stack import database_settings
     from sandbox.trading import api_call
     from ticker_core.tz import IST
 

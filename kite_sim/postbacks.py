@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from kite_sim.auth import Account
-from kite_sim.orders import POSTBACK_STATUSES, OrderEvent
+from kite_sim.order_model import POSTBACK_STATUSES, OrderEvent
 from ticker_core.kite_checksums import postback_checksum
 
 

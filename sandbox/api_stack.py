@@ -35,12 +35,13 @@ from lambdas.instruments.dal import S3SnapshotStore
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
 from sandbox.accounts import register_and_login
+from sandbox.environments import api_env, market_env
 from sandbox.kite import SimAccount
 from sandbox.lambda_runtime import LambdaFunction
 from sandbox.moto_server import AwsEndpoint, MotoServer
 from sandbox.postgres import ConnectionInfo, free_port
 from sandbox.provision import PoolUser, Resources, client, create_user, provision
-from sandbox.runner import database_settings
+from sandbox.stack import database_settings
 from sandbox.trading import ApiSandbox, api_call, start_api
 from ticker_adapters.instrument_snapshots import SnapshotPointer, csv_digest, snapshot_key
 from ticker_core.instruments import parse_instruments
@@ -201,34 +202,25 @@ def api_stack(
             S3SnapshotStore(client(aws, "s3"), resources.names.instruments_bucket, "instruments/"),
             csv_bytes,
         )
-        env = {
-            **aws.env(),
-            **db.db_env(),
-            "LOG_LEVEL": "WARNING",
-            "API_GRANTS_TABLE": resources.names.grants_table,
-            "API_IDEMPOTENCY_TABLE": resources.names.idempotency_table,
-            "API_LIMITER_TABLE": resources.names.limiter_table,
-            "API_EVENT_BUS": resources.names.event_bus,
-            "API_KITE_ROOT": simulator.rest_url,
-            "API_KITE_READ_TIMEOUT_SECONDS": "2",
-            "API_RESOLVE_DELAY_SECONDS": "0.2",
-            "API_CORS_ORIGINS": "https://app.example.com",
-            "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
-            "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
-            "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
-            "KITE_CREDENTIALS_CACHE_SECONDS": "0",
-            "API_ACCOUNTS_TABLE": resources.names.accounts_table,
-            "API_LOGIN_STATE_SECRET_ARN": resources.login_state_secret_arn,
-            "API_KITE_LOGIN_URL": f"{simulator.rest_url}/connect/login",
-            "API_SUBSCRIPTIONS_TABLE": resources.names.subscriptions_table,
+        env = api_env(
+            aws,
+            db,
+            resources,
+            simulator.rest_url,
+            API_KITE_READ_TIMEOUT_SECONDS="2",
+            API_RESOLVE_DELAY_SECONDS="0.2",
+            API_CORS_ORIGINS="https://app.example.com",
+            KITE_CREDENTIALS_CACHE_SECONDS="0",
             **(extra_env or {}),
-        }
-        market_env = {
-            **{k: v for k, v in env.items() if not k.startswith("API_")},
-            "API_CORS_ORIGINS": env["API_CORS_ORIGINS"],
-            "MARKET_ACCOUNTS_TABLE": resources.names.accounts_table,
-            "MARKET_KITE_ROOT": simulator.rest_url,
-        }
+        )
+        markets = market_env(
+            aws,
+            db,
+            resources,
+            simulator.rest_url,
+            API_CORS_ORIGINS="https://app.example.com",
+            KITE_CREDENTIALS_CACHE_SECONDS="0",
+        )
         function = LambdaFunction(
             "api", "lambdas.api.handler.handler", env=env, log_dir=Path(logs),
             timeout_s=29, max_concurrency=environments,
@@ -238,7 +230,7 @@ def api_stack(
             timeout_s=29, max_concurrency=1,
         )  # fmt: skip
         market_function = LambdaFunction(
-            "api-market", "lambdas.api.market_handler.handler", env=market_env,
+            "api-market", "lambdas.api.market_handler.handler", env=markets,
             log_dir=Path(logs), timeout_s=29, max_concurrency=market_environments,
         )  # fmt: skip
         login_check = LambdaFunction(

@@ -26,7 +26,7 @@ from lambdas.persist.logic import decode
 from sandbox.api_stack import Stack, api_stack
 from sandbox.moto_server import MotoServer
 from sandbox.postgres import ConnectionInfo
-from sandbox.runner import database_settings
+from sandbox.stack import database_settings
 from tests.factories import tick_record, user_record
 from ticker_core.calendar import NseCalendar, year_fraction
 from ticker_core.instruments import InstrumentRegistry, OptionChain, parse_instruments

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from kite_sim.server import ThreadedSimulator
-from tests.integration.kite_sim.clients import wait_for
+from tests.waiting import wait_until
 from ticker_adapters.kite_rest import KiteRestClient, KiteTransport, retry_transient
 from ticker_adapters.retry import no_delays
 from ticker_core.kite_errors import (
@@ -272,7 +272,9 @@ def test_a_placement_that_times_out_is_outcome_unknown_and_not_sent_again(
     assert unknown.value.http_status is None
     # And once the simulator has finished with it, it had arrived exactly once
     sim.call(lambda: setattr(running.faults, "rest_latency", 0.0))
-    wait_for(lambda: rest_in_flight(sim) == in_flight, what="the simulator done with the placement")
+    wait_until(
+        lambda: rest_in_flight(sim) == in_flight, what="the simulator done with the placement"
+    )
     assert rest_requests(sim) - before == 1
     # And the order book holds at most that one order
     assert len([o for o in kite.orders() if o.get("tag") == "unknown1"]) <= 1

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 from lambdas.api.accounts import LoginRequired
 from lambdas.api.errors import KiteCallError, KiteFailureKind
 from lambdas.api.login_state import issue
-from tests.unit.api.account_fakes import (
+from tests.unit.lambdas.api.account_fakes import (
     ACCOUNT,
     ADMIN,
     API_KEY,

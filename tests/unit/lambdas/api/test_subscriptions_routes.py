@@ -7,8 +7,15 @@ from datetime import date
 
 from lambdas.api.subscriptions import StreamingLimits
 from tests.factories import chain, index_instrument
-from tests.unit.api.account_fakes import ACCOUNT, ADMIN, NOW, TRADER, AccountRig, account_rig
-from tests.unit.api.fakes import equity
+from tests.unit.lambdas.api.account_fakes import (
+    ACCOUNT,
+    ADMIN,
+    NOW,
+    TRADER,
+    AccountRig,
+    account_rig,
+)
+from tests.unit.lambdas.api.fakes import equity
 from ticker_adapters.feed_status import AccountStatus, ConnectionStatus, FeedStatus
 from ticker_core.instruments import InstrumentRegistry
 

@@ -18,7 +18,7 @@ from lambdas.api.market import MarketData, MarketSettings
 from lambdas.api.routers import market as market_router
 from lambdas.api.subscriptions import StreamingLimits, SubscriptionService
 from sandbox.api_gateway import proxy_event
-from tests.unit.api.fakes import MemoryGrants
+from tests.unit.lambdas.api.fakes import MemoryGrants
 from ticker_adapters.credentials import (
     ApiCredentials,
     CredentialNotFoundError,
@@ -318,7 +318,7 @@ def account_rig(
     rate: float = 0.065,
 ) -> AccountRig:
     """An app with an administrator, a trader (trade on ACCOUNT) and a stranger."""
-    from tests.unit.api.fakes import REGISTRY
+    from tests.unit.lambdas.api.fakes import REGISTRY
 
     clock = Clock()
     registry_store = MemoryRegistry()

@@ -17,8 +17,8 @@ from lambdas.api.market import INTERVALS
 from lambdas.api.market_models import Candles, OptionChain
 from lambdas.api.models import Envelope
 from tests.factories import chain, index_instrument
-from tests.unit.api.account_fakes import NOW, TRADER, AccountRig, account_rig
-from tests.unit.api.fakes import equity
+from tests.unit.lambdas.api.account_fakes import NOW, TRADER, AccountRig, account_rig
+from tests.unit.lambdas.api.fakes import equity
 from ticker_core.calendar import year_fraction
 from ticker_core.instruments import InstrumentRegistry
 from ticker_core.options import forward_from_parity, greeks, implied_vol
