@@ -91,6 +91,8 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "User records the batcher refused (too large, bad key)",
     ),
     "feed_e2e_lag_seconds": ("histogram", "Frame receipt to PutRecords acknowledgement"),
+    "feed_accounts_retired_total": ("counter", "Accounts dropped after leaving the vault"),
+    "feed_status_write_errors_total": ("counter", "Status records that could not be written"),
 }
 
 

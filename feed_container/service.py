@@ -50,7 +50,9 @@ from feed_container.pool import FeedPool
 from feed_container.sender import CircuitBreaker, SendLane
 from feed_container.settings import FeedSettings
 from feed_container.spill import SpillStore
+from feed_container.status import StatusSink, StatusWriter, feed_status, utc_now
 from feed_container.subscriptions import DesiredSource, Reconciler
+from ticker_adapters.feed_status import FeedStatus
 from ticker_core.records import RecordBatcher
 
 log = logging.getLogger("feed_container.service")
@@ -68,6 +70,9 @@ class Dependencies:
     instruments: InstrumentSource | None = None
     connect_fn: Connect = connect
     emf_stream: TextIO = field(default_factory=lambda: sys.stdout)
+    #: Where the status record goes (default: the subscriptions table, unless the
+    #: subscriptions themselves were injected).
+    status: StatusSink | None = None
 
 
 class FeedService:
@@ -281,6 +286,9 @@ class FeedService:
             self._tasks.append(loop.create_task(self._accounts_loop()))
         if s.emf_interval_seconds > 0:
             self._tasks.append(loop.create_task(self._emf_loop()))
+        status = self._status_writer()
+        if status is not None:
+            self._tasks.append(loop.create_task(status.run()))
         log.info(
             "feed started",
             extra={
@@ -317,18 +325,46 @@ class FeedService:
         assert self.reconciler is not None  # nosec B101 # set in run()
         await self.reconciler.run()
 
+    def _status_writer(self) -> StatusWriter | None:
+        s = self.settings
+        sink = self.deps.status
+        if sink is None and self.deps.subscriptions is None:
+            from ticker_adapters.feed_status import FeedStatusStore
+
+            sink = FeedStatusStore(self._aws("dynamodb"), s.subscriptions_table)
+        if sink is None or s.status_interval_seconds <= 0:
+            return None
+        started_at = utc_now()
+
+        def read() -> FeedStatus:
+            assert self.pool is not None  # nosec B101 # set in run() before this task starts
+            return feed_status(
+                instance=s.instance_id,
+                written_at=utc_now(),
+                started_at=started_at,
+                interval_seconds=s.status_interval_seconds,
+                generation=self.reconciler.applied_generation if self.reconciler else None,
+                desired=self.pool.desired_count,
+                slots=self.pool.slot_states(),
+                unassigned=self.pool.unassigned,
+                accounts_waiting=self.accounts_waiting,
+            )
+
+        return StatusWriter(sink, read, interval=s.status_interval_seconds, metrics=self.metrics)
+
     def _discovers_accounts(self) -> bool:
         """True when the accounts are the vault's (neither injected nor FEED_ACCOUNTS)."""
         return self.deps.accounts is None and not self.settings.accounts
 
     async def _accounts_loop(self) -> None:
-        """Add accounts whose credentials reach the vault after start, without a restart.
+        """Follow the vault's accounts without a restart: add new ones, drop retired ones.
 
         An account joins once it has API credentials *and* a live session: new
         instruments go to the least-loaded slots, so an account that has not
         logged in yet would take instruments it cannot stream. An account
-        removed from the vault keeps its connections (its token still works
-        until it expires) until the next restart.
+        retired (its API credentials deleted from the vault) is dropped: its
+        instruments move to the other accounts' connections, then its own
+        connections close (:meth:`FeedPool.remove_accounts`).
         """
         while True:
             await asyncio.sleep(self.settings.accounts_refresh_seconds)
@@ -336,15 +372,48 @@ class FeedService:
                 found = await self._accounts()
                 new = [a for a in found if a not in self.accounts]
                 ready = [a for a in new if await asyncio.to_thread(self._has_live_session, a)]
+                gone = [
+                    a
+                    for a in self.accounts
+                    if a not in found and await asyncio.to_thread(self._is_retired, a)
+                ]
             except Exception as exc:  # the vault is unreachable: keep the accounts we have
                 log.error("listing accounts failed", extra={"error": repr(exc)})
                 continue
+            if gone:
+                await self.retire_accounts(gone)
             self.accounts_waiting = tuple(a for a in new if a not in ready)
             assert self.pool is not None  # nosec B101 # set in run() before this task starts
             added = self.pool.add_accounts(ready)
             if added:
                 self.accounts = (*self.accounts, *added)
                 log.info("accounts added", extra={"accounts": list(added)})
+
+    async def retire_accounts(self, accounts: list[str]) -> None:
+        """Drop ``accounts`` from the pool (see :meth:`_accounts_loop`)."""
+        assert self.pool is not None  # nosec B101 # set in run() before this task starts
+        moved = await self.pool.remove_accounts(accounts)
+        self.accounts = tuple(a for a in self.accounts if a not in accounts)
+        for account in accounts:
+            self.metrics.inc("feed_accounts_retired_total", account=account)
+        log.info(
+            "accounts retired: connections closed, instruments moved",
+            extra={"accounts": accounts, "instruments_moved": len(moved)},
+        )
+
+    def _is_retired(self, account: str) -> bool:
+        """Whether the vault no longer holds the account's API credentials.
+
+        Asked of the account's own secret, not inferred from the listing alone:
+        a listing that misses an account for a moment must not drop it.
+        """
+        from ticker_adapters.credentials import CredentialNotFoundError
+
+        try:
+            self._vault().api_credentials(account, force_refresh=True)
+        except CredentialNotFoundError:
+            return True
+        return False
 
     def _has_live_session(self, account: str) -> bool:
         from ticker_adapters.credentials import CredentialError
