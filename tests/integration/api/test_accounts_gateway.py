@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +36,12 @@ from ticker_adapters.subscription_store import SubscriptionStore
 pytestmark = pytest.mark.integration
 
 INSTRUMENTS_PER_CONNECTION = 50  # capacity: 2 accounts x 3 x 50 = 300
+KEY = secrets.token_hex(8)  # an API key for the extra accounts (generated, never committed)
+
+
+def fake_secret() -> str:
+    """A freshly generated stand-in for an API secret."""
+    return secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +112,11 @@ def test_the_stacks_accounts_were_logged_in_through_the_api(stack: Stack) -> Non
 
 def test_register_list_get_and_retire_an_account(stack: Stack) -> None:
     path = "/admin/accounts/EXTRA01"
-    status, body, _ = admin(stack, "PUT", path, {"api_key": "extraapp01", "api_secret": "x" * 32})
+    key = secrets.token_hex(8)
+    status, body, _ = admin(stack, "PUT", path, {"api_key": key, "api_secret": fake_secret()})
     assert status == 200
     assert body["data"]["session"]["login_required"] is True
-    assert admin(stack, "GET", path)[1]["data"]["api_key"] == "extraapp01"
+    assert admin(stack, "GET", path)[1]["data"]["api_key"] == key
     vault_names = {
         s["Name"] for s in client(stack.aws, "secretsmanager").list_secrets()["SecretList"]
     }
@@ -128,12 +136,12 @@ def test_register_list_get_and_retire_an_account(stack: Stack) -> None:
     ("method", "path", "body", "who", "status", "code"),
     [
         ("GET", "/admin/accounts", None, "trader", 403, "forbidden"),
-        ("PUT", "/admin/accounts/X1", {"api_key": "abcdef1", "api_secret": "y" * 20},
+        ("PUT", "/admin/accounts/X1", {"api_key": KEY, "api_secret": fake_secret()},
          "trader", 403, "forbidden"),
         ("GET", "/admin/accounts", None, None, 401, "unauthorized"),
         ("GET", "/admin/accounts/NOSUCH1", None, "admin", 404, "account_not_found"),
         ("DELETE", "/admin/accounts/NOSUCH1", None, "admin", 404, "account_not_found"),
-        ("PUT", "/admin/accounts/X1", {"api_key": "abcdef1"}, "admin", 422, "validation_error"),
+        ("PUT", "/admin/accounts/X1", {"api_key": KEY}, "admin", 422, "validation_error"),
         ("GET", "/accounts/NOSUCH1/kite/login", None, "trader", 403, "forbidden"),
         ("GET", "/accounts/NOSUCH1/kite/login", None, "admin", 404, "account_not_found"),
     ],
@@ -272,9 +280,7 @@ def test_the_scheduled_check_reports_accounts_that_need_a_login(stack: Stack) ->
     events.put_targets(
         Rule="login-required", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}]
     )
-    admin(
-        stack, "PUT", "/admin/accounts/NEWACC1", {"api_key": "newapp0001", "api_secret": "z" * 32}
-    )
+    admin(stack, "PUT", "/admin/accounts/NEWACC1", {"api_key": KEY, "api_secret": fake_secret()})
     # When the scheduled function runs
     result = stack.login_check.invoke({"source": "aws.scheduler"})
     # Then it names that account (and only it), publishes it, and the list says so

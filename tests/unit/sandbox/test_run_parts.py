@@ -39,7 +39,7 @@ RESOURCES = Resources(
     kms_key_arn="arn:aws:kms:ap-south-1:123456789012:key/k",
     persist_failures_url="http://127.0.0.1:5000/q/persist",
     greeks_failures_url="http://127.0.0.1:5000/q/greeks",
-    login_state_secret_arn="arn:aws:secretsmanager:ap-south-1:123456789012:secret:login-state",
+    login_state_secret_arn=f"arn:aws:secretsmanager:ap-south-1:123456789012:secret:{secrets.token_hex(4)}",
 )
 PROXY = "http://127.0.0.1:6000"
 

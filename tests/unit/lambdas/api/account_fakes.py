@@ -37,7 +37,7 @@ ADMIN = "sub-admin"
 TRADER = "sub-trader"
 STRANGER = "sub-stranger"
 ACCOUNT = "AB1234"
-API_KEY = "appkey0001"
+API_KEY = secrets.token_hex(8)  # generated: no key is committed, not even a fake one
 
 
 class Clock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,7 +22,8 @@ from tests.unit.lambdas.api.account_fakes import (
 from ticker_adapters.credentials import KiteSession
 from ticker_adapters.feed_status import AccountStatus, ConnectionStatus, FeedStatus
 
-SECRET = "s3cretfortests0001"
+SECRET = secrets.token_hex(16)
+OTHER_KEY = secrets.token_hex(8)
 ACCOUNTS = "/admin/accounts"
 
 
@@ -286,7 +288,9 @@ def test_an_account_changed_since_the_login_started_is_refused() -> None:
     # Given a login started, then the account given another app
     rig = registered()
     _, _, state = login_link(rig)
-    rig.call("PUT", f"{ACCOUNTS}/{ACCOUNT}", body={"api_key": "newappkey01", "api_secret": SECRET})
+    rig.call(
+        "PUT", f"{ACCOUNTS}/{ACCOUNT}", body={"api_key": secrets.token_hex(8), "api_secret": SECRET}
+    )
     _refused(rig, callback(rig, state, rig.exchange.issue(API_KEY)), 409, "account_changed")
 
 
@@ -303,16 +307,16 @@ def test_kite_unreachable_answers_503_and_stores_nothing() -> None:
 def test_the_check_finds_accounts_without_a_live_session_and_the_list_says_so() -> None:
     # Given two accounts: one logged in now, one whose session expired this morning
     rig = logged_in(registered())
-    rig.call("PUT", f"{ACCOUNTS}/CD5678", body={"api_key": "appkey0002", "api_secret": SECRET})
+    rig.call("PUT", f"{ACCOUNTS}/CD5678", body={"api_key": OTHER_KEY, "api_secret": SECRET})
     rig.vault.sessions["CD5678"] = KiteSession(
-        "appkey0002", "tok", "CD5678", NOW - timedelta(days=1), NOW - timedelta(hours=2)
+        OTHER_KEY, "tok", "CD5678", NOW - timedelta(days=1), NOW - timedelta(hours=2)
     )
     accounts = rig.call("GET", ACCOUNTS)[1]  # warm: nothing noted yet
     assert accounts["data"]["accounts"][1]["session"]["login_required_since"] is None
     # When the scheduled check runs
     required = _check(rig)
     # Then only the expired one is reported, with when it expired, and the list notes it
-    assert required == [LoginRequired("CD5678", "appkey0002", NOW - timedelta(hours=2))]
+    assert required == [LoginRequired("CD5678", OTHER_KEY, NOW - timedelta(hours=2))]
     listed = {a["account_id"]: a for a in rig.call("GET", ACCOUNTS)[1]["data"]["accounts"]}
     assert listed["CD5678"]["session"]["login_required"] is True
     assert listed["CD5678"]["session"]["login_required_since"].startswith("2026-11-30T03:00:00")

@@ -13,12 +13,13 @@ from lambdas.api.login_state import LoginStateError, StateProblem, issue, verify
 
 NOW = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
 KEY = secrets.token_bytes(32)
+API_KEY = secrets.token_hex(8)
 
 
 def _state(**overrides: object) -> str:
     args = {
         "account_id": "AB1234",
-        "api_key": "appkey0001",
+        "api_key": API_KEY,
         "user_id": "sub-admin",
         "now": NOW,
         "ttl": timedelta(minutes=10),
@@ -37,14 +38,14 @@ def _problem(token: str | None, *, key: bytes = KEY, now: datetime = NOW) -> Sta
 def test_a_state_verifies_to_what_it_was_issued_for() -> None:
     # Given a state issued for an account, its app and a user
     token, issued = issue(
-        KEY, account_id="AB1234", api_key="appkey0001", user_id="sub-admin",
+        KEY, account_id="AB1234", api_key=API_KEY, user_id="sub-admin",
         now=NOW, ttl=timedelta(minutes=10),
     )  # fmt: skip
     # When it is verified before it expires
     state = verify(KEY, token, NOW + timedelta(minutes=9))
     # Then it says exactly that, with a fresh nonce
     assert state == issued
-    assert (state.account_id, state.api_key, state.user_id) == ("AB1234", "appkey0001", "sub-admin")
+    assert (state.account_id, state.api_key, state.user_id) == ("AB1234", API_KEY, "sub-admin")
     assert state.expires_at == NOW + timedelta(minutes=10)
     assert len(state.nonce) >= 20
 

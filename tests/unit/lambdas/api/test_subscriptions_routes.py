@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 from datetime import date
 
@@ -42,7 +43,7 @@ def rig_with_accounts(accounts: int = 1, limits: StreamingLimits | None = None) 
         status, _, _ = rig.call(
             "PUT",
             f"/admin/accounts/AC{n:04d}",
-            body={"api_key": f"appkey{n:04d}", "api_secret": "s3cretfortests01"},
+            body={"api_key": secrets.token_hex(8), "api_secret": secrets.token_hex(16)},
         )
         assert status == 200
     return rig
@@ -149,7 +150,7 @@ def test_a_change_beyond_capacity_is_refused_with_the_numbers() -> None:
     for n in (1, 2):
         rig.call(
             "PUT", f"/admin/accounts/AC{n:04d}",
-            body={"api_key": f"appkey{n:04d}", "api_secret": "s3cretfortests01"},
+            body={"api_key": secrets.token_hex(8), "api_secret": secrets.token_hex(16)},
         )  # fmt: skip
     status, body, _ = change(
         rig, {"atm_windows": [{"underlying": "NIFTY", "strikes_each_side": 10}]}
