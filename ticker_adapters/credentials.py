@@ -183,15 +183,13 @@ class CredentialVault:
         with self._lock:
             self._cache.pop(name, None)
 
-    def delete_account(self, account_id: str) -> list[str]:
+    def delete_account(self, account_id: str) -> None:
         """Delete the account's API credentials and session at once (retiring it).
 
         Deleted without a recovery window: a retired account's secret should
         not linger, and registering the account again must not wait for one.
-        Returns the kinds deleted (``api``, ``session``); a kind that was not
-        stored is skipped.
+        A kind that is not stored is skipped, so deleting twice is harmless.
         """
-        deleted = []
         for kind in ("api", "session"):
             name = self._name(account_id, kind)
             try:
@@ -199,11 +197,8 @@ class CredentialVault:
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "ResourceNotFoundException":
                     raise
-            else:
-                deleted.append(kind)
             with self._lock:
                 self._cache.pop(name, None)
-        return deleted
 
     # -- reads -------------------------------------------------------------------
 

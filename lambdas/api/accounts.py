@@ -124,7 +124,7 @@ class Vault(Protocol):
         """The stored session (possibly expired)."""
         ...
 
-    def delete_account(self, account_id: str) -> list[str]:
+    def delete_account(self, account_id: str) -> None:
         """Delete the account's secrets."""
         ...
 

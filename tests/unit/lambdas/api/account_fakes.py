@@ -148,13 +148,9 @@ class MemoryVault:
         except KeyError:
             raise CredentialNotFoundError(account_id) from None
 
-    def delete_account(self, account_id: str) -> list[str]:
-        deleted = []
-        if self.api.pop(account_id, None) is not None:
-            deleted.append("api")
-        if self.sessions.pop(account_id, None) is not None:
-            deleted.append("session")
-        return deleted
+    def delete_account(self, account_id: str) -> None:
+        self.api.pop(account_id, None)
+        self.sessions.pop(account_id, None)
 
 
 @dataclass
