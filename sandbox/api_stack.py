@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from typing import Any
 import asyncpg
 
 from kite_sim.config import AccountConfig, SimConfig
+from kite_sim.ratelimit import Category
 from kite_sim.server import Simulator, ThreadedSimulator
 from lambdas.common.db import connection_parameters
 from lambdas.instruments.dal import S3SnapshotStore
@@ -48,6 +50,7 @@ from ticker_core.instruments import parse_instruments
 from ticker_core.tz import IST
 
 CALLBACK_PATH = "/kite/login/callback"
+RATE_WINDOW_WAIT_S = 10.0
 
 
 def publish_snapshot(
@@ -128,6 +131,11 @@ class Stack:
 
         return self.sim.call(price)
 
+    def await_quiet_kite(self) -> None:
+        """Wait until no account has calls left in Kite's per-second window (a clean slate
+        for a test that bursts reads at Kite's limit)."""
+        _await_quiet_rate_windows(self.sim, [a.api_key for a in self.accounts])
+
     def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
         async def run() -> list[asyncpg.Record]:
             conn = await asyncpg.connect(**connection_parameters(database_settings(self.db)))
@@ -153,6 +161,26 @@ async def _database(server: ConnectionInfo) -> ConnectionInfo:
     finally:
         await conn.close()
     return info
+
+
+def _await_quiet_rate_windows(sim: ThreadedSimulator, api_keys: list[str]) -> None:
+    """Wait until the logins' calls have left Kite's per-second windows (tests start clean).
+
+    The logins are the stack's last Kite calls; a test's own burst of reads
+    must meet Kite's limit (10 a second per app) on its own.
+    """
+    simulator = sim.sim
+    if simulator is None:
+        raise RuntimeError("the simulator is not running")
+    deadline = time.monotonic() + RATE_WINDOW_WAIT_S
+
+    def busy(key: str) -> bool:
+        return bool(sim.call(lambda: simulator.limiter.recent(key, Category.OTHER)))
+
+    while any(busy(key) for key in api_keys):
+        if time.monotonic() > deadline:
+            raise RuntimeError("Kite's rate windows did not clear after the logins")
+        time.sleep(0.05)  # polling the condition above, with a deadline
 
 
 @contextmanager
@@ -257,6 +285,7 @@ def api_stack(
                 if status != 200:
                     raise RuntimeError(f"granting the viewer: HTTP {status}")
                 register_and_login(api.url, api.admin.id_token, sim_accounts)
+                _await_quiet_rate_windows(sim, [a.api_key for a in sim_accounts])
                 yield Stack(
                     api, sim, aws, resources, db, viewer, sim_accounts, function, updates_function,
                     market_function, login_check,
