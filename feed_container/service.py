@@ -404,16 +404,11 @@ class FeedService:
     def _is_retired(self, account: str) -> bool:
         """Whether the vault no longer holds the account's API credentials.
 
-        Asked of the account's own secret, not inferred from the listing alone:
-        a listing that misses an account for a moment must not drop it.
+        Asked of the account's own secret (its metadata: the feed never reads
+        API secrets), not inferred from the listing alone: a listing that
+        misses an account for a moment must not drop it.
         """
-        from ticker_adapters.credentials import CredentialNotFoundError
-
-        try:
-            self._vault().api_credentials(account, force_refresh=True)
-        except CredentialNotFoundError:
-            return True
-        return False
+        return not self._vault().has_api_credentials(account)
 
     def _has_live_session(self, account: str) -> bool:
         from ticker_adapters.credentials import CredentialError

@@ -263,6 +263,21 @@ class CredentialVault:
             raise CredentialCorruptError(f"{purpose} for account {account_id} is not an object")
         return payload
 
+    def has_api_credentials(self, account_id: str) -> bool:
+        """Whether the account's API credentials are stored, from the secret's metadata alone.
+
+        No value is read or decrypted (``DescribeSecret``): the feed asks this
+        of an account missing from a listing without ever holding API secrets.
+        A secret scheduled for deletion counts as gone.
+        """
+        try:
+            described = self._secrets.describe_secret(SecretId=self._name(account_id, "api"))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                return False
+            raise
+        return "DeletedDate" not in described
+
     def accounts(self) -> list[str]:
         """Accounts that have API credentials stored, sorted."""
         return sorted(self._iter_accounts())

@@ -148,8 +148,10 @@ def test_deleting_an_account_removes_both_secrets_at_once_and_it_can_come_back(
     vault.put_api_credentials("acct-1", ApiCredentials("kitekey1", secrets.token_hex(16)))
     vault.put_session("acct-1", new_session("kitekey1"))
     vault.api_credentials("acct-1")
+    assert vault.has_api_credentials("acct-1")
     # When it is deleted (retired)
     vault.delete_account("acct-1")
+    assert not vault.has_api_credentials("acct-1")
     # Then neither is readable, even through the cache, and the listing drops it at once
     with pytest.raises(CredentialNotFoundError):
         vault.api_credentials("acct-1")
