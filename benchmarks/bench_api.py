@@ -30,7 +30,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from benchmarks.harness import Comparison, Figure, Result, benchmark
+from tools.benchmarking import Comparison, Figure, Result, benchmark
 
 ORDERS_PER_SIDE = 60
 PACE_S = 0.12  # < 10 orders/s per account

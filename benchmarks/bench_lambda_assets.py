@@ -41,9 +41,9 @@ STAGE_ENV = {
     "LOG_LEVEL": "INFO",
     "AWS_REGION": "ap-south-1",
     "AWS_DEFAULT_REGION": "ap-south-1",
-    "GREEKS_OUTPUT_STREAM": "ticker-dev-greeks",
+    "GREEKS_STREAM_NAME": "ticker-dev-greeks",
     "INSTRUMENTS_BUCKET": "ticker-dev-instruments",
-    "INSTRUMENTS_KITE_ROOT": "https://api.kite.trade",
+    "KITE_REST_URL": "https://api.kite.trade",
     "KITE_CREDENTIALS_KMS_KEY_ARN": "arn:aws:kms:ap-south-1:123456789012:key/bench",
     "DB_HOST": "proxy.ticker.internal",
     # An ARN, not a secret value.

@@ -158,6 +158,10 @@ METRICS: dict[str, Spec] = {
     "feed_task_failures_total": Spec(
         "counter", "Background tasks that raised and were restarted", ("task",)
     ),
+    "feed_accounts_retired_total": Spec(
+        "counter", "Accounts dropped after leaving the vault", _ACCOUNT
+    ),
+    "feed_status_write_errors_total": Spec("counter", "Status records that could not be written"),
     "feed_e2e_lag_seconds": Spec(
         "histogram", "Frame receipt to PutRecords acknowledgement, per user record (upper bound)"
     ),

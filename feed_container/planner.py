@@ -93,6 +93,22 @@ class AssignmentPlanner:
         self._order = {slot: n for n, slot in enumerate(sorted(self._slots))}
         return added
 
+    def remove_accounts(self, accounts: Iterable[str]) -> dict[int, str]:
+        """Drop accounts' slots; returns what they carried (token -> mode).
+
+        The returned instruments belong to no slot any more: the next
+        :meth:`plan` places them on the remaining slots as new ones.
+        """
+        gone = set(accounts)
+        orphans: dict[int, str] = {}
+        for slot in [s for s in self._slots if s.account in gone]:
+            for token, mode in self._slots.pop(slot).items():
+                orphans[token] = mode
+                del self._owner[token]
+            del self._load[slot]
+        self._order = {slot: n for n, slot in enumerate(sorted(self._slots))}
+        return orphans
+
     @property
     def slots(self) -> tuple[SlotId, ...]:
         """Every slot, sorted."""

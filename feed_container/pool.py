@@ -5,7 +5,9 @@ connection carries which instrument; the pool turns its diffs into
 connection updates, creating a connection the first time its slot gets an
 instrument. Connections are never torn down for a subscription change: an
 emptied connection simply carries nothing (Kite keeps it open with
-heartbeats) until instruments come back.
+heartbeats) until instruments come back. They are closed when their
+account is retired (:meth:`FeedPool.remove_accounts`), after their
+instruments are subscribed on the other accounts' connections.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class FeedPool:
         self._metrics = metrics
         self.connections: dict[SlotId, KiteConnection] = {}
         self._unassigned = 0
+        self._unassigned_tokens: tuple[int, ...] = ()
         self._desired: Mapping[int, str] = {}
         metrics.gauge_callback("feed_connections_open", self._open_by_account)
         metrics.gauge_callback("feed_unassigned_instruments", lambda: {(): float(self._unassigned)})
@@ -66,6 +69,7 @@ class FeedPool:
                 extra={"unassigned": len(plan.unassigned)},
             )
         self._unassigned = len(plan.unassigned)
+        self._unassigned_tokens = tuple(sorted(plan.unassigned))
         return plan
 
     def add_accounts(self, accounts: Iterable[str]) -> tuple[str, ...]:
@@ -78,6 +82,42 @@ class FeedPool:
         if added:
             self.apply(self._desired)
         return added
+
+    async def remove_accounts(self, accounts: Iterable[str]) -> dict[int, str]:
+        """Drop accounts' connections, their instruments moved onto the other accounts' slots.
+
+        The instruments are subscribed on their new connections first and the
+        old connections closed after (a close still reads the frames already on
+        the way): no instrument goes unstreamed in between, and nothing
+        received is lost. Returns what moved (token -> mode); what finds no
+        room is reported unassigned, as always.
+        """
+        gone = set(accounts)
+        moved = self._planner.remove_accounts(gone)
+        leaving = [c for slot, c in self.connections.items() if slot.account in gone]
+        self.connections = {s: c for s, c in self.connections.items() if s.account not in gone}
+        self.apply(self._desired)
+        await asyncio.gather(*(c.stop() for c in leaving))
+        return moved
+
+    @property
+    def desired_count(self) -> int:
+        """Instruments of the last desired set applied."""
+        return len(self._desired)
+
+    @property
+    def unassigned(self) -> tuple[int, ...]:
+        """Instruments of the last plan no slot had room for."""
+        return self._unassigned_tokens
+
+    def slot_states(self) -> list[tuple[SlotId, bool, int]]:
+        """Every slot the planner holds: (slot, its connection is open, instruments it carries)."""
+        out = []
+        for slot in self._planner.slots:
+            conn = self.connections.get(slot)
+            connected = conn is not None and conn.connected
+            out.append((slot, connected, len(self._planner.assignment(slot))))
+        return out
 
     @property
     def open_connections(self) -> int:

@@ -52,8 +52,10 @@ from feed_container.pool import FeedPool
 from feed_container.sender import CircuitBreaker, SendLane
 from feed_container.settings import FeedEnvironment
 from feed_container.spill import FileSystem, SpillStore, usable_budget
+from feed_container.status import StatusSink, StatusWriter, feed_status, utc_now
 from feed_container.subscriptions import DesiredSource, Reconciler
 from feed_container.supervision import Supervisor
+from ticker_adapters.feed_status import FeedStatus
 from ticker_adapters.retry import exponential_backoff, exponential_backoff_delays
 from ticker_core.records import RecordBatcher
 
@@ -85,6 +87,9 @@ class Dependencies:
     kinesis_credentials: Any = None
     #: The disk under the spill (default: the local file system).
     spill_fs: FileSystem | None = None
+    #: Where the status record goes (default: the subscriptions table, unless the
+    #: subscriptions themselves were injected).
+    status: StatusSink | None = None
 
 
 class FeedService:
@@ -327,6 +332,9 @@ class FeedService:
             self._tasks.append(spawn("accounts", self._accounts_loop))
         if s.emf_interval_seconds > 0:
             self._tasks.append(spawn("emf", self._emf_loop))
+        status = self._status_writer()
+        if status is not None:
+            self._tasks.append(spawn("status", status.run))
         log.info(
             "feed started",
             extra={
@@ -372,6 +380,33 @@ class FeedService:
         await asyncio.sleep(self.settings.heap_settle_seconds)
         settle_heap()
 
+    def _status_writer(self) -> StatusWriter | None:
+        s = self.settings
+        sink = self.deps.status
+        if sink is None and self.deps.subscriptions is None:
+            from ticker_adapters.feed_status import FeedStatusStore
+
+            sink = FeedStatusStore(self._aws("dynamodb"), self.environment.subscriptions.name)
+        if sink is None or s.status_interval_seconds <= 0:
+            return None
+        started_at = utc_now()
+
+        def read() -> FeedStatus:
+            assert self.pool is not None  # nosec B101 # set in run() before this task starts
+            return feed_status(
+                instance=s.instance_id,
+                written_at=utc_now(),
+                started_at=started_at,
+                interval_seconds=s.status_interval_seconds,
+                generation=self.reconciler.applied_generation if self.reconciler else None,
+                desired=self.pool.desired_count,
+                slots=self.pool.slot_states(),
+                unassigned=self.pool.unassigned,
+                accounts_waiting=self.accounts_waiting,
+            )
+
+        return StatusWriter(sink, read, interval=s.status_interval_seconds, metrics=self.metrics)
+
     def _discovers_accounts(self) -> bool:
         """True when the accounts are the vault's (neither injected nor FEED_ACCOUNTS)."""
         return self.deps.accounts is None and not self.settings.accounts
@@ -382,22 +417,35 @@ class FeedService:
             await self.discover_accounts()
 
     async def discover_accounts(self) -> tuple[str, ...]:
-        """Add accounts whose credentials reached the vault after start; returns those added.
+        """Follow the vault's accounts without a restart: add new ones, drop retired ones.
 
-        An account joins once it has API credentials *and* a live session: new
-        instruments go to the least-loaded slots, so an account that has not
-        logged in yet would take instruments it cannot stream. Each account is
-        checked on its own: one whose session cannot be read (tampered, its KMS
-        context refused, a throttled read) waits, counted in
-        ``feed_account_session_errors_total`` and logged, and never keeps the
-        others out. An account removed from the vault keeps its connections
-        (its token still works until it expires) until the next restart.
+        Returns the accounts added. An account joins once it has API
+        credentials *and* a live session: new instruments go to the
+        least-loaded slots, so an account that has not logged in yet would take
+        instruments it cannot stream. Each account is checked on its own: one
+        whose session cannot be read (tampered, its KMS context refused, a
+        throttled read) waits, counted in ``feed_account_session_errors_total``
+        and logged, and never keeps the others out. An account retired (its
+        API credentials deleted from the vault) is dropped: its instruments move
+        to the other accounts' connections, then its own connections close
+        (:meth:`FeedPool.remove_accounts`).
         """
         try:
             found = await self._accounts()
         except Exception as exc:  # the vault is unreachable: keep the accounts we have
             log.error("listing accounts failed", extra={"error": repr(exc)})
             return ()
+        try:
+            gone = [
+                a
+                for a in self.accounts
+                if a not in found and await asyncio.to_thread(self._is_retired, a)
+            ]
+        except Exception as exc:  # cannot tell: keep every account we have
+            log.error("checking retired accounts failed", extra={"error": repr(exc)})
+            gone = []
+        if gone:
+            await self.retire_accounts(gone)
         new = [a for a in found if a not in self.accounts]
         ready = []
         for account in new:
@@ -421,6 +469,27 @@ class FeedService:
             self.accounts = (*self.accounts, *added)
             log.info("accounts added", extra={"accounts": list(added)})
         return added
+
+    async def retire_accounts(self, accounts: list[str]) -> None:
+        """Drop ``accounts`` from the pool (see :meth:`_accounts_loop`)."""
+        assert self.pool is not None  # nosec B101 # set in run() before this task starts
+        moved = await self.pool.remove_accounts(accounts)
+        self.accounts = tuple(a for a in self.accounts if a not in accounts)
+        for account in accounts:
+            self.metrics.inc("feed_accounts_retired_total", account=account)
+        log.info(
+            "accounts retired: connections closed, instruments moved",
+            extra={"accounts": accounts, "instruments_moved": len(moved)},
+        )
+
+    def _is_retired(self, account: str) -> bool:
+        """Whether the vault no longer holds the account's API credentials.
+
+        Asked of the account's own secret (its metadata: the feed never reads
+        API secrets), not inferred from the listing alone: a listing that
+        misses an account for a moment must not drop it.
+        """
+        return not self._vault().has_api_credentials(account)
 
     def _has_live_session(self, account: str) -> bool:
         from ticker_adapters.credentials import CredentialNotFoundError

@@ -17,6 +17,7 @@ credential vault.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -56,6 +57,10 @@ class FeedSettings(BaseSettings):
     accounts: Annotated[tuple[str, ...], NoDecode] = ()
     #: With ``accounts`` empty, how often the vault is listed for accounts added since start.
     accounts_refresh_seconds: float = Field(60.0, gt=0)
+    #: How often the status record (plan and connections) is written; 0 writes none.
+    status_interval_seconds: float = Field(10.0, ge=0)
+    #: This instance's name in the status record (default: the host name, the task's).
+    instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
     max_connections_per_key: int = Field(
         MAX_CONNECTIONS_PER_API_KEY, ge=1, le=MAX_CONNECTIONS_PER_API_KEY
     )

@@ -187,6 +187,8 @@ class Reconciler:
         self._watched: set[int] = set()
         self.reconciled = asyncio.Event()
         self.rounds = 0
+        #: The desired-set generation the pool was last reconciled with (None: none yet).
+        self.applied_generation: int | None = None
 
     @property
     def registry(self) -> InstrumentRegistry | None:
@@ -231,6 +233,7 @@ class Reconciler:
             self._watched = watched
             self._watch(watched)
         self.rounds += 1
+        self.applied_generation = self._snapshot.generation
         if desired == self._applied:
             return None
         self._apply(desired)

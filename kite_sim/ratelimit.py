@@ -54,6 +54,16 @@ class RateLimiter:
         """The limits in force for ``category``."""
         return self._limits.get(category, ())
 
+    def recent(self, key: str, category: RateCategory) -> int:
+        """Calls of ``key`` in ``category`` still inside the category's shortest window."""
+        limits = self._limits.get(category, ())
+        if not limits:
+            return 0
+        window = min(limit.window for limit in limits)
+        now = self._clock.monotonic()
+        calls = self._calls.get((key, category, window), deque())
+        return sum(1 for at in calls if at > now - window)
+
     def allow(self, key: str, category: RateCategory) -> bool:
         """Record a call and say whether it is within every limit.
 

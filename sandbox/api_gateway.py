@@ -24,8 +24,10 @@ What API Gateway does in front of the API function, done the same way here:
   without a status is 502 ``Internal server error``. Bodies over 10 MB are
   refused with 413 before the function is called.
 
-The function is invoked through ``invoke`` (the sandbox's Lambda runtime,
-or a direct call in tests): moto cannot run Lambda proxy integrations.
+The functions are invoked through ``invoke`` (the sandbox's Lambda runtime,
+or a direct call in tests; moto cannot run Lambda proxy integrations), each
+route to the function its operation names (``x-ticker-function``: the
+market-data routes have their own).
 
 The gateway's own refusals (401, 403 for an unknown route) answer in the
 API's error shape; the CDK stack configures the same bodies as gateway
@@ -55,6 +57,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from lambdas.api.context import FUNCTION_EXTENSION
 from sandbox.esm import InvokeResult
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
@@ -63,6 +66,9 @@ API_ID = "sandboxapi"
 ACCOUNT_ID = "123456789012"
 TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded", "application/xml")
 Invoke = Callable[[dict[str, Any]], InvokeResult]
+
+
+DEFAULT_FUNCTION = "api"
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class Route:
     pattern: re.Pattern[str]
     names: tuple[str, ...]
     authenticated: bool
+    function: str = DEFAULT_FUNCTION
+    """The function integrated with it (``x-ticker-function`` in ``openapi.json``)."""
 
 
 def routes_from_openapi(document: Mapping[str, Any]) -> list[Route]:
@@ -90,6 +98,7 @@ def routes_from_openapi(document: Mapping[str, Any]) -> list[Route]:
                     pattern=re.compile(regex),
                     names=names,
                     authenticated=bool(operation.get("security")),
+                    function=str(operation.get(FUNCTION_EXTENSION, DEFAULT_FUNCTION)),
                 )
             )
     # Static segments win over parameters, as API Gateway matches them.
@@ -265,12 +274,26 @@ BAD_GATEWAY = _json_answer(502, {"message": "Internal server error"})
 
 
 class LocalApiGateway:
-    """The REST API in front of one function, without sockets (see :class:`ApiGatewayServer`)."""
+    """The REST API in front of its functions, without sockets (see :class:`ApiGatewayServer`).
 
-    def __init__(self, routes: list[Route], authorizer: CognitoAuthorizer, invoke: Invoke) -> None:
+    ``invoke`` is the one function's, or one per function name (a route goes to
+    the function its operation names, ``x-ticker-function``, else ``api``).
+    """
+
+    def __init__(
+        self,
+        routes: list[Route],
+        authorizer: CognitoAuthorizer,
+        invoke: Invoke | Mapping[str, Invoke],
+    ) -> None:
         self._routes = routes
         self._authorizer = authorizer
-        self._invoke = invoke
+        self._invokes: Mapping[str, Invoke] = (
+            invoke if isinstance(invoke, Mapping) else {DEFAULT_FUNCTION: invoke}
+        )
+        missing = {r.function for r in routes} - set(self._invokes)
+        if missing:
+            raise ValueError(f"no function to invoke for {sorted(missing)}")
         self._lock = threading.Lock()
         self.statuses: Counter[tuple[str, str, int]] = Counter()
         """Answers by (method, resource, status): what the report shows."""
@@ -321,7 +344,9 @@ class LocalApiGateway:
             if method != "OPTIONS" or known is None:
                 return _refusal(403, "forbidden", "Missing Authentication Token"), "(none)"
             # CORS preflight: the function answers it, unauthenticated
-            route = Route(known.resource, "OPTIONS", known.pattern, known.names, False)
+            route = Route(
+                known.resource, "OPTIONS", known.pattern, known.names, False, known.function
+            )
             found = known.pattern.match(path)
             params = {k: unquote(v) for k, v in found.groupdict().items()} if found else {}
         else:
@@ -343,7 +368,7 @@ class LocalApiGateway:
             claims=claims,
             source_ip=source_ip,
         )
-        result = self._invoke(event)
+        result = self._invokes[route.function](event)
         return _function_answer(result), route.resource
 
 

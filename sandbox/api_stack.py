@@ -4,10 +4,14 @@
 every AWS resource the CDK stack creates (and a Cognito pool with an
 administrator, a trader holding ``trade`` grants on every account, and a
 viewer holding ``view`` on the first), a migrated database, kite_sim in this
-process (Kite's own rate limits; postbacks to the gateway), the accounts
-logged in and in the vault, the day's instruments snapshot in S3, and the
-API function's execution environments (worker processes, as Lambda runs
-them) behind the local API Gateway. Everything it starts, it stops.
+process (Kite's own rate limits; postbacks and login redirects to the
+gateway), the day's instruments snapshot in S3, and the API's functions
+(the trading API, the market-data function, the order-update consumer and
+the scheduled login check) as execution environments (worker processes, as
+Lambda runs them), the first two behind the local API Gateway. The accounts
+are registered and logged in to Kite through the API itself (the
+administrator's token, Kite's redirect, the callback). Everything it starts,
+it stops.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -25,24 +30,27 @@ from typing import Any
 import asyncpg
 
 from kite_sim.config import AccountConfig, SimConfig
+from kite_sim.ratelimit import Category
 from kite_sim.server import Simulator, ThreadedSimulator
 from lambdas.common.db import connection_parameters
 from lambdas.instruments.dal import S3SnapshotStore
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
-from sandbox.environments import api_env
-from sandbox.kite import SimAccount, register_accounts
+from sandbox.accounts import register_and_login
+from sandbox.environments import api_env, market_env
+from sandbox.kite import SimAccount
 from sandbox.lambda_runtime import LambdaFunction
 from sandbox.moto_server import AwsEndpoint, MotoServer
 from sandbox.postgres import ConnectionInfo, free_port
 from sandbox.provision import PoolUser, Resources, client, create_user, provision
 from sandbox.stack import database_settings
 from sandbox.trading import ApiSandbox, api_call, start_api
-from ticker_adapters.credentials import CredentialVault
-from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.instrument_snapshots import SnapshotPointer, csv_digest, snapshot_key
 from ticker_core.instruments import parse_instruments
 from ticker_core.tz import IST
+
+CALLBACK_PATH = "/kite/login/callback"
+RATE_WINDOW_WAIT_S = 10.0
 
 
 def publish_snapshot(
@@ -76,6 +84,8 @@ class Stack:
     accounts: list[SimAccount]
     function: LambdaFunction
     updates_function: LambdaFunction
+    market_function: LambdaFunction
+    login_check: LambdaFunction
 
     @property
     def simulator(self) -> Simulator:
@@ -121,6 +131,11 @@ class Stack:
 
         return self.sim.call(price)
 
+    def await_quiet_kite(self) -> None:
+        """Wait until no account has calls left in Kite's per-second window (a clean slate
+        for a test that bursts reads at Kite's limit)."""
+        _await_quiet_rate_windows(self.sim, [a.api_key for a in self.accounts])
+
     def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
         async def run() -> list[asyncpg.Record]:
             conn = await asyncpg.connect(**connection_parameters(database_settings(self.db)))
@@ -148,6 +163,26 @@ async def _database(server: ConnectionInfo) -> ConnectionInfo:
     return info
 
 
+def _await_quiet_rate_windows(sim: ThreadedSimulator, api_keys: list[str]) -> None:
+    """Wait until the logins' calls have left Kite's per-second windows (tests start clean).
+
+    The logins are the stack's last Kite calls; a test's own burst of reads
+    must meet Kite's limit (10 a second per app) on its own.
+    """
+    simulator = sim.sim
+    if simulator is None:
+        raise RuntimeError("the simulator is not running")
+    deadline = time.monotonic() + RATE_WINDOW_WAIT_S
+
+    def busy(key: str) -> bool:
+        return bool(sim.call(lambda: simulator.limiter.recent(key, Category.OTHER)))
+
+    while any(busy(key) for key in api_keys):
+        if time.monotonic() > deadline:
+            raise RuntimeError("Kite's rate windows did not clear after the logins")
+        time.sleep(0.05)  # polling the condition above, with a deadline
+
+
 @contextmanager
 def api_stack(
     moto_server: MotoServer,
@@ -155,9 +190,16 @@ def api_stack(
     *,
     accounts: int = 2,
     environments: int = 4,
+    market_environments: int = 2,
     seed: int = 5,
+    extra_env: dict[str, str] | None = None,
+    snapshot_csv: bytes | None = None,
 ) -> Iterator[Stack]:
-    """The whole API on loopback (see the module docstring)."""
+    """The whole API on loopback (see the module docstring).
+
+    ``snapshot_csv`` is published as the day's instruments instead of the
+    simulator's own (benchmarks bring a universe of their size).
+    """
     moto_server.reset()
     aws = moto_server.endpoint
     resources = provision(aws, shards=1)
@@ -168,6 +210,7 @@ def api_stack(
         accounts=[
             AccountConfig(
                 postback_url=f"http://127.0.0.1:{port}/postbacks" if i == 0 else None,
+                redirect_url=f"http://127.0.0.1:{port}{CALLBACK_PATH}",
                 enforce_ip=False,
             )
             for i in range(accounts)
@@ -180,13 +223,9 @@ def api_stack(
         if simulator is None:
             raise RuntimeError("the simulator did not start")
         sim_accounts = [SimAccount(a.user_id, a.api_key, a.api_secret) for a in sim.accounts]
-        vault = CredentialVault(
-            client(aws, "secretsmanager"),
-            KmsEnvelopeCipher(client(aws, "kms"), resources.kms_key_arn),
-            prefix=resources.names.secrets_prefix,
+        csv_bytes = (
+            snapshot_csv or sim.call(lambda: simulator.market.instruments_csv(None)).encode()
         )
-        register_accounts(vault, simulator.rest_url, sim_accounts)
-        csv_bytes = sim.call(lambda: simulator.market.instruments_csv(None)).encode()
         publish_snapshot(
             S3SnapshotStore(client(aws, "s3"), resources.names.instruments_bucket, "instruments/"),
             csv_bytes,
@@ -200,6 +239,15 @@ def api_stack(
             API_RESOLVE_DELAY_SECONDS="0.2",
             API_CORS_ORIGINS="https://app.example.com",
             KITE_CREDENTIALS_CACHE_SECONDS="0",
+            **(extra_env or {}),
+        )
+        markets = market_env(
+            aws,
+            db,
+            resources,
+            simulator.rest_url,
+            API_CORS_ORIGINS="https://app.example.com",
+            KITE_CREDENTIALS_CACHE_SECONDS="0",
         )
         function = LambdaFunction(
             "api", "lambdas.api.handler.handler", env=env, log_dir=Path(logs),
@@ -209,10 +257,18 @@ def api_stack(
             "order-updates", "lambdas.api.handler.order_updates", env=env, log_dir=Path(logs),
             timeout_s=29, max_concurrency=1,
         )  # fmt: skip
+        market_function = LambdaFunction(
+            "api-market", "lambdas.api.market_handler.handler", env=markets,
+            log_dir=Path(logs), timeout_s=29, max_concurrency=market_environments,
+        )  # fmt: skip
+        login_check = LambdaFunction(
+            "login-check", "lambdas.api.handler.login_check", env=env, log_dir=Path(logs),
+            timeout_s=60, max_concurrency=1,
+        )  # fmt: skip
         try:
             api = start_api(
                 aws=aws,
-                invoke=function.invoke,
+                invoke={"api": function.invoke, "market": market_function.invoke},
                 port=port,
                 accounts=[a.user_id for a in sim_accounts],
                 pool_name=resources.names.user_pool,
@@ -228,11 +284,14 @@ def api_stack(
                 )
                 if status != 200:
                     raise RuntimeError(f"granting the viewer: HTTP {status}")
+                register_and_login(api.url, api.admin.id_token, sim_accounts)
+                _await_quiet_rate_windows(sim, [a.api_key for a in sim_accounts])
                 yield Stack(
-                    api, sim, aws, resources, db, viewer, sim_accounts, function, updates_function
-                )
+                    api, sim, aws, resources, db, viewer, sim_accounts, function, updates_function,
+                    market_function, login_check,
+                )  # fmt: skip
             finally:
                 api.server.stop()
         finally:
-            function.kill_all()
-            updates_function.kill_all()
+            for started in (function, updates_function, market_function, login_check):
+                started.kill_all()

@@ -11,10 +11,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from sandbox.accounts import login
 from sandbox.chaos import ChaosEvent
 from sandbox.dashboard import total
 from sandbox.environments import FEED_WATCHDOG_S
-from sandbox.kite import SimAdmin, rotate_session
+from sandbox.kite import SimAdmin
 from sandbox.stack import Stack, need
 
 RECONNECT_TIMEOUT_S = 20.0
@@ -92,7 +93,7 @@ class ChaosDriver:
         )
 
     def expire_and_rotate(self) -> str:
-        """A token expires at Kite; a new login reaches the vault a little later."""
+        """A token expires at Kite; a new login through the API reaches the vault a little later."""
         rotated = self._rotated
         live = self._connections(rotated.api_key)
         refused = self._feed("feed_handshake_refusals_total")
@@ -100,7 +101,10 @@ class ChaosDriver:
         self._sim.fault({"kind": "drop", "api_key": rotated.api_key})
         if self._stop.wait(LOGIN_DELAY_S):  # the user's time to log in again
             return "interrupted"
-        rotate_session(need(self.stack.vault, "the vault"), self.stack.rest_url, rotated)
+        api = need(self.stack.api, "the API")
+        page = login(api.url, api.admin.id_token, rotated.user_id)
+        if page.status != 200:
+            return f"{rotated.user_id}: the new login through the API failed: HTTP {page.status}"
         return (
             f"{rotated.user_id}: {expired} token(s) expired and connections dropped; "
             f"{self._feed('feed_handshake_refusals_total') - refused:.0f} handshakes refused "

@@ -17,6 +17,7 @@ from sandbox.provision import Resources
 
 # What every function's environment has besides its own settings.
 FUNCTION_ENV = {"POWERTOOLS_METRICS_NAMESPACE": "TickerService", "LOG_LEVEL": "WARNING"}
+API_CORS_ORIGINS = "http://127.0.0.1:8000"
 # The feed's watchdog, short so that the chaos run's silent connection trips it.
 FEED_WATCHDOG_S = 5.0
 # Variable prefixes the feed reads: none of the caller's reach it, only what is set here.
@@ -55,7 +56,8 @@ def api_env(
     kite_rest_url: str,
     **overrides: str,
 ) -> dict[str, str]:
-    """The trading API function: its tables, bus, Kite, the vault and the snapshot."""
+    """The trading API function: its tables, bus, Kite (and its login page), the vault, the
+    account registry, the login-state key, the subscriptions table and the snapshot."""
     return {
         **FUNCTION_ENV,
         **aws_env(aws),
@@ -65,7 +67,33 @@ def api_env(
         "API_LIMITER_TABLE": resources.names.limiter_table,
         "API_EVENT_BUS": resources.names.event_bus,
         "API_KITE_ROOT": kite_rest_url,
-        "API_CORS_ORIGINS": "http://127.0.0.1:8000",
+        "API_CORS_ORIGINS": API_CORS_ORIGINS,
+        "API_ACCOUNTS_TABLE": resources.names.accounts_table,
+        "API_LOGIN_STATE_SECRET_ARN": resources.login_state_secret_arn,
+        "API_KITE_LOGIN_URL": f"{kite_rest_url}/connect/login",
+        "API_SUBSCRIPTIONS_TABLE": resources.names.subscriptions_table,
+        "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
+        "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
+        "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
+        **overrides,
+    }
+
+
+def market_env(
+    aws: AwsEndpoint,
+    db: ConnectionInfo,
+    resources: Resources,
+    kite_rest_url: str,
+    **overrides: str,
+) -> dict[str, str]:
+    """The market-data function: PostgreSQL, the snapshot, and sessions for Kite's history."""
+    return {
+        **FUNCTION_ENV,
+        **aws_env(aws),
+        **db.db_env(),
+        "API_CORS_ORIGINS": API_CORS_ORIGINS,
+        "MARKET_ACCOUNTS_TABLE": resources.names.accounts_table,
+        "MARKET_KITE_ROOT": kite_rest_url,
         "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
         "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
         "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,

@@ -7,7 +7,8 @@ credential vault's envelope encryption, one SQS on-failure queue per function
 and an S3 bucket for the instruments snapshot; for the trading API, its three
 tables (grants, idempotency records, the order limiter), the EventBridge bus
 for order updates, and a Cognito user pool with an app client and the
-``admin`` group.
+``admin`` group; for the accounts routes, the account registry table and the
+login-state signing key (a generated secret).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class ResourceNames:
     limiter_table: str = "ticker-api-order-limiter"
     event_bus: str = "ticker-trading"
     user_pool: str = "ticker-users"
+    accounts_table: str = "ticker-api-accounts"
+    login_state_key_name: str = "ticker/api/login-state-key"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Resources:
     kms_key_arn: str
     persist_failures_url: str
     greeks_failures_url: str
+    login_state_secret_arn: str
 
     def role_arn(self, function: str) -> str:
         """The execution role ARN a function's events name as ``invokeIdentityArn``."""
@@ -199,6 +203,10 @@ def provision(
         limiter=names.limiter_table,
     )
     client(endpoint, "events").create_event_bus(Name=names.event_bus)
+    from lambdas.api.dal.accounts import DynamoAccountRegistry
+
+    DynamoAccountRegistry(client(endpoint, "dynamodb"), names.accounts_table).create_table()
+    login_state = create_login_state_secret(endpoint, names.login_state_key_name)
     return Resources(
         names=names,
         shards=shards,
@@ -207,7 +215,18 @@ def provision(
         kms_key_arn=key_arn,
         persist_failures_url=str(persist_dlq),
         greeks_failures_url=str(greeks_dlq),
+        login_state_secret_arn=login_state,
     )
+
+
+def create_login_state_secret(endpoint: AwsEndpoint, name: str) -> str:
+    """The login-state signing key, generated as the CDK stack generates it; its ARN."""
+    import secrets
+
+    created = client(endpoint, "secretsmanager").create_secret(
+        Name=name, SecretString=secrets.token_urlsafe(48)
+    )
+    return str(created["ARN"])
 
 
 def queue_depth(endpoint: AwsEndpoint, queue_url: str) -> int:

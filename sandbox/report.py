@@ -391,6 +391,37 @@ async def scan_table(conn: Any, table: str) -> TableScan:
 # -- presentation -------------------------------------------------------------------------
 
 
+def api_call_lines(calls: dict[str, int]) -> list[str]:
+    """API calls by route and status, from ``"METHOD /resource STATUS": count`` (the gateway's)."""
+    if not calls:
+        return []
+    by_route: dict[str, dict[str, int]] = {}
+    for key, count in calls.items():
+        route, _, status = key.rpartition(" ")
+        by_route.setdefault(route, {})[status] = by_route.get(route, {}).get(status, 0) + count
+    lines = [f"API calls by route and status   {sum(calls.values()):>12,}"]
+    for route in sorted(by_route, key=lambda r: (r.split(" ", 1)[-1], r)):
+        statuses = ", ".join(f"{s}: {n:,}" for s, n in sorted(by_route[route].items()))
+        lines.append(f"  {route:<52} {statuses}")
+    return lines
+
+
+def market_lines(market: dict[str, Any]) -> list[str]:
+    """The option chain read through the API at the end of the run."""
+    if not market:
+        return []
+    if market.get("option_chain_status") != 200:
+        return [
+            f"option chain through the API    HTTP {market.get('option_chain_status')} "
+            f"{market.get('option_chain_code')}"
+        ]
+    return [
+        f"option chain {market['underlying']} {market['expiry']}   {market['strikes']:>9,} strikes"
+        f"   ({market['options_priced']:,} options priced, {market['options_with_iv']:,} with IV;"
+        f" forward {market['forward']} from {market['forward_source']}, ATM {market['atm_strike']})"
+    ]
+
+
 def render(report: Report, path: str | None = None) -> str:
     """The report as text for the terminal."""
     t = report.totals
@@ -423,6 +454,8 @@ def render(report: Report, path: str | None = None) -> str:
             f"order updates stored            {orders['order_updates_stored']:>12,}"
             f"   ({orders['order_updates_unpublished']:,} not yet on the bus)",
         ]
+        lines += api_call_lines(orders.get("api_calls") or {})
+    lines += market_lines(report.run.get("market") or {})
     if report.complete:
         lines.append("verdict: COMPLETE - nothing lost, nothing duplicated")
     else:

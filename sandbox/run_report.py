@@ -26,7 +26,7 @@ from sandbox.options import Options
 from sandbox.provision import client, queue_depth
 from sandbox.report import Report, build_report, scan_greeks, scan_table, scan_ticks
 from sandbox.stack import RunNotes, Stack, need
-from sandbox.trading import OrderDriver, order_facts, trading_rows
+from sandbox.trading import OrderDriver, market_facts, order_facts, trading_rows
 
 
 def make_report(
@@ -63,6 +63,7 @@ def make_report(
             await conn.close()
 
     tick_rows, greeks_rows, trading = asyncio.run(tables())
+    market = market_facts(stack.api)  # first: the gateway's counts below include it
     orders = order_facts(driver, trading, stack.api.server.gateway if stack.api else None)
     if orders["duplicate_orders"]:
         notes.problem(f"{orders['duplicate_orders']} duplicate order(s) from one Idempotency-Key")
@@ -94,6 +95,7 @@ def make_report(
         notes=notes.lines,
     )
     report.run["orders"] = orders
+    report.run["market"] = market
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
     return report

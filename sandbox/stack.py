@@ -2,11 +2,14 @@
 
 Start order (each step needs the ones before it): PostgreSQL (embedded, or a
 fresh database on ``DATABASE_URL``'s server), moto's server, the AWS
-resources, the migrations, the Kite simulator, the accounts (a real login
-each, stored encrypted in the vault), the desired subscriptions, the
-Lambda functions with their event source mappings (``ticks`` -> greeks,
-``ticks`` -> persist, ``greeks`` -> persist), the instruments snapshot, and
-last the feed container, as the same entrypoint the Dockerfile runs.
+resources, the migrations, the Kite simulator, the desired subscriptions,
+the Lambda functions, the API (its functions behind the local API Gateway),
+the accounts (registered and logged in through the API: the administrator's
+token, Kite's login redirect, the API's callback, which stores each session
+encrypted in the vault), the instruments snapshot (fetched with a session),
+the event source mappings (``ticks`` -> greeks, ``ticks`` -> persist,
+``greeks`` -> persist), and last the feed container, as the same entrypoint
+the Dockerfile runs.
 
 Every step that starts something registers how to stop it; :meth:`Stack.stop`
 runs those last started first, each child's whole process group, whether the
@@ -31,10 +34,18 @@ import asyncpg
 from lambdas.common.db import DatabaseSettings, connection_parameters
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
-from sandbox.environments import api_env, feed_env, greeks_env, instruments_env, persist_env
+from sandbox.accounts import register_and_login
+from sandbox.environments import (
+    api_env,
+    feed_env,
+    greeks_env,
+    instruments_env,
+    market_env,
+    persist_env,
+)
 from sandbox.esm import EventSourceMapping, MappingTarget, load_mapping_definitions
 from sandbox.kinesis_proxy import KinesisFaultProxy
-from sandbox.kite import SimAccount, SimAdmin, register_accounts
+from sandbox.kite import SimAccount, SimAdmin
 from sandbox.lambda_runtime import REPO_ROOT, LambdaFunction
 from sandbox.moto_server import AwsEndpoint, MotoServer
 from sandbox.observe import Metrics, read_feed_metrics
@@ -44,8 +55,6 @@ from sandbox.processes import ManagedProcess
 from sandbox.provision import Resources, client, provision
 from sandbox.subscriptions import SubscriptionPlan, plan_subscriptions, write_plan
 from sandbox.trading import ApiSandbox, start_api
-from ticker_adapters.credentials import CredentialVault
-from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.subscription_store import SubscriptionStore
 from ticker_core.instruments import InstrumentRegistry, parse_instruments
 
@@ -54,6 +63,8 @@ MAX_TICKS_PER_INSTRUMENT = 1 / SIM_TICK_INTERVAL_S
 FEED_START_TIMEOUT_S = 60.0
 FEED_STOP_TIMEOUT_S = 70.0  # the feed's own flush budget (60 s) and some
 API_ENVIRONMENTS = 4  # the API function's concurrency, all initialised before the run
+MARKET_ENVIRONMENTS = 2  # the market-data function's
+LOGIN_CALLBACK_PATH = "/kite/login/callback"  # the apps' redirect URL, on the local gateway
 
 T = TypeVar("T")
 
@@ -137,7 +148,6 @@ class Stack:
         self.rest_url = ""
         self.ws_url = ""
         self.accounts: list[SimAccount] = []
-        self.vault: CredentialVault | None = None
         self.registry: InstrumentRegistry | None = None
         self.plan: SubscriptionPlan | None = None
         self.functions: dict[str, LambdaFunction] = {}
@@ -158,11 +168,11 @@ class Stack:
         self._provision()
         self._migrate()
         self._start_simulator()
-        self._register_accounts()
         self._subscribe()
         self._start_functions()
-        self._publish_instruments()
         self._start_api()
+        self._login_accounts()
+        self._publish_instruments()
         self._start_mappings()
         self._start_feed()
 
@@ -278,7 +288,7 @@ class Stack:
             "--tick-interval", str(SIM_TICK_INTERVAL_S),
             "--tick-rate", f"{per_instrument:.4f}",
             "--max-ticks-per-second", f"{cap:.0f}",
-            "--redirect-url", "http://127.0.0.1:9/kite/callback",
+            "--redirect-url", f"http://127.0.0.1:{self.api_port}{LOGIN_CALLBACK_PATH}",
             "--postback-url", f"http://127.0.0.1:{self.api_port}/postbacks",
             "--no-ip-check",
         ]  # fmt: skip
@@ -291,23 +301,25 @@ class Stack:
         info = self.sim_process.wait_for_json_line("rest_url", timeout=90)
         self.rest_url, self.ws_url = info["rest_url"], info["ws_url"]
         self.sim = SimAdmin(self.rest_url, admin_token)
+        self.accounts = self.sim.accounts()
         self.say(
             f"kite_sim: {self.rest_url} ({info['instruments']:,} instruments, market time "
             f"{info['market_time']})"
         )
 
-    def _register_accounts(self) -> None:
-        aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
-        sim = need(self.sim, "kite_sim")
-        self.vault = CredentialVault(
-            client(aws, "secretsmanager"),
-            KmsEnvelopeCipher(client(aws, "kms"), r.kms_key_arn),
-            prefix=r.names.secrets_prefix,
-            kms_key_id=r.kms_key_arn,
+    def _login_accounts(self) -> None:
+        """Each simulated account registered and logged in through the API, as operations do.
+
+        The administrator's token registers the app (its secret goes to the vault
+        through the API) and starts the login; kite_sim's login page redirects to
+        the API's callback, which exchanges the request token and stores the session.
+        """
+        api = need(self.api, "the API")
+        ids = register_and_login(api.url, api.admin.id_token, self.accounts)
+        self.say(
+            f"accounts: {', '.join(ids)} registered and logged in through the API "
+            "(admin token, Kite's redirect, the callback); secrets and sessions in the vault"
         )
-        self.accounts = sim.accounts()
-        ids = register_accounts(self.vault, self.rest_url, self.accounts)
-        self.say(f"accounts: {', '.join(ids)} logged in; API secrets and tokens in the vault (KMS)")
 
     def _subscribe(self) -> None:
         aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
@@ -383,9 +395,27 @@ class Stack:
             timeout_s=29,
             max_concurrency=API_ENVIRONMENTS,
         )
+        self._function(
+            "api-market",
+            "lambdas.api.market_handler.handler",
+            market_env(aws, need(self.db, "PostgreSQL"), r, self.rest_url),
+            timeout_s=29,
+            memory_mb=1024,
+            max_concurrency=MARKET_ENVIRONMENTS,
+        )
+        self._function(
+            "login-check",
+            "lambdas.api.handler.login_check",
+            api_env(aws, need(self.db, "PostgreSQL"), r, self.rest_url),
+            timeout_s=60,
+            max_concurrency=1,
+        )
         self.api = start_api(
             aws=aws,
-            invoke=self.functions["api"].invoke,
+            invoke={
+                "api": self.functions["api"].invoke,
+                "market": self.functions["api-market"].invoke,
+            },
             port=self.api_port,
             accounts=[a.user_id for a in self.accounts],
             pool_name=r.names.user_pool,
@@ -400,6 +430,8 @@ class Stack:
         )
         self.say("  place a paper order:")
         self.say("  " + self.api.curl(endpoints, self.accounts[0].user_id, "INFY"))
+        self.say("  read NIFTY's option chain (Greeks on the stored ticks):")
+        self.say("  " + self.api.option_chain_curl(endpoints, "NIFTY"))
 
     def _start_mappings(self) -> None:
         aws, r = need(self.aws, "moto"), need(self.resources, "AWS")

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,10 @@ from typing import Any
 from sandbox.api_gateway import (
     ApiGatewayServer,
     CognitoAuthorizer,
+    Invoke,
     LocalApiGateway,
     routes_from_openapi,
 )
-from sandbox.esm import InvokeResult
 from sandbox.moto_server import AwsEndpoint
 from sandbox.provision import PoolUser, UserPool, create_user, create_user_pool
 
@@ -80,15 +80,27 @@ class ApiSandbox:
                 for user in (self.admin, self.trader)
             ],
             "accounts": self.accounts,
+            "examples": {
+                "option_chain": {
+                    "method": "GET",
+                    "url": self.url + option_chain_path("NIFTY"),
+                    "description": "NIFTY's nearest expiry: every strike's CE and PE with last "
+                    "price, OI, IV and Greeks on one forward (any signed-in user)",
+                },
+            },
             "run_dir": str(run_dir),
         }
 
+    def option_chain_curl(self, endpoints_path: Path, underlying: str) -> str:
+        """A ready-to-paste command reading an option chain as the trader."""
+        return (
+            f'curl -sS "{self.url}{option_chain_path(underlying)}" '
+            f'-H "Authorization: {_trader_token(endpoints_path)}"'
+        )
+
     def curl(self, endpoints_path: Path, account: str, symbol: str) -> str:
         """A ready-to-paste command placing a paper order as the trader."""
-        token = (
-            "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))"
-            f'["users"][1]["id_token"])\' {endpoints_path})'
-        )
+        token = _trader_token(endpoints_path)
         body = json.dumps(
             {
                 "exchange": "NSE",
@@ -105,6 +117,19 @@ class ApiSandbox:
             f"-H \"Idempotency-Key: $(python3 -c 'import uuid; print(uuid.uuid4())')\" "
             f"-H 'Content-Type: application/json' -d '{body}'"
         )
+
+
+def _trader_token(endpoints_path: Path) -> str:
+    """Shell that reads the trader's ID token from ``endpoints.json``."""
+    return (
+        "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))"
+        f'["users"][1]["id_token"])\' {endpoints_path})'
+    )
+
+
+def option_chain_path(underlying: str) -> str:
+    """The option chain of ``underlying``'s nearest expiry."""
+    return f"/market/option-chain/{underlying}"
 
 
 def api_call(
@@ -157,13 +182,14 @@ def warm(url: str, environments: int) -> None:
 def start_api(
     *,
     aws: AwsEndpoint,
-    invoke: Callable[[dict[str, Any]], InvokeResult],
+    invoke: Invoke | Mapping[str, Invoke],
     port: int,
     accounts: list[str],
     pool_name: str,
     environments: int = 1,
 ) -> ApiSandbox:
-    """Users, the gateway in front of ``invoke``, and the trader's grants (see the module)."""
+    """Users, the gateway in front of ``invoke`` (per function name, or the API's alone), and
+    the trader's grants (see the module)."""
     pool = create_user_pool(aws, pool_name)
     admin = create_user(aws, pool, "sandbox-admin", groups=("admin",))
     trader = create_user(aws, pool, "sandbox-trader")
@@ -323,6 +349,30 @@ def order_facts(
             if gateway
             else {}
         ),
+    }
+
+
+def market_facts(api: ApiSandbox | None, underlying: str = "NIFTY") -> dict[str, Any]:
+    """One option chain read through the API at the end of the run, summarised for the report."""
+    if api is None:
+        return {}
+    status, body, _ = api_call(
+        "GET", api.url + option_chain_path(underlying), token=api.trader.id_token
+    )
+    if status != 200:
+        return {"option_chain_status": status, "option_chain_code": body.get("code")}
+    chain = body["data"]
+    options = [s[side] for s in chain["strikes"] for side in ("ce", "pe") if s[side]]
+    return {
+        "option_chain_status": status,
+        "underlying": chain["underlying"],
+        "expiry": chain["expiry"],
+        "strikes": len(chain["strikes"]),
+        "options_priced": sum(1 for o in options if o["last_price"] is not None),
+        "options_with_iv": sum(1 for o in options if o["greeks"]["iv"] is not None),
+        "forward": chain["forward"]["value"],
+        "forward_source": chain["forward"]["source"],
+        "atm_strike": chain["atm_strike"],
     }
 
 

@@ -169,6 +169,23 @@ class CredentialVault:
         with self._lock:
             self._cache.pop(name, None)
 
+    def delete_account(self, account_id: str) -> None:
+        """Delete the account's API credentials and session at once (retiring it).
+
+        Deleted without a recovery window: a retired account's secret should
+        not linger, and registering the account again must not wait for one.
+        A kind that is not stored is skipped, so deleting twice is harmless.
+        """
+        for kind in ("api", "session"):
+            name = self._name(account_id, kind)
+            try:
+                self._secrets.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                    raise
+            with self._lock:
+                self._cache.pop(name, None)
+
     # -- reads -------------------------------------------------------------------
 
     def api_credentials(self, account_id: str, *, force_refresh: bool = False) -> ApiCredentials:
@@ -231,6 +248,21 @@ class CredentialVault:
         if not isinstance(payload, dict):
             raise CredentialCorruptError(f"{purpose} for account {account_id} is not an object")
         return payload
+
+    def has_api_credentials(self, account_id: str) -> bool:
+        """Whether the account's API credentials are stored, from the secret's metadata alone.
+
+        No value is read or decrypted (``DescribeSecret``): the feed asks this
+        of an account missing from a listing without ever holding API secrets.
+        A secret scheduled for deletion counts as gone.
+        """
+        try:
+            described = self._secrets.describe_secret(SecretId=self._name(account_id, "api"))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                return False
+            raise
+        return "DeletedDate" not in described
 
     def accounts(self) -> list[str]:
         """Accounts that have API credentials stored, sorted."""

@@ -14,18 +14,23 @@ Table layout (partition key ``pk``, sort key ``sk``, both strings):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from ticker_core.subscriptions import (
     AtmWindowRule,
     DesiredSubscriptions,
+    SubscriptionError,
     merge_instruments,
     validate_mode,
     validate_owner,
     validate_token,
 )
+
+MAX_ITEMS_PER_TRANSACTION = 99
+"""DynamoDB's 100 items per transaction, less the generation counter's update."""
 
 KEY_SCHEMA = [
     {"AttributeName": "pk", "KeyType": "HASH"},
@@ -35,6 +40,74 @@ ATTRIBUTE_DEFINITIONS = [
     {"AttributeName": "pk", "AttributeType": "S"},
     {"AttributeName": "sk", "AttributeType": "S"},
 ]
+
+
+def _sub_key(token: int, owner: str) -> dict[str, Any]:
+    return {"pk": {"S": "SUB"}, "sk": {"S": f"{token:010d}#{owner}"}}
+
+
+def _sub_item(token: int, mode: str, owner: str, updated_at: str) -> dict[str, Any]:
+    return {
+        **_sub_key(token, owner),
+        "token": {"N": str(token)},
+        "mode": {"S": mode},
+        "owner": {"S": owner},
+        "updated_at": {"S": updated_at},
+    }
+
+
+def _atm_key(underlying: str, owner: str) -> dict[str, Any]:
+    return {"pk": {"S": "ATM"}, "sk": {"S": f"{underlying}#{owner}"}}
+
+
+def _atm_item(rule: AtmWindowRule) -> dict[str, Any]:
+    return {
+        **_atm_key(rule.underlying, rule.owner),
+        "underlying": {"S": rule.underlying},
+        "strikes_each_side": {"N": str(rule.strikes_each_side)},
+        "expiries": {"N": str(rule.expiries)},
+        "mode": {"S": rule.mode},
+        "owner": {"S": rule.owner},
+    }
+
+
+def _rule(item: Mapping[str, Any]) -> AtmWindowRule:
+    return AtmWindowRule(
+        underlying=item["underlying"]["S"],
+        strikes_each_side=int(item["strikes_each_side"]["N"]),
+        expiries=int(item["expiries"]["N"]),
+        mode=item["mode"]["S"],
+        owner=item["owner"]["S"],
+    )
+
+
+@dataclass(frozen=True)
+class InstrumentEntry:
+    """One owner's request for one instrument, as stored."""
+
+    token: int
+    mode: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class StoredSubscriptions:
+    """Every entry as stored, owner by owner (not merged), with the generation read first."""
+
+    generation: int
+    instruments: tuple[InstrumentEntry, ...] = ()
+    atm_windows: tuple[AtmWindowRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class SubscriptionChange:
+    """What one owner adds and withdraws in one request."""
+
+    owner: str
+    subscribe: tuple[tuple[int, str], ...] = ()
+    unsubscribe: tuple[int, ...] = ()
+    atm_windows: tuple[AtmWindowRule, ...] = ()
+    remove_atm_windows: tuple[str, ...] = ()
 
 
 class SubscriptionStore:
@@ -58,8 +131,8 @@ class SubscriptionStore:
 
     # -- writes ------------------------------------------------------------------
 
-    def _write(self, operation: dict[str, Any]) -> None:
-        bump = {
+    def _bump(self) -> dict[str, Any]:
+        return {
             "Update": {
                 "TableName": self._table,
                 "Key": {"pk": {"S": "META"}, "sk": {"S": "generation"}},
@@ -67,49 +140,77 @@ class SubscriptionStore:
                 "ExpressionAttributeValues": {":one": {"N": "1"}},
             }
         }
-        self._db.transact_write_items(TransactItems=[operation, bump])
+
+    def _write(self, operation: dict[str, Any]) -> None:
+        self._db.transact_write_items(TransactItems=[operation, self._bump()])
 
     def subscribe(self, token: int, mode: str, owner: str) -> None:
         """Ask for ``token`` in ``mode`` on behalf of ``owner`` (replaces that owner's mode)."""
         validate_token(token)
         validate_mode(mode)
         validate_owner(owner)
-        item = {
-            "pk": {"S": "SUB"},
-            "sk": {"S": f"{token:010d}#{owner}"},
-            "token": {"N": str(token)},
-            "mode": {"S": mode},
-            "owner": {"S": owner},
-            "updated_at": {"S": datetime.now(UTC).isoformat()},
-        }
+        item = _sub_item(token, mode, owner, datetime.now(UTC).isoformat())
         self._write({"Put": {"TableName": self._table, "Item": item}})
 
     def unsubscribe(self, token: int, owner: str) -> None:
         """Withdraw ``owner``'s interest in ``token`` (others' interest stays)."""
         validate_token(token)
         validate_owner(owner)
-        key = {"pk": {"S": "SUB"}, "sk": {"S": f"{token:010d}#{owner}"}}
-        self._write({"Delete": {"TableName": self._table, "Key": key}})
+        self._write({"Delete": {"TableName": self._table, "Key": _sub_key(token, owner)}})
 
     def put_atm_window(self, rule: AtmWindowRule) -> None:
         """Create or replace ``rule.owner``'s ATM window on ``rule.underlying``."""
         rule.validate()
-        item = {
-            "pk": {"S": "ATM"},
-            "sk": {"S": f"{rule.underlying}#{rule.owner}"},
-            "underlying": {"S": rule.underlying},
-            "strikes_each_side": {"N": str(rule.strikes_each_side)},
-            "expiries": {"N": str(rule.expiries)},
-            "mode": {"S": rule.mode},
-            "owner": {"S": rule.owner},
-        }
-        self._write({"Put": {"TableName": self._table, "Item": item}})
+        self._write({"Put": {"TableName": self._table, "Item": _atm_item(rule)}})
 
     def remove_atm_window(self, underlying: str, owner: str) -> None:
         """Withdraw ``owner``'s ATM window on ``underlying``."""
         validate_owner(owner)
-        key = {"pk": {"S": "ATM"}, "sk": {"S": f"{underlying}#{owner}"}}
-        self._write({"Delete": {"TableName": self._table, "Key": key}})
+        self._write({"Delete": {"TableName": self._table, "Key": _atm_key(underlying, owner)}})
+
+    def change(self, change: SubscriptionChange) -> int:
+        """Apply one owner's change as few transactions as DynamoDB allows; how many were run.
+
+        Each transaction carries up to :data:`MAX_ITEMS_PER_TRANSACTION` entries
+        and bumps the generation once. A reader polling between two of them sees
+        part of the change and the rest at its next poll: every entry is
+        independent, so no intermediate state is wrong, only incomplete.
+        """
+        validate_owner(change.owner)
+        for token, mode in change.subscribe:
+            validate_token(token)
+            validate_mode(mode)
+        for token in change.unsubscribe:
+            validate_token(token)
+        for rule in change.atm_windows:
+            rule.validate()
+            if rule.owner != change.owner:
+                raise SubscriptionError("every ATM window of a change belongs to its owner")
+        now = datetime.now(UTC).isoformat()
+        operations: list[dict[str, Any]] = [
+            {"Delete": {"TableName": self._table, "Key": _sub_key(t, change.owner)}}
+            for t in dict.fromkeys(change.unsubscribe)
+        ]
+        operations += [
+            {"Put": {"TableName": self._table, "Item": _sub_item(t, m, change.owner, now)}}
+            for t, m in dict(change.subscribe).items()
+        ]
+        operations += [
+            {"Delete": {"TableName": self._table, "Key": _atm_key(u, change.owner)}}
+            for u in dict.fromkeys(change.remove_atm_windows)
+        ]
+        operations += [
+            {"Put": {"TableName": self._table, "Item": _atm_item(rule)}}
+            for rule in {r.underlying: r for r in change.atm_windows}.values()
+        ]
+        transactions = 0
+        for start in range(0, len(operations), MAX_ITEMS_PER_TRANSACTION):
+            self._write_many(operations[start : start + MAX_ITEMS_PER_TRANSACTION])
+            transactions += 1
+        return transactions
+
+    def _write_many(self, operations: list[dict[str, Any]]) -> None:
+        self._db.transact_write_items(TransactItems=[*operations, self._bump()])
 
     # -- reads -------------------------------------------------------------------
 
@@ -144,14 +245,15 @@ class SubscriptionStore:
         instruments = merge_instruments(
             (int(item["token"]["N"]), item["mode"]["S"]) for item in self._query("SUB")
         )
-        rules = tuple(
-            AtmWindowRule(
-                underlying=item["underlying"]["S"],
-                strikes_each_side=int(item["strikes_each_side"]["N"]),
-                expiries=int(item["expiries"]["N"]),
-                mode=item["mode"]["S"],
-                owner=item["owner"]["S"],
-            )
-            for item in self._query("ATM")
-        )
+        rules = tuple(_rule(item) for item in self._query("ATM"))
         return DesiredSubscriptions(generation, instruments, rules)
+
+    def entries(self) -> StoredSubscriptions:
+        """Every owner's entries as stored (what the API shows), generation read first."""
+        generation = self.generation()
+        instruments = tuple(
+            InstrumentEntry(int(item["token"]["N"]), item["mode"]["S"], item["owner"]["S"])
+            for item in self._query("SUB")
+        )
+        rules = tuple(_rule(item) for item in self._query("ATM"))
+        return StoredSubscriptions(generation, instruments, rules)

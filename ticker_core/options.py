@@ -581,6 +581,40 @@ MIN_PARITY_PAIRS = 2
 """Pairs averaged by :func:`forward_from_parity`: two guard against one stale quote."""
 
 
+def _parity_estimate(
+    strike: FloatArray, call: FloatArray, put: FloatArray, growth: float | FloatArray
+) -> FloatArray:
+    """``F = K + e^{rT}(C - P)`` (``growth`` is ``e^{rT}``): parity solved for the forward."""
+    estimate: FloatArray = strike + growth * (call - put)
+    return estimate
+
+
+def parity_forwards(
+    strikes: ArrayLike, call_prices: ArrayLike, put_prices: ArrayLike, t: ArrayLike, r: ArrayLike
+) -> FloatArray:
+    """Elementwise put-call parity forwards ``K + e^{rT}(C - P)``, NaN where a pair is unusable.
+
+    A pair is usable with finite positive call and put prices, a positive
+    strike, finite ``t > 0`` and ``r``, and a positive result. All arguments
+    broadcast: one pair per instant of a time series (candles), or every
+    strike of a chain at one instant (what :func:`forward_from_parity` averages).
+    """
+    k, c, p, tt, rr = np.broadcast_arrays(
+        _as_float(strikes),
+        _as_float(call_prices),
+        _as_float(put_prices),
+        _as_float(t),
+        _as_float(r),
+    )
+    with np.errstate(all="ignore"):
+        forward = _parity_estimate(k, c, p, np.exp(rr * tt))
+        usable = (
+            (k > 0.0) & (c > 0.0) & (p > 0.0) & (tt > 0.0) & (forward > 0.0)
+            & np.isfinite(k) & np.isfinite(c) & np.isfinite(p) & np.isfinite(tt) & np.isfinite(rr)
+        )  # fmt: skip
+    return cast(FloatArray, np.where(usable, forward, np.nan))
+
+
 def forward_from_parity(
     strikes: ArrayLike,
     call_prices: ArrayLike,
@@ -619,7 +653,7 @@ def forward_from_parity(
     diff = c[idx] - p[idx]
     # lexsort: primary key last -> nearest the money first, ties by strike.
     nearest = idx[np.lexsort((k[idx], np.abs(diff)))[:pairs]]
-    estimates = k[nearest] + math.exp(r * t) * (c[nearest] - p[nearest])
+    estimates = _parity_estimate(k[nearest], c[nearest], p[nearest], math.exp(r * t))
     forward = float(np.mean(estimates))
     if not forward > 0.0:
         return ForwardEstimate(math.nan, "none", Reason.NO_FORWARD)

@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aws_lambda_powertools.event_handler import (
     APIGatewayRestResolver,
@@ -38,6 +38,7 @@ from aws_lambda_powertools.event_handler.openapi.models import (
     APIKeyIn,
     Server,
 )
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from lambdas.api.context import COGNITO, Dependencies, error_response
 from lambdas.api.errors import (
@@ -49,15 +50,38 @@ from lambdas.api.errors import (
     UnsupportedMediaTypeError,
     ValidationFailedError,
 )
-from lambdas.api.routers import admin, gtt, orders, portfolio, public
+from lambdas.api.routers import accounts, admin, gtt, orders, portfolio, public, subscriptions
+from lambdas.common.observability import Observability
 
-TITLE = "ticker-service trading API"
+TITLE = "ticker-service API"
 VERSION = "1.0.0"
 DESCRIPTION = (
     "Orders, portfolio, margins and GTT on Zerodha Kite Connect, per account, "
     "authenticated (Cognito) and owned (grants), every order placed at most once "
-    "(Idempotency-Key). Parameters are named as Kite names them."
+    "(Idempotency-Key); accounts and their daily Kite login; what the feed streams; "
+    "market data (instruments, quotes, option chains with Greeks, candles). Parameters "
+    "are named as Kite names them."
 )
+
+
+class RouterModule(Protocol):
+    """A module of ``lambdas.api.routers``: ``build(deps)`` makes its router."""
+
+    def build(self, deps: Dependencies) -> APIGatewayRouter:
+        """The area's router."""
+        ...
+
+
+TRADING_ROUTERS: tuple[RouterModule, ...] = (
+    orders,
+    portfolio,
+    gtt,
+    admin,
+    accounts,
+    subscriptions,
+    public,
+)
+"""What the trading API function serves (no option math: it imports no scipy)."""
 CORS_REQUEST_HEADERS = ["Idempotency-Key"]
 CORS_EXPOSED_HEADERS = ["Retry-After", "Idempotent-Replayed"]
 CORS_MAX_AGE_SECONDS = 600
@@ -79,8 +103,12 @@ def _problems(exc: RequestValidationError) -> list[FieldProblem]:
     return problems
 
 
-def build_app(deps: Dependencies, cors_origins: Sequence[str] = ()) -> APIGatewayRestResolver:
-    """The resolver with every router; errors answered in the API's shape."""
+def build_app(
+    deps: Dependencies,
+    cors_origins: Sequence[str] = (),
+    routers: Sequence[RouterModule] = TRADING_ROUTERS,
+) -> APIGatewayRestResolver:
+    """The resolver with ``routers``; errors answered in the API's shape."""
     cors = None
     if cors_origins:
         cors = CORSConfig(
@@ -95,7 +123,7 @@ def build_app(deps: Dependencies, cors_origins: Sequence[str] = ()) -> APIGatewa
         enable_validation=True,
         response_validation_error_http_code=KiteBadResponseError.status,
     )
-    for module in (orders, portfolio, gtt, admin, public):
+    for module in routers:
         app.include_router(module.build(deps))
 
     @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]
@@ -258,3 +286,37 @@ class ApiApp:
             "body": json.dumps(error.body()),
             "isBase64Encoded": False,
         }
+
+
+def observed_app(
+    resolver: APIGatewayRestResolver,
+    obs: Observability,
+    *,
+    cors_origins: Sequence[str],
+    max_body_bytes: int,
+) -> ApiApp:
+    """An :class:`ApiApp` logging each request (one line) and counting answers by class."""
+
+    def log_request(entry: RequestLog) -> None:
+        obs.logger.info(
+            "request",
+            extra={
+                "method": entry.method,
+                "resource": entry.resource,
+                "status": entry.status,
+                "ms": entry.milliseconds,
+            },
+        )
+        obs.count(f"Status{entry.status // 100}xx")
+
+    def log_unexpected(error_type: str) -> None:
+        obs.count("UnexpectedErrors")
+        obs.logger.error("unexpected error", extra={"error": error_type})
+
+    return ApiApp(
+        resolver,
+        cors_origins=cors_origins,
+        max_body_bytes=max_body_bytes,
+        log_request=log_request,
+        log_unexpected=log_unexpected,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
@@ -22,7 +22,15 @@ from lambdas.api.logic import Trading
 from lambdas.api.models import Envelope, ErrorBody, Grant
 from lambdas.api.updates import OrderUpdate
 
+if TYPE_CHECKING:  # the market logic imports scipy: the trading function never loads it
+    from lambdas.api.accounts import Accounts
+    from lambdas.api.market import MarketData
+    from lambdas.api.subscriptions import SubscriptionService
+
 COGNITO = "cognito"
+FUNCTION_EXTENSION = "x-ticker-function"
+"""OpenAPI extension naming the function that serves an operation (absent: the API function).
+API Gateway's integrations, and the local gateway, route by it."""
 AUTHENTICATED: list[dict[str, list[str]]] = [{COGNITO: []}]
 REPLAY_HEADER = "Idempotent-Replayed"
 
@@ -66,6 +74,12 @@ class Dependencies:
     api_secret: Callable[[str], str | None]
     """An account's Kite API secret (postback checksums), None when unknown."""
     extra: dict[str, Any] = field(default_factory=dict)
+    accounts: Accounts | None = None
+    """Accounts and the Kite login (``routers.accounts``)."""
+    subscriptions: SubscriptionService | None = None
+    """Desired subscriptions and the feed's status (``routers.subscriptions``)."""
+    market: MarketData | None = None
+    """Market data (``routers.market``; the market-data function only)."""
 
 
 def ok(data: Any) -> Envelope[Any]:

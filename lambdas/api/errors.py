@@ -222,6 +222,102 @@ class PostbackRefusedError(ApiError):
     default_message = "Postback refused."
 
 
+class AccountNotFoundError(ApiError):
+    """No account is registered under this id (administrators' routes only)."""
+
+    code = "account_not_found"
+    status = 404
+    default_message = "No account is registered under this id."
+
+
+class AccountRetiredError(ApiError):
+    """The account is retired: register it again before logging it in."""
+
+    code = "account_retired"
+    status = 409
+    default_message = "The account is retired; register it again to use it."
+
+
+class LoginRefusedError(ApiError):
+    """A Kite login callback that is refused; nothing was stored (a page, not JSON)."""
+
+    code = "login_refused"
+    status = 400
+    default_message = "This login cannot be completed. Start the login again."
+
+
+class LoginStateInvalidError(LoginRefusedError):
+    """The callback's state is missing, malformed or was altered (not signed by this API)."""
+
+    code = "login_state_invalid"
+    default_message = "The login link is not valid. Start the login again from the API."
+
+
+class LoginStateExpiredError(LoginRefusedError):
+    """The callback's state is genuine but its time is up."""
+
+    code = "login_state_expired"
+    default_message = "The login link has expired. Start the login again from the API."
+
+
+class LoginStateReplayedError(LoginRefusedError):
+    """The callback's state was used before (each login link works once)."""
+
+    code = "login_state_replayed"
+    status = 409
+    default_message = "This login link was already used. Start the login again from the API."
+
+
+class KiteLoginCancelledError(LoginRefusedError):
+    """Kite came back without a request token (the login was cancelled or failed there)."""
+
+    code = "kite_login_cancelled"
+    default_message = "Kite did not complete the login. Start the login again."
+
+
+class KiteLoginRejectedError(LoginRefusedError):
+    """Kite refused to exchange the request token (expired, used, or for another app)."""
+
+    code = "kite_login_rejected"
+    default_message = (
+        "Kite refused the login's request token (expired, already used, or issued to "
+        "another app). Start the login again."
+    )
+
+
+class KiteUserMismatchError(LoginRefusedError):
+    """Kite logged in a different Kite user than the account being logged in."""
+
+    code = "kite_user_mismatch"
+    default_message = (
+        "Kite logged in another user than this account. Log in with the account's own Kite user."
+    )
+
+
+class AccountChangedError(LoginRefusedError):
+    """Since the login started, the account was retired or given another API key."""
+
+    code = "account_changed"
+    status = 409
+    default_message = "The account changed since this login started. Start the login again."
+
+
+class CapacityExceededError(ApiError):
+    """The desired subscriptions would need more WebSocket capacity than the accounts have."""
+
+    code = "capacity_exceeded"
+    status = 409
+    default_message = "The subscriptions would exceed the accounts' streaming capacity."
+
+
+class InstrumentNotFoundError(ApiError):
+    """No such instrument (or option chain) in today's instruments."""
+
+    code = "instrument_not_found"
+    status = 404
+    default_message = "No such instrument in today's instruments."
+
+
 class KiteFailureKind(StrEnum):
     """How a Kite call failed, as the broker classifies it (never from message text)."""
 
@@ -279,6 +375,17 @@ ERRORS: tuple[type[ApiError], ...] = (
     KiteBadResponseError,
     ServiceUnavailableError,
     PostbackRefusedError,
+    AccountNotFoundError,
+    AccountRetiredError,
+    LoginStateInvalidError,
+    LoginStateExpiredError,
+    LoginStateReplayedError,
+    KiteLoginCancelledError,
+    KiteLoginRejectedError,
+    KiteUserMismatchError,
+    AccountChangedError,
+    CapacityExceededError,
+    InstrumentNotFoundError,
     ApiError,
 )
 ERROR_CODES: dict[str, tuple[int, str]] = {e.code: (e.status, e.default_message) for e in ERRORS}

@@ -1,7 +1,8 @@
 """``python -m lambdas.api.openapi``: write ``openapi.json`` from the code (``--check``: compare).
 
 The document is generated from the routers and models (no dependency is
-called), so it always says what the code does; the committed copy is what
+called) of both functions the API is served by (the trading API and the
+market-data function), so it always says what the code does; the committed copy is what
 API Gateway, the local gateway and clients read, and a test fails when the
 two differ.
 """
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, cast
 
-from lambdas.api.app import build_app, openapi_json
+from lambdas.api.app import TRADING_ROUTERS, build_app, openapi_json
 from lambdas.api.context import Dependencies
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "openapi.json"
@@ -25,7 +26,9 @@ def generate() -> str:
     deps = Dependencies(
         trading=inert, grants=inert, writes=inert, updates=inert, api_secret=lambda _: None
     )
-    return openapi_json(build_app(deps)) + "\n"
+    from lambdas.api.market_handler import MARKET_ROUTERS
+
+    return openapi_json(build_app(deps, routers=(*TRADING_ROUTERS, *MARKET_ROUTERS))) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -236,3 +236,28 @@ def test_kms_out_of_reach_is_not_reported_as_tampering(aws: AwsEndpoint, kms_key
     # CredentialCorruptError (which would condemn a good secret)
     with pytest.raises(EndpointConnectionError):
         reader.session("acct-1")
+
+
+def test_deleting_an_account_removes_both_secrets_at_once_and_it_can_come_back(
+    aws: AwsEndpoint, kms_key: str
+) -> None:
+    # Given an account with API credentials and a session (its reads cached)
+    vault = make_vault(aws, kms_key)
+    vault.put_api_credentials("acct-1", ApiCredentials("kitekey1", secrets.token_hex(16)))
+    vault.put_session("acct-1", new_session("kitekey1"))
+    vault.api_credentials("acct-1")
+    assert vault.has_api_credentials("acct-1")
+    # When it is deleted (retired)
+    vault.delete_account("acct-1")
+    assert not vault.has_api_credentials("acct-1")
+    # Then neither is readable, even through the cache, and the listing drops it at once
+    with pytest.raises(CredentialNotFoundError):
+        vault.api_credentials("acct-1")
+    with pytest.raises(CredentialNotFoundError):
+        make_vault(aws, kms_key).session("acct-1")
+    assert vault.accounts() == []
+    # And deleting again is harmless, and the account can be registered again at once
+    vault.delete_account("acct-1")
+    creds = ApiCredentials("kitekey2", secrets.token_hex(16))
+    vault.put_api_credentials("acct-1", creds)
+    assert make_vault(aws, kms_key).api_credentials("acct-1") == creds

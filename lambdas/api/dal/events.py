@@ -19,6 +19,20 @@ DETAIL_TYPE = "Order Update"
 MAX_ENTRIES_PER_CALL = 10
 
 
+def put_entries(events_client: Any, entries: Sequence[dict[str, Any]]) -> list[bool]:
+    """Put entries ten to a call; per entry, whether the bus accepted it."""
+    accepted: list[bool] = []
+    for start in range(0, len(entries), MAX_ENTRIES_PER_CALL):
+        chunk = entries[start : start + MAX_ENTRIES_PER_CALL]
+        response = events_client.put_events(Entries=list(chunk))
+        answers = response.get("Entries", [])
+        accepted += [
+            n < len(answers) and bool(answers[n].get("EventId")) and not answers[n].get("ErrorCode")
+            for n in range(len(chunk))
+        ]
+    return accepted
+
+
 class EventBridgePublisher:
     """Puts order updates on one bus."""
 
@@ -28,22 +42,15 @@ class EventBridgePublisher:
 
     def publish(self, updates: Sequence[tuple[OrderUpdate, str]]) -> list[OrderUpdate]:
         """Put each (update, source) on the bus; returns the updates accepted."""
-        accepted: list[OrderUpdate] = []
-        for start in range(0, len(updates), MAX_ENTRIES_PER_CALL):
-            chunk = updates[start : start + MAX_ENTRIES_PER_CALL]
-            response = self._events.put_events(
-                Entries=[
-                    {
-                        "Source": EVENT_SOURCE,
-                        "DetailType": DETAIL_TYPE,
-                        "Detail": json.dumps(update.event_detail(source), default=str),
-                        "EventBusName": self._bus,
-                        "Resources": [],
-                    }
-                    for update, source in chunk
-                ]
-            )
-            for (update, _), entry in zip(chunk, response.get("Entries", []), strict=False):
-                if entry.get("EventId") and not entry.get("ErrorCode"):
-                    accepted.append(update)
-        return accepted
+        entries = [
+            {
+                "Source": EVENT_SOURCE,
+                "DetailType": DETAIL_TYPE,
+                "Detail": json.dumps(update.event_detail(source), default=str),
+                "EventBusName": self._bus,
+                "Resources": [],
+            }
+            for update, source in updates
+        ]
+        accepted = put_entries(self._events, entries)
+        return [update for (update, _), ok in zip(updates, accepted, strict=True) if ok]

@@ -231,6 +231,7 @@ def test_an_expired_kite_session_answers_kite_login_required(stack: Stack) -> No
 
 
 def test_portfolio_margins_profile_and_gtt(stack: Stack) -> None:
+    stack.await_quiet_kite()  # ten reads follow: Kite's limit, with nothing left from before
     base = f"/accounts/{stack.account}"
     reads = ("/portfolio/positions", "/portfolio/holdings", "/user/margins",
              "/user/margins/equity", "/user/profile", "/trades", "/gtt/triggers")  # fmt: skip

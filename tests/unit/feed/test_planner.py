@@ -83,3 +83,33 @@ def test_an_account_added_later_takes_what_did_not_fit_and_nothing_moves() -> No
     assert p.slots == tuple(SlotId(a, i) for a in ("a", "b") for i in range(2))
     # And adding known accounts changes nothing
     assert p.add_accounts(["b"]) == ()
+
+
+def test_a_retired_accounts_instruments_go_to_the_other_accounts_and_nothing_else_moves() -> None:
+    # Given instruments spread over two accounts' slots
+    p = planner(("a", "b"), per=2, capacity=10)
+    desired = dict.fromkeys(range(16), "quote") | {100: "full"}
+    p.plan(desired)
+    on_b = {t for slot in p.slots if slot.account == "b" for t in p.assignment(slot)}
+    on_a = {t: p.owner(t) for slot in p.slots if slot.account == "a" for t in p.assignment(slot)}
+    assert on_b
+    # When account b is retired
+    moved = p.remove_accounts(["b"])
+    # Then its instruments are handed back, its slots are gone
+    assert set(moved) == on_b
+    assert all(slot.account == "a" for slot in p.slots)
+    # And the next plan places exactly them on a's slots, leaving a's own where they were
+    plan = p.plan(desired)
+    assert sorted(t for d in plan.diffs.values() for t in d.subscribe) == sorted(on_b)
+    assert all(not d.unsubscribe for d in plan.diffs.values())
+    assert all(p.owner(t) == slot for t, slot in on_a.items())
+    assert {t for slot in p.slots for t in p.assignment(slot)} == set(desired)
+
+
+def test_retiring_beyond_the_room_left_reports_the_rest_unassigned() -> None:
+    p = planner(("a", "b"), per=1, capacity=3)
+    p.plan(dict.fromkeys(range(6), "ltp"))
+    p.remove_accounts(["a"])
+    plan = p.plan(dict.fromkeys(range(6), "ltp"))
+    assert len(plan.unassigned) == 3
+    assert p.remove_accounts(["nobody"]) == {}

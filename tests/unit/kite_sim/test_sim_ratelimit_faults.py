@@ -25,6 +25,23 @@ def test_quote_limit_is_one_per_second_sliding() -> None:
     assert limiter.refused == 2
 
 
+def test_recent_counts_a_keys_calls_still_inside_the_window() -> None:
+    # Given three calls, one refused (refused calls do not count)
+    clock = ManualClock()
+    limiter = RateLimiter(clock)
+    limiter.allow("k", RateCategory.OTHER)
+    clock.advance(0.5)
+    limiter.allow("k", RateCategory.OTHER)
+    limiter.allow("other", RateCategory.OTHER)
+    assert limiter.recent("k", RateCategory.OTHER) == 2
+    # When the first leaves the one-second window, Then one is left; then none
+    clock.advance(0.6)
+    assert limiter.recent("k", RateCategory.OTHER) == 1
+    clock.advance(0.5)
+    assert limiter.recent("k", RateCategory.OTHER) == 0
+    assert limiter.recent("never", RateCategory.QUOTE) == 0
+
+
 def test_order_limits_per_second_and_per_minute() -> None:
     clock = ManualClock()
     limiter = RateLimiter(clock)

@@ -186,3 +186,40 @@ def test_unreadable_user_records_are_counted() -> None:
     problems = world.report().problems
     assert any("name no instrument" in p for p in problems)
     assert any("unreadable" in p for p in problems)
+
+
+def test_api_calls_are_listed_by_route_with_each_status() -> None:
+    # Given the gateway's counts by (method, resource, status)
+    from sandbox.report import api_call_lines
+
+    calls = {
+        "POST /accounts/{account_id}/orders 200": 12,
+        "POST /accounts/{account_id}/orders 409": 3,
+        "GET /market/option-chain/{underlying} 200": 2,
+        "GET /kite/login/callback 200": 2,
+    }
+    # When they are rendered, Then each route is one line with its statuses, and the total
+    lines = api_call_lines(calls)
+    assert lines[0].split()[-1] == "19"
+    assert any(
+        "POST /accounts/{account_id}/orders" in line and "200: 12, 409: 3" in line for line in lines
+    )
+    assert sum("GET /market/option-chain/{underlying}" in line for line in lines) == 1
+    assert api_call_lines({}) == []
+
+
+def test_the_option_chain_read_at_the_end_is_one_line() -> None:
+    from sandbox.report import market_lines
+
+    (line,) = market_lines(
+        {"option_chain_status": 200, "underlying": "NIFTY", "expiry": "2026-12-10", "strikes": 22,
+         "options_priced": 40, "options_with_iv": 38, "forward": 24012.5,
+         "forward_source": "parity", "atm_strike": 24000.0}
+    )  # fmt: skip
+    assert "NIFTY 2026-12-10" in line
+    assert "38 with IV" in line
+    assert "from parity" in line
+    assert market_lines({"option_chain_status": 503, "option_chain_code": "x"}) == [
+        "option chain through the API    HTTP 503 x"
+    ]
+    assert market_lines({}) == []

@@ -11,9 +11,11 @@ from sandbox.chaos import ChaosRecord
 from sandbox.environments import (
     FEED_WATCHDOG_S,
     FUNCTION_ENV,
+    api_env,
     feed_env,
     greeks_env,
     instruments_env,
+    market_env,
     persist_env,
 )
 from sandbox.esm import MappingView, ShardStats, ShardView
@@ -37,6 +39,7 @@ RESOURCES = Resources(
     kms_key_arn="arn:aws:kms:ap-south-1:123456789012:key/k",
     persist_failures_url="http://127.0.0.1:5000/q/persist",
     greeks_failures_url="http://127.0.0.1:5000/q/greeks",
+    login_state_secret_arn=f"arn:aws:secretsmanager:ap-south-1:123456789012:secret:{secrets.token_hex(4)}",
 )
 PROXY = "http://127.0.0.1:6000"
 
@@ -180,3 +183,25 @@ def test_run_facts_say_what_was_asked_what_happened_and_what_was_started() -> No
         notes=[],
     )
     assert no_proxy["kinesis_proxy"] is None
+
+
+def test_the_api_and_market_functions_get_their_own_settings_each_from_the_models() -> None:
+    # Given the stack's resources, When the two API functions' environments are made
+    from lambdas.api.settings import AccountSettings, ApiSettings, MarketSettings
+
+    api = api_env(AWS, DB, RESOURCES, "http://127.0.0.1:7000")
+    market = market_env(AWS, DB, RESOURCES, "http://127.0.0.1:7000")
+    # Then each parses into its settings models, pointing at the sandbox's resources
+    accounts = AccountSettings.model_validate(
+        {k[4:].lower(): v for k, v in api.items() if k.startswith("API_")}
+    )
+    assert accounts.accounts_table == RESOURCES.names.accounts_table
+    assert accounts.login_state_secret_arn == RESOURCES.login_state_secret_arn
+    assert accounts.kite_login_url == "http://127.0.0.1:7000/connect/login"
+    ApiSettings.model_validate({k[4:].lower(): v for k, v in api.items() if k.startswith("API_")})
+    settings = MarketSettings.model_validate(
+        {k[7:].lower(): v for k, v in market.items() if k.startswith("MARKET_")}
+    )
+    assert settings.accounts_table == RESOURCES.names.accounts_table
+    # and the market function holds none of the trading function's tables
+    assert not {k for k in market if k.startswith("API_")} - {"API_CORS_ORIGINS"}

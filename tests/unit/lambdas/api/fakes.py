@@ -33,7 +33,7 @@ from lambdas.api.models import Grant
 from lambdas.api.updates import OrderUpdate
 from lambdas.api.validation import OrderRules
 from sandbox.api_gateway import proxy_event
-from tests.factories import derivative, index_instrument
+from testkit.factories import derivative, index_instrument
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType, instrument_token
 
 TODAY = date(2026, 11, 30)
