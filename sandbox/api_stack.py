@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 
 from kite_sim.config import AccountConfig, SimConfig
-from kite_sim.ratelimit import Category
+from ticker_core.kite import RateCategory
 from kite_sim.server import Simulator, ThreadedSimulator
 from lambdas.common.db import connection_parameters
 from lambdas.instruments.dal import S3SnapshotStore
@@ -175,7 +175,7 @@ def _await_quiet_rate_windows(sim: ThreadedSimulator, api_keys: list[str]) -> No
     deadline = time.monotonic() + RATE_WINDOW_WAIT_S
 
     def busy(key: str) -> bool:
-        return bool(sim.call(lambda: simulator.limiter.recent(key, Category.OTHER)))
+        return bool(sim.call(lambda: simulator.limiter.recent(key, RateCategory.OTHER)))
 
     while any(busy(key) for key in api_keys):
         if time.monotonic() > deadline:
