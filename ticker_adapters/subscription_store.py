@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ticker_adapters.aws import create_table
+
 MODES = ("ltp", "quote", "full")  # ascending: a wider mode carries everything a narrower one does
 MODE_RANK = {mode: rank for rank, mode in enumerate(MODES)}
 OWNER_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
@@ -98,18 +100,23 @@ class SubscriptionStore:
 
     def create_table(self) -> None:
         """Create the table with the layout this store expects (on-demand billing)."""
-        self._db.create_table(
-            TableName=self._table,
-            KeySchema=KEY_SCHEMA,
-            AttributeDefinitions=ATTRIBUTE_DEFINITIONS,
-            BillingMode="PAY_PER_REQUEST",
-        )
-        self._db.get_waiter("table_exists").wait(TableName=self._table)
+        create_table(self._db, self._table, key_schema=KEY_SCHEMA, attributes=ATTRIBUTE_DEFINITIONS)
 
     # -- writes ------------------------------------------------------------------
 
     def _write(self, operation: dict[str, Any]) -> None:
-        bump = {
+        self._db.transact_write_items(TransactItems=[operation, self.generation_bump()])
+
+    # -- transaction items (for callers that make a store write part of their own transaction)
+
+    @property
+    def table_name(self) -> str:
+        """The table's name."""
+        return self._table
+
+    def generation_bump(self) -> dict[str, Any]:
+        """The TransactWriteItems entry that bumps the generation: one per transaction."""
+        return {
             "Update": {
                 "TableName": self._table,
                 "Key": {"pk": {"S": "META"}, "sk": {"S": "generation"}},
@@ -117,10 +124,13 @@ class SubscriptionStore:
                 "ExpressionAttributeValues": {":one": {"N": "1"}},
             }
         }
-        self._db.transact_write_items(TransactItems=[operation, bump])
 
-    def subscribe(self, token: int, mode: str, owner: str) -> None:
-        """Ask for ``token`` in ``mode`` on behalf of ``owner`` (replaces that owner's mode)."""
+    def subscribe_item(self, token: int, mode: str, owner: str) -> dict[str, Any]:
+        """The TransactWriteItems entry asking for ``token`` in ``mode`` on behalf of ``owner``.
+
+        A transaction holding it must also hold :meth:`generation_bump`, or the
+        feed will not notice the change.
+        """
         _validate_token(token)
         _validate_mode(mode)
         _validate_owner(owner)
@@ -132,14 +142,22 @@ class SubscriptionStore:
             "owner": {"S": owner},
             "updated_at": {"S": datetime.now(UTC).isoformat()},
         }
-        self._write({"Put": {"TableName": self._table, "Item": item}})
+        return {"Put": {"TableName": self._table, "Item": item}}
 
-    def unsubscribe(self, token: int, owner: str) -> None:
-        """Withdraw ``owner``'s interest in ``token`` (others' interest stays)."""
+    def unsubscribe_item(self, token: int, owner: str) -> dict[str, Any]:
+        """The TransactWriteItems entry withdrawing ``owner``'s interest in ``token``."""
         _validate_token(token)
         _validate_owner(owner)
         key = {"pk": {"S": "SUB"}, "sk": {"S": f"{token:010d}#{owner}"}}
-        self._write({"Delete": {"TableName": self._table, "Key": key}})
+        return {"Delete": {"TableName": self._table, "Key": key}}
+
+    def subscribe(self, token: int, mode: str, owner: str) -> None:
+        """Ask for ``token`` in ``mode`` on behalf of ``owner`` (replaces that owner's mode)."""
+        self._write(self.subscribe_item(token, mode, owner))
+
+    def unsubscribe(self, token: int, owner: str) -> None:
+        """Withdraw ``owner``'s interest in ``token`` (others' interest stays)."""
+        self._write(self.unsubscribe_item(token, owner))
 
     def put_atm_window(self, rule: AtmWindowRule) -> None:
         """Create or replace ``rule.owner``'s ATM window on ``rule.underlying``."""
