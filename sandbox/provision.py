@@ -7,7 +7,7 @@ credential vault's envelope encryption, one SQS on-failure queue per function
 and an S3 bucket for the instruments snapshot; for the trading API, its three
 tables (grants, idempotency records, the order limiter), the EventBridge bus
 for order updates, and a Cognito user pool with an app client and the
-``admin`` group.
+``admin`` group; for the WebSocket API, its connections and subscribers tables.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class ResourceNames:
     limiter_table: str = "ticker-api-order-limiter"
     event_bus: str = "ticker-trading"
     user_pool: str = "ticker-users"
+    ws_connections_table: str = "ticker-ws-connections"
+    ws_subscribers_table: str = "ticker-ws-subscribers"
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,17 @@ def create_api_tables(dynamodb: Any, *, grants: str, idempotency: str, limiter: 
         TableName=idempotency,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": IDEMPOTENCY_TTL},
     )
+
+
+def create_websocket_tables(
+    dynamodb: Any, *, connections: str, subscribers: str, store: str
+) -> None:
+    """The WebSocket API's DynamoDB tables, as the CDK stack creates them."""
+    from lambdas.ws.dal.connections import DynamoConnectionStore
+    from lambdas.ws.dal.subscribers import DynamoSubscriberIndex
+
+    DynamoConnectionStore(dynamodb, connections).create_table()
+    DynamoSubscriberIndex(dynamodb, subscribers, SubscriptionStore(dynamodb, store)).create_table()
 
 
 @dataclass(frozen=True)
@@ -196,6 +209,12 @@ def provision(
         limiter=names.limiter_table,
     )
     client(endpoint, "events").create_event_bus(Name=names.event_bus)
+    create_websocket_tables(
+        client(endpoint, "dynamodb"),
+        connections=names.ws_connections_table,
+        subscribers=names.ws_subscribers_table,
+        store=names.subscriptions_table,
+    )
     return Resources(
         names=names,
         shards=shards,

@@ -57,10 +57,27 @@ from sandbox.provision import Resources, client, provision, queue_depth
 from sandbox.report import Report, build_report, render, scan_greeks, scan_table, scan_ticks
 from sandbox.subscriptions import SubscriptionPlan, plan_subscriptions, write_plan
 from sandbox.trading import ApiSandbox, OrderDriver, order_facts, start_api, trading_rows
+from sandbox.websocket_api import (
+    AUTHORIZER,
+    FANOUT_HANDLER,
+    FANOUT_MAPPING,
+    FANOUTS,
+    ROUTES,
+    Witness,
+    authorizer_env,
+    client_command,
+    fanout_env,
+    nearest_chain,
+    routes_env,
+    start_websocket_api,
+)
+from sandbox.websocket_api import endpoints as websocket_endpoints
+from sandbox.ws_gateway import LocalWebSocketGateway
 from ticker_adapters.credentials import CredentialVault
 from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.subscription_store import SubscriptionStore
 from ticker_core.instruments import InstrumentRegistry, parse_instruments
+from ticker_core.tz import IST
 
 SIM_TICK_INTERVAL_S = 0.1  # one frame per connection per 100 ms, as Kite's ticker batches
 MAX_TICKS_PER_INSTRUMENT = 1 / SIM_TICK_INTERVAL_S
@@ -170,6 +187,9 @@ class Sandbox:
         self.api_port = free_port()
         self.api: ApiSandbox | None = None
         self.driver: OrderDriver | None = None
+        self.ws_gateway: LocalWebSocketGateway | None = None
+        self.ws_chain: str | None = None
+        self.witness: Witness | None = None
         self._feed_state: tuple[float, ...] = ()
         self._last_feed_metrics: dict[str, dict[Any, float]] = {}
         self._feed_state_since = 0.0
@@ -242,6 +262,7 @@ class Sandbox:
         self._start_functions()
         self._publish_instruments()
         self._start_api()
+        self._start_websocket()
         self._start_mappings()
         self._start_feed()
         self.say(
@@ -491,6 +512,35 @@ class Sandbox:
         self.say("  place a paper order:")
         self.say("  " + self.api.curl(endpoints, self.accounts[0].user_id, "INFY"))
 
+    def _start_websocket(self) -> None:
+        """The WebSocket API's functions behind the local gateway; endpoints.json; the command."""
+        r = self._need(self.resources, "AWS")
+        api = self._need(self.api, "the API")
+        aws_env = self._aws_env(kinesis_via_proxy=False)
+        authorizer = self._function(
+            *AUTHORIZER, authorizer_env(api.pool), timeout_s=10, max_concurrency=2
+        )
+        routes = self._function(
+            *ROUTES, {**aws_env, **routes_env(r)}, timeout_s=29, max_concurrency=2
+        )
+        gateway = start_websocket_api(
+            authorizer=authorizer.invoke, integration=routes.invoke, region=api.pool.region
+        )
+        self.ws_gateway = gateway
+        self._on_exit("websocket gateway", gateway.stop)
+        for channel, name in FANOUTS.items():
+            env = {**aws_env, **fanout_env(r, channel, gateway.management_url)}
+            self._function(name, FANOUT_HANDLER, env, timeout_s=60, max_concurrency=r.shards)
+        endpoints = self.run_dir / "endpoints.json"
+        document = {**api.endpoints(self.run_dir), **websocket_endpoints(gateway)}
+        endpoints.write_text(json.dumps(document, indent=2) + "\n")
+        registry = self._need(self.registry, "the instruments")
+        self.ws_chain = nearest_chain(registry, "NIFTY", datetime.now(IST).date())
+        self.say(f"WebSocket API: {gateway.url} (local API Gateway; a fan-out per stream)")
+        if self.ws_chain:
+            self.say("  watch an option chain's live ticks and Greeks:")
+            self.say("  " + client_command(endpoints, self.ws_chain, python=sys.executable))
+
     def _publish_instruments(self) -> None:
         """The day's snapshot the Greeks function reads, published as the schedule would."""
         function = self.functions["instruments"]
@@ -506,11 +556,12 @@ class Sandbox:
     def _start_mappings(self) -> None:
         aws = self._need(self.aws, "moto")
         r = self._need(self.resources, "AWS")
-        pairs = [
+        pairs: list[tuple[str, str, MappingConfig, str | None]] = [
             ("ticks", "greeks", GREEKS_MAPPING, r.greeks_failures_url),
             ("ticks", "persist", PERSIST_MAPPING, r.persist_failures_url),
             ("greeks", "persist", PERSIST_MAPPING, r.persist_failures_url),
         ]
+        pairs += [(c.value, name, FANOUT_MAPPING, None) for c, name in FANOUTS.items()]
         for stream, function_name, config, dlq in pairs:
             function = self.functions[function_name]
             stream_name = r.names.ticks_stream if stream == "ticks" else r.names.greeks_stream
@@ -642,6 +693,9 @@ class Sandbox:
         if self.api is not None:
             self.driver = OrderDriver(self.api, ["INFY", "RELIANCE", "TCS", "SBIN", "HDFCBANK"])
             self.driver.start()
+        if self.ws_gateway is not None and self.api is not None and self.ws_chain:
+            self.witness = Witness(self.ws_gateway.url, self.api.trader.id_token, self.ws_chain)
+            self.witness.start()
         started = time.monotonic()
         with Dashboard(self.out, live=o.live) as dashboard:
             while not self._stop.is_set():
@@ -655,6 +709,8 @@ class Sandbox:
             self.chaos.stop()
         if self.driver is not None:
             self.driver.stop()
+        if self.witness is not None:
+            self.witness.stop()
 
     def drain(self) -> None:
         """Stop new ticks, let everything in flight reach PostgreSQL."""
@@ -877,6 +933,12 @@ class Sandbox:
             if orders["duplicate_orders"]
             else []
         )
+        if self.witness is not None and not (
+            self.witness.counts.ticks and self.witness.counts.greeks
+        ):
+            api_problems.append(
+                f"the WebSocket witness on {self.ws_chain} received no ticks or no Greeks"
+            )
         on_failure = queue_depth(aws, r.persist_failures_url) + queue_depth(
             aws, r.greeks_failures_url
         )
@@ -893,6 +955,7 @@ class Sandbox:
         )
         report.run = self._run_facts(counters)
         report.run["orders"] = orders
+        report.run["websocket"] = self._websocket_facts()
         self.report_path.parent.mkdir(parents=True, exist_ok=True)
         self.report_path.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
         return report
@@ -939,6 +1002,24 @@ class Sandbox:
                 **{f"lambda {n}": f.started_pids for n, f in self.functions.items()},
             },
             "notes": self.notes,
+        }
+
+    def _websocket_facts(self) -> dict[str, Any]:
+        gateway = self.ws_gateway
+        return {
+            "chain": self.ws_chain,
+            "witness": self.witness.counts.facts() if self.witness else None,
+            "gateway": (
+                {
+                    "connections": gateway.stats.connections,
+                    "refused": dict(gateway.stats.refused),
+                    "posts": gateway.stats.posts,
+                    "gone": sum(gateway.stats.gone.values()),
+                    "messages_in": gateway.stats.messages_in,
+                }
+                if gateway
+                else None
+            ),
         }
 
     # -- shutdown ---------------------------------------------------------------------------
