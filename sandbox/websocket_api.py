@@ -182,4 +182,10 @@ class Witness:
             self.counts.subscribed = len(reply["instruments"])
             self._subscribed.set()
             while not self._stop.is_set():
-                await client.stream(0.5)
+                try:  # checks for the stop every half second; the reader task receives
+                    async with asyncio.timeout(0.5):
+                        await client.closed()
+                    self.counts.errors.append("the server closed the connection")
+                    return
+                except TimeoutError:
+                    pass

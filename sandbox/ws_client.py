@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from lambdas.ws.protocol import MAX_MESSAGE_BYTES, SUBPROTOCOL, Channel
@@ -34,8 +35,17 @@ class ReplyTimeoutError(Exception):
     """The server did not answer a request in time."""
 
 
+DataHandler = Callable[[Channel, list[dict[str, Any]]], None]
+
+
 class StreamClient:
-    """One connection to the WebSocket API: requests with replies, and the data that streams."""
+    """One connection to the WebSocket API: requests with replies, and the data that streams.
+
+    A reader task takes every message as it arrives: data goes to ``on_data``
+    (by default appended to :attr:`data`), a reply resolves the request it
+    answers. :meth:`pause` stops reading (the client falls behind, as a slow
+    client does); :meth:`resume` reads again.
+    """
 
     def __init__(
         self,
@@ -44,7 +54,7 @@ class StreamClient:
         *,
         open_timeout: float = 15.0,
         max_queue: int = 64,
-        on_data: Callable[[Channel, list[dict[str, Any]]], None] | None = None,
+        on_data: DataHandler | None = None,
         **connect_options: Any,
     ) -> None:
         self.url = url
@@ -52,11 +62,16 @@ class StreamClient:
         self._open_timeout = open_timeout
         self._max_queue = max_queue
         self._options = connect_options
-        self._on_data = on_data
+        self._on_data = on_data or (lambda channel, records: self.data.append((channel, records)))
         self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._reading = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
         self.socket: ClientConnection | None = None
         self.data: list[tuple[Channel, list[dict[str, Any]]]] = []
-        """Data messages received while waiting for replies (when no ``on_data`` is given)."""
+        self.other: list[dict[str, Any]] = []
+        """Messages that were neither data nor a reply to a request of ours."""
+        self.messages = 0
 
     async def __aenter__(self) -> StreamClient:
         self.socket = await connect(
@@ -69,62 +84,79 @@ class StreamClient:
             proxy=None,
             **self._options,
         )
+        self._reading.set()
+        self._reader = asyncio.create_task(self._read(self.socket))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self.socket is not None:
             await self.socket.close()
+        if self._reader is not None:
+            self._reading.set()
+            await asyncio.gather(self._reader, return_exceptions=True)
 
-    def _socket(self) -> ClientConnection:
-        if self.socket is None:
-            raise RuntimeError("not connected")
-        return self.socket
+    def pause(self) -> None:
+        """Stop reading: what the server sends waits (in the socket, then in the gateway)."""
+        self._reading.clear()
 
-    async def receive(self, within: float) -> dict[str, Any]:
-        """The next message, decoded; :class:`TimeoutError` if none comes ``within`` seconds."""
-        async with asyncio.timeout(within):
-            raw = await self._socket().recv()
-        message = json.loads(raw)
-        if not isinstance(message, dict):
-            raise ValueError("the server sent a message that is not a JSON object")
-        return message
+    def resume(self) -> None:
+        """Read again."""
+        self._reading.set()
 
-    def _keep(self, message: dict[str, Any]) -> bool:
-        """Data goes to ``on_data`` (or ``data``); True when ``message`` was data."""
-        if message.get("type") not in (Channel.TICKS, Channel.GREEKS):
-            return False
-        channel = Channel(message["type"])
-        if self._on_data is not None:
-            self._on_data(channel, message["data"])
+    @property
+    def reading(self) -> bool:
+        """Whether the reader is taking messages."""
+        return self._reading.is_set()
+
+    async def _read(self, socket: ClientConnection) -> None:
+        try:
+            while True:
+                await self._reading.wait()
+                raw = await socket.recv()
+                self.messages += 1
+                self._dispatch(json.loads(raw))
+        except ConnectionClosed as exc:
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(exc)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind in (Channel.TICKS, Channel.GREEKS):
+            self._on_data(Channel(kind), message["data"])
+            return
+        future = self._pending.get(str(message.get("id")))
+        if future is not None and not future.done():
+            future.set_result(message)
+        elif kind is None and "message" in message and self._pending:
+            # API Gateway's own error (an integration failure) names no request: the oldest
+            oldest = next(f for f in self._pending.values() if not f.done())
+            oldest.set_result(message)
         else:
-            self.data.append((channel, message["data"]))
-        return True
+            self.other.append(message)
 
     async def request(self, payload: dict[str, Any], within: float = 30.0) -> dict[str, Any]:
-        """Send one action and wait for its reply (data arriving meanwhile is kept)."""
+        """Send one action and wait for its reply (data arriving meanwhile goes to ``on_data``)."""
+        if self.socket is None:
+            raise RuntimeError("not connected")
         request_id = str(next(self._ids))
-        await self._socket().send(json.dumps({**payload, "id": request_id}))
-        deadline = time.monotonic() + within
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ReplyTimeoutError(f"no reply to {payload.get('action')!r} in {within:g}s")
-            message = await self.receive(left)
-            if self._keep(message):
-                continue
-            gateway_error = "type" not in message and "message" in message
-            if message.get("id") == request_id or gateway_error:
-                return message
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self.socket.send(json.dumps({**payload, "id": request_id}))
+            async with asyncio.timeout(within):
+                return await future
+        except TimeoutError:
+            raise ReplyTimeoutError(
+                f"no reply to {payload.get('action')!r} in {within:g}s"
+            ) from None
+        finally:
+            self._pending.pop(request_id, None)
 
-    async def stream(self, seconds: float) -> None:
-        """Receive data for ``seconds`` (replies are not expected meanwhile)."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                message = await self.receive(left)
-            except TimeoutError:
-                return
-            self._keep(message)
+    async def closed(self) -> None:
+        """Until the connection closes."""
+        if self._reader is not None:
+            await asyncio.shield(self._reader)
 
 
 # --------------------------------------------------------------------------- the chain view
@@ -253,7 +285,13 @@ async def watch(args: argparse.Namespace, out: TextIO) -> int:
         )
         started = time.monotonic()
         while not args.seconds or time.monotonic() - started < args.seconds:
-            await c.stream(args.every)
+            try:  # the print cadence; the reader task receives meanwhile
+                async with asyncio.timeout(args.every):
+                    await c.closed()
+                print("the server closed the connection", file=out)
+                return 1
+            except TimeoutError:
+                pass
             print(
                 f"\n{time.strftime('%H:%M:%S')}  {view.messages} messages: "
                 f"{view.tick_records} ticks, {view.greeks_records} greeks",

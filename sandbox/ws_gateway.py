@@ -476,7 +476,7 @@ class LocalWebSocketGateway:
         )
         await ws.prepare(request)
         raw = request.transport.get_extra_info("socket") if request.transport else None
-        if isinstance(raw, socket.socket):
+        if raw is not None:  # asyncio's TransportSocket: the options of the real one
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
         connection = ClientConnection(
             connection_id,
@@ -647,11 +647,11 @@ class LocalWebSocketGateway:
         found = await self._management(request)
         if isinstance(found, web.Response):
             return found
-        return web.json_response(
+        return web.json_response(  # the wire names are camelCase (boto3 maps them)
             {
-                "ConnectedAt": _iso(found.connected_at),
-                "Identity": {"SourceIp": found.source_ip, "UserAgent": found.user_agent},
-                "LastActiveAt": _iso(found.last_active),
+                "connectedAt": _iso(found.connected_at),
+                "identity": {"sourceIp": found.source_ip, "userAgent": found.user_agent},
+                "lastActiveAt": _iso(found.last_active),
             }
         )
 

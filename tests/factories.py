@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from lambdas.instruments.dal import S3SnapshotStore
@@ -221,3 +224,20 @@ def publish_snapshot(store: S3SnapshotStore, csv_bytes: bytes, day: date) -> Sna
     store.put_snapshot(pointer.key, csv_bytes)
     store.put_pointer(pointer)
     return pointer
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified (to mint variants of a real token)."""
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def moto_signed(claims: dict[str, Any]) -> str:
+    """A token with ``claims`` signed by moto's Cognito key (shipped in moto: anyone can)."""
+    import moto.cognitoidp
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    path = Path(moto.cognitoidp.__file__).parent / "resources" / "jwks-private.json.gz"
+    key = RSAKey.import_key(json.loads(gzip.decompress(path.read_bytes())))
+    return jwt.encode({"alg": "RS256", "kid": "dummy"}, claims, key)
