@@ -3,8 +3,9 @@
 The container needs the dump for partition keys (token -> underlying), the
 exchange and tradingsymbol in every record, and ATM windows. Sources:
 
-* ``kite``: ``GET /instruments`` from Kite (or the simulator) through
-  :mod:`feed_container.broker`;
+* ``kite``: ``GET /instruments`` from Kite (or the simulator) through the
+  project's one Kite client (:mod:`ticker_adapters.kite_rest`, synchronous:
+  run in a worker thread);
 * ``file:///path/instruments.csv``: a dump on disk;
 * ``s3://bucket/prefix/``: the snapshot the instruments function publishes
   (``ticker_adapters.instrument_snapshots``: pointer ``current.json`` under the
@@ -21,8 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from feed_container.broker import KiteRest
 from ticker_adapters.instrument_snapshots import InstrumentSnapshotReader
+from ticker_adapters.kite_rest import KiteRestClient, KiteTransport
 from ticker_core.instruments import InstrumentRegistry, parse_instruments
 
 log = logging.getLogger("feed_container.instruments")
@@ -47,15 +48,31 @@ async def registry_from_csv(text: str) -> InstrumentRegistry:
     return InstrumentRegistry(result.instruments)
 
 
-class KiteInstrumentSource:
-    """``GET /instruments`` from Kite."""
+KITE_CONNECT_TIMEOUT_SECONDS = 10.0
+KITE_DUMP_READ_TIMEOUT_SECONDS = 60.0
+"""The dump is several MB: a long read, unlike an order's."""
 
-    def __init__(self, rest: KiteRest) -> None:
-        self._rest = rest
+
+class KiteInstrumentSource:
+    """``GET /instruments`` from Kite (a public endpoint: no session needed)."""
+
+    def __init__(self, client: KiteRestClient) -> None:
+        self._client = client
+
+    @classmethod
+    def at(cls, kite_rest_url: str) -> KiteInstrumentSource:
+        """The source for the Kite (or simulator) root ``kite_rest_url``."""
+        transport = KiteTransport(
+            kite_rest_url,
+            connect_timeout=KITE_CONNECT_TIMEOUT_SECONDS,
+            read_timeout=KITE_DUMP_READ_TIMEOUT_SECONDS,
+        )
+        return cls(KiteRestClient("", transport=transport))
 
     async def load(self) -> InstrumentRegistry:
         """The dump Kite serves now."""
-        return await registry_from_csv(await self._rest.instruments_csv())
+        dump = await asyncio.to_thread(self._client.instruments)
+        return await registry_from_csv(dump.decode("utf-8"))
 
 
 class FileInstrumentSource:
@@ -88,7 +105,7 @@ def source_from_setting(
 ) -> InstrumentSource:
     """The source named by ``FEED_INSTRUMENTS_SOURCE``."""
     if value == "kite":
-        return KiteInstrumentSource(KiteRest(kite_rest_url))
+        return KiteInstrumentSource.at(kite_rest_url)
     parsed = urlparse(value)
     if parsed.scheme == "file":
         return FileInstrumentSource(Path(parsed.path))

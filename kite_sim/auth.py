@@ -13,7 +13,6 @@ api_secret)``. Access tokens expire at the next 06:00 IST of the market clock
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import secrets
@@ -23,6 +22,7 @@ from datetime import datetime, time, timedelta
 
 from kite_sim.clock import MarketClock
 from kite_sim.errors import InputError, PermissionDeniedError, TokenError
+from ticker_core.kite_checksums import session_checksum
 from ticker_core.tz import IST
 
 REQUEST_TOKEN_TTL = timedelta(minutes=5)
@@ -44,21 +44,6 @@ def new_api_key() -> str:
 def new_api_secret() -> str:
     """A fresh 32-character API secret."""
     return random_token(32, _LOWER_ALNUM)
-
-
-def sha256_hex(*parts: str) -> str:
-    """``sha256`` of the concatenated parts, hex (Kite's checksum)."""
-    return hashlib.sha256("".join(parts).encode("utf-8")).hexdigest()
-
-
-def session_checksum(api_key: str, request_token: str, api_secret: str) -> str:
-    """The ``checksum`` that ``POST /session/token`` expects."""
-    return sha256_hex(api_key, request_token, api_secret)
-
-
-def postback_checksum(order_id: str, order_timestamp: str, api_secret: str) -> str:
-    """The ``checksum`` a postback carries."""
-    return sha256_hex(order_id, order_timestamp, api_secret)
 
 
 @dataclass

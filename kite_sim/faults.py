@@ -1,8 +1,9 @@
 """Fault injection (sans-I/O): what the server should break, and when.
 
 The controller only holds state; the HTTP and WebSocket layers ask it, at the
-right moments, whether to refuse a handshake, fail a REST call, add latency,
-stay silent, drop connections or send a malformed frame. Faults come from
+right moments, whether to refuse a handshake, fail a REST call, lose the
+answer of a call it served (hang or reset: an ambiguous outcome for the
+client), add latency, stay silent, drop connections or send a malformed frame. Faults come from
 tests (call the methods), the admin API and the CLI (both as JSON specs,
 see :meth:`FaultController.apply`), optionally scheduled ``at`` a number of
 seconds after start or repeated ``every`` so many seconds.
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kite_sim.clock import MonotonicClock
 
+HANG_AFTER_ACCEPT = "hang_after_accept"
+RESET_AFTER_ACCEPT = "reset_after_accept"
+AFTER_ACCEPT_KINDS = (HANG_AFTER_ACCEPT, RESET_AFTER_ACCEPT)
 FAULT_KINDS = (
     "drop",
     "silence",
@@ -23,6 +27,7 @@ FAULT_KINDS = (
     "refuse_handshake",
     "rest_error",
     "latency",
+    *AFTER_ACCEPT_KINDS,
     "expire_tokens",
     "clear",
 )
@@ -34,10 +39,9 @@ class FaultSpecError(ValueError):
 
 
 @dataclass
-class CountedFault:
-    """A fault that fires for the next ``remaining`` matching events (None: until cleared)."""
+class FaultScope:
+    """Which events a fault applies to, and how many more times (None: until cleared)."""
 
-    status: int
     remaining: int | None = 1
     api_key: str | None = None
     path_prefix: str = ""
@@ -59,6 +63,26 @@ class CountedFault:
             return False
         self.remaining -= 1
         return True
+
+
+@dataclass
+class CountedFault(FaultScope):
+    """Answer matching events with HTTP ``status`` (a refused handshake, a failed call)."""
+
+    status: int = 500
+
+
+@dataclass
+class AfterAcceptFault(FaultScope):
+    """A REST call is served (an order placed and recorded), then its answer goes astray.
+
+    ``hang_after_accept``: the answer is held ``seconds`` (past the client's
+    timeout); ``reset_after_accept``: the connection is reset instead of
+    answered. The client cannot tell whether its call took effect.
+    """
+
+    kind: str = HANG_AFTER_ACCEPT
+    seconds: float = 0.0
 
 
 @dataclass
@@ -86,6 +110,7 @@ class FaultController:
     expire_tokens: Callable[[str | None], int] | None = None
     handshake_refusals: list[CountedFault] = field(default_factory=list)
     rest_errors: list[CountedFault] = field(default_factory=list)
+    after_accept: list[AfterAcceptFault] = field(default_factory=list)
     rest_latency: float = 0.0
     ws_latency: float = 0.0
     _silent_until: dict[str | None, float] = field(default_factory=dict)
@@ -98,7 +123,7 @@ class FaultController:
         self, status: int = 503, count: int | None = 1, api_key: str | None = None
     ) -> None:
         """Refuse the next ``count`` WebSocket handshakes with HTTP ``status``."""
-        self.handshake_refusals.append(CountedFault(status, count, api_key))
+        self.handshake_refusals.append(CountedFault(count, api_key, status=status))
 
     def take_handshake_refusal(self, api_key: str | None) -> int | None:
         """The status to refuse this handshake with, if a fault says so."""
@@ -115,7 +140,7 @@ class FaultController:
         api_key: str | None = None,
     ) -> None:
         """Fail the next ``count`` REST calls under ``path_prefix`` with ``status``."""
-        self.rest_errors.append(CountedFault(status, count, api_key, path_prefix, method))
+        self.rest_errors.append(CountedFault(count, api_key, path_prefix, method, status=status))
 
     def take_rest_error(self, method: str, path: str, api_key: str | None = None) -> int | None:
         """The status to fail this REST call with, if a fault says so."""
@@ -124,13 +149,46 @@ class FaultController:
         return self._take(self.rest_errors, "rest_error", api_key=api_key, method=method, path=path)
 
     def _take(self, faults: list[CountedFault], name: str, **event: Any) -> int | None:
-        for fault in list(faults):
-            if fault.matches(**event) and fault.take():
-                if fault.remaining == 0:
-                    faults.remove(fault)
-                self.fired[name] = self.fired.get(name, 0) + 1
-                return fault.status
-        return None
+        fault = _take_first(faults, **event)
+        if fault is None:
+            return None
+        self.fired[name] = self.fired.get(name, 0) + 1
+        return fault.status
+
+    def lose_answers(
+        self,
+        kind: str,
+        *,
+        seconds: float = 0.0,
+        count: int | None = 1,
+        path_prefix: str = "",
+        method: str | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        """Serve the next ``count`` matching REST calls, then hang or reset instead of answering.
+
+        ``kind`` is ``hang_after_accept`` (hold the answer ``seconds``) or
+        ``reset_after_accept`` (reset the connection). Only calls that
+        succeed use a firing: the call took effect, its answer is what is lost.
+        """
+        if kind not in AFTER_ACCEPT_KINDS:
+            raise FaultSpecError(f"unknown after-accept kind {kind!r}; one of {AFTER_ACCEPT_KINDS}")
+        if kind == HANG_AFTER_ACCEPT and seconds <= 0:
+            raise FaultSpecError("hang_after_accept needs seconds > 0")
+        self.after_accept.append(
+            AfterAcceptFault(count, api_key, path_prefix, method, kind=kind, seconds=seconds)
+        )
+
+    def take_after_accept(
+        self, method: str, path: str, api_key: str | None = None
+    ) -> AfterAcceptFault | None:
+        """The fault that loses the answer of this served REST call, if one says so."""
+        if path.startswith("/_sim"):
+            return None
+        fault = _take_first(self.after_accept, api_key=api_key, method=method, path=path)
+        if fault is not None:
+            self.fired[fault.kind] = self.fired.get(fault.kind, 0) + 1
+        return fault
 
     # -- WebSocket -----------------------------------------------------------
     def silence(self, seconds: float, api_key: str | None = None) -> None:
@@ -170,6 +228,7 @@ class FaultController:
         """Remove every fault, pending action and schedule."""
         self.handshake_refusals.clear()
         self.rest_errors.clear()
+        self.after_accept.clear()
         self.rest_latency = 0.0
         self.ws_latency = 0.0
         self._silent_until.clear()
@@ -180,8 +239,9 @@ class FaultController:
         """Apply a JSON fault spec now, or schedule it when it has ``at``/``every``.
 
         ``{"kind": "drop"|"silence"|"malformed"|"refuse_handshake"|"rest_error"|
-        "latency"|"expire_tokens"|"clear", ...}`` with, by kind: ``api_key``,
-        ``count``, ``seconds``, ``status``, ``path_prefix``, ``method``,
+        "latency"|"hang_after_accept"|"reset_after_accept"|"expire_tokens"|"clear",
+        ...}`` with, by kind: ``api_key``, ``count``, ``seconds``, ``status``,
+        ``path_prefix``, ``method``,
         ``malformed`` (truncated|bad_length|count_mismatch|garbage),
         ``rest_ms``/``ws_ms``; plus optional ``at`` and ``every`` (seconds).
         """
@@ -214,6 +274,15 @@ class FaultController:
                 self.fail_rest(
                     int(spec.get("status", 500)),
                     _count(spec),
+                    path_prefix=str(spec.get("path_prefix", "")),
+                    method=spec.get("method"),
+                    api_key=api_key,
+                )
+            elif kind in AFTER_ACCEPT_KINDS:
+                self.lose_answers(
+                    kind,
+                    seconds=float(spec.get("seconds", 0.0)),
+                    count=_count(spec),
                     path_prefix=str(spec.get("path_prefix", "")),
                     method=spec.get("method"),
                     api_key=api_key,
@@ -252,6 +321,7 @@ class FaultController:
         return {
             "handshake_refusals": [asdict(f) for f in self.handshake_refusals],
             "rest_errors": [asdict(f) for f in self.rest_errors],
+            "after_accept": [asdict(f) for f in self.after_accept],
             "rest_latency_ms": self.rest_latency * 1000.0,
             "ws_latency_ms": self.ws_latency * 1000.0,
             "silent": {
@@ -266,6 +336,19 @@ class FaultController:
             ],
             "fired": dict(self.fired),
         }
+
+
+F = TypeVar("F", bound=FaultScope)
+
+
+def _take_first(faults: list[F], **event: Any) -> F | None:
+    """The first fault that matches the event and has a firing left (used up: removed)."""
+    for fault in list(faults):
+        if fault.matches(**event) and fault.take():
+            if fault.remaining == 0:
+                faults.remove(fault)
+            return fault
+    return None
 
 
 def _count(spec: Mapping[str, Any]) -> int | None:

@@ -19,6 +19,7 @@ from kite_sim.auth import Account
 from kite_sim.clock import MarketClock, kite_timestamp
 from kite_sim.errors import InputError, KiteError, NotFoundError
 from kite_sim.marketview import MarketView
+from kite_sim.order_params import integer, number
 from kite_sim.orders import OrderEngine
 
 MIN_DISTANCE = 0.0025  # trigger values must be at least 0.25% away from the last price
@@ -95,7 +96,7 @@ class GttBook:
                 if key not in order:
                     raise InputError(f"Missing `{key}` in orders.")
         ltp = self.market.snapshot(inst.instrument_token).last_price
-        floats = [float(v) for v in values]
+        floats = [number({"trigger_values": v}, "trigger_values") for v in values]
         for v in floats:
             if abs(v - ltp) < ltp * MIN_DISTANCE:
                 raise InputError("Trigger price was too close to the last price.")
@@ -108,7 +109,20 @@ class GttBook:
             "trigger_values": floats,
             "last_price": float(condition.get("last_price", ltp)),
         }
-        return trigger_type, condition, [dict(o, result=None) for o in orders]
+        legs = [
+            {
+                "exchange": inst.exchange,
+                "tradingsymbol": inst.tradingsymbol,
+                "product": str(o["product"]),
+                "order_type": str(o["order_type"]),
+                "transaction_type": str(o["transaction_type"]),
+                "quantity": integer(o, "quantity"),
+                "price": number(o, "price"),
+                "result": None,
+            }
+            for o in orders
+        ]
+        return trigger_type, condition, legs
 
     def place(self, account: Account, params: Mapping[str, Any]) -> int:
         """``POST /gtt/triggers``; the new trigger's id."""
@@ -212,7 +226,7 @@ class GttBook:
             "transaction_type": spec["transaction_type"],
             "quantity": spec["quantity"],
             "price": spec["price"],
-            "meta": "",
+            "meta": json.dumps({"gtt": trig.trigger_id}),
             "timestamp": kite_timestamp(now),
             "triggered_at": ltp,
         }

@@ -19,7 +19,8 @@ MIS_FACTOR = 0.2
 HEDGE_BENEFIT = 0.7  # share of the smaller opposite leg's margin a basket saves
 
 
-def _zero_charges() -> dict[str, Any]:
+def zero_charges() -> dict[str, Any]:
+    """Kite's charges breakdown, all zero (charges are not modelled)."""
     return {
         "transaction_tax": 0.0,
         "transaction_tax_type": "stt",
@@ -68,7 +69,7 @@ def order_margin(
     total = span + exposure + premium + var
     if product in ("MIS", "CO") and is_derivative(inst) and not premium:
         span, exposure, total = span * 0.5, exposure * 0.5, (span + exposure) * 0.5
-    charges = _zero_charges()
+    charges = zero_charges()
     return {
         "type": "equity",
         "tradingsymbol": inst.tradingsymbol,
@@ -105,7 +106,7 @@ def basket_margin(items: list[tuple[InstrumentLike, str, dict[str, Any]]]) -> di
     final = dict(initial)
     final["total"] = round(max(0.0, initial["total"] - benefit), 2)
     final["span"] = round(max(0.0, initial["span"] - benefit), 2)
-    return {"initial": initial, "final": final, "orders": orders, "charges": _zero_charges()}
+    return {"initial": initial, "final": final, "orders": orders, "charges": zero_charges()}
 
 
 def _sum_margins(orders: list[dict[str, Any]]) -> dict[str, Any]:
@@ -115,7 +116,7 @@ def _sum_margins(orders: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = round(sum(float(o[key]) for o in orders), 2)
     out["pnl"] = {"realised": 0.0, "unrealised": 0.0}
     out["leverage"] = 0.0
-    out["charges"] = _zero_charges()
+    out["charges"] = zero_charges()
     return out
 
 
@@ -148,7 +149,6 @@ def segment_funds(
             "turnover": 0.0,
             "liquid_collateral": 0.0,
             "stock_collateral": 0.0,
-            "equity": 0.0,
             "delivery": 0.0,
         },
     }

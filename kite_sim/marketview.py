@@ -76,6 +76,17 @@ class Snapshot:
     asks: list[Level] = field(default_factory=list)
 
 
+def round_to_tick(price: float, tick: float) -> float:
+    """``price`` on the instrument's price grid (nearest multiple of ``tick``)."""
+    return round(round(price / tick) * tick, 6)
+
+
+def on_tick_grid(price: float, tick: float) -> bool:
+    """Whether ``price`` is a multiple of ``tick`` (within float noise)."""
+    steps = price / tick
+    return abs(steps - round(steps)) < 1e-6
+
+
 class MarketView(Protocol):
     """The read side of the market model."""
 

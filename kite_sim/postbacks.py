@@ -17,8 +17,9 @@ from typing import Any
 
 import aiohttp
 
-from kite_sim.auth import Account, postback_checksum
-from kite_sim.orders import POSTBACK_STATUSES, OrderEvent
+from kite_sim.auth import Account
+from kite_sim.order_model import POSTBACK_STATUSES, OrderEvent
+from ticker_core.kite_checksums import postback_checksum
 
 
 def order_message(event: OrderEvent) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from kite_sim.app import build_app
 from kite_sim.auth import Account, SessionStore, generate_account
 from kite_sim.clock import MarketClock, MonotonicClock, WallClock
 from kite_sim.config import SimConfig
@@ -40,17 +41,19 @@ from kite_sim.feed import Connection, ConnectionLimitError, FeedHub
 from kite_sim.gtt import GttBook
 from kite_sim.historical import CandleGenerator
 from kite_sim.market import Market
+from kite_sim.order_rate import OrderRateMeter
 from kite_sim.orders import OrderEngine
+from kite_sim.portfolio import AuctionLot
 from kite_sim.postbacks import PostbackSender, order_message, wants_postback
 from kite_sim.ratelimit import RateLimiter
-from kite_sim.universe import Universe, build_universe
+from kite_sim.universe import build_universe, resolve_rates
 from kite_sim.wire import HEARTBEAT, encode_text, encode_ticks, malformed_frame, one_packet
 from ticker_core.calendar import NseCalendar
 from ticker_core.tz import IST
 
 log = logging.getLogger("kite_sim")
+FIRST_AUCTION_NUMBER = 20  # auction numbers are small integers, as Kite's
 T = TypeVar("T")
-SIM_KEY: web.AppKey[Simulator] = web.AppKey("kite_sim")
 
 
 def default_market_start(calendar: NseCalendar, today: date | None = None) -> datetime:
@@ -59,23 +62,6 @@ def default_market_start(calendar: NseCalendar, today: date | None = None) -> da
     while not calendar.is_trading_day(day):
         day += timedelta(days=1)
     return datetime.combine(day, time(9, 15), IST)
-
-
-def resolve_rates(universe: Universe, default: float, overrides: dict[str, float]) -> np.ndarray:
-    """Ticks per second per instrument: token > tradingsymbol > name > segment > default."""
-    rates = np.full(len(universe.instruments), float(default))
-    for k, inst in enumerate(universe.instruments):
-        for key in (
-            str(inst.instrument_token),
-            inst.tradingsymbol,
-            f"{inst.exchange}:{inst.tradingsymbol}",
-            inst.name,
-            inst.segment,
-        ):
-            if key in overrides:
-                rates[k] = float(overrides[key])
-                break
-    return rates
 
 
 @dataclass
@@ -119,11 +105,14 @@ class Simulator:
             check_funds=cfg.check_funds,
         )
         self.holdings = self._seed_holdings()
+        self.auctions = self._seed_auctions()
         self.engine.holdings_provider = self._held
+        self.engine.auction_lots = lambda account: self.auctions.get(account.api_key, [])
         self.gtt = GttBook(self.market, self.engine, self.clock)
         self.limiter = RateLimiter(
             self.base_clock, cfg.rate_limits, enabled=cfg.rate_limits_enabled
         )
+        self.order_rate = OrderRateMeter(self.base_clock)
         self.faults = FaultController(
             self.base_clock, expire_tokens=lambda key: self.sessions.expire(api_key=key)
         )
@@ -144,12 +133,11 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._feed_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stopped = asyncio.Event()
         self.feed_rounds = 0
         self.feed_lag = 0.0
         for spec in cfg.faults:
             self.faults.apply(spec)
-        from kite_sim.app import build_app
-
         self.app = build_app(self)
 
     # -- construction helpers ------------------------------------------------------
@@ -179,6 +167,15 @@ class Simulator:
                 avg = round(float(self.market.close[k]) * float(rng.uniform(0.7, 1.1)), 2)
                 rows.append((k, qty, avg))
             out[account.api_key] = rows
+        return out
+
+    def _seed_auctions(self) -> dict[str, list[AuctionLot]]:
+        """Each account's first holding is wanted in an auction (its whole quantity)."""
+        out: dict[str, list[AuctionLot]] = {}
+        for api_key, rows in self.holdings.items():
+            k, qty, _ = rows[0]
+            token = int(self.universe.instruments[k].instrument_token)
+            out[api_key] = [AuctionLot(str(FIRST_AUCTION_NUMBER + k), token, qty)]
         return out
 
     def _held(self, account: Account, inst: Any) -> int:
@@ -226,6 +223,7 @@ class Simulator:
     async def stop(self) -> None:
         """Close every connection, stop the feed and the server."""
         self._stopping = True
+        self._stopped.set()
         if self._feed_task is not None:
             self._feed_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -236,6 +234,11 @@ class Simulator:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.postbacks.close()
+
+    async def hold(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the simulator stops meanwhile (held answers)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
 
     async def __aenter__(self) -> Simulator:
         await self.start()

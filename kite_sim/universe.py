@@ -432,3 +432,20 @@ def _add_currency(
                 expiry=expiry,
             )
     b.chain(u, spec, "CDS", expiries[0], 5, weekly=False, lot_size=1, tick_size=0.0025)
+
+
+def resolve_rates(universe: Universe, default: float, overrides: dict[str, float]) -> np.ndarray:
+    """Ticks per second per instrument: token > tradingsymbol > name > segment > default."""
+    rates = np.full(len(universe.instruments), float(default))
+    for k, inst in enumerate(universe.instruments):
+        for key in (
+            str(inst.instrument_token),
+            inst.tradingsymbol,
+            f"{inst.exchange}:{inst.tradingsymbol}",
+            inst.name,
+            inst.segment,
+        ):
+            if key in overrides:
+                rates[k] = float(overrides[key])
+                break
+    return rates

@@ -16,11 +16,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from sandbox.runner import Options, main_run
+from sandbox.options import Options
+from sandbox.runner import main_run
 
 
 def parse_args(argv: list[str]) -> Options:
-    """The command line, as :class:`sandbox.runner.Options`."""
+    """The command line, as :class:`sandbox.options.Options`."""
     p = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
     p.add_argument(
         "--duration", type=float, default=60.0, help="seconds to run (0: until Ctrl-C); default 60"

@@ -49,6 +49,7 @@ class KinesisFaultProxy:
         self.calls_refused = 0
         self.entries_refused = 0
         self._throttle_until = 0.0
+        self._refuse_remaining = 0
         self._refusals = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -93,12 +94,23 @@ class KinesisFaultProxy:
     # -- control ---------------------------------------------------------------------------
 
     def throttle(self, seconds: float) -> None:
-        """Refuse Kinesis writes for the next ``seconds``."""
+        """Refuse Kinesis writes for the next ``seconds`` (chaos runs: real elapsed time)."""
         self._throttle_until = time.monotonic() + seconds
+
+    def refuse_next(self, calls: int) -> None:
+        """Refuse the next ``calls`` write calls, however long they take to arrive.
+
+        Tests use this rather than :meth:`throttle`: a time window can close
+        before a slow (loaded) client sends anything, and the test then sees
+        no throttling at all. Refusals alternate as with :meth:`throttle`.
+        """
+        if calls < 0:
+            raise ValueError("calls must be >= 0")
+        self._refuse_remaining = calls
 
     @property
     def throttling(self) -> bool:
-        return time.monotonic() < self._throttle_until
+        return self._refuse_remaining > 0 or time.monotonic() < self._throttle_until
 
     def down(self) -> None:
         """Stop listening and close kept-alive connections: new calls are refused."""
@@ -141,6 +153,7 @@ class KinesisFaultProxy:
         body = await request.read()
         target = request.headers.get(TARGET_HEADER, "")
         if self.throttling and target in (PUT_RECORDS, PUT_RECORD):
+            self._refuse_remaining = max(0, self._refuse_remaining - 1)
             self._refusals += 1
             if target == PUT_RECORD or self._refusals % 2:
                 self.calls_refused += 1

@@ -4,14 +4,14 @@
 faults, tokens, the market clock). :func:`login` is the login flow the login
 callback Lambda runs in AWS: ``/connect/login`` redirects to the app's URL
 with a ``request_token``, which ``POST /session/token`` exchanges for the
-day's access token against ``checksum = sha256(api_key + request_token +
-api_secret)``. :func:`register_accounts` stores the results, encrypted, in the
+day's access token (``KiteRestClient.generate_session``, the project's one
+Kite client, which signs it with ``checksum = sha256(api_key + request_token +
+api_secret)``). :func:`register_accounts` stores the results, encrypted, in the
 credential vault.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import urllib.error
 import urllib.parse
@@ -26,6 +26,8 @@ from ticker_adapters.credentials import (
     KiteSession,
     next_token_expiry,
 )
+from ticker_adapters.kite_rest import KiteRestClient, KiteTransport
+from ticker_core.kite_errors import KiteError
 
 HTTP_TIMEOUT_S = 15.0
 
@@ -180,18 +182,14 @@ def login(rest_url: str, account: SimAccount, now: datetime | None = None) -> Ki
     request_token = (params.get("request_token") or [""])[0]
     if not request_token or (params.get("status") or [""])[0] != "success":
         raise KiteSimError("login redirect carries no request_token")
-    checksum = hashlib.sha256(
-        (account.api_key + request_token + account.api_secret).encode()
-    ).hexdigest()
-    reply = http_json(
-        "POST",
-        f"{base}/session/token",
-        form={"api_key": account.api_key, "request_token": request_token, "checksum": checksum},
-        headers={"X-Kite-Version": "3"},
+    kite = KiteRestClient(
+        account.api_key,
+        transport=KiteTransport(base, connect_timeout=HTTP_TIMEOUT_S, read_timeout=HTTP_TIMEOUT_S),
     )
-    if reply.get("status") != "success":
-        raise KiteSimError(f"session/token refused: {reply.get('message')}")
-    data = reply["data"]
+    try:
+        data = kite.generate_session(request_token, account.api_secret)
+    except KiteError as exc:
+        raise KiteSimError(f"session/token refused: {exc.error_type}: {exc.message}") from exc
     issued = now or datetime.now(UTC)
     return KiteSession(
         api_key=account.api_key,

@@ -161,9 +161,12 @@ def create_user(
 ) -> PoolUser:
     """A confirmed user (a generated password), in ``groups``, signed in: its ID token."""
     import secrets
+    import string
 
     cognito = client(endpoint, "cognito-idp")
-    password = "Aa1!" + secrets.token_urlsafe(18)
+    # Generated: one of each class Cognito's default policy asks for, then random text.
+    classes = (string.ascii_uppercase, string.ascii_lowercase, string.digits, "!#%+")
+    password = "".join(secrets.choice(c) for c in classes) + secrets.token_urlsafe(18)
     cognito.admin_create_user(UserPoolId=pool.pool_id, Username=username, MessageAction="SUPPRESS")
     cognito.admin_set_user_password(
         UserPoolId=pool.pool_id, Username=username, Password=password, Permanent=True

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -342,13 +341,3 @@ TRADING_COUNTS_SQL = {
 async def trading_rows(conn: Any) -> dict[str, int]:
     """Counts from the ``trading`` schema."""
     return {name: int(await conn.fetchval(sql)) for name, sql in TRADING_COUNTS_SQL.items()}
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.2) -> bool:
-    """Poll ``condition`` until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval_s)
-    return condition()

@@ -22,7 +22,6 @@ from typing import Any
 
 from lambdas.ws.protocol import SUBPROTOCOL, Channel
 from sandbox.esm import InvokeResult, MappingConfig
-from sandbox.provision import Resources, UserPool
 from sandbox.ws_client import StreamClient
 from sandbox.ws_gateway import LocalWebSocketGateway
 from ticker_core.instruments import InstrumentRegistry
@@ -40,39 +39,6 @@ FANOUT_MAPPING = MappingConfig(
     report_batch_item_failures=True,
     maximum_record_age_s=60,
 )
-
-
-def authorizer_env(pool: UserPool) -> dict[str, str]:
-    """The authorizer: the pool's issuer in AWS's form, its JWKS on moto."""
-    return {
-        "COGNITO_ISSUER": pool.issuer,
-        "COGNITO_CLIENT_IDS": pool.client_id,
-        "COGNITO_JWKS_URL": pool.jwks_url,
-    }
-
-
-def state_env(resources: Resources) -> dict[str, str]:
-    """The tables the routes and fan-out functions share."""
-    names = resources.names
-    return {
-        "WS_CONNECTIONS_TABLE": names.ws_connections_table,
-        "WS_SUBSCRIBERS_TABLE": names.ws_subscribers_table,
-        "WS_FEED_SUBSCRIPTIONS_TABLE": names.subscriptions_table,
-    }
-
-
-def routes_env(resources: Resources) -> dict[str, str]:
-    """The routes function: the state tables and the instruments snapshot."""
-    return {**state_env(resources), "INSTRUMENTS_BUCKET": resources.names.instruments_bucket}
-
-
-def fanout_env(resources: Resources, channel: Channel, management_url: str) -> dict[str, str]:
-    """One fan-out function: its stream's channel and where to post."""
-    return {
-        **state_env(resources),
-        "FANOUT_CHANNEL": channel.value,
-        "FANOUT_MANAGEMENT_ENDPOINT": management_url,
-    }
 
 
 def start_websocket_api(
@@ -189,3 +155,25 @@ class Witness:
                     return
                 except TimeoutError:
                     pass
+
+
+def websocket_facts(
+    gateway: LocalWebSocketGateway | None, chain: str | None, witness: Witness | None
+) -> dict[str, Any]:
+    """The report's ``websocket`` section: what the gateway saw and the witness received."""
+    return {
+        "chain": chain,
+        "witness": witness.counts.facts() if witness else None,
+        "gateway": (
+            {
+                "connections": gateway.stats.connections,
+                "refused": {str(k): v for k, v in gateway.stats.refused.items()},
+                "posts": gateway.stats.posts,
+                "gone": sum(gateway.stats.gone.values()),
+                "messages_in": gateway.stats.messages_in,
+                "dropped_full": gateway.stats.dropped_full,
+            }
+            if gateway
+            else None
+        ),
+    }

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from lambdas.instruments.dal import S3SnapshotStore
-from ticker_adapters.instrument_snapshots import SnapshotPointer, csv_digest, snapshot_key
+from sandbox.api_stack import publish_snapshot as sandbox_publish_snapshot
+from ticker_adapters.instrument_snapshots import SnapshotPointer
 from ticker_core.instruments import (
     Instrument,
     InstrumentType,
     instrument_token,
-    parse_instruments,
 )
 from ticker_core.records import Aggregator, KinesisUserRecord, lambda_event_record
 
@@ -217,13 +217,7 @@ def index_instrument(tradingsymbol: str, exchange_token: int) -> Instrument:
 
 def publish_snapshot(store: S3SnapshotStore, csv_bytes: bytes, day: date) -> SnapshotPointer:
     """Publish a dump as the instruments function would (object, then pointer), no checks."""
-    sha = csv_digest(csv_bytes)
-    summary = parse_instruments(csv_bytes.decode()).summary()
-    pointer = SnapshotPointer(day, sha, snapshot_key(day, sha, "instruments/"),
-                              datetime.now(UTC), summary)  # fmt: skip
-    store.put_snapshot(pointer.key, csv_bytes)
-    store.put_pointer(pointer)
-    return pointer
+    return sandbox_publish_snapshot(store, csv_bytes, day)
 
 
 def token_claims(token: str) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from lambdas.api.errors import (
     KiteBadResponseError,
     NotFoundError,
     PayloadTooLargeError,
+    UnsupportedMediaTypeError,
     ValidationFailedError,
 )
 from lambdas.api.routers import admin, gtt, orders, portfolio, public
@@ -151,11 +152,35 @@ def body_size(event: Mapping[str, Any]) -> int:
     return len(body.encode()) if isinstance(body, str) else len(body)
 
 
-def _origin(event: Mapping[str, Any]) -> str | None:
+def _header(event: Mapping[str, Any], wanted: str) -> str | None:
     for name, value in (event.get("headers") or {}).items():
-        if name.lower() == "origin":
+        if name.lower() == wanted:
             return str(value)
     return None
+
+
+def _utf8_body(event: Mapping[str, Any]) -> bool:
+    """Whether the body is text (JSON must be UTF-8)."""
+    body = event.get("body") or ""
+    try:
+        raw = base64.b64decode(body, validate=True) if event.get("isBase64Encoded") else None
+        if raw is not None:
+            raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _origin(event: Mapping[str, Any]) -> str | None:
+    return _header(event, "origin")
+
+
+def _json_body(event: Mapping[str, Any]) -> bool:
+    """Whether the body is declared JSON (every body this API takes is)."""
+    media = (_header(event, "content-type") or "").split(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def _strip_cors(response: dict[str, Any]) -> None:
@@ -198,8 +223,14 @@ class ApiApp:
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         started = self._clock()
-        if body_size(event) > self._max_body:
+        size = body_size(event)
+        if size > self._max_body:
             response = self._error(PayloadTooLargeError())
+        elif size and not _json_body(event):
+            response = self._error(UnsupportedMediaTypeError())
+        elif size and not _utf8_body(event):
+            problem = FieldProblem("body", "json_invalid", "the body is not UTF-8 JSON")
+            response = self._error(ValidationFailedError([problem]))
         else:
             try:
                 response = self._resolver.resolve(event, context)

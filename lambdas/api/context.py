@@ -162,12 +162,13 @@ def idempotent_write(
 
 
 ERROR_MEANINGS = {
-    400: "Bad request (Idempotency-Key missing or malformed, or Kite refused the request)",
+    400: "Kite refused the request (kite_rejected)",
     401: "Not authenticated",
     403: "No access to this account",
-    404: "No such order or trigger",
+    404: "Kite does not know the order or trigger (kite_not_found), or no such grant",
     409: "A request with this Idempotency-Key is in progress (see Retry-After)",
     413: "Request body too large",
+    415: "Request body not application/json",
     422: "Invalid request: details name each field and rule",
     424: "The account's Kite session is missing or expired (kite_login_required)",
     429: "Order rate limit (see Retry-After)",
@@ -176,8 +177,9 @@ ERROR_MEANINGS = {
     500: "Unexpected error (internal_error; no details are given)",
     504: "Kite did not confirm the order and it is not in the order book",
 }
-ALWAYS = (422, 500, 502)  # request validation, the unexpected, Kite's answer not as documented
-READ_ERRORS = (401, 403, 422, 424, 429, 502, 503)
+# Any request: its body's size and type, validation, the unexpected, Kite's answer not as documented
+ALWAYS = (413, 415, 422, 500, 502)
+READ_ERRORS = (400, 401, 403, 404, 422, 424, 429, 502, 503)
 WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 422, 424, 429, 502, 503, 504)
 
 

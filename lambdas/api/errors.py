@@ -85,6 +85,14 @@ class PayloadTooLargeError(ApiError):
     default_message = "The request body is too large."
 
 
+class UnsupportedMediaTypeError(ApiError):
+    """A request body that is not JSON."""
+
+    code = "unsupported_media_type"
+    status = 415
+    default_message = "Send the request body as application/json."
+
+
 class ValidationFailedError(ApiError):
     """The request breaks one or more rules; ``details`` names each field and rule."""
 
@@ -256,6 +264,7 @@ ERRORS: tuple[type[ApiError], ...] = (
     ForbiddenError,
     NotFoundError,
     PayloadTooLargeError,
+    UnsupportedMediaTypeError,
     ValidationFailedError,
     IdempotencyKeyRequiredError,
     IdempotencyKeyReusedError,

@@ -188,6 +188,8 @@ class Trading:
         self._today = today
         self._sleep = sleep
         self._resolve = resolve or ResolveSettings()
+        self.settle_failures = 0
+        """Accepted orders whose intent could not be settled at once (for metrics)."""
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -247,8 +249,19 @@ class Trading:
             )
         except KiteCallError as failure:
             return self._write_failed(account_id, record, failure, tag)
-        self._lifecycle.settle_intent(record.intent_id, "accepted", order_id=order_id)
+        self._settle_placed(record.intent_id, order_id)
         return success({"order_id": order_id, "tag": tag})
+
+    def _settle_placed(self, intent_id: int, order_id: str) -> None:
+        """Record the accepted order; if the store fails now, the order still stands.
+
+        The intent stays ``sent``: the order's first update (it carries the
+        tag) settles it, and a retry finds the order by its tag.
+        """
+        try:
+            self._lifecycle.settle_intent(intent_id, "accepted", order_id=order_id)
+        except ApiError:
+            self.settle_failures += 1
 
     def _take_slot(self, account_id: str, record: IntentRecord) -> None:
         """A slot of the account's order rate; without one, the intent was never sent."""

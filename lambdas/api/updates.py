@@ -11,13 +11,13 @@ often, it arrives.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ticker_core.kite_checksums import postback_checksum
 from ticker_core.tz import IST
 
 KITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -52,11 +52,6 @@ class OrderUpdate:
             "source": source,
             "order": self.payload,
         }
-
-
-def postback_checksum(order_id: str, order_timestamp: str, api_secret: str) -> str:
-    """The checksum Kite puts in a postback."""
-    return hashlib.sha256((order_id + order_timestamp + api_secret).encode()).hexdigest()
 
 
 def checksum_matches(raw: Mapping[str, Any], api_secret: str) -> bool:

@@ -23,7 +23,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from lambdas.common.db import DatabaseSettings, create_pool
 from lambdas.common.observability import Observability
 from lambdas.common.runtime import Lazy, LoopRunner
-from lambdas.instruments.broker import KiteError, KiteRestClient
 from lambdas.instruments.dal import PostgresRegistry, S3SnapshotStore
 from lambdas.instruments.logic import (
     PublishSettings,
@@ -34,8 +33,10 @@ from lambdas.instruments.logic import (
 )
 from ticker_adapters.credentials import CredentialError, CredentialVault
 from ticker_adapters.envelope import KmsEnvelopeCipher
+from ticker_adapters.kite_rest import KiteRestClient, KiteTransport, retry_transient
 from ticker_adapters.retry import full_jitter
 from ticker_adapters.settings import SnapshotSettings, VaultSettings
+from ticker_core.kite_errors import KiteError
 
 
 class InstrumentsSettings(BaseSettings):
@@ -73,10 +74,11 @@ vault = CredentialVault(
     prefix=vault_settings.prefix,
     cache_seconds=vault_settings.cache_seconds,
 )
-broker = KiteRestClient(
+kite = KiteTransport(
     settings.kite_root,
-    timeout_s=settings.http_timeout_seconds,
-    attempts=settings.http_attempts,
+    connect_timeout=min(settings.http_timeout_seconds, 10.0),
+    read_timeout=settings.http_timeout_seconds,
+    retry=retry_transient(settings.http_attempts),
     delays=lambda: full_jitter(
         settings.http_retry_base_seconds, 8 * settings.http_retry_base_seconds
     ),
@@ -96,7 +98,7 @@ def publish(event: dict[str, Any]) -> dict[str, Any]:
 
     def download() -> bytes:
         session = choose_session(vault, account_id, now)
-        return broker.instruments_csv(session.api_key, session.access_token)
+        return KiteRestClient.from_session(session, kite).instruments()
 
     try:
         outcome = runner.run(

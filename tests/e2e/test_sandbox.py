@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.waiting import ConditionTimeoutError, wait_until
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 420
+# A dashboard line of a running sandbox with tick and Greeks rows in PostgreSQL.
+FLOWING = r"running\].*\| rows ticks [1-9][0-9,]* greeks [1-9][0-9,]* \|"
 
 
 class SandboxRun:
@@ -51,22 +55,38 @@ class SandboxRun:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_for_output(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output():
-            assert self.process.poll() is None, self.output()
-            assert time.monotonic() < deadline, f"no {text!r} in:\n{self.output()}"
-            self.watch()
-            time.sleep(0.2)
+    def _alive_output(self) -> str:
+        """The output so far, while the sandbox still runs (watching its children meanwhile)."""
+        self.watch()
+        assert self.process.poll() is None, self.output()
+        return self.output()
+
+    def wait_for_output(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first match of ``pattern`` in the output, once the running sandbox prints it."""
+        found = wait_until(
+            lambda: re.search(pattern, self._alive_output()),
+            within=timeout,
+            every=0.2,
+            what=f"{pattern!r} in the sandbox's output",
+        )
+        assert found is not None
+        return found
+
+    def _exited(self) -> bool:
+        self.watch()
+        return self.process.poll() is not None
 
     def finish(self, timeout: float = RUN_TIMEOUT_S) -> int:
-        deadline = time.monotonic() + timeout
-        while self.process.poll() is None:
-            if time.monotonic() > deadline:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                pytest.fail(f"sandbox did not finish in {timeout}s:\n{self.output()[-5000:]}")
-            self.watch()
-            time.sleep(0.2)
+        try:
+            wait_until(
+                self._exited,
+                within=timeout,
+                every=0.2,
+                what="the sandbox to exit",
+            )
+        except ConditionTimeoutError:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            pytest.fail(f"sandbox did not finish in {timeout}s:\n{self.output()[-5000:]}")
         return int(self.process.returncode)
 
     def report(self) -> dict:
@@ -122,10 +142,10 @@ def test_a_short_run_ends_complete_and_leaves_nothing_running(tmp_path: Path) ->
 
 
 def test_ctrl_c_ends_the_run_cleanly_with_a_report(tmp_path: Path) -> None:
-    # Given a sandbox with no fixed end, once ticks flow
+    # Given a sandbox with no fixed end, once ticks and Greeks reach PostgreSQL
     run = SandboxRun(tmp_path, "--duration", "0", "--rate", "400", "--accounts", "1")
     run.wait_for_output("running for", timeout=180)
-    time.sleep(8)
+    run.wait_for_output(FLOWING, timeout=120)
     # When the user presses Ctrl-C (SIGINT to the sandbox, as the terminal sends it)
     os.kill(run.process.pid, signal.SIGINT)
     code = run.finish()

@@ -281,7 +281,7 @@ def test_throttled_writes_are_retried_entry_by_entry_and_land_exactly_once(
         module = _import_handler(aws, s3, market, monkeypatch)
         ticks = kite_ticks(market, model_prices=True)
         # When a batch is processed while the stream refuses writes for a moment
-        proxy.throttle(0.3)
+        proxy.refuse_next(3)
         assert module.handler(event_of(ticks, "shardId-000000000000", 10**20), Context()) == {
             "batchItemFailures": []
         }

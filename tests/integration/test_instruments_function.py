@@ -21,13 +21,6 @@ from kite_sim.server import ThreadedSimulator
 from kite_sim.universe import UniverseConfig
 from lambdas.common.db import connection_parameters
 from lambdas.common.runtime import Lazy
-from lambdas.instruments.broker import (
-    KiteGeneralError,
-    KiteInputError,
-    KiteNetworkError,
-    KiteRestClient,
-    KiteTokenError,
-)
 from lambdas.instruments.dal import PostgresRegistry, S3SnapshotStore
 from lambdas.instruments.logic import PublishSettings, SnapshotRejectedError, publish_instruments
 from sandbox.moto_server import AwsEndpoint
@@ -36,8 +29,15 @@ from tests.conftest import INSTRUMENTS_BUCKET, db_env, settings_for
 from ticker_adapters.credentials import ApiCredentials, CredentialVault, KiteSession
 from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.instrument_snapshots import pointer_key, read_pointer
+from ticker_adapters.kite_rest import KiteRestClient, KiteTransport, retry_transient
 from ticker_adapters.retry import no_delays
 from ticker_core.instruments import parse_instruments
+from ticker_core.kite_errors import (
+    KiteGeneralError,
+    KiteInputError,
+    KiteNetworkError,
+    KiteTokenError,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -85,11 +85,12 @@ async def fetch(info: ConnectionInfo, sql: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
-def download_from(sim: ThreadedSimulator, **client_kwargs: Any) -> Any:
-    client = KiteRestClient(sim.rest_url, delays=no_delays, sleep=lambda _: None, **client_kwargs)
+def download_from(sim: ThreadedSimulator, attempts: int = 3) -> Any:
+    transport = KiteTransport(sim.rest_url, retry=retry_transient(attempts), delays=no_delays)
     account = sim.accounts[0]
-    token = sim.issue_access_token()
-    return lambda: client.instruments_csv(account.api_key, token)
+    return KiteRestClient(
+        account.api_key, sim.issue_access_token(), transport=transport
+    ).instruments
 
 
 class Adapters:
@@ -122,10 +123,10 @@ async def adapters(s3: Any, migrated: ConnectionInfo) -> Any:
     await made.close()
 
 
-# --------------------------------------------------------------------------- broker
+# --------------------------------------------------------------------------- the download
 
 
-def test_the_broker_downloads_the_dump_and_types_kites_errors(
+def test_the_dump_downloads_and_kites_errors_are_typed(
     sim_faults: ThreadedSimulator,
 ) -> None:
     sim = sim_faults
@@ -143,21 +144,13 @@ def test_the_broker_downloads_the_dump_and_types_kites_errors(
     sim.call(lambda: running.faults.fail_rest(503, 3, path_prefix="/instruments"))
     with pytest.raises(KiteNetworkError) as network:
         download()
-    assert (network.value.status, network.value.error_type) == (503, "NetworkException")
+    assert (network.value.http_status, network.value.error_type) == (503, "NetworkException")
     # Given a refused token or bad input, Then they are typed and not retried
     for status, kind in ((403, KiteTokenError), (400, KiteInputError), (418, KiteGeneralError)):
         sim.call(lambda s=status: running.faults.fail_rest(s, 1, path_prefix="/instruments"))
         with pytest.raises(kind):
             download()
         assert download()  # the fault was used up by exactly one attempt
-
-
-def test_the_broker_reports_a_dead_peer_as_a_network_error() -> None:
-    client = KiteRestClient("http://127.0.0.1:9", attempts=2, delays=no_delays, timeout_s=2)
-    with pytest.raises(KiteNetworkError):
-        client.instruments_csv("key", "token")
-    with pytest.raises(ValueError, match="https"):
-        KiteRestClient("http://api.kite.trade")
 
 
 # --------------------------------------------------------------------------- publication

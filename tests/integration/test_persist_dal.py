@@ -19,6 +19,7 @@ from lambdas.persist.logic import TICK_COLUMNS, decode
 from sandbox.postgres import ConnectionInfo, EmbeddedPostgres
 from tests.conftest import db_env
 from tests.factories import tick_record, tick_stream, user_record
+from tests.waiting import wait_until_async
 from ticker_core.records import KinesisUserRecord
 
 pytestmark = pytest.mark.integration
@@ -200,16 +201,30 @@ async def test_a_crash_mid_batch_commits_nothing_and_the_retry_is_exact() -> Non
         first, second = rows_of(stream[:1500])[0], rows_of(stream[1500:])[0]
         partitions = PartitionManager()
         await write_batch(conn, partitions, first, [])
-        # When the database crashes while the second batch is being written
+        # And another session holding the bars table, so that the second batch, once its
+        # ticks are copied, waits inside its transaction
+        blocker, observer = await connect(server.info), await connect(server.info)
+        await blocker.execute("begin; lock table market.bars_1m in share mode")
         writing = asyncio.create_task(write_batch(conn, partitions, second, []))
-        await asyncio.sleep(0.01)
+        await wait_until_async(
+            lambda: observer.fetchrow(
+                "select wait_event_type, query from pg_stat_activity where pid = $1",
+                conn.get_server_pid(),
+            ),
+            lambda seen: seen["wait_event_type"] == "Lock" and "bars_1m" in seen["query"],
+            what="the second batch to wait for the bars table",
+        )
+        # When the database crashes while the second batch is being written
         await asyncio.to_thread(server.restart, "immediate")
         with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
             await writing
-        conn.terminate()
-        # Then after it comes back, Kinesis retries the whole second batch (and, for
-        # good measure, the first) on a new connection
+        for lost in (conn, blocker, observer):
+            lost.terminate()
+        # Then nothing of the second batch was committed
         conn = await connect(server.info)
+        assert await conn.fetchval("select count(*) from market.ticks") == 1500
+        # And after it comes back, Kinesis retries the whole second batch (and, for
+        # good measure, the first)
         await write_batch(conn, PartitionManager(), first + second, [])
         # And every tick is stored exactly once, with bars matching the whole stream
         assert await conn.fetchval("select count(*) from market.ticks") == 3000

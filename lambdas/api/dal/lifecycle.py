@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from lambdas.api.errors import ServiceUnavailableError
 from lambdas.api.updates import OrderUpdate
 from lambdas.common.runtime import Lazy, LoopRunner
 
@@ -76,7 +77,14 @@ class PostgresLifecycle:
         self._runner = runner
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._runner.run(coro)
+        try:
+            return self._runner.run(coro)
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+            # The database restarted or is unreachable: the next call opens a new pool.
+            stale = self._pool.reset()
+            if stale is not None:
+                stale.terminate()
+            raise ServiceUnavailableError() from exc
 
     # -- intents ----------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from lambdas.api.errors import OrderRateLimitedError
 
+MICROS = 1_000_000
 KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}]
 ATTRIBUTES = [{"AttributeName": "pk", "AttributeType": "S"}]
 
@@ -76,13 +77,13 @@ class DynamoOrderLimiter:
         ).get("Item")
         if not item:
             return [], None
-        stamps = [int(s["N"]) / 1000 for s in item.get("stamps", {}).get("L", [])]
+        stamps = [int(s["N"]) / MICROS for s in item.get("stamps", {}).get("L", [])]
         return stamps, int(item["version"]["N"])
 
     def _write(self, account_id: str, stamps: list[float], version: int | None) -> bool:
         item = {
             "pk": {"S": account_id},
-            "stamps": {"L": [{"N": str(round(s * 1000))} for s in stamps]},
+            "stamps": {"L": [{"N": str(round(s * MICROS))} for s in stamps]},
             "version": {"N": str((version or 0) + 1)},
             "expires_at": {"N": str(int(max(stamps) + 3600))},
         }
@@ -112,7 +113,9 @@ class DynamoOrderLimiter:
         deadline = started + self.max_wait
         while True:
             stamps, version = self._read(account_id)
-            now = self._clock()
+            # The instant as stored (whole microseconds), so the window is judged on what
+            # every other taker will read back.
+            now = round(self._clock() * MICROS) / MICROS
             live = sorted(s for s in stamps if s > now - self.window)
             if len(live) < self.limit:
                 if self._write(account_id, [*live, now], version):

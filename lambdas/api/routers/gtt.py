@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from lambdas.api.context import (
     AUTHENTICATED,
+    READ_ERRORS,
     WRITE_ERRORS,
     Dependencies,
     allowed,
@@ -18,12 +19,15 @@ from lambdas.api.context import (
     new_router,
     ok,
 )
+from lambdas.api.idempotency import KEY_PATTERN
 from lambdas.api.models import ACCOUNT_ID_PATTERN, Envelope, Gtt, GttRequest, TriggerId
 
 AccountPath = Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN, description="The Kite account")]
 TriggerPath = Annotated[int, Path(ge=1, le=2**53, description="Kite's trigger id")]
-KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", description="Required")]
-READ_404 = (401, 403, 404, 422, 424, 429, 502, 503)
+KeyHeader = Annotated[
+    str,
+    Header(alias="Idempotency-Key", pattern=KEY_PATTERN.pattern, description="One per action"),
+]
 CHANGE_ERRORS = (400, 401, 403, 404, 413, 422, 424, 429, 502, 503)
 
 
@@ -40,7 +44,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         responses=documented("The trigger id", WRITE_ERRORS),
     )
     def create_gtt(
-        account_id: AccountPath, gtt: GttRequest, idempotency_key: KeyHeader = None
+        account_id: AccountPath, gtt: GttRequest, idempotency_key: KeyHeader
     ) -> Response[Envelope[TriggerId]]:
         return idempotent_write(
             router,
@@ -67,7 +71,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         summary="One GTT",
         tags=["gtt"],
         security=AUTHENTICATED,
-        responses=documented("The GTT", READ_404),
+        responses=documented("The GTT", READ_ERRORS),
     )
     def get_gtt(account_id: AccountPath, trigger_id: TriggerPath) -> Envelope[Gtt]:
         allowed(router, deps, account_id, "view")

@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from lambdas.api.context import (
     AUTHENTICATED,
+    READ_ERRORS,
     WRITE_ERRORS,
     Dependencies,
     allowed,
@@ -18,6 +19,7 @@ from lambdas.api.context import (
     new_router,
     ok,
 )
+from lambdas.api.idempotency import KEY_PATTERN
 from lambdas.api.models import (
     ACCOUNT_ID_PATTERN,
     ORDER_ID_PATTERN,
@@ -37,14 +39,14 @@ from lambdas.api.models import (
 AccountPath = Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN, description="The Kite account")]
 OrderPath = Annotated[str, Path(pattern=ORDER_ID_PATTERN, description="Kite's order id")]
 KeyHeader = Annotated[
-    str | None,
+    str,
     Header(
         alias="Idempotency-Key",
-        description="Required: one key per intended action (1-128 of A-Z a-z 0-9 . _ : -); "
-        "a retry with the same key and request returns the first answer",
+        pattern=KEY_PATTERN.pattern,
+        description="One key per intended action; a retry with the same key and request "
+        "returns the first answer",
     ),
 ]
-READ_404 = (401, 403, 404, 422, 424, 429, 502, 503)
 
 
 def build(deps: Dependencies) -> APIGatewayRouter:
@@ -60,7 +62,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         responses=documented("The order id and the tag it carries at Kite", WRITE_ERRORS),
     )
     def place_order(
-        account_id: AccountPath, order: PlaceOrderRequest, idempotency_key: KeyHeader = None
+        account_id: AccountPath, order: PlaceOrderRequest, idempotency_key: KeyHeader
     ) -> Response[Envelope[PlacedOrder]]:
         return idempotent_write(
             router,
@@ -79,7 +81,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         responses=documented("One result per order, in the order given", WRITE_ERRORS),
     )
     def place_basket(
-        account_id: AccountPath, basket: BasketRequest, idempotency_key: KeyHeader = None
+        account_id: AccountPath, basket: BasketRequest, idempotency_key: KeyHeader
     ) -> Response[Envelope[BasketResult]]:
         return idempotent_write(
             router,
@@ -101,7 +103,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         account_id: AccountPath,
         order_id: OrderPath,
         change: ModifyOrderRequest,
-        idempotency_key: KeyHeader = None,
+        idempotency_key: KeyHeader,
     ) -> Response[Envelope[OrderId]]:
         params: dict[str, Any] = change.model_dump(exclude_none=True, exclude={"variety"})
         return idempotent_write(
@@ -131,9 +133,9 @@ def build(deps: Dependencies) -> APIGatewayRouter:
     def cancel_order(
         account_id: AccountPath,
         order_id: OrderPath,
+        idempotency_key: KeyHeader,
         variety: Annotated[Variety, Query(description="The order's variety")] = "regular",
         parent_order_id: Annotated[str | None, Query(pattern=ORDER_ID_PATTERN)] = None,
-        idempotency_key: KeyHeader = None,
     ) -> Response[Envelope[OrderId]]:
         return idempotent_write(
             router,
@@ -163,7 +165,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         account_id: AccountPath,
         order_id: OrderPath,
         exit_request: ExitOrderRequest,
-        idempotency_key: KeyHeader = None,
+        idempotency_key: KeyHeader,
     ) -> Response[Envelope[OrderId]]:
         return idempotent_write(
             router,
@@ -200,7 +202,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         summary="One order's history (every state it went through)",
         tags=["orders"],
         security=AUTHENTICATED,
-        responses=documented("The order's states, oldest first", READ_404),
+        responses=documented("The order's states, oldest first", READ_ERRORS),
     )
     def order_history(account_id: AccountPath, order_id: OrderPath) -> Envelope[list[Order]]:
         allowed(router, deps, account_id, "view")
@@ -211,7 +213,7 @@ def build(deps: Dependencies) -> APIGatewayRouter:
         summary="One order's trades",
         tags=["orders"],
         security=AUTHENTICATED,
-        responses=documented("The order's fills", READ_404),
+        responses=documented("The order's fills", READ_ERRORS),
     )
     def order_trades(account_id: AccountPath, order_id: OrderPath) -> Envelope[list[Trade]]:
         allowed(router, deps, account_id, "view")

@@ -13,10 +13,10 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from lambdas.api.logic import kite_tag
-from lambdas.api.updates import postback_checksum
-from sandbox.trading import wait_for
 from tests.factories import moto_signed, token_claims
 from tests.integration.api.conftest import Stack
+from tests.waiting import wait_until
+from ticker_core.kite_checksums import postback_checksum
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +81,7 @@ def test_a_view_grant_reads_but_cannot_trade(stack: Stack) -> None:
 def test_place_list_history_modify_cancel(stack: Stack) -> None:
     price = stack.resting_price("NSE", "INFY")
     resting = {**LIMIT, "price": price}
+    lower = round(price - 0.05, 2)
     status, body, _ = stack.trader_call("POST", orders_path(stack), body=resting, headers=key())
     assert status == 200, body
     order_id = body["data"]["order_id"]
@@ -90,7 +91,7 @@ def test_place_list_history_modify_cancel(stack: Stack) -> None:
     history = stack.trader_call("GET", orders_path(stack, f"/{order_id}"))[1]["data"]
     assert history[-1]["status"] == "OPEN"
     status, _, _ = stack.trader_call(
-        "PUT", orders_path(stack, f"/{order_id}"), body={"price": price - 0.05}, headers=key()
+        "PUT", orders_path(stack, f"/{order_id}"), body={"price": lower}, headers=key()
     )
     assert status == 200
     status, _, _ = stack.trader_call(
@@ -98,7 +99,7 @@ def test_place_list_history_modify_cancel(stack: Stack) -> None:
     )
     assert status == 200
     final = stack.trader_call("GET", orders_path(stack, f"/{order_id}"))[1]["data"][-1]
-    assert (final["status"], final["price"]) == ("CANCELLED", round(price - 0.05, 2))
+    assert (final["status"], final["price"]) == ("CANCELLED", lower)
     assert stack.trader_call("GET", orders_path(stack, f"/{order_id}/trades"))[0] == 200
     status, body, _ = stack.trader_call("GET", orders_path(stack, "/999999999"))
     assert (status, body["code"]) == (404, "kite_not_found")
@@ -140,6 +141,38 @@ def test_twenty_concurrent_identical_places_make_one_order(stack: Stack) -> None
     assert {s for s, _ in answers} <= {200, 409}
     ids = {b["data"]["order_id"] for s, b in answers if s == 200}
     assert len(ids) == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "hang_after_accept", "seconds": 6},  # past the API's 2 s read timeout
+        {"kind": "reset_after_accept"},
+    ],
+)
+def test_an_answer_lost_after_kite_accepted_places_no_second_order(
+    stack: Stack, fault: dict[str, Any]
+) -> None:
+    # Given Kite accepts the next order but its answer never arrives
+    sim = stack.simulator
+    account = sim.accounts[0]
+    stack.sim.call(
+        lambda: sim.faults.apply(
+            {**fault, "path_prefix": "/orders", "method": "POST", "api_key": account.api_key}
+        )
+    )
+    headers = key()
+    order = {**LIMIT, "price": stack.resting_price("NSE", "INFY")}
+    # When the order is placed (and the client retries with the same key)
+    status, body, _ = stack.trader_call("POST", orders_path(stack), body=order, headers=headers)
+    again = stack.trader_call("POST", orders_path(stack), body=order, headers=headers)
+    # Then the API found the order by its tag and answered with it, and Kite has it once
+    assert status == 200, body
+    tag = body["data"]["tag"]
+    assert [o["order_id"] for o in stack.sim_orders() if o["tag"] == tag] == [
+        body["data"]["order_id"]
+    ]
+    assert again[1] == body
 
 
 def test_kite_rejection_is_replayed_not_retried(stack: Stack) -> None:
@@ -237,12 +270,13 @@ def test_postbacks_verified_and_stored_once_with_the_websocket_copy(stack: Stack
     assert status == 200
     order_id = body["data"]["order_id"]
     # kite_sim posts the fill back to the gateway; it is stored once
-    assert wait_for(
+    wait_until(
         lambda: stack.sql(
             "select 1 from trading.order_updates where order_id = $1 and status = 'COMPLETE'",
             order_id,
         ),
-        30,
+        within=30,
+        what="the fill's postback stored",
     )
     update = stack.sql(
         "select payload from trading.order_updates where order_id = $1 and status = 'COMPLETE'",

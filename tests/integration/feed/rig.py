@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +25,7 @@ from feed_container.settings import FeedSettings
 from kite_sim.server import Simulator
 from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.moto_server import AwsEndpoint
+from tests.waiting import wait_until_async as wait_until  # the feed tests' name for it
 from ticker_adapters.credentials import CredentialVault, KiteSession, next_token_expiry
 from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.subscription_store import SubscriptionStore
@@ -34,17 +33,6 @@ from ticker_core.records import deaggregate
 
 STREAM = "ticks"
 TABLE = "subscriptions"
-
-
-async def wait_until(
-    condition: Callable[[], bool], *, within: float = 20.0, what: str = "condition"
-) -> None:
-    """Poll ``condition`` on the loop until it holds; fail the test after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -73,7 +61,7 @@ class RunningFeed:
         def now() -> float:
             return self.value(name, **labels) if labels else self.total(name)
 
-        await wait_until(lambda: now() >= count, what=f"{name}{labels} >= {count}")
+        await wait_until(now, lambda value: value >= count, what=f"{name}{labels} >= {count}")
 
     async def grows(self, name: str, by: float, **labels: str) -> None:
         """Wait until a metric grows by ``by`` from now."""

@@ -171,10 +171,10 @@ async def test_partial_failures_and_throttling_resend_only_what_failed(rig: Rig)
     tokens = subscribe_sample(rig)
     feed = rig.start()
     await feed.reaches("feed_kinesis_records_acked_total", 100)
-    # When Kinesis throttles for a second: whole calls refused, and partial calls
+    # When Kinesis throttles the next four calls: whole calls refused, and partial calls
     # where every other entry is refused
     calls, entries = rig.proxy.calls_refused, rig.proxy.entries_refused
-    rig.proxy.throttle(1.0)
+    rig.proxy.refuse_next(4)
     await wait_until(lambda: rig.proxy.entries_refused > entries, what="refused entries")
     await wait_until(lambda: rig.proxy.calls_refused >= calls + 2, what="throttled calls")
     await wait_until(lambda: not rig.proxy.throttling, what="the end of throttling")

@@ -79,13 +79,18 @@ async def test_a_throttled_call_says_nothing_was_written(
 async def test_no_answer_in_time_is_an_unknown_outcome(
     server: Callable[[Handler], Awaitable[KinesisWriter]],
 ) -> None:
+    answer = asyncio.Event()
+
     async def hang(_: web.Request) -> web.Response:
-        await asyncio.sleep(2)
+        await answer.wait()  # no answer until the writer has given up
         return web.json_response({})
 
     writer = await server(hang)
-    with pytest.raises(KinesisAmbiguousError):
-        await writer.put(BATCH)
+    try:
+        with pytest.raises(KinesisAmbiguousError):
+            await writer.put(BATCH)
+    finally:
+        answer.set()
 
 
 async def test_a_refused_connection_is_unavailable() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -13,16 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import requests
 
 from kite_sim.server import ThreadedSimulator
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
+from tests.waiting import wait_until
 
 
 class PostbackReceiver:
@@ -53,6 +43,7 @@ class PostbackReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.thread.join(10)
 
 
 def login(sim: ThreadedSimulator, account_index: int = 0) -> Any:
@@ -129,7 +120,7 @@ class TickerProbe:
 
     def close(self) -> None:
         self.reactor.callFromThread(self.kws.close)
-        wait_for(lambda: not self.kws.is_connected(), what="ticker close")
+        wait_until(lambda: not self.kws.is_connected(), what="ticker close")
 
     def failed_with(self, status: int) -> bool:
         """Whether the handshake failed with HTTP ``status`` (as autobahn reports it)."""

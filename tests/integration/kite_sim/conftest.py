@@ -19,7 +19,8 @@ import pytest
 from kite_sim.config import AccountConfig, SimConfig
 from kite_sim.ratelimit import scaled_limits
 from kite_sim.server import ThreadedSimulator
-from tests.integration.kite_sim.clients import PostbackReceiver, wait_for
+from tests.integration.kite_sim.clients import PostbackReceiver
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +54,7 @@ def reactor() -> Iterator[Any]:
             target=twisted_reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
         )
         thread.start()
-        wait_for(lambda: twisted_reactor.running, what="reactor start")
+        wait_until(lambda: twisted_reactor.running, what="reactor start")
     yield twisted_reactor
     if thread is not None:
         twisted_reactor.callFromThread(twisted_reactor.stop)

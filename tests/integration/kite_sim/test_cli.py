@@ -15,6 +15,7 @@ import requests
 from kite_sim.__main__ import build_config, parse_args, serve, startup_info
 from kite_sim.ratelimit import Category
 from kite_sim.server import Simulator
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -90,10 +91,13 @@ def test_cli_options_make_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_serve_prints_and_stops_on_sigterm(capsys: pytest.CaptureFixture[str]) -> None:
     cfg = build_config(parse_args(["--stocks", "1", "--seed", "3"]))
     task = asyncio.create_task(serve(cfg, as_json=False))
-    for _ in range(200):
-        await asyncio.sleep(0.02)
-        if "api_secret=" in capsys.readouterr().out:
-            break
+    printed: list[str] = []
+
+    def started() -> bool:
+        printed.append(capsys.readouterr().out)
+        return "api_secret=" in "".join(printed)
+
+    await wait_until_async(started, what="the start-up lines")
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(task, 20)
     sim = Simulator(cfg)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,9 +11,11 @@ import requests
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
+from kite_sim.clock import ManualClock
 from kite_sim.config import SimConfig
 from kite_sim.server import ThreadedSimulator
-from tests.integration.kite_sim.clients import PostbackReceiver, TickerProbe, login, wait_for
+from tests.integration.kite_sim.clients import PostbackReceiver, TickerProbe, login
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +111,7 @@ def test_ticker_receives_ltp_quote_and_full_ticks(sim: ThreadedSimulator, reacto
         # When ticks flow for a while
         # (a full tick carries volume only after the day's first trade: the
         # session-scoped simulator's day may have just rolled over)
-        wait_for(
+        wait_until(
             lambda: (
                 {
                     t["instrument_token"]
@@ -120,7 +121,7 @@ def test_ticker_receives_ltp_quote_and_full_ticks(sim: ThreadedSimulator, reacto
                 >= set(modes)
                 and any(traded_equity_ticks(probe.ticks, tokens["equity"]))
             ),
-            timeout=15,
+            within=15,
             what="a tick in the requested mode for every instrument, and a traded equity tick",
         )
     finally:
@@ -159,7 +160,7 @@ def test_orders_placed_modified_cancelled_filled_with_socket_updates_and_postbac
     # Given a session, a ticker listening for order updates, and the app's postback URL
     kite = login(sim)
     probe = TickerProbe(reactor, kite.api_key, kite.access_token, sim.ws_url).connect()
-    wait_for(probe.kws.is_connected, what="ticker connected")
+    wait_until(probe.kws.is_connected, what="ticker connected")
     try:
         last = kite.ltp("NSE:INFY")["NSE:INFY"]["last_price"]
         far = round(round(last * 0.9 / 0.05) * 0.05, 2)
@@ -198,7 +199,7 @@ def test_orders_placed_modified_cancelled_filled_with_socket_updates_and_postbac
         assert trade["quantity"] == 1
         assert any(p["tradingsymbol"] == "INFY" for p in kite.positions()["net"])
         # And the socket got the updates of both orders
-        wait_for(
+        wait_until(
             lambda: (
                 {(o["order_id"], o["status"]) for o in probe.orders}
                 >= {
@@ -211,8 +212,11 @@ def test_orders_placed_modified_cancelled_filled_with_socket_updates_and_postbac
             what="order updates on the socket",
         )
         # And postbacks arrived with Kite's checksum
-        wait_for(
-            lambda: {b["order_id"] for b in postback_receiver.bodies} >= {resting, filled},
+        wait_until(
+            lambda: (
+                {(b["order_id"], b["status"]) for b in postback_receiver.bodies}
+                >= {(resting, "UPDATE"), (resting, "CANCELLED"), (filled, "COMPLETE")}
+            ),
             what="postbacks",
         )
     finally:
@@ -227,6 +231,19 @@ def test_orders_placed_modified_cancelled_filled_with_socket_updates_and_postbac
         (resting, "CANCELLED"),
         (filled, "COMPLETE"),
     }
+    # And an update delivered both ways is the same update (the postback adds its checksum),
+    # so a receiver can store it once
+    for order_id, status in ((resting, "UPDATE"), (resting, "CANCELLED"), (filled, "COMPLETE")):
+        on_socket = next(
+            o for o in probe.orders if (o["order_id"], o["status"]) == (order_id, status)
+        )
+        posted = next(
+            b
+            for b in postback_receiver.bodies
+            if (b["order_id"], b["status"]) == (order_id, status)
+        )
+        assert on_socket["checksum"] == ""
+        assert {**on_socket, "checksum": posted["checksum"]} == posted
 
 
 def test_market_order_without_protection_is_an_input_exception(sim: ThreadedSimulator) -> None:
@@ -273,7 +290,7 @@ def test_ticker_handshake_with_expired_token_is_403(sim: ThreadedSimulator, reac
     # When KiteTicker connects with it
     probe = TickerProbe(reactor, kite.api_key, kite.access_token, sim.ws_url).connect()
     # Then the handshake is refused with HTTP 403
-    wait_for(lambda: probe.failed_with(403), what="a 403 handshake failure")
+    wait_until(lambda: probe.failed_with(403), what="a 403 handshake failure")
     assert probe.connects == 0
     probe.close()
 
@@ -287,11 +304,11 @@ def test_fourth_connection_of_an_api_key_is_429(sim: ThreadedSimulator, reactor:
     ]
     try:
         for probe in probes:
-            wait_for(probe.kws.is_connected, what="three connections")
+            wait_until(probe.kws.is_connected, what="three connections")
         # When a fourth connects
         fourth = TickerProbe(reactor, kite.api_key, kite.access_token, sim.ws_url).connect()
         # Then it is refused at the handshake with HTTP 429
-        wait_for(lambda: fourth.failed_with(429), what="a 429 handshake failure")
+        wait_until(lambda: fourth.failed_with(429), what="a 429 handshake failure")
         assert fourth.connects == 0
         fourth.close()
     finally:
@@ -313,7 +330,7 @@ def test_dropped_connection_is_reconnected_by_the_ticker(
         reconnect=True,
     ).connect()
     try:
-        wait_for(lambda: probe.ticks, what="first ticks")
+        wait_until(lambda: probe.ticks, what="first ticks")
         # When the simulator drops the connection (fault injection)
         requests.post(
             f"{sim.rest_url}/_sim/faults",
@@ -321,9 +338,9 @@ def test_dropped_connection_is_reconnected_by_the_ticker(
             timeout=10,
         )
         # Then KiteTicker reconnects, resubscribes and ticks again
-        wait_for(lambda: probe.connects >= 2, timeout=20, what="a reconnect")
+        wait_until(lambda: probe.connects >= 2, within=20, what="a reconnect")
         before = len(probe.ticks)
-        wait_for(lambda: len(probe.ticks) > before, what="ticks after reconnect")
+        wait_until(lambda: len(probe.ticks) > before, what="ticks after reconnect")
     finally:
         probe.close()
 
@@ -348,8 +365,9 @@ def test_injected_rest_errors_reach_the_client_as_kite_exceptions(sim: ThreadedS
 
 
 def test_rest_bursts_are_rate_limited_with_429() -> None:
-    # Given a simulator with Kite's own REST limits
-    with ThreadedSimulator(SimConfig(seed=2)) as sim:
+    # Given a simulator with Kite's own REST limits, on a clock only the test moves
+    clock = ManualClock()
+    with ThreadedSimulator(SimConfig(seed=2), clock=clock) as sim:
         kite = login(sim)
         # When quotes (1/s) and order placements (10/s) come in bursts
         quote_errors = []
@@ -379,6 +397,8 @@ def test_rest_bursts_are_rate_limited_with_429() -> None:
         assert quote_errors == [429, 429]
         assert order_errors
         assert set(order_errors) == {429}
-        # And after a second, calls work again
-        time.sleep(1.05)
+        # And the limit holds until its one-second window has passed, then calls work again
+        with pytest.raises(kex.NetworkException):
+            kite.ltp("NSE:INFY")
+        sim.call(lambda: clock.advance(1.0))
         assert kite.ltp("NSE:INFY")

@@ -11,9 +11,11 @@ import aiohttp
 import pytest
 
 from kite_sim.config import SimConfig
+from kite_sim.feed import Connection
 from kite_sim.ratelimit import scaled_limits
 from kite_sim.server import Simulator
 from kite_sim.universe import UniverseConfig
+from tests.waiting import wait_until_async
 from ticker_core.kite_wire import HEARTBEAT, FrameError, parse_ticks
 
 pytestmark = pytest.mark.integration
@@ -53,6 +55,11 @@ def _auth(sim: Simulator, index: int = 0) -> dict[str, str]:
 def _ws_url(sim: Simulator, index: int = 0) -> str:
     token = sim.issue_access_token(index)
     return f"{sim.ws_url}/?api_key={sim.accounts[index].api_key}&access_token={token}"
+
+
+def _written(conn: Connection) -> tuple[int, int, int]:
+    """Everything the server has written to one connection: frames, heartbeats, texts."""
+    return conn.frames_sent, conn.heartbeats_sent, conn.text_sent
 
 
 async def _collect(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> list[Any]:
@@ -120,10 +127,7 @@ async def test_subscription_limit_and_bad_messages_get_error_texts(
         errors = [t["data"] for t in texts if t["type"] == "error"]
         assert any("limit" in e for e in errors)
         assert any("JSON" in e for e in errors)
-        for _ in range(100):  # the server notices the close
-            if not sim.hub.connections:
-                break
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: not sim.hub.connections, what="the server to see the close")
         assert sim.hub.counters()["connections"] == {}
         assert sim.hub.closed_connections == 1
 
@@ -151,8 +155,12 @@ async def test_faults_on_the_socket(sim: Simulator, http: aiohttp.ClientSession)
         assert bad == 1
         # Silence: nothing at all, not even heartbeats
         await http.post(admin, json={"kind": "silence", "seconds": 0.5})
-        await asyncio.sleep(0.05)
-        assert await _collect(ws, 0.35) == []
+        [client] = sim.clients.values()
+        # (what the server had queued before the silence began is written first)
+        await wait_until_async(client.queue.empty, what="the frames queued before the silence")
+        written = _written(client.conn)
+        await _collect(ws, 0.35)  # the silence's length, which the simulator measures
+        assert _written(client.conn) == written
         assert await _collect(ws, 0.4)
         # Latency on frames and REST
         await http.post(admin, json={"kind": "latency", "ws_ms": 5, "rest_ms": 5})
@@ -264,8 +272,16 @@ async def test_gtt_lifecycle_and_trigger(sim: Simulator, http: aiohttp.ClientSes
     assert [t["id"] for t in listed["data"]] == [trigger_id]
     # When the market falls through the trigger
     await http.post(f"{root}/_sim/market/shock", json={"underlying": inst.name, "pct": -6})
-    await asyncio.sleep(0.1)
-    got = await (await http.get(f"{root}/gtt/triggers/{trigger_id}", headers=headers)).json()
+
+    async def trigger_now() -> dict[str, Any]:
+        response = await http.get(f"{root}/gtt/triggers/{trigger_id}", headers=headers)
+        body: dict[str, Any] = await response.json()
+        return body
+
+    # Then at the simulator's next round the trigger fires
+    got = await wait_until_async(
+        trigger_now, lambda body: body["data"]["status"] != "active", what="the trigger to fire"
+    )
     assert got["data"]["status"] == "triggered"
     assert got["data"]["orders"][0]["result"]["order_result"]["status"] == "success"
     deleted = await http.delete(f"{root}/gtt/triggers/{trigger_id}", headers=headers)

@@ -21,6 +21,7 @@ from sandbox.moto_server import AwsEndpoint
 from sandbox.postgres import ConnectionInfo, EmbeddedPostgres
 from sandbox.provision import Resources, client, provision
 from tests.factories import tick_record
+from tests.waiting import wait_until
 from ticker_core.records import Aggregator
 
 pytestmark = pytest.mark.integration
@@ -139,12 +140,14 @@ def mapping_factory(aws: AwsEndpoint, resources: Resources) -> Iterator[MakeMapp
 
 
 def wait_caught_up(mapping: EventSourceMapping, since: float, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if mapping.view().caught_up_since(since):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"mapping not caught up: {mapping.view()}")
+    """Wait until every shard of ``mapping`` has found nothing new after ``since``."""
+    wait_until(
+        mapping.view,
+        lambda view: view.caught_up_since(since),
+        within=timeout,
+        every=0.1,
+        what=f"{mapping.name} to catch up",
+    )
 
 
 def dlq_messages(aws: AwsEndpoint, resources: Resources) -> list[dict]:

@@ -27,7 +27,7 @@ from sandbox.moto_server import AwsEndpoint
 from sandbox.postgres import ConnectionInfo
 from sandbox.provision import Resources, client, provision
 from sandbox.report import build_report, scan_greeks, scan_table, scan_ticks
-from sandbox.runner import GREEKS_MAPPING, PERSIST_MAPPING, database_settings
+from sandbox.stack import GREEKS_MAPPING, PERSIST_MAPPING, database_settings
 from tests.factories import publish_snapshot
 from tests.integration.sandbox.test_esm_persist import migrate_database, wait_caught_up
 from tests.integration.test_greeks_function import kite_ticks, market  # noqa: F401 # fixture

@@ -71,3 +71,32 @@ def test_writes_pass_through_until_a_throttling_window_opens(
     stored = [r["Data"] for r in read_shard(kinesis, "ticks", shard)]
     assert stored == [b"a0", b"a1", b"a2", b"a3", b"c1", b"c3", b"e0"]
     assert (proxy.calls_refused, proxy.entries_refused) == (2, 2)
+
+
+def test_refusing_a_number_of_calls_ends_after_that_many_however_late_they_come(
+    proxy: KinesisFaultProxy, aws: AwsEndpoint
+) -> None:
+    kinesis = kinesis_via(proxy, aws)
+    kinesis.create_stream(StreamName="counted", ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName="counted")
+    # Given the next two write calls are to be refused
+    proxy.refuse_next(2)
+    assert proxy.throttling
+    # When three calls arrive, Then the first is refused whole, the second in part...
+    with pytest.raises(ClientError) as refused:
+        kinesis.put_records(StreamName="counted", Records=entries(2, "a"))
+    assert refused.value.response["Error"]["Code"] == THROTTLED
+    assert (
+        kinesis.put_records(StreamName="counted", Records=entries(2, "b"))["FailedRecordCount"] == 1
+    )
+    # ...and the third passes: the refusals are used up
+    assert not proxy.throttling
+    assert (
+        kinesis.put_records(StreamName="counted", Records=entries(2, "c"))["FailedRecordCount"] == 0
+    )
+    assert (proxy.calls_refused, proxy.entries_refused) == (1, 1)
+
+
+def test_a_negative_number_of_refusals_is_an_error(proxy: KinesisFaultProxy) -> None:
+    with pytest.raises(ValueError, match="calls"):
+        proxy.refuse_next(-1)

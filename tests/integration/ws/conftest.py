@@ -32,6 +32,7 @@ from kite_sim.universe import UniverseConfig
 from kite_sim.wire import encode_ticks
 from lambdas.instruments.dal import S3SnapshotStore
 from lambdas.ws.protocol import Channel
+from sandbox.environments import fanout_env, greeks_env, ws_authorizer_env, ws_routes_env
 from sandbox.esm import EventSourceMapping, MappingConfig, MappingTarget
 from sandbox.lambda_runtime import LambdaFunction
 from sandbox.moto_server import AwsEndpoint, MotoServer
@@ -50,9 +51,6 @@ from sandbox.websocket_api import (
     FANOUT_MAPPING,
     FANOUTS,
     ROUTES,
-    authorizer_env,
-    fanout_env,
-    routes_env,
     start_websocket_api,
 )
 from sandbox.ws_gateway import LocalWebSocketGateway
@@ -249,7 +247,6 @@ def ws_stack(moto_server: MotoServer) -> Iterator[WsStack]:
     pool = create_user_pool(aws, names.user_pool)
     alice = create_user(aws, pool, "alice")
     bob = create_user(aws, pool, "bob")
-    base = {**aws.env(), "LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_NAMESPACE": "WsTest"}
     functions: dict[str, LambdaFunction] = {}
     mappings: dict[str, EventSourceMapping] = {}
     gateway: LocalWebSocketGateway | None = None
@@ -257,30 +254,24 @@ def ws_stack(moto_server: MotoServer) -> Iterator[WsStack]:
     with tempfile.TemporaryDirectory() as logs:
 
         def function(name: str, handler: str, env: dict[str, str], **kw: Any) -> LambdaFunction:
-            made = LambdaFunction(name, handler, env={**base, **env}, log_dir=Path(logs), **kw)
+            made = LambdaFunction(name, handler, env=env, log_dir=Path(logs), **kw)
             functions[name] = made
             return made
 
         try:
-            authorizer = function(*AUTHORIZER, authorizer_env(pool), timeout_s=10)
-            routes = function(
-                *ROUTES,
-                {**routes_env(resources), "WS_MAX_CONNECTIONS_PER_USER": "3"},
-                timeout_s=29,
-            )
+            authorizer = function(*AUTHORIZER, ws_authorizer_env(pool), timeout_s=10)
+            limit = {"WS_MAX_CONNECTIONS_PER_USER": str(MAX_CONNECTIONS_PER_USER)}
+            routes = function(*ROUTES, {**ws_routes_env(aws, resources), **limit}, timeout_s=29)
             gateway = start_websocket_api(
                 authorizer=authorizer.invoke, integration=routes.invoke, region=aws.region
             )
             for channel, name in FANOUTS.items():
-                env = fanout_env(resources, channel, gateway.management_url)
+                env = fanout_env(aws, resources, channel, gateway.management_url)
                 function(name, FANOUT_HANDLER, env, timeout_s=60, max_concurrency=1)
             greeks = function(
                 "greeks",
                 "lambdas.greeks.handler.handler",
-                {
-                    "INSTRUMENTS_BUCKET": names.instruments_bucket,
-                    "GREEKS_OUTPUT_STREAM": names.greeks_stream,
-                },
+                greeks_env(aws, resources),
                 timeout_s=60,
                 max_concurrency=1,
             )

@@ -22,6 +22,7 @@ from feed_container.connection import (
 )
 from feed_container.metrics import Metrics
 from feed_container.planner import SlotDiff, SlotId
+from tests.waiting import wait_until_async as eventually  # these tests' name for it
 
 
 class FakeSocket:
@@ -104,13 +105,6 @@ def connection(
         settings=ConnectionSettings(watchdog=watchdog, rate_limited_delay=0.05, reset_after=60),
         connect_fn=kite.connect,  # type: ignore[arg-type]
     )
-
-
-async def eventually(condition: Any, within: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.002)
 
 
 def test_subscription_messages_group_modes_and_unsubscribe_first() -> None:

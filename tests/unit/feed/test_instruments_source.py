@@ -34,7 +34,9 @@ async def test_a_file_dump_loads_into_a_registry_skipping_bad_rows(tmp_path: Pat
 
 
 def test_sources_by_setting() -> None:
-    assert isinstance(source_from_setting("kite", kite_rest_url="http://k"), KiteInstrumentSource)
+    assert isinstance(source_from_setting("kite", kite_rest_url="https://k"), KiteInstrumentSource)
+    with pytest.raises(ValueError, match="https"):
+        source_from_setting("kite", kite_rest_url="http://api.kite.trade")
     snapshot = source_from_setting("s3://b/instruments/", kite_rest_url="", s3_client=object())
     assert isinstance(snapshot, SnapshotInstrumentSource)
     with pytest.raises(ValueError, match="S3 client"):

@@ -19,6 +19,7 @@ from feed_container.kinesis import (
 from feed_container.metrics import Metrics
 from feed_container.sender import CircuitBreaker, SendLane, lane_of
 from feed_container.spill import SpillStore
+from tests.waiting import wait_until_async
 from ticker_core.records import KinesisRecord, PutRecordsBatch, RecordBatcher, deaggregate
 
 
@@ -72,10 +73,12 @@ def batch(*names: str) -> PutRecordsBatch:
 
 
 async def settle(lane: SendLane, within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not lane.is_drained() or lane.queued_batches:
-        assert asyncio.get_running_loop().time() < deadline, "lane did not drain"
-        await asyncio.sleep(0.005)
+    await wait_until_async(
+        lambda: lane.is_drained() and not lane.queued_batches,
+        within=within,
+        every=0.005,
+        what="the lane to drain",
+    )
 
 
 async def test_only_failed_entries_are_resent_before_anything_newer(tmp_path: Path) -> None:
@@ -129,13 +132,9 @@ async def test_whole_call_failures_open_the_breaker_then_one_trial_closes_it(
     lane.start()
     lane.offer([batch("x", "y")])
     # When the third consecutive failure happens
-    for _ in range(1000):
-        if len(kinesis.calls) >= 3:
-            break
-        await asyncio.sleep(0.001)
-    await asyncio.sleep(0)
+    await wait_until_async(lambda: breaker.is_open, every=0.001, what="the breaker to open")
     # Then the breaker is open and nothing is called until it allows a trial
-    assert breaker.is_open
+    assert len(kinesis.calls) == 3
     await settle(lane)
     assert not breaker.is_open
     assert len(kinesis.calls) == 4

@@ -6,15 +6,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from kite_sim.auth import (
-    SessionStore,
-    generate_account,
-    next_daily_expiry,
-    postback_checksum,
-    session_checksum,
-)
+from kite_sim.auth import SessionStore, generate_account, next_daily_expiry
 from kite_sim.clock import ManualClock, MarketClock
 from kite_sim.errors import InputError, PermissionDeniedError, TokenError
+from ticker_core.kite_checksums import session_checksum
 from ticker_core.tz import IST
 
 
@@ -120,16 +115,6 @@ def test_registered_ip_check() -> None:
         account.require_ip("127.0.0.1")
     account.enforce_ip = False
     assert account.ip_allowed("127.0.0.1")
-
-
-def test_checksums_are_sha256_of_concatenation() -> None:
-    import hashlib
-
-    assert session_checksum("k", "r", "s") == hashlib.sha256(b"krs").hexdigest()
-    assert (
-        postback_checksum("1", "2024-06-03 09:15:00", "s")
-        == hashlib.sha256(b"12024-06-03 09:15:00s").hexdigest()
-    )
 
 
 def test_market_clock_speed_and_set() -> None:

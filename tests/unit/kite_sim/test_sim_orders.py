@@ -12,6 +12,7 @@ from kite_sim.clock import ManualClock, MarketClock
 from kite_sim.errors import InputError, NotFoundError, OrderError
 from kite_sim.marketview import Level, Snapshot
 from kite_sim.orders import OrderEngine
+from kite_sim.portfolio import AuctionLot
 from ticker_core.tz import IST
 
 
@@ -380,18 +381,64 @@ def test_cover_order_validation(engine: OrderEngine) -> None:
         )
 
 
-def test_iceberg_shows_one_leg_at_a_time(engine: OrderEngine) -> None:
+def _legs(engine: OrderEngine) -> list[dict[str, object]]:
+    return [o for o in engine.orders(ACCOUNT) if o["variety"] == "iceberg"]
+
+
+def test_iceberg_places_its_legs_as_separate_orders_one_at_a_time(
+    engine: OrderEngine, market: FakeMarket
+) -> None:
+    # Given 20 offered at each level from 1500.05
+    market.set_depth(INFY.instrument_token, 1500.0, 0.05, 20)
+    # When an iceberg of 70 in legs of at most 30 is placed at 1500.05
+    params = limit("BUY", 70, 1500.05, iceberg_legs=3, iceberg_quantity=30, tag="ice1")
+    first = engine.place(ACCOUNT, "iceberg", params)
+    # Then the answer is the first leg: 30 of 70, partly filled, and no other leg is live yet
+    assert (first.quantity, first.filled_quantity, first.status) == (30, 20, "OPEN")
+    assert first.meta["iceberg"] == {
+        "leg": 1,
+        "legs": 3,
+        "leg_quantity": 30,
+        "total_quantity": 70,
+        "remaining_quantity": 40,
+    }
+    assert [leg["order_id"] for leg in _legs(engine)] == [first.order_id]
+    # When the market refreshes its depth twice
+    engine.step()
+    engine.step()
+    # Then each filled leg was followed by the next as a new order with the same tag
+    legs = _legs(engine)
+    assert [leg["meta"]["iceberg"]["leg"] for leg in legs] == [1, 2, 3]
+    assert [leg["quantity"] for leg in legs] == [30, 30, 10]
+    assert [leg["meta"]["iceberg"]["remaining_quantity"] for leg in legs] == [40, 10, 0]
+    assert {leg["tag"] for leg in legs} == {"ice1"}
+    assert len({leg["order_id"] for leg in legs}) == 3
+    assert [leg["status"] for leg in legs[:2]] == ["COMPLETE", "COMPLETE"]
+    engine.step()
+    assert _legs(engine)[2]["status"] == "COMPLETE"
+    assert sum(t["quantity"] for t in engine.trades(ACCOUNT)) == 70
+    # And the first leg's own history still says leg 1
+    assert engine.order_history(ACCOUNT, first.order_id)[-1]["meta"]["iceberg"]["leg"] == 1
+
+
+def test_cancelling_an_iceberg_leg_ends_the_iceberg(engine: OrderEngine) -> None:
+    params = limit("BUY", 90, 1400.0, iceberg_legs=3, iceberg_quantity=30)
+    first = engine.place(ACCOUNT, "iceberg", params)
+    with pytest.raises(InputError, match="quantity"):
+        engine.modify(ACCOUNT, "iceberg", first.order_id, {"quantity": "60"})
+    engine.cancel(ACCOUNT, "iceberg", first.order_id)
+    engine.step()
+    assert [leg["status"] for leg in _legs(engine)] == ["CANCELLED"]
+
+
+def test_iceberg_parameter_rules(engine: OrderEngine) -> None:
     params = limit("BUY", 90, 1500.25, iceberg_legs=3, iceberg_quantity=30)
-    order = engine.place(ACCOUNT, "iceberg", params)
-    assert order.filled_quantity == 30
-    assert order.meta["iceberg"]["leg"] == 2
-    engine.step()
-    engine.step()
-    assert order.status == "COMPLETE"
     with pytest.raises(InputError, match="iceberg_legs"):
         engine.place(ACCOUNT, "iceberg", {**params, "iceberg_legs": 11})
     with pytest.raises(InputError, match="iceberg_quantity"):
         engine.place(ACCOUNT, "iceberg", {**params, "iceberg_quantity": 10})
+    with pytest.raises(InputError, match="validity"):
+        engine.place(ACCOUNT, "iceberg", {**params, "validity": "IOC"})
 
 
 def test_positions_pnl_and_funds(engine: OrderEngine, market: FakeMarket) -> None:
@@ -406,3 +453,114 @@ def test_positions_pnl_and_funds(engine: OrderEngine, market: FakeMarket) -> Non
     assert engine.available_funds(ACCOUNT) < engine.opening_funds + realised
     assert engine.counts()["COMPLETE"] == 2
     assert engine.live_orders() == []
+
+
+def test_amo_during_market_hours_is_refused(engine: OrderEngine) -> None:
+    # Given an open market, When an AMO is placed, Then Kite refuses the call itself
+    with pytest.raises(InputError, match="outside market hours"):
+        engine.place(ACCOUNT, "amo", limit("BUY", 1, 1500.10))
+    assert engine.orders(ACCOUNT) == []
+
+
+def test_order_book_fields_follow_kites(engine: OrderEngine) -> None:
+    tagged = engine.place(ACCOUNT, "regular", limit("BUY", 1, 1400.0, tag="abc123"))
+    untagged = engine.place(
+        ACCOUNT, "regular", limit("BUY", 1, 1400.0, validity="TTL", validity_ttl=5)
+    )
+    book = {o["order_id"]: o for o in engine.orders(ACCOUNT)}
+    assert book[tagged.order_id]["tags"] == ["abc123"]
+    assert book[tagged.order_id]["validity_ttl"] == 0
+    assert book[tagged.order_id]["account_id"] == ACCOUNT.user_id
+    assert "tags" not in book[untagged.order_id]
+    assert book[untagged.order_id]["validity_ttl"] == 5
+    assert "auction_number" not in book[untagged.order_id]
+
+
+def test_exiting_a_cover_order_names_its_entry(engine: OrderEngine) -> None:
+    entry = engine.place(
+        ACCOUNT, "co", limit("BUY", 10, 1500.10, product="MIS", trigger_price=1480.0)
+    )
+    leg = next(o for o in engine.orders(ACCOUNT) if o["parent_order_id"] == entry.order_id)
+    # An exit naming another order as the parent is refused; the leg stays live
+    with pytest.raises(InputError, match="not a leg"):
+        engine.cancel(ACCOUNT, "co", str(leg["order_id"]), parent_order_id="999")
+    assert engine.get(ACCOUNT, str(leg["order_id"])).status == "TRIGGER PENDING"
+    # The entry itself cannot be cancelled once filled
+    with pytest.raises(OrderError):
+        engine.cancel(ACCOUNT, "co", entry.order_id)
+
+
+@pytest.fixture
+def auction_engine(market: FakeMarket, clock: MarketClock) -> OrderEngine:
+    """An engine whose account may sell 20 INFY in auction 42, with 20 INFY held."""
+    engine = OrderEngine(market, clock)
+    engine.holdings_provider = lambda _account, inst: 20 if inst is INFY else 0
+    engine.auction_lots = lambda _account: [AuctionLot("42", INFY.instrument_token, 20)]
+    clock.set(datetime(2024, 6, 3, 14, 5, tzinfo=IST))
+    return engine
+
+
+def auction(qty: int = 10, price: float = 1510.0, **extra: object) -> dict[str, object]:
+    return limit("SELL", qty, price, **{"product": "CNC", "auction_number": "42", **extra})
+
+
+def test_auction_order_rests_and_sells_at_its_price_when_the_auction_closes(
+    auction_engine: OrderEngine, clock: MarketClock
+) -> None:
+    # Given the auction session (14:00-14:30) is on
+    # When an auction sell is placed above the continuous market's best bid
+    order = auction_engine.place(ACCOUNT, "auction", auction())
+    # Then it rests OPEN, untouched by the continuous book, with its auction number
+    assert order.status == "OPEN"
+    auction_engine.step()
+    assert order.filled_quantity == 0
+    assert auction_engine.orders(ACCOUNT)[0]["auction_number"] == "42"
+    with pytest.raises(InputError, match="cannot be modified"):
+        auction_engine.modify(ACCOUNT, "auction", order.order_id, {"price": "1515"})
+    # When the auction closes
+    clock.set(datetime(2024, 6, 3, 14, 30, tzinfo=IST))
+    auction_engine.step()
+    # Then it sold all of it at its limit price
+    assert order.status == "COMPLETE"
+    assert [(t["quantity"], t["average_price"]) for t in auction_engine.trades(ACCOUNT)] == [
+        (10, 1510.0)
+    ]
+
+
+def test_auction_order_can_be_cancelled_before_the_close(auction_engine: OrderEngine) -> None:
+    order = auction_engine.place(ACCOUNT, "auction", auction())
+    auction_engine.cancel(ACCOUNT, "auction", order.order_id)
+    assert order.status == "CANCELLED"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({k: v for k, v in auction().items() if k != "auction_number"}, "auction_number"),
+        (auction(auction_number="7"), "auction_number"),
+        (auction(transaction_type="BUY"), "SELL"),
+        (auction(product="MIS"), "CNC"),
+    ],
+)
+def test_auction_parameters_are_checked(
+    auction_engine: OrderEngine, params: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        auction_engine.place(ACCOUNT, "auction", params)
+
+
+@pytest.mark.parametrize(
+    ("when", "qty", "reason"),
+    [
+        (datetime(2024, 6, 3, 13, 59, tzinfo=IST), 10, "auction session"),
+        (datetime(2024, 6, 3, 14, 30, tzinfo=IST), 10, "auction session"),
+        (datetime(2024, 6, 3, 14, 10, tzinfo=IST), 25, "holdings"),
+    ],
+)
+def test_auction_orders_outside_the_session_or_beyond_holdings_are_rejected(
+    auction_engine: OrderEngine, clock: MarketClock, when: datetime, qty: int, reason: str
+) -> None:
+    clock.set(when)
+    order = auction_engine.place(ACCOUNT, "auction", auction(qty))
+    assert order.status == "REJECTED"
+    assert reason in (order.status_message or "")

@@ -6,6 +6,7 @@ import pytest
 
 from kite_sim.clock import ManualClock
 from kite_sim.faults import FaultController, FaultSpecError, parse_cli_fault
+from kite_sim.order_rate import OrderRateMeter
 from kite_sim.ratelimit import Category, Limit, RateLimiter, category_for, scaled_limits
 
 
@@ -159,3 +160,83 @@ def test_cli_fault_syntax() -> None:
         parse_cli_fault("{oops")
     with pytest.raises(FaultSpecError):
         parse_cli_fault("meteor:x=1")
+
+
+def test_after_accept_faults_match_count_and_are_described() -> None:
+    # Given a hang on the next order placement and a reset on the next cancel
+    faults = FaultController(ManualClock())
+    faults.apply(
+        {"kind": "hang_after_accept", "seconds": 5, "path_prefix": "/orders", "method": "POST"}
+    )
+    faults.apply({"kind": "reset_after_accept", "path_prefix": "/orders", "method": "DELETE"})
+    assert [f["kind"] for f in faults.describe()["after_accept"]] == [
+        "hang_after_accept",
+        "reset_after_accept",
+    ]
+    # When calls are served, Then only the matching ones lose their answer, once each
+    assert faults.take_after_accept("GET", "/orders") is None
+    hang = faults.take_after_accept("POST", "/orders/regular", "key")
+    assert hang is not None
+    assert (hang.kind, hang.seconds) == ("hang_after_accept", 5.0)
+    assert faults.take_after_accept("POST", "/orders/regular") is None
+    reset = faults.take_after_accept("DELETE", "/orders/regular/1")
+    assert reset is not None
+    assert reset.kind == "reset_after_accept"
+    assert faults.take_after_accept("POST", "/_sim/faults") is None
+    assert faults.fired == {"hang_after_accept": 1, "reset_after_accept": 1}
+    assert faults.describe()["after_accept"] == []
+
+
+def test_after_accept_faults_by_api_key_until_cleared() -> None:
+    faults = FaultController(ManualClock())
+    faults.lose_answers("reset_after_accept", count=None, api_key="a")
+    assert faults.take_after_accept("POST", "/orders/regular", "b") is None
+    assert faults.take_after_accept("POST", "/orders/regular", "a") is not None
+    assert faults.take_after_accept("POST", "/orders/regular", "a") is not None
+    faults.clear()
+    assert faults.take_after_accept("POST", "/orders/regular", "a") is None
+
+
+def test_bad_after_accept_specs_are_refused() -> None:
+    faults = FaultController(ManualClock())
+    with pytest.raises(FaultSpecError, match="seconds"):
+        faults.apply({"kind": "hang_after_accept"})
+    with pytest.raises(FaultSpecError):
+        faults.apply({"kind": "hang_after_accept", "seconds": "soon"})
+    with pytest.raises(FaultSpecError):
+        faults.lose_answers("vanish")
+
+
+def test_order_rate_meter_keeps_the_peak_per_second_window_per_key() -> None:
+    # Given order calls of key "a": 3 within 0.5 s, then 2 more 1 s later, refused ones counted
+    clock = ManualClock()
+    meter = OrderRateMeter(clock)
+    for accepted in (True, True, False):
+        meter.record("a", accepted=accepted)
+        clock.advance(0.25)
+    clock.advance(1.0)
+    meter.record("a", accepted=True)
+    meter.record("b", accepted=True)
+    clock.advance(0.1)
+    meter.record("a", accepted=True)
+    # Then the peak is the busiest window, sent and accepted apart, and keys are separate
+    described = meter.describe()
+    assert described["a"]["received"] == 5
+    assert described["a"]["refused"] == 1
+    assert described["a"]["max_received_in_window"] == 3
+    assert described["a"]["max_accepted_in_window"] == 2
+    assert meter.peak("b") == 1
+    assert meter.peak("nobody") == 0
+    stamps = described["a"]["timestamps"]
+    assert stamps == sorted(stamps)
+    assert len(stamps) == 5
+
+
+def test_order_rate_window_is_half_open() -> None:
+    # Given calls exactly one second apart, Then no window holds two of them
+    clock = ManualClock()
+    meter = OrderRateMeter(clock)
+    for _ in range(5):
+        meter.record("a", accepted=True)
+        clock.advance(1.0)
+    assert meter.peak("a") == 1

@@ -14,6 +14,7 @@ from sandbox.chaos import ChaosEvent, ChaosSchedule
 from sandbox.dashboard import Dashboard, Sample, by_label, derive, parse_prometheus, total
 from sandbox.esm import MappingView, ShardStats, ShardView
 from sandbox.lambda_runtime import FunctionStats
+from tests.waiting import wait_until
 
 PROMETHEUS = """\
 # HELP feed_ticks_received_total Ticks decoded from Kite frames, per account
@@ -129,9 +130,7 @@ def test_chaos_events_fire_in_order_at_their_times_and_failures_are_recorded() -
         [ChaosEvent("b", 0.5, action("b")), ChaosEvent("a", 0.1, action("a"))], duration_s=0.4
     )
     schedule.start()
-    deadline = time.monotonic() + 5
-    while len(schedule.records) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(schedule.records), lambda fired: fired >= 2, within=5, what="2 events")
     schedule.stop()
     assert [name for name, _ in fired] == ["a", "b"]
     assert fired[1][1] >= 0.19

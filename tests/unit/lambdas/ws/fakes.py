@@ -16,7 +16,7 @@ from lambdas.ws.state import (
     Subscriptions,
 )
 from tests.factories import chain, index_instrument
-from tests.unit.api.fakes import equity
+from tests.unit.lambdas.api.fakes import equity
 from ticker_core.instruments import InstrumentRegistry
 
 EXPIRY = date(2026, 12, 31)

@@ -7,11 +7,19 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from lambdas.api.errors import KiteCallError, KiteFailureKind
+from lambdas.api.errors import KiteCallError, KiteFailureKind, ServiceUnavailableError
 from lambdas.api.logic import kite_tag
 from lambdas.api.openapi import DOCUMENT, generate
-from lambdas.api.updates import postback_checksum
-from tests.unit.api.fakes import ACCOUNT, ADMIN, LIMIT_BUY, OTHER_ACCOUNT, TRADER, VIEWER, rig
+from tests.unit.lambdas.api.fakes import (
+    ACCOUNT,
+    ADMIN,
+    LIMIT_BUY,
+    OTHER_ACCOUNT,
+    TRADER,
+    VIEWER,
+    rig,
+)
+from ticker_core.kite_checksums import postback_checksum
 
 ORDERS = f"/accounts/{ACCOUNT}/orders"
 
@@ -59,11 +67,26 @@ def test_a_view_grant_reads_but_cannot_trade() -> None:
 
 def test_writes_need_an_idempotency_key() -> None:
     r = rig()
-    status, body, _ = r.call("POST", ORDERS, body=LIMIT_BUY)
-    assert (status, body["code"]) == (400, "idempotency_key_required")
-    status, body, _ = r.call("POST", ORDERS, body=LIMIT_BUY, headers=key("bad key!"))
-    assert (status, body["code"]) == (400, "idempotency_key_required")
+    for headers, rule in (({}, "missing"), (key("bad key!"), "string_pattern_mismatch")):
+        status, body, _ = r.call("POST", ORDERS, body=LIMIT_BUY, headers=headers)
+        assert status == 422
+        detail = body["details"][0]
+        assert (detail["field"], detail["rule"]) == ("header.idempotency-key", rule)
     assert r.kite.placed == []
+
+
+def test_a_body_that_is_not_utf8_is_422() -> None:
+    r = rig()
+    status, body, _ = r.call("POST", ORDERS, raw_body=b"\xff\xfe{", headers=key())
+    assert (status, body["details"][0]["rule"]) == (422, "json_invalid")
+
+
+def test_bodies_must_be_json() -> None:
+    r = rig()
+    status, body, _ = r.call(
+        "POST", ORDERS, raw_body=b"a=1", headers={**key(), "Content-Type": "multipart/form-data"}
+    )
+    assert (status, body["code"]) == (415, "unsupported_media_type")
 
 
 def test_a_replay_in_any_header_case_returns_the_first_answer_and_places_once() -> None:
@@ -325,3 +348,20 @@ def test_health_is_public_and_unknown_routes_are_404() -> None:
     assert r.call("GET", "/health", user=None)[:2] == (200, {"status": "ok"})
     status, body, _ = r.call("GET", "/nowhere", user=None)
     assert (status, body["code"]) == (404, "not_found")
+
+
+def test_an_order_kite_accepted_is_answered_even_if_its_intent_cannot_be_settled() -> None:
+    r = rig()
+    original = r.lifecycle.settle_intent
+
+    def store_down(intent_id: int, status: str, **changes: Any) -> None:
+        if status == "accepted":
+            raise ServiceUnavailableError()
+        original(intent_id, status, **changes)
+
+    r.lifecycle.settle_intent = store_down  # type: ignore[method-assign]
+    status, body, _ = r.call("POST", ORDERS, body=LIMIT_BUY, headers=key())
+    assert status == 200
+    assert body["data"]["order_id"] == r.kite.orders_book[0]["order_id"]
+    # And the intent is still "sent": a retry after the idempotency record expired finds it
+    assert [i.status for i in r.lifecycle.intents.values()] == ["sent"]

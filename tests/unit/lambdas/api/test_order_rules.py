@@ -9,7 +9,7 @@ import pytest
 from lambdas.api.errors import ValidationFailedError
 from lambdas.api.models import GttRequest, PlaceOrderRequest
 from lambdas.api.validation import OrderRules, checked_gtt, checked_order, on_tick_grid
-from tests.unit.api.fakes import LIMIT_BUY, NIFTY_FUT, REGISTRY, TODAY
+from tests.unit.lambdas.api.fakes import LIMIT_BUY, NIFTY_FUT, REGISTRY, TODAY
 
 
 def problems(order: dict[str, Any], rules: OrderRules | None = None) -> set[tuple[str, str]]:

@@ -353,7 +353,7 @@ class Rig:
             if raw_body is not None
             else (json.dumps(body).encode() if body is not None else b"")
         )
-        if data:
+        if data and not any(name.lower() == "content-type" for name, _ in pairs):
             pairs.append(("Content-Type", "application/json"))
         claims = None
         if user is not None:

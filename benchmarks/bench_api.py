@@ -1,0 +1,211 @@
+"""api: placing orders through the local API Gateway, against Kite's own client direct.
+
+Three measurements on one loopback stack (``sandbox.api_stack``: moto,
+PostgreSQL, kite_sim, the function's execution environments behind the
+gateway):
+
+1. **Place-order latency.** The same resting LIMIT order placed through the
+   API (gateway, Cognito token check, grant, idempotency record, intent,
+   limiter slot, Kite call, settle) and, as the anchor in the same rounds,
+   with the official ``kiteconnect`` client calling kite_sim directly, on
+   another account. Both are paced under Kite's 10 orders/s so neither meets
+   a rate limit; p50 and p99 of each, and their ratios (target: API p99 at
+   most 2x direct: ``direct / API >= 0.5``).
+2. **Cold import.** ``import lambdas.api.handler`` in a fresh interpreter,
+   against a fresh interpreter that imports nothing (target <= 0.5 s).
+3. **Burst.** 200 place requests, 20 per account over 10 accounts, all at
+   once: every request answered, each order placed once (one per tag in the
+   book), and no account over Kite's 10 orders/s at kite_sim (its sliding
+   window refused nothing).
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from benchmarks.harness import Comparison, Figure, Result, benchmark
+
+ORDERS_PER_SIDE = 60
+PACE_S = 0.12  # < 10 orders/s per account
+BURST_ACCOUNTS = 10
+BURST_PER_ACCOUNT = 20
+IMPORT_ROUNDS = 5
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _cold_import() -> tuple[float, float]:
+    def run(code: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - started
+
+    bare = [run("pass") for _ in range(IMPORT_ROUNDS)]
+    handler = [run("import lambdas.api.handler") for _ in range(IMPORT_ROUNDS)]
+    return statistics.median(handler), statistics.median(bare)
+
+
+def _latencies(stack: Any) -> tuple[list[float], list[float]]:
+    from kiteconnect import KiteConnect
+
+    from sandbox.trading import api_call
+
+    sim = stack.simulator
+    direct_account = sim.accounts[1]
+    kite = KiteConnect(direct_account.api_key, root=sim.rest_url)
+    kite.set_access_token(stack.sim.call(lambda: sim.issue_access_token(1)))
+    price = stack.resting_price("NSE", "INFY")
+    order = {
+        "exchange": "NSE", "tradingsymbol": "INFY", "transaction_type": "BUY", "quantity": 1,
+        "product": "MIS", "order_type": "LIMIT", "price": price,
+    }  # fmt: skip
+    url = f"{stack.api.url}/accounts/{stack.account}/orders"
+    api_ms: list[float] = []
+    direct_ms: list[float] = []
+    for _ in range(ORDERS_PER_SIDE):
+        started = time.perf_counter()
+        status, body, _ = api_call(
+            "POST", url, token=stack.api.trader.id_token, body=order,
+            headers={"Idempotency-Key": f"bench-{uuid.uuid4()}"},
+        )  # fmt: skip
+        api_ms.append((time.perf_counter() - started) * 1000)
+        if status != 200:
+            raise RuntimeError(f"API place failed: {status} {body.get('code')}")
+        started = time.perf_counter()
+        kite.place_order(variety="regular", **order)
+        direct_ms.append((time.perf_counter() - started) * 1000)
+        time.sleep(PACE_S)
+    return api_ms, direct_ms
+
+
+def _burst(stack: Any) -> dict[str, Any]:
+    from sandbox.trading import api_call
+
+    sim = stack.simulator
+    refused_before = stack.sim.call(lambda: sim.limiter.refused)
+    statuses: Counter[int] = Counter()
+    tags: list[str] = []
+    lock = threading.Lock()
+    gate = threading.Barrier(BURST_ACCOUNTS * BURST_PER_ACCOUNT)
+    prices = {a.user_id: stack.resting_price("NSE", "TCS") for a in stack.accounts[:1]}
+    price = next(iter(prices.values()))
+    order = {
+        "exchange": "NSE", "tradingsymbol": "TCS", "transaction_type": "BUY", "quantity": 1,
+        "product": "MIS", "order_type": "LIMIT", "price": price,
+    }  # fmt: skip
+
+    def one(account: str) -> None:
+        gate.wait(60)
+        try:
+            status, body, _ = api_call(
+                "POST", f"{stack.api.url}/accounts/{account}/orders",
+                token=stack.api.trader.id_token, body=order,
+                headers={"Idempotency-Key": f"burst-{uuid.uuid4()}"},
+            )  # fmt: skip
+        except OSError:
+            status, body = 0, {}
+        with lock:
+            statuses[status] += 1
+            if status == 200:
+                tags.append(body["data"]["tag"])
+
+    started = time.perf_counter()
+    threads = [
+        threading.Thread(target=one, args=(account.user_id,))
+        for account in stack.accounts[:BURST_ACCOUNTS]
+        for _ in range(BURST_PER_ACCOUNT)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    elapsed = time.perf_counter() - started
+    book_tags: Counter[str] = Counter()
+    for index in range(BURST_ACCOUNTS):
+        for entry in stack.sim_orders(index):
+            if entry.get("tag") in set(tags):
+                book_tags[entry["tag"]] += 1
+    return {
+        "statuses": dict(statuses),
+        "seconds": elapsed,
+        "placed": len(tags),
+        "duplicates": sum(n - 1 for n in book_tags.values() if n > 1),
+        "in_book": sum(book_tags.values()),
+        "kite_429": stack.sim.call(lambda: sim.limiter.refused) - refused_before,
+        "max_per_second": max(
+            (r["max_received_in_window"] for r in stack.sim.call(sim.order_rate.describe).values()),
+            default=0,
+        ),
+    }
+
+
+@benchmark("api")
+def api() -> Result:
+    """Run the three measurements (module docstring)."""
+    from sandbox.api_stack import api_stack
+    from sandbox.moto_server import MotoServer
+    from sandbox.postgres import EmbeddedPostgres
+
+    handler_s, bare_s = _cold_import()
+    with (
+        MotoServer() as moto,
+        EmbeddedPostgres() as pg,
+        api_stack(moto, pg.info, accounts=BURST_ACCOUNTS, environments=8) as stack,
+    ):
+        api_ms, direct_ms = _latencies(stack)
+        burst = _burst(stack)
+    api_p50, api_p99 = _percentile(api_ms, 0.5), _percentile(api_ms, 0.99)
+    direct_p50, direct_p99 = _percentile(direct_ms, 0.5), _percentile(direct_ms, 0.99)
+    import_s = handler_s - bare_s
+    answered = sum(n for s, n in burst["statuses"].items() if s in (200, 409, 429))
+    total = BURST_ACCOUNTS * BURST_PER_ACCOUNT
+    return Result(
+        name="api",
+        title="Trading API: place-order through the local API Gateway",
+        method=__doc__ or "",
+        figures=[
+            Figure("API place p50", api_p50, "ms"),
+            Figure("API place p99", api_p99, "ms"),
+            Figure("kiteconnect direct p50", direct_p50, "ms"),
+            Figure("kiteconnect direct p99", direct_p99, "ms"),
+            Figure("cold import of lambdas.api.handler (over a bare interpreter)", import_s, "s"),
+            Figure("burst: requests answered 200", burst["statuses"].get(200, 0), "requests"),
+            Figure("burst: wall time for 200 requests", burst["seconds"], "s"),
+            Figure("burst: duplicate orders in kite_sim's books", burst["duplicates"], "orders"),
+            Figure("burst: kite_sim 429s (an account over 10/s)", burst["kite_429"], "calls"),
+            Figure(
+                "most order calls one account sent kite_sim in any 1 s",
+                burst["max_per_second"],
+                "calls",
+            ),
+        ],
+        comparisons=[
+            Comparison("API place p50", "kiteconnect direct p50", direct_p50 / api_p50),
+            Comparison("API place p99", "kiteconnect direct p99", direct_p99 / api_p99, 0.5),
+        ],
+        checks=[
+            ("cold import <= 0.5 s", import_s <= 0.5),
+            (f"burst: every request answered ({burst['statuses']})", answered == total),
+            ("burst: 0 duplicate orders", burst["duplicates"] == 0),
+            ("burst: every placed order in the book once", burst["in_book"] == burst["placed"]),
+            (
+                "burst: no account above 10 orders/s at kite_sim",
+                burst["kite_429"] == 0 and burst["max_per_second"] <= 10,
+            ),
+        ],
+        notes=[
+            "ratios are direct/API: 0.5 means the API takes twice as long as Kite's own "
+            "client calling kite_sim directly",
+            "the API's environments are started before measuring (as provisioned concurrency)",
+        ],
+    )

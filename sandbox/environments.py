@@ -1,0 +1,166 @@
+"""The environment of every child the sandbox starts: the one place that names their variables.
+
+Each deployable reads the settings its deployed configuration would give it;
+here they point at the loopback stand-ins instead (moto, the Kinesis fault
+proxy, the embedded PostgreSQL, the Kite simulator). Pure: values in,
+dictionaries out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from lambdas.ws.protocol import Channel
+from sandbox.moto_server import AwsEndpoint
+from sandbox.postgres import ConnectionInfo
+from sandbox.provision import Resources, UserPool
+
+# What every function's environment has besides its own settings.
+FUNCTION_ENV = {"POWERTOOLS_METRICS_NAMESPACE": "TickerService", "LOG_LEVEL": "WARNING"}
+# The feed's watchdog, short so that the chaos run's silent connection trips it.
+FEED_WATCHDOG_S = 5.0
+
+
+def aws_env(aws: AwsEndpoint, kinesis_url: str | None = None) -> dict[str, str]:
+    """The AWS SDK's endpoint and identity; Kinesis through ``kinesis_url`` when given."""
+    env = aws.env()
+    if kinesis_url is not None:
+        env["AWS_ENDPOINT_URL_KINESIS"] = kinesis_url
+    return env
+
+
+def persist_env(aws: AwsEndpoint, db: ConnectionInfo) -> dict[str, str]:
+    """The persist function: PostgreSQL only (it reads its events, it writes no stream)."""
+    return {**FUNCTION_ENV, **aws_env(aws), **db.db_env()}
+
+
+def greeks_env(
+    aws: AwsEndpoint, resources: Resources, kinesis_url: str | None = None
+) -> dict[str, str]:
+    """The Greeks function: the instruments snapshot in, the Greeks stream out."""
+    return {
+        **FUNCTION_ENV,
+        **aws_env(aws, kinesis_url),
+        "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
+        "GREEKS_OUTPUT_STREAM": resources.names.greeks_stream,
+    }
+
+
+def api_env(
+    aws: AwsEndpoint,
+    db: ConnectionInfo,
+    resources: Resources,
+    kite_rest_url: str,
+    **overrides: str,
+) -> dict[str, str]:
+    """The trading API function: its tables, bus, Kite, the vault and the snapshot."""
+    return {
+        **FUNCTION_ENV,
+        **aws_env(aws),
+        **db.db_env(),
+        "API_GRANTS_TABLE": resources.names.grants_table,
+        "API_IDEMPOTENCY_TABLE": resources.names.idempotency_table,
+        "API_LIMITER_TABLE": resources.names.limiter_table,
+        "API_EVENT_BUS": resources.names.event_bus,
+        "API_KITE_ROOT": kite_rest_url,
+        "API_CORS_ORIGINS": "http://127.0.0.1:8000",
+        "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
+        "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
+        "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
+        **overrides,
+    }
+
+
+def instruments_env(
+    aws: AwsEndpoint, db: ConnectionInfo, resources: Resources, kite_rest_url: str
+) -> dict[str, str]:
+    """The instruments function: Kite's instrument list to S3 and PostgreSQL."""
+    return {
+        **FUNCTION_ENV,
+        **aws_env(aws),
+        **db.db_env(),
+        "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
+        "INSTRUMENTS_KITE_ROOT": kite_rest_url,
+        "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
+        "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
+    }
+
+
+def feed_env(
+    parent: Mapping[str, str],
+    aws: AwsEndpoint,
+    resources: Resources,
+    *,
+    kinesis_url: str | None,
+    kite_ws_url: str,
+    kite_rest_url: str,
+    health_port: int,
+    spill_dir: Path,
+) -> dict[str, str]:
+    """The feed container, as its task definition would configure it.
+
+    ``parent`` (this process's environment) passes through, less anything
+    ``FEED_*`` or ``AWS_*`` that could point the feed elsewhere.
+    """
+    return {
+        **{k: v for k, v in parent.items() if not k.startswith(("FEED_", "AWS_"))},
+        **aws_env(aws, kinesis_url),
+        "FEED_KITE_WS_URL": kite_ws_url,
+        "FEED_KITE_REST_URL": kite_rest_url,
+        "FEED_SECRETS_PREFIX": resources.names.secrets_prefix,
+        "FEED_KMS_KEY_ID": resources.kms_key_arn,
+        "FEED_SUBSCRIPTIONS_TABLE": resources.names.subscriptions_table,
+        "FEED_STREAM_NAME": resources.names.ticks_stream,
+        # The snapshot the instruments function published, as the Greeks function reads it.
+        "FEED_INSTRUMENTS_SOURCE": f"s3://{resources.names.instruments_bucket}/instruments/",
+        "FEED_HEALTH_HOST": "127.0.0.1",
+        "FEED_HEALTH_PORT": str(health_port),
+        "FEED_SPILL_DIR": str(spill_dir),
+        "FEED_WATCHDOG_SECONDS": str(FEED_WATCHDOG_S),
+        "FEED_BACKOFF_INITIAL_SECONDS": "0.5",
+        "FEED_BACKOFF_MAX_SECONDS": "5",
+        "FEED_CREDENTIAL_CACHE_SECONDS": "5",
+        "FEED_EMF_INTERVAL_SECONDS": "0",
+        "FEED_STOP_TIMEOUT_SECONDS": "60",
+    }
+
+
+def ws_authorizer_env(pool: UserPool) -> dict[str, str]:
+    """The WebSocket authorizer: the pool's issuer in AWS's form, its JWKS on moto."""
+    return {
+        **FUNCTION_ENV,
+        "COGNITO_ISSUER": pool.issuer,
+        "COGNITO_CLIENT_IDS": pool.client_id,
+        "COGNITO_JWKS_URL": pool.jwks_url,
+    }
+
+
+def _ws_state_env(aws: AwsEndpoint, resources: Resources) -> dict[str, str]:
+    names = resources.names
+    return {
+        **FUNCTION_ENV,
+        **aws_env(aws),
+        "WS_CONNECTIONS_TABLE": names.ws_connections_table,
+        "WS_SUBSCRIBERS_TABLE": names.ws_subscribers_table,
+        "WS_FEED_SUBSCRIPTIONS_TABLE": names.subscriptions_table,
+    }
+
+
+def ws_routes_env(aws: AwsEndpoint, resources: Resources) -> dict[str, str]:
+    """The WebSocket routes: the state tables, the feed's store, the instruments snapshot."""
+    return {
+        **_ws_state_env(aws, resources),
+        "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
+    }
+
+
+def fanout_env(
+    aws: AwsEndpoint, resources: Resources, channel: Channel, management_url: str
+) -> dict[str, str]:
+    """One fan-out function: its stream's channel and the gateway's @connections endpoint."""
+    return {
+        **_ws_state_env(aws, resources),
+        "FANOUT_CHANNEL": channel.value,
+        "FANOUT_MANAGEMENT_ENDPOINT": management_url,
+    }

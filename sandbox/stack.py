@@ -1,0 +1,545 @@
+"""Bringing every component up on 127.0.0.1, in order, and down again in reverse.
+
+Start order (each step needs the ones before it): PostgreSQL (embedded, or a
+fresh database on ``DATABASE_URL``'s server), moto's server, the AWS
+resources, the migrations, the Kite simulator, the accounts (a real login
+each, stored encrypted in the vault), the desired subscriptions, the
+Lambda functions with their event source mappings (``ticks`` -> greeks,
+``ticks`` -> persist, ``greeks`` -> persist, and a fan-out per stream), the
+instruments snapshot, the trading API and the WebSocket API behind their
+local gateways, and last the feed container, as the same entrypoint the
+Dockerfile runs.
+
+Every step that starts something registers how to stop it; :meth:`Stack.stop`
+runs those last started first, each child's whole process group, whether the
+start-up finished or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+
+from lambdas.common.db import DatabaseSettings, connection_parameters
+from lambdas.migrate.dal import migrate
+from lambdas.migrate.logic import bundled_migrations
+from sandbox.environments import (
+    api_env,
+    fanout_env,
+    feed_env,
+    greeks_env,
+    instruments_env,
+    persist_env,
+    ws_authorizer_env,
+    ws_routes_env,
+)
+from sandbox.esm import EventSourceMapping, MappingConfig, MappingTarget
+from sandbox.kinesis_proxy import KinesisFaultProxy
+from sandbox.kite import SimAccount, SimAdmin, register_accounts
+from sandbox.lambda_runtime import REPO_ROOT, LambdaFunction
+from sandbox.moto_server import AwsEndpoint, MotoServer
+from sandbox.observe import Metrics, read_feed_metrics
+from sandbox.options import Options, RunPaths
+from sandbox.postgres import ConnectionInfo, EmbeddedPostgres, free_port
+from sandbox.processes import ManagedProcess
+from sandbox.provision import Resources, client, provision
+from sandbox.subscriptions import SubscriptionPlan, plan_subscriptions, write_plan
+from sandbox.trading import ApiSandbox, start_api
+from sandbox.websocket_api import (
+    AUTHORIZER,
+    FANOUT_HANDLER,
+    FANOUT_MAPPING,
+    FANOUTS,
+    ROUTES,
+    client_command,
+    nearest_chain,
+    start_websocket_api,
+)
+from sandbox.websocket_api import endpoints as websocket_endpoints
+from sandbox.ws_gateway import LocalWebSocketGateway
+from ticker_adapters.credentials import CredentialVault
+from ticker_adapters.envelope import KmsEnvelopeCipher
+from ticker_adapters.subscription_store import SubscriptionStore
+from ticker_core.instruments import InstrumentRegistry, parse_instruments
+from ticker_core.tz import IST
+
+SIM_TICK_INTERVAL_S = 0.1  # one frame per connection per 100 ms, as Kite's ticker batches
+MAX_TICKS_PER_INSTRUMENT = 1 / SIM_TICK_INTERVAL_S
+FEED_START_TIMEOUT_S = 60.0
+FEED_STOP_TIMEOUT_S = 70.0  # the feed's own flush budget (60 s) and some
+API_ENVIRONMENTS = 4  # the API function's concurrency, all initialised before the run
+
+# Event source mappings as the CDK stack configures them.
+GREEKS_MAPPING = MappingConfig(
+    batch_size=500,
+    maximum_batching_window_s=0.5,
+    maximum_retry_attempts=10,
+    bisect_batch_on_function_error=True,
+    report_batch_item_failures=True,
+)
+PERSIST_MAPPING = MappingConfig(
+    batch_size=1000,
+    maximum_batching_window_s=1.0,
+    maximum_retry_attempts=10,
+    bisect_batch_on_function_error=True,
+    report_batch_item_failures=True,
+)
+
+T = TypeVar("T")
+
+
+class SandboxError(RuntimeError):
+    """A component could not be started or the run could not be completed."""
+
+
+def need(value: T | None, what: str) -> T:
+    """``value``, or :class:`SandboxError` if the component it comes from is not running."""
+    if value is None:
+        raise SandboxError(f"{what} is not running")
+    return value
+
+
+def database_settings(info: ConnectionInfo) -> DatabaseSettings:
+    """The Lambdas' database settings for ``info`` (what ``DB_*`` would say)."""
+    values: dict[str, Any] = {k[3:].lower(): v for k, v in info.db_env().items()}
+    return DatabaseSettings(**values)
+
+
+def sim_rates(target_rate: float, instruments: int) -> tuple[float, float]:
+    """The simulator's ticks/s per instrument and its overall cap for ``target_rate``."""
+    per_instrument = min(target_rate / max(instruments, 1), MAX_TICKS_PER_INSTRUMENT)
+    return per_instrument, target_rate
+
+
+@dataclass
+class RunNotes:
+    """What the run observed about itself, for the dashboard and the report.
+
+    ``problems`` are the notes that make the verdict incomplete (a drain that
+    gave up); the others only explain.
+    """
+
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        """An observation."""
+        self.lines.append(text)
+
+    def problem(self, text: str) -> None:
+        """An observation that the verdict must count against the run."""
+        self.problems.append(text)
+        self.lines.append(text)
+
+
+@dataclass
+class Children:
+    """Every process the run started, for the report and the no-leftovers check."""
+
+    started: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, name: str, pid: int | None) -> None:
+        """Remember ``pid`` under ``name`` (a restarted component adds its new pid)."""
+        if pid is not None:
+            self.started.setdefault(name, []).append(pid)
+
+
+class Stack:
+    """The running components; :meth:`start` brings them up, :meth:`stop` down."""
+
+    def __init__(
+        self, options: Options, paths: RunPaths, say: Callable[[str], None], notes: RunNotes
+    ) -> None:
+        self.options = options
+        self.paths = paths
+        self.say = say
+        self.notes = notes
+        self.children = Children()
+        self._cleanups: list[tuple[str, Callable[[], Any]]] = []
+        # Filled in as the stack starts.
+        self.pg: EmbeddedPostgres | None = None
+        self.db: ConnectionInfo | None = None
+        self.moto: MotoServer | None = None
+        self.aws: AwsEndpoint | None = None
+        self.resources: Resources | None = None
+        self.sim_process: ManagedProcess | None = None
+        self.sim: SimAdmin | None = None
+        self.rest_url = ""
+        self.ws_url = ""
+        self.accounts: list[SimAccount] = []
+        self.vault: CredentialVault | None = None
+        self.registry: InstrumentRegistry | None = None
+        self.plan: SubscriptionPlan | None = None
+        self.functions: dict[str, LambdaFunction] = {}
+        self.mappings: dict[str, EventSourceMapping] = {}
+        self.feed: ManagedProcess | None = None
+        self.feed_port = 0
+        self.proxy: KinesisFaultProxy | None = None
+        # The API's port is chosen first: the simulator posts order postbacks to it.
+        self.api_port = free_port()
+        self.api: ApiSandbox | None = None
+        self.ws_gateway: LocalWebSocketGateway | None = None
+        self.ws_chain: str | None = None
+        """``UNDERLYING:EXPIRY`` of the chain the printed command (and the witness) watch."""
+
+    # -- up and down ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Every component, in dependency order; raises on the first that fails."""
+        self._start_postgres()
+        self._start_moto()
+        self._provision()
+        self._migrate()
+        self._start_simulator()
+        self._register_accounts()
+        self._subscribe()
+        self._start_functions()
+        self._publish_instruments()
+        self._start_api()
+        self._start_websocket()
+        self._start_mappings()
+        self._start_feed()
+
+    def stop(self) -> None:
+        """Stop every component, last started first; failures are reported, not raised."""
+        for name, action in reversed(self._cleanups):
+            try:
+                action()
+            except Exception as exc:
+                self.say(f"stopping {name} failed: {exc!r}")
+        self._cleanups.clear()
+
+    def stop_feed(self) -> None:
+        """SIGTERM the feed (it flushes what it holds) and forget it; its exit code is noted."""
+        if self.feed is not None:
+            code = self.feed.stop(timeout=FEED_STOP_TIMEOUT_S)
+            if code not in (0, None, -signal.SIGTERM):
+                self.notes.add(f"feed container exited with {code}")
+            self.feed = None
+
+    def check_children(self) -> None:
+        """Raise if the simulator or the feed has exited on its own."""
+        for process in (self.sim_process, self.feed):
+            if process is not None:
+                process.check_running()
+
+    def feed_metrics(self) -> Metrics | None:
+        """The feed's /metrics, parsed (None when it does not answer)."""
+        return read_feed_metrics(self.feed_port) if self.feed_port else None
+
+    def db_settings(self) -> DatabaseSettings:
+        """The Lambdas' settings for the run's database."""
+        return database_settings(need(self.db, "PostgreSQL"))
+
+    def processes(self) -> dict[str, list[int]]:
+        """Every pid the run started, by component (the Lambda environments included)."""
+        return {
+            **self.children.started,
+            **{f"lambda {n}": f.started_pids for n, f in self.functions.items()},
+        }
+
+    def _on_exit(self, name: str, action: Callable[[], Any]) -> None:
+        self._cleanups.append((name, action))
+
+    # -- components -------------------------------------------------------------------------
+
+    def _start_postgres(self) -> None:
+        url = self.options.database_url
+        if url:
+            server = ConnectionInfo.from_url(url)
+            name = f"ticker_sandbox_{secrets.token_hex(4)}"
+            asyncio.run(_admin_sql(server, f'create database "{name}"'))
+            self.db = ConnectionInfo(
+                server.host, server.port, server.user, server.password, name, server.ca_file
+            )
+            if not self.options.keep:
+                self._on_exit(
+                    "database",
+                    lambda: asyncio.run(
+                        _admin_sql(server, f'drop database if exists "{name}" with (force)')
+                    ),
+                )
+            self.say(f"PostgreSQL: database {name} on {server.host}:{server.port} (DATABASE_URL)")
+            return
+        base = self.paths.postgres if self.options.keep else None
+        self.pg = EmbeddedPostgres(base_dir=base)
+        self.db = self.pg.start()
+        self._on_exit("postgres", self.pg.close)
+        self.children.add("postgres", self.pg.pid)
+        self.say(f"PostgreSQL: embedded, TLS on 127.0.0.1:{self.db.port}")
+
+    def _start_moto(self) -> None:
+        self.moto = MotoServer()
+        self.aws = self.moto.start()
+        self._on_exit("moto", self.moto.stop)
+        self.children.add("moto", self.moto.pid)
+        self.say(f"moto: {self.aws.url} (Kinesis, DynamoDB, KMS, Secrets Manager, SQS, S3)")
+
+    def _provision(self) -> None:
+        aws = need(self.aws, "moto")
+        self.resources = provision(aws, shards=self.options.shards)
+        r = self.resources
+        self.say(
+            f"provisioned: streams {r.names.ticks_stream}/{r.names.greeks_stream} x{r.shards} "
+            f"shards, table {r.names.subscriptions_table}, KMS key, on-failure queues, "
+            f"bucket {r.names.instruments_bucket}"
+        )
+
+    def _migrate(self) -> None:
+        async def apply() -> list[str]:
+            conn = await asyncpg.connect(**connection_parameters(self.db_settings()))
+            try:
+                return [
+                    f"{m.version:04d}_{m.name}" for m in await migrate(conn, bundled_migrations())
+                ]
+            finally:
+                await conn.close()
+
+        applied = asyncio.run(apply())
+        self.say(f"migrations applied: {', '.join(applied) or 'none pending'}")
+
+    def _target_instruments(self) -> int:
+        return math.ceil(self.options.rate / self.options.ticks_per_instrument)
+
+    def _start_simulator(self) -> None:
+        o = self.options
+        admin_token = secrets.token_urlsafe(24)
+        per_instrument, cap = sim_rates(o.rate, max(self._target_instruments(), 1))
+        args = [
+            "--json",
+            "--accounts", str(o.accounts),
+            "--seed", str(o.seed),
+            "--tick-interval", str(SIM_TICK_INTERVAL_S),
+            "--tick-rate", f"{per_instrument:.4f}",
+            "--max-ticks-per-second", f"{cap:.0f}",
+            "--redirect-url", "http://127.0.0.1:9/kite/callback",
+            "--postback-url", f"http://127.0.0.1:{self.api_port}/postbacks",
+            "--no-ip-check",
+        ]  # fmt: skip
+        env = {**os.environ, "KITE_SIM_ADMIN_TOKEN": admin_token}
+        self.sim_process = ManagedProcess.python(
+            "kite_sim", "kite_sim", args, env=env, log_path=self.paths.logs / "kite_sim.log"
+        ).start()
+        self._on_exit("kite_sim", self.sim_process.stop)
+        self.children.add("kite_sim", self.sim_process.pid)
+        info = self.sim_process.wait_for_json_line("rest_url", timeout=90)
+        self.rest_url, self.ws_url = info["rest_url"], info["ws_url"]
+        self.sim = SimAdmin(self.rest_url, admin_token)
+        self.say(
+            f"kite_sim: {self.rest_url} ({info['instruments']:,} instruments, market time "
+            f"{info['market_time']})"
+        )
+
+    def _register_accounts(self) -> None:
+        aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
+        sim = need(self.sim, "kite_sim")
+        self.vault = CredentialVault(
+            client(aws, "secretsmanager"),
+            KmsEnvelopeCipher(client(aws, "kms"), r.kms_key_arn),
+            prefix=r.names.secrets_prefix,
+            kms_key_id=r.kms_key_arn,
+        )
+        self.accounts = sim.accounts()
+        ids = register_accounts(self.vault, self.rest_url, self.accounts)
+        self.say(f"accounts: {', '.join(ids)} logged in; API secrets and tokens in the vault (KMS)")
+
+    def _subscribe(self) -> None:
+        aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
+        sim = need(self.sim, "kite_sim")
+        self.registry = InstrumentRegistry(parse_instruments(sim.instruments_csv()).instruments)
+        self.plan = plan_subscriptions(self.registry, target_instruments=self._target_instruments())
+        store = SubscriptionStore(client(aws, "dynamodb"), r.names.subscriptions_table)
+        write_plan(store, self.plan)
+        # The per-instrument rate follows the plan's actual size.
+        per_instrument, cap = sim_rates(self.options.rate, self.plan.estimated_instruments)
+        defaults = dict.fromkeys(("NSE", "INDICES", "NFO-FUT", "NFO-OPT"), per_instrument)
+        sim.tick_rates(defaults, cap)
+        self.say(f"subscriptions (~{self.plan.estimated_instruments:,} instruments):")
+        for line in self.plan.describe():
+            self.say(f"  {line}")
+
+    def _function(self, name: str, handler: str, env: dict[str, str], **settings: Any) -> None:
+        function = LambdaFunction(name, handler, env=env, log_dir=self.paths.logs, **settings)
+        self.functions[name] = function
+        self._on_exit(f"function {name}", function.kill_all)
+
+    def _start_functions(self) -> None:
+        aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
+        db = need(self.db, "PostgreSQL")
+        if self.options.chaos:
+            self.proxy = KinesisFaultProxy(aws.url)
+            self.proxy.start()
+            self._on_exit("kinesis proxy", self.proxy.close)
+        kinesis_url = self.proxy.url if self.proxy is not None else None
+        self._function(
+            "persist",
+            "lambdas.persist.handler.handler",
+            persist_env(aws, db),
+            timeout_s=60,
+            memory_mb=1024,
+            max_concurrency=2 * r.shards,
+        )
+        self._function(
+            "greeks",
+            "lambdas.greeks.handler.handler",
+            greeks_env(aws, r, kinesis_url),
+            timeout_s=60,
+            memory_mb=1024,
+            max_concurrency=r.shards,
+        )
+        self._function(
+            "instruments",
+            "lambdas.instruments.handler.handler",
+            instruments_env(aws, db, r, self.rest_url),
+            timeout_s=120,
+            max_concurrency=1,
+        )
+
+    def _publish_instruments(self) -> None:
+        """The day's snapshot the Greeks function reads, published as the schedule would."""
+        function = self.functions["instruments"]
+        result = function.invoke({})
+        if result.failed:
+            raise SandboxError(
+                f"instruments snapshot not published: {result.error_type}: {result.error_message}"
+            )
+        payload = result.payload or {}
+        self.say(f"instruments snapshot: {payload.get('status', 'published')} to S3 and PostgreSQL")
+        function.close()
+
+    def _start_api(self) -> None:
+        """The API function behind the local API Gateway, its users, and endpoints.json."""
+        aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
+        self._function(
+            "api",
+            "lambdas.api.handler.handler",
+            api_env(aws, need(self.db, "PostgreSQL"), r, self.rest_url),
+            timeout_s=29,
+            max_concurrency=API_ENVIRONMENTS,
+        )
+        self.api = start_api(
+            aws=aws,
+            invoke=self.functions["api"].invoke,
+            port=self.api_port,
+            accounts=[a.user_id for a in self.accounts],
+            pool_name=r.names.user_pool,
+            environments=API_ENVIRONMENTS,
+        )
+        self._on_exit("api gateway", self.api.server.stop)
+        endpoints = self.paths.endpoints
+        endpoints.write_text(json.dumps(self.api.endpoints(self.paths.run_dir), indent=2) + "\n")
+        self.say(
+            f"API: {self.api.url} (local API Gateway, Cognito pool {self.api.pool.pool_id}; "
+            f"users sandbox-admin, sandbox-trader; {endpoints})"
+        )
+        self.say("  place a paper order:")
+        self.say("  " + self.api.curl(endpoints, self.accounts[0].user_id, "INFY"))
+
+    def _start_websocket(self) -> None:
+        """The WebSocket API: its functions behind the local gateway, endpoints.json, a command."""
+        aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
+        api = need(self.api, "the API")
+        self._function(*AUTHORIZER, ws_authorizer_env(api.pool), timeout_s=10, max_concurrency=2)
+        self._function(*ROUTES, ws_routes_env(aws, r), timeout_s=29, max_concurrency=2)
+        self.ws_gateway = gateway = start_websocket_api(
+            authorizer=self.functions[AUTHORIZER[0]].invoke,
+            integration=self.functions[ROUTES[0]].invoke,
+            region=aws.region,
+        )
+        self._on_exit("websocket gateway", gateway.stop)
+        for channel, name in FANOUTS.items():
+            env = fanout_env(aws, r, channel, gateway.management_url)
+            self._function(name, FANOUT_HANDLER, env, timeout_s=60, max_concurrency=r.shards)
+        endpoints = self.paths.endpoints
+        document = {**api.endpoints(self.paths.run_dir), **websocket_endpoints(gateway)}
+        endpoints.write_text(json.dumps(document, indent=2) + "\n")
+        registry = need(self.registry, "the instruments")
+        self.ws_chain = nearest_chain(registry, "NIFTY", datetime.now(IST).date())
+        self.say(f"WebSocket API: {gateway.url} (local API Gateway; a fan-out per stream)")
+        if self.ws_chain:
+            self.say("  watch an option chain's live ticks and Greeks:")
+            self.say("  " + client_command(endpoints, self.ws_chain, python=sys.executable))
+
+    def _start_mappings(self) -> None:
+        aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
+        pairs: list[tuple[str, str, MappingConfig, str | None]] = [
+            ("ticks", "greeks", GREEKS_MAPPING, r.greeks_failures_url),
+            ("ticks", "persist", PERSIST_MAPPING, r.persist_failures_url),
+            ("greeks", "persist", PERSIST_MAPPING, r.persist_failures_url),
+        ]
+        pairs += [(c.value, name, FANOUT_MAPPING, None) for c, name in FANOUTS.items()]
+        for stream, function_name, config, dlq in pairs:
+            function = self.functions[function_name]
+            stream_name = r.names.ticks_stream if stream == "ticks" else r.names.greeks_stream
+            arn = r.ticks_stream_arn if stream == "ticks" else r.greeks_stream_arn
+            target = MappingTarget(
+                function_name=function.name,
+                function_arn=function.arn,
+                stream_name=stream_name,
+                stream_arn=arn,
+                role_arn=r.role_arn(function.name),
+                on_failure_queue_url=dlq,
+            )
+            mapping = EventSourceMapping(
+                f"{stream}->{function_name}",
+                config,
+                target,
+                function,
+                lambda service: client(aws, service),
+                poll_interval_s=1.0,
+            )
+            mapping.start()
+            self.mappings[mapping.name] = mapping
+            self._on_exit(f"mapping {mapping.name}", mapping.stop)
+        self.say(f"event source mappings: {', '.join(self.mappings)}")
+
+    def _start_feed(self) -> None:
+        aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
+        self.feed_port = free_port()
+        env = feed_env(
+            os.environ,
+            aws,
+            r,
+            kinesis_url=self.proxy.url if self.proxy is not None else None,
+            kite_ws_url=self.ws_url,
+            kite_rest_url=self.rest_url,
+            health_port=self.feed_port,
+            spill_dir=self.paths.feed_spill,
+        )
+        self.feed = feed = ManagedProcess.python(
+            "feed_container",
+            "feed_container",
+            [],
+            env=env,
+            log_path=self.paths.logs / "feed_container.log",
+            cwd=REPO_ROOT,
+        ).start()
+        self._on_exit("feed_container", self.stop_feed)
+        self.children.add("feed_container", feed.pid)
+        deadline = time.monotonic() + FEED_START_TIMEOUT_S
+        while self.feed_metrics() is None:
+            feed.check_running()
+            if time.monotonic() > deadline:
+                raise SandboxError(f"feed container not serving /metrics:\n{feed.tail()}")
+            time.sleep(0.2)
+        self.say(f"feed container: python -m feed_container, metrics on 127.0.0.1:{self.feed_port}")
+
+
+async def _admin_sql(server: ConnectionInfo, sql: str) -> None:
+    conn = await asyncpg.connect(**connection_parameters(database_settings(server)))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
