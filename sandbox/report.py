@@ -423,6 +423,13 @@ def render(report: Report, path: str | None = None) -> str:
             f"order updates stored            {orders['order_updates_stored']:>12,}"
             f"   ({orders['order_updates_unpublished']:,} not yet on the bus)",
         ]
+    witness = (report.run.get("websocket") or {}).get("witness")
+    if witness:
+        lines.append(
+            f"WebSocket client messages       {witness['messages']:>12,}"
+            f"   ({witness['tick_records']:,} ticks, {witness['greeks_records']:,} Greeks"
+            f" of {witness['instruments_subscribed']:,} instruments subscribed)"
+        )
     if report.complete:
         lines.append("verdict: COMPLETE - nothing lost, nothing duplicated")
     else:

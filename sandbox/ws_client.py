@@ -72,6 +72,8 @@ class StreamClient:
         self.other: list[dict[str, Any]] = []
         """Messages that were neither data nor a reply to a request of ours."""
         self.messages = 0
+        self.error: Exception | None = None
+        """What ended the reader (a close, or a message it could not take)."""
 
     async def __aenter__(self) -> StreamClient:
         self.socket = await connect(
@@ -109,16 +111,26 @@ class StreamClient:
         return self._reading.is_set()
 
     async def _read(self, socket: ClientConnection) -> None:
+        """Take messages until the connection closes; what ended it fails waiting requests.
+
+        The reader never dies silently: a close, an unreadable message or a
+        failing ``on_data`` ends it with that error, which :meth:`closed`
+        raises and every request still waiting receives.
+        """
         try:
             while True:
                 await self._reading.wait()
                 raw = await socket.recv()
                 self.messages += 1
                 self._dispatch(json.loads(raw))
-        except ConnectionClosed as exc:
+        except (ConnectionClosed, ValueError, KeyError, TypeError) as exc:
+            self.error = exc
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(exc)
+            if not isinstance(exc, ConnectionClosed):
+                await socket.close(code=1002, reason="unreadable message")
+                raise
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -154,7 +166,7 @@ class StreamClient:
             self._pending.pop(request_id, None)
 
     async def closed(self) -> None:
-        """Until the connection closes."""
+        """Until the connection closes (raises what broke the reader, if it broke)."""
         if self._reader is not None:
             await asyncio.shield(self._reader)
 
@@ -288,7 +300,7 @@ async def watch(args: argparse.Namespace, out: TextIO) -> int:
             try:  # the print cadence; the reader task receives meanwhile
                 async with asyncio.timeout(args.every):
                     await c.closed()
-                print("the server closed the connection", file=out)
+                print(f"the connection closed: {c.error!r}", file=out)
                 return 1
             except TimeoutError:
                 pass

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,7 +22,8 @@ from websockets.exceptions import InvalidStatus
 from lambdas.ws.dal.connections import DynamoConnectionStore
 from lambdas.ws.dal.subscribers import DynamoSubscriberIndex
 from lambdas.ws.protocol import Channel
-from sandbox.ws_client import StreamClient
+from sandbox.websocket_api import endpoints as websocket_endpoints
+from sandbox.ws_client import StreamClient, parse_args, watch
 from tests.factories import moto_signed, token_claims
 from tests.integration.ws.conftest import MAX_CONNECTIONS_PER_USER, WsStack
 from tests.waiting import wait_until_async
@@ -344,3 +347,29 @@ def test_the_management_endpoint_has_api_gateways_semantics(ws_stack: WsStack) -
 def _producer_healthy(ws_stack: WsStack) -> Iterator[None]:
     yield
     assert ws_stack.producer.errors == []
+
+
+async def test_the_printed_command_shows_the_chain_live(ws_stack: WsStack, tmp_path: Path) -> None:
+    # Given endpoints.json as make run writes it
+    endpoints = tmp_path / "endpoints.json"
+    endpoints.write_text(
+        json.dumps(
+            {
+                **websocket_endpoints(ws_stack.gateway),
+                "users": [{"username": "alice", "id_token": ws_stack.alice.id_token}],
+            }
+        )
+    )
+    chain = f"{ws_stack.chain['underlying']}:{ws_stack.chain['expiry']}"
+    args = parse_args(["--endpoints", str(endpoints), "--chain", chain, "--user", "alice",
+                       "--every", "1", "--seconds", "4"])  # fmt: skip
+    out = io.StringIO()
+    # When the watcher runs for a few seconds
+    assert await watch(args, out) == 0
+    # Then it subscribed to the chain and printed it with prices, vols and deltas
+    printed = out.getvalue()
+    assert f"subscribed to {len(ws_stack.chain_tokens)} instruments" in printed
+    last = printed.split("\n\n")[-1].splitlines()
+    assert " ticks, " in last[0]
+    assert "strike" in last[1]
+    assert any("%" in row for row in last[2:])
