@@ -233,16 +233,31 @@ class Fanout:
         return out
 
     def _post_all(self, messages: Mapping[str, dict[int, bytes]]) -> list[_Delivery]:
-        if len(messages) <= 1 or self._workers <= 1:
-            return [self._deliver(c, r) for c, r in messages.items()]
+        # Clients on the same instruments get the same records: build their messages once.
+        built: dict[tuple[tuple[int, int], ...], list[tuple[list[int], bytes]]] = {}
+        work = []
+        for connection_id, records in messages.items():
+            key = tuple((token, id(record)) for token, record in records.items())
+            chunks = built.get(key)
+            if chunks is None:
+                chunks = built[key] = list(
+                    data_message_chunks(self.channel, records.items(), self._max_bytes)
+                )
+            work.append((connection_id, records, chunks))
+        if len(work) <= 1 or self._workers <= 1:
+            return [self._deliver(*item) for item in work]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="fanout")
-        return list(self._pool.map(lambda item: self._deliver(*item), messages.items()))
+        return list(self._pool.map(lambda item: self._deliver(*item), work))
 
-    def _deliver(self, connection_id: str, records: dict[int, bytes]) -> _Delivery:
-        """Post one connection's records; what could not be delivered stays in ``undelivered``."""
+    def _deliver(
+        self,
+        connection_id: str,
+        records: dict[int, bytes],
+        chunks: list[tuple[list[int], bytes]],
+    ) -> _Delivery:
+        """Post one connection's messages; what could not be delivered stays in ``undelivered``."""
         delivery = _Delivery(connection_id)
-        chunks = list(data_message_chunks(self.channel, records.items(), self._max_bytes))
         for index, (_, message) in enumerate(chunks):
             delays = self._delays()
             attempt = 1

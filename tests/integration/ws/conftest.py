@@ -58,7 +58,7 @@ from tests.factories import publish_snapshot
 from ticker_core.calendar import NseCalendar
 from ticker_core.instruments import Instrument
 from ticker_core.kite_wire import parse_ticks
-from ticker_core.records import Aggregator, encode_tick
+from ticker_core.records import RecordBatcher, encode_tick
 from ticker_core.tz import IST
 
 GREEKS_MAPPING = MappingConfig(
@@ -155,15 +155,10 @@ class TickProducer:
             )
             by_key.setdefault(instrument.underlying, []).append(data)
             last[tick["instrument_token"]] = tick["last_price"]
-        entries = []
+        batcher = RecordBatcher(linger=0.0)
         for key, datas in by_key.items():
-            aggregator = Aggregator()
-            for data in datas:
-                if not aggregator.try_add(key, data):
-                    entries.append({"PartitionKey": key, "Data": aggregator.build()})
-                    aggregator = Aggregator()
-                    aggregator.try_add(key, data)
-            entries.append({"PartitionKey": key, "Data": aggregator.build()})
+            batcher.add_many(key, datas, 0.0)
+        entries = [e for batch in batcher.flush() for e in batch.request_entries()]
         response = self._kinesis.put_records(StreamName=self._stream, Records=entries)
         assert response["FailedRecordCount"] == 0
         self.last.update(last)
