@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, date
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from benchmarks.harness import Comparison, Figure, Result, benchmark, interleave
 from kite_sim.clock import ManualClock
 from kite_sim.config import SimConfig
 from kite_sim.feed import MODE_FULL
-from kite_sim.server import Simulator
+from kite_sim.server import Simulator, default_market_start
 from kite_sim.universe import UniverseConfig
 from kite_sim.wire import encode_ticks
 from lambdas.ws.dal.management import ConnectionPoster, PostOutcome, management_client
@@ -57,7 +57,6 @@ from ticker_core.records import (
     encode_tick,
     lambda_event_record,
 )
-from ticker_core.tz import IST
 
 CLIENTS = 100
 INSTRUMENTS = 200
@@ -72,13 +71,11 @@ STREAM_ARN = "arn:aws:kinesis:ap-south-1:123456789012:stream/ticks"
 def _chain_ticks() -> list[tuple[int, bytes]]:
     """``TICKS`` ticks of a 200-option NIFTY chain: (token, ``tick/1`` record), in stream order."""
     calendar = NseCalendar.load()
-    day = datetime(2026, 11, 26, tzinfo=IST).date()
-    while not calendar.is_trading_day(day):
-        day = day.replace(day=day.day + 1)
     clock = ManualClock()
+    opening = default_market_start(calendar, date(2026, 11, 26))
     config = SimConfig(
         seed=7,
-        market_start=datetime(day.year, day.month, day.day, 10, 0, tzinfo=IST),
+        market_start=opening.replace(hour=10, minute=0),
         universe=UniverseConfig(stocks=1, nifty_weeklies=1, monthlies=1, option_monthlies=1,
                                 index_strikes=50, stock_strikes=1, currency=False),
     )  # fmt: skip
@@ -123,11 +120,11 @@ def _events(ticks: list[tuple[int, bytes]]) -> list[dict[str, Any]]:
         batcher.add_many("NIFTY", [data for _, data in ticks[start : start + BATCH_TICKS]], 0.0)
         entries = []
         for batch in batcher.flush():
-            for entry in batch.request_entries():
+            for record in batch.records:
                 sequence += 1
                 entries.append(
                     lambda_event_record(
-                        bytes(entry["Data"]),
+                        record.data,
                         partition_key="NIFTY",
                         sequence_number=str(sequence),
                         shard_id="shardId-000000000000",

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import UTC, date
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from kite_sim.clock import ManualClock
 from kite_sim.config import SimConfig
 from kite_sim.feed import MODE_FULL
 from kite_sim.market import Market
-from kite_sim.server import Simulator
+from kite_sim.server import Simulator, default_market_start
 from kite_sim.universe import UniverseConfig
 from kite_sim.wire import encode_ticks
 from lambdas.instruments.dal import S3SnapshotStore
@@ -59,7 +59,6 @@ from ticker_core.calendar import NseCalendar
 from ticker_core.instruments import Instrument
 from ticker_core.kite_wire import parse_ticks
 from ticker_core.records import RecordBatcher, encode_tick
-from ticker_core.tz import IST
 
 GREEKS_MAPPING = MappingConfig(
     batch_size=500, maximum_batching_window_s=0.0, report_batch_item_failures=True
@@ -70,13 +69,11 @@ MAX_CONNECTIONS_PER_USER = 3
 def frozen_market() -> tuple[Market, ManualClock]:
     """kite_sim's market at 10:00 IST on a trading day, moving only when told."""
     calendar = NseCalendar.load()
-    day = datetime(2026, 11, 26, tzinfo=IST).date()
-    while not calendar.is_trading_day(day):
-        day = day.replace(day=day.day + 1)
     clock = ManualClock()
+    opening = default_market_start(calendar, date(2026, 11, 26))
     config = SimConfig(
         seed=11,
-        market_start=datetime.combine(day, time(10, 0), IST),
+        market_start=opening.replace(hour=10, minute=0),
         universe=UniverseConfig(stocks=4, nifty_weeklies=1, monthlies=1, option_monthlies=1,
                                 index_strikes=6, stock_strikes=2, currency=False),
     )  # fmt: skip
