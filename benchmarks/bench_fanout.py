@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -242,9 +243,9 @@ def _wire_post_seconds() -> tuple[float, float]:
         if not connected.wait(30):
             raise RuntimeError("the bench client did not connect")
         (connection_id,) = gateway.connection_ids()
-        # Fake credentials: the SDK signs, the local gateway checks only that it did.
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+        # Generated credentials: the SDK signs, the local gateway checks only that it did.
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "AKID" + secrets.token_hex(8).upper())
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", secrets.token_hex(20))
         os.environ.setdefault("AWS_DEFAULT_REGION", "ap-south-1")
         poster = ConnectionPoster(
             management_client(gateway.management_url, max_connections=POST_THREADS)

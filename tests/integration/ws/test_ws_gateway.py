@@ -313,10 +313,7 @@ async def test_two_users_never_see_each_others_subscriptions(ws_stack: WsStack) 
 def test_the_management_endpoint_has_api_gateways_semantics(ws_stack: WsStack) -> None:
     management = boto3.client(
         "apigatewaymanagementapi",
-        endpoint_url=ws_stack.gateway.management_url,
-        region_name=ws_stack.aws.region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # moto's fake credentials
+        **{**ws_stack.aws.client_kwargs(), "endpoint_url": ws_stack.gateway.management_url},
         config=Config(retries={"total_max_attempts": 1}),
     )
     with pytest.raises(management.exceptions.GoneException):
