@@ -193,6 +193,12 @@ class Routes:
             return error_reply(
                 ErrorCode.CONNECTION_CLOSED, "This connection is closed; connect again.", request_id
             )
+        except BusyError:  # the lease expired mid-request and another took it: nothing kept
+            return error_reply(
+                ErrorCode.BUSY,
+                "Another request of this connection was applied meanwhile; send this again.",
+                request_id,
+            )
 
     def _leased(self, connection_id: str) -> Connection:
         deadline = self._clock() + self.limits.busy_wait_seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -316,3 +317,20 @@ def test_a_busy_connection_waits_then_answers_busy(instruments: InstrumentRegist
 def test_a_message_on_a_closed_connection_says_so(instruments: InstrumentRegistry) -> None:
     routes, _, _, _ = make_routes(instruments)
     assert send(routes, "gone", action="ping", id="p")["code"] == "connection_closed"
+
+
+def test_a_lease_lost_before_the_commit_keeps_nothing_and_says_busy(
+    instruments: InstrumentRegistry,
+) -> None:
+    routes, connections, index, _ = make_routes(instruments)
+    connected(routes, "c1")
+    original = connections.commit
+
+    def lease_lost(connection: Any) -> None:
+        connections.items["c1"] = replace(connections.items["c1"], version=99)
+        original(connection)
+
+    connections.commit = lease_lost  # type: ignore[method-assign]
+    reply = send(routes, "c1", action="subscribe", instruments=["NSE:INFY"])
+    assert reply["code"] == "busy"
+    assert index.subscribed("c1") == {}
