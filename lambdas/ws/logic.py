@@ -167,11 +167,19 @@ class Routes:
     # -- messages ---------------------------------------------------------------------
 
     def message(self, connection_id: str, body: str | bytes | None) -> dict[str, Any]:
-        """One client message -> its reply (an error reply for anything refused)."""
+        """One client message -> its reply (an error reply for anything refused).
+
+        Every message counts against the rate, a malformed one too.
+        """
         request_id: str | None = None
         try:
-            request = parse_request(body)
-            request_id = request.id
+            try:
+                request = parse_request(body)
+            except ProtocolError as exc:
+                malformed: ProtocolError | None = exc
+                request_id = exc.request_id
+            else:
+                malformed, request_id = None, request.id
             if not self._connections.take_message_slot(
                 connection_id, per_second=self.limits.messages_per_second, now=self._clock()
             ):
@@ -181,6 +189,8 @@ class Routes:
                     "this one was not acted on.",
                     details={"limit_per_second": self.limits.messages_per_second},
                 )
+            if malformed is not None:
+                raise malformed
             if isinstance(request, PingRequest):
                 return {"type": "pong", "id": request_id, "server_time": _iso(self._clock())}
             if isinstance(request, SubscribeRequest):

@@ -212,8 +212,10 @@ def test_messages_per_second_are_limited(instruments: InstrumentRegistry) -> Non
     connected(routes, "c1")
     replies = [send(routes, "c1", action="ping", id=str(i))["type"] for i in range(4)]
     assert replies == ["pong", "pong", "pong", "error"]
-    limited = send(routes, "c1", action="subscribe", instruments=["NSE:INFY"])
-    assert limited["code"] == "rate_limited"
+    limited = send(routes, "c1", action="subscribe", instruments=["NSE:INFY"], id="s")
+    assert (limited["code"], limited["id"]) == ("rate_limited", "s")
+    # Malformed messages count against the rate too
+    assert routes.message("c1", "{not json")["code"] == "rate_limited"
     # And the next second is a fresh allowance
     clock.now += 1
     assert send(routes, "c1", action="ping")["type"] == "pong"
