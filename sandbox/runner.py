@@ -135,8 +135,6 @@ class Sandbox:
             self.chaos.stop()
         if self.driver is not None:
             self.driver.stop()
-        if self.witness is not None:
-            self.witness.stop()
 
     def drain(self) -> None:
         """Stop new ticks, let everything in flight reach PostgreSQL (see :mod:`sandbox.drain`)."""
@@ -152,6 +150,8 @@ class Sandbox:
 
     def report(self) -> Report:
         """Read the witnesses and write the report (see :mod:`sandbox.run_report`)."""
+        if self.witness is not None:  # after the drain: it has received all there was
+            self.witness.stop()
         return make_report(
             self.stack,
             self.notes,

@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from lambdas.ws.protocol import Channel
 from lambdas.ws.state import FeedBudgetExhaustedError, Subscriptions
-from ticker_adapters.aws import create_table, error_code
+from ticker_adapters.aws import CONDITION_FAILED, create_table, error_code
 from ticker_adapters.retry import Delays, full_jitter
 from ticker_adapters.subscription_store import SubscriptionStore
 
@@ -160,23 +160,34 @@ class DynamoSubscriberIndex:
 
     def _members(
         self, operation: str, connection_id: str, token: int, channels: Collection[Channel]
-    ) -> dict[str, Any]:
-        """``ADD`` or ``DELETE`` the connection on ``channels`` of one instrument; its new item."""
-        response = self._db.update_item(
-            TableName=self._table,
-            Key=instrument_key(token),
-            UpdateExpression=f"{operation} "
-            + ", ".join(f"{c.value} :id" for c in sorted(channels)),
-            ExpressionAttributeValues={":id": {"SS": [connection_id]}},
-            ReturnValues="ALL_NEW",
-        )
+    ) -> dict[str, Any] | None:
+        """``ADD`` or ``DELETE`` the connection on ``channels`` of one instrument; its new item.
+
+        A ``DELETE`` on an instrument nobody subscribes to changes nothing and
+        returns None (the item is not created just to be empty).
+        """
+        names = ", ".join(f"{c.value} :id" for c in sorted(channels))
+        condition = {"ConditionExpression": "attribute_exists(pk)"} if operation == "DELETE" else {}
+        try:
+            response = self._db.update_item(
+                TableName=self._table,
+                Key=instrument_key(token),
+                UpdateExpression=f"{operation} {names}",
+                ExpressionAttributeValues={":id": {"SS": [connection_id]}},
+                ReturnValues="ALL_NEW",
+                **condition,
+            )
+        except ClientError as exc:
+            if condition and error_code(exc) == CONDITION_FAILED:
+                return None
+            raise
         return dict(response.get("Attributes", {}))
 
     def join(self, connection_id: str, additions: Subscriptions, *, budget: int) -> None:
         """Subscribe the connection; acquire instruments nobody held (see the module)."""
 
         def add(token: int) -> bool:
-            return "held" in self._members("ADD", connection_id, token, additions[token])
+            return "held" in (self._members("ADD", connection_id, token, additions[token]) or {})
 
         tokens = sorted(additions)
         held = self._map(add, tokens)
@@ -247,11 +258,13 @@ class DynamoSubscriberIndex:
     def leave(self, connection_id: str, removals: Subscriptions) -> None:
         """Unsubscribe the connection; release instruments left without subscribers."""
 
-        def remove(token: int) -> tuple[int, bool, bool]:
+        def remove(token: int) -> tuple[int, bool, bool] | None:
             left = self._members("DELETE", connection_id, token, removals[token])
+            if left is None:
+                return None  # nobody subscribes to it: nothing to release
             return token, not any(c.value in left for c in Channel), "held" in left
 
-        outcomes = self._map(remove, sorted(removals))
+        outcomes = [o for o in self._map(remove, sorted(removals)) if o is not None]
         empty = [(token, held) for token, is_empty, held in outcomes if is_empty]
         for start in range(0, len(empty), PER_TRANSACTION):
             chunk = empty[start : start + PER_TRANSACTION]

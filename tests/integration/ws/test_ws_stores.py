@@ -157,9 +157,11 @@ def test_join_holds_new_instruments_in_the_feed_and_leave_releases_them(
     index.leave("c2", {2: ALL_CHANNELS})
     assert websocket_entries(store) == {}
     assert index.used() == 0
-    # Leaving again (a retry, or a 410 after $disconnect) changes nothing
-    index.leave("c2", {2: ALL_CHANNELS})
+    # Leaving again (a retry, or a 410 after $disconnect) changes nothing, creates nothing
+    index.leave("c2", {2: ALL_CHANNELS, 3: ALL_CHANNELS})
     assert index.used() == 0
+    items = index._db.scan(TableName="subs")["Items"]
+    assert [i["pk"]["S"] for i in items if i["pk"]["S"].startswith("I#")] == []
 
 
 def test_other_owners_entries_are_not_touched(
