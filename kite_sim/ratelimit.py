@@ -80,6 +80,16 @@ class RateLimiter:
         """The limits in force for ``category``."""
         return self._limits.get(category, ())
 
+    def in_window(self, key: str, category: Category) -> int:
+        """How many calls of ``key`` in ``category`` the shortest window counts now."""
+        limits = self._limits.get(category, ())
+        if not limits:
+            return 0
+        window = min(limit.window for limit in limits)
+        now = self._clock.monotonic()
+        calls = self._calls.get((key, category, window), deque())
+        return sum(1 for at in calls if at > now - window)
+
     def allow(self, key: str, category: Category) -> bool:
         """Record a call and say whether it is within every limit.
 

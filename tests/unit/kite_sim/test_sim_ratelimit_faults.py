@@ -37,6 +37,17 @@ def test_order_limits_per_second_and_per_minute() -> None:
     assert total == 200
 
 
+def test_the_calls_in_the_current_window_can_be_read() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(clock)
+    for _ in range(3):
+        limiter.allow("k", Category.OTHER)
+    assert limiter.in_window("k", Category.OTHER) == 3
+    assert limiter.in_window("other", Category.OTHER) == 0
+    clock.advance(1.0)
+    assert limiter.in_window("k", Category.OTHER) == 0
+
+
 def test_disabled_and_custom_limits() -> None:
     clock = ManualClock()
     limiter = RateLimiter(clock, {Category.OTHER: (Limit(2, 1.0),)})
