@@ -43,21 +43,22 @@ import json
 import re
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
-
 from lambdas.api.context import FUNCTION_EXTENSION
+from lambdas.common.cognito import (
+    CognitoTokenVerifier,
+    TokenRejectedError,
+    claim_text,
+    fetch_jwks,
+)
 from sandbox.esm import InvokeResult
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
@@ -106,56 +107,24 @@ def routes_from_openapi(document: Mapping[str, Any]) -> list[Route]:
     return routes
 
 
-class TokenRejectedError(Exception):
-    """The token is missing, malformed, forged, expired or not for this pool."""
-
-
-@dataclass
 class CognitoAuthorizer:
-    """Verifies Cognito user pool ID tokens as API Gateway's Cognito authorizer does."""
+    """API Gateway's Cognito authorizer: the service's one token check, claims as strings."""
 
-    jwks_url: str
-    issuer: str
-    client_ids: frozenset[str]
-    clock: Callable[[], float] = time.time
-    _keys: KeySet | None = field(default=None, init=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-
-    def _key_set(self) -> KeySet:
-        with self._lock:
-            if self._keys is None:
-                with urllib.request.urlopen(self.jwks_url, timeout=10) as response:  # noqa: S310 # nosec B310 # loopback moto
-                    self._keys = KeySet.import_key_set(json.loads(response.read()))
-            return self._keys
+    def __init__(
+        self,
+        jwks_url: str,
+        issuer: str,
+        client_ids: frozenset[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._verifier = CognitoTokenVerifier(
+            issuer=issuer, audiences=client_ids, fetch_keys=fetch_jwks(jwks_url), clock=clock
+        )
 
     def claims(self, authorization: str | None) -> dict[str, str]:
         """The verified token's claims, as strings; :class:`TokenRejectedError` otherwise."""
-        if not authorization:
-            raise TokenRejectedError("no token")
-        token = authorization.strip()
-        if token.lower().startswith("bearer "):
-            token = token[7:].strip()
-        try:
-            decoded = jwt.decode(token, self._key_set(), algorithms=["RS256"])
-        except (JoseError, ValueError) as exc:
-            raise TokenRejectedError(f"not a valid token ({type(exc).__name__})") from exc
-        claims = decoded.claims
-        if claims.get("iss") != self.issuer:
-            raise TokenRejectedError("issuer")
-        if claims.get("token_use") != "id":
-            raise TokenRejectedError("token_use")
-        if claims.get("aud") not in self.client_ids:
-            raise TokenRejectedError("audience")
-        expires = claims.get("exp")
-        if not isinstance(expires, int | float) or expires <= self.clock():
-            raise TokenRejectedError("expired")
-        return {name: _claim_text(value) for name, value in claims.items()}
-
-
-def _claim_text(value: Any) -> str:
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
+        claims = self._verifier.claims(authorization)
+        return {name: claim_text(value) for name, value in claims.items()}
 
 
 def _is_text(content_type: str | None) -> bool:

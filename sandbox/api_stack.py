@@ -30,7 +30,6 @@ from typing import Any
 import asyncpg
 
 from kite_sim.config import AccountConfig, SimConfig
-from ticker_core.kite import RateCategory
 from kite_sim.server import Simulator, ThreadedSimulator
 from lambdas.common.db import connection_parameters
 from lambdas.instruments.dal import S3SnapshotStore
@@ -47,6 +46,7 @@ from sandbox.stack import database_settings
 from sandbox.trading import ApiSandbox, api_call, start_api
 from ticker_adapters.instrument_snapshots import SnapshotPointer, csv_digest, snapshot_key
 from ticker_core.instruments import parse_instruments
+from ticker_core.kite import RateCategory
 from ticker_core.tz import IST
 
 CALLBACK_PATH = "/kite/login/callback"

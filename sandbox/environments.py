@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from lambdas.ws.protocol import Channel
 from sandbox.moto_server import AwsEndpoint
 from sandbox.postgres import ConnectionInfo
-from sandbox.provision import Resources
+from sandbox.provision import Resources, UserPool
 
 # What every function's environment has besides its own settings.
 FUNCTION_ENV = {"POWERTOOLS_METRICS_NAMESPACE": "TickerService", "LOG_LEVEL": "WARNING"}
@@ -153,4 +154,44 @@ def feed_env(
         "FEED_BACKOFF_MAX_SECONDS": "5",
         "FEED_EMF_INTERVAL_SECONDS": "0",
         "FEED_STOP_TIMEOUT_SECONDS": "60",
+    }
+
+
+def ws_authorizer_env(pool: UserPool) -> dict[str, str]:
+    """The WebSocket authorizer: the pool's issuer in AWS's form, its JWKS on moto."""
+    return {
+        **FUNCTION_ENV,
+        "COGNITO_ISSUER": pool.issuer,
+        "COGNITO_CLIENT_IDS": pool.client_id,
+        "COGNITO_JWKS_URL": pool.jwks_url,
+    }
+
+
+def _ws_state_env(aws: AwsEndpoint, resources: Resources) -> dict[str, str]:
+    names = resources.names
+    return {
+        **FUNCTION_ENV,
+        **aws_env(aws),
+        "WS_CONNECTIONS_TABLE": names.ws_connections_table,
+        "WS_SUBSCRIBERS_TABLE": names.ws_subscribers_table,
+        "WS_FEED_SUBSCRIPTIONS_TABLE": names.subscriptions_table,
+    }
+
+
+def ws_routes_env(aws: AwsEndpoint, resources: Resources) -> dict[str, str]:
+    """The WebSocket routes: the state tables, the feed's store, the instruments snapshot."""
+    return {
+        **_ws_state_env(aws, resources),
+        "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
+    }
+
+
+def fanout_env(
+    aws: AwsEndpoint, resources: Resources, channel: Channel, management_url: str
+) -> dict[str, str]:
+    """One fan-out function: its stream's channel and the gateway's @connections endpoint."""
+    return {
+        **_ws_state_env(aws, resources),
+        "FANOUT_CHANNEL": channel.value,
+        "FANOUT_MANAGEMENT_ENDPOINT": management_url,
     }

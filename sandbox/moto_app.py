@@ -1,4 +1,4 @@
-"""``python -m sandbox.moto_app``: moto's server with Kinesis calls serialised.
+"""``python -m sandbox.moto_app``: moto's server with Kinesis and DynamoDB calls serialised.
 
 moto's Kinesis shard assigns a sequence number by reading the last one and
 then inserting ("not safe for concurrency", says its source), and its
@@ -10,6 +10,13 @@ record silently replaces the other; a reader racing a writer fails with
 sandbox's whole point is counting records exactly, so every Kinesis call runs
 under one lock here. Other services stay concurrent (an SQS long poll must not
 block the stream).
+
+DynamoDB likewise, under a lock of its own: moto's TransactWriteItems applies
+its items one by one and, when one fails its condition, restores every table
+it touches from a copy taken before it began, undoing whatever other requests
+wrote meanwhile. DynamoDB's transactions are atomic and isolated; the
+WebSocket API's subscriber index relies on it (and the API's stores on
+conditional writes), so DynamoDB requests run one at a time.
 
 moto's shard also finds its last sequence number by listing every key (per
 record put) and serves GetRecords by scanning from the shard's first record:
@@ -30,23 +37,26 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 KINESIS_TARGET_PREFIX = "Kinesis_20131202."
+DYNAMODB_TARGET_PREFIX = "DynamoDB_20120810."
+SERIALISED = (KINESIS_TARGET_PREFIX, DYNAMODB_TARGET_PREFIX)
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-class KinesisSerializer:
-    """WSGI middleware: Kinesis requests one at a time, everything else untouched."""
+class ServiceSerializer:
+    """WSGI middleware: Kinesis requests one at a time, DynamoDB requests one at a time."""
 
-    def __init__(self, app: WsgiApp) -> None:
+    def __init__(self, app: WsgiApp, prefixes: Iterable[str] = SERIALISED) -> None:
         self._app = app
-        self._lock = threading.Lock()
+        self._locks = {prefix: threading.Lock() for prefix in prefixes}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if not target.startswith(KINESIS_TARGET_PREFIX):
+        lock = next((v for k, v in self._locks.items() if target.startswith(k)), None)
+        if lock is None:
             return self._app(environ, start_response)
-        with self._lock:
+        with lock:
             # Materialise the body inside the lock: moto builds it eagerly anyway.
             return list(self._app(environ, start_response))
 
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     speed_up_kinesis_shards()
-    app = KinesisSerializer(DomainDispatcherApplication(create_backend_app))
+    app = ServiceSerializer(DomainDispatcherApplication(create_backend_app))
     run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
 
 

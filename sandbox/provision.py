@@ -8,7 +8,8 @@ and an S3 bucket for the instruments snapshot; for the trading API, its three
 tables (grants, idempotency records, the order limiter), the EventBridge bus
 for order updates, and a Cognito user pool with an app client and the
 ``admin`` group; for the accounts routes, the account registry table and the
-login-state signing key (a generated secret).
+login-state signing key (a generated secret); for the WebSocket API, its
+connections and subscribers tables.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class ResourceNames:
     user_pool: str = "ticker-users"
     accounts_table: str = "ticker-api-accounts"
     login_state_key_name: str = "ticker/api/login-state-key"
+    ws_connections_table: str = "ticker-ws-connections"
+    ws_subscribers_table: str = "ticker-ws-subscribers"
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,17 @@ def create_api_tables(dynamodb: Any, *, grants: str, idempotency: str, limiter: 
         TableName=idempotency,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": IDEMPOTENCY_TTL},
     )
+
+
+def create_websocket_tables(
+    dynamodb: Any, *, connections: str, subscribers: str, store: str
+) -> None:
+    """The WebSocket API's DynamoDB tables, as the CDK stack creates them."""
+    from lambdas.ws.dal.connections import DynamoConnectionStore
+    from lambdas.ws.dal.subscribers import DynamoSubscriberIndex
+
+    DynamoConnectionStore(dynamodb, connections).create_table()
+    DynamoSubscriberIndex(dynamodb, subscribers, SubscriptionStore(dynamodb, store)).create_table()
 
 
 @dataclass(frozen=True)
@@ -207,6 +221,12 @@ def provision(
 
     DynamoAccountRegistry(client(endpoint, "dynamodb"), names.accounts_table).create_table()
     login_state = create_login_state_secret(endpoint, names.login_state_key_name)
+    create_websocket_tables(
+        client(endpoint, "dynamodb"),
+        connections=names.ws_connections_table,
+        subscribers=names.ws_subscribers_table,
+        store=names.subscriptions_table,
+    )
     return Resources(
         names=names,
         shards=shards,

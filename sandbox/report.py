@@ -456,6 +456,13 @@ def render(report: Report, path: str | None = None) -> str:
         ]
         lines += api_call_lines(orders.get("api_calls") or {})
     lines += market_lines(report.run.get("market") or {})
+    witness = (report.run.get("websocket") or {}).get("witness")
+    if witness:
+        lines.append(
+            f"WebSocket client messages       {witness['messages']:>12,}"
+            f"   ({witness['tick_records']:,} ticks, {witness['greeks_records']:,} Greeks"
+            f" of {witness['instruments_subscribed']:,} instruments subscribed)"
+        )
     if report.complete:
         lines.append("verdict: COMPLETE - nothing lost, nothing duplicated")
     else:

@@ -27,6 +27,7 @@ from sandbox.provision import client, queue_depth
 from sandbox.report import Report, build_report, scan_greeks, scan_table, scan_ticks
 from sandbox.stack import RunNotes, Stack, need
 from sandbox.trading import OrderDriver, market_facts, order_facts, trading_rows
+from sandbox.websocket_api import Witness, websocket_facts
 
 
 def make_report(
@@ -37,6 +38,7 @@ def make_report(
     elapsed_s: float,
     report_path: Path,
     driver: OrderDriver | None = None,
+    witness: Witness | None = None,
 ) -> Report:
     """Read the witnesses, build the report, write it as JSON to ``report_path``."""
     aws = need(stack.aws, "moto")
@@ -67,6 +69,9 @@ def make_report(
     orders = order_facts(driver, trading, stack.api.server.gateway if stack.api else None)
     if orders["duplicate_orders"]:
         notes.problem(f"{orders['duplicate_orders']} duplicate order(s) from one Idempotency-Key")
+    websocket = websocket_facts(stack.ws_gateway, stack.ws_chain, witness)
+    if witness is not None and not (witness.counts.ticks and witness.counts.greeks):
+        notes.problem(f"the WebSocket client on {stack.ws_chain} received no ticks or no Greeks")
     on_failure = queue_depth(aws, r.persist_failures_url) + queue_depth(aws, r.greeks_failures_url)
     labels = {i.instrument_token: i.tradingsymbol for i in registry.instruments}
     report = build_report(
@@ -96,6 +101,7 @@ def make_report(
     )
     report.run["orders"] = orders
     report.run["market"] = market
+    report.run["websocket"] = websocket
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
     return report

@@ -36,6 +36,7 @@ from sandbox.report import Report, render
 from sandbox.run_report import make_report
 from sandbox.stack import RunNotes, Stack
 from sandbox.trading import OrderDriver
+from sandbox.websocket_api import Witness
 
 DRIVER_SYMBOLS = ["INFY", "RELIANCE", "TCS", "SBIN", "HDFCBANK"]
 
@@ -56,6 +57,7 @@ class Sandbox:
         self.observer = Observer(self.stack, self.notes)
         self.chaos: ChaosSchedule | None = None
         self.driver: OrderDriver | None = None
+        self.witness: Witness | None = None
 
     def say(self, text: str) -> None:
         """A line of the run's own narration."""
@@ -116,6 +118,10 @@ class Sandbox:
         if self.stack.api is not None:
             self.driver = OrderDriver(self.stack.api, DRIVER_SYMBOLS)
             self.driver.start()
+        gateway, api, chain = self.stack.ws_gateway, self.stack.api, self.stack.ws_chain
+        if gateway is not None and api is not None and chain:
+            self.witness = Witness(gateway.url, api.trader.id_token, chain)
+            self.witness.start()
         started = time.monotonic()
         with Dashboard(self.out, live=o.live) as dashboard:
             while not self._stop.is_set():
@@ -144,6 +150,8 @@ class Sandbox:
 
     def report(self) -> Report:
         """Read the witnesses and write the report (see :mod:`sandbox.run_report`)."""
+        if self.witness is not None:  # after the drain: it has received all there was
+            self.witness.stop()
         return make_report(
             self.stack,
             self.notes,
@@ -151,6 +159,7 @@ class Sandbox:
             elapsed_s=self.observer.elapsed(),
             report_path=self.paths.report_path,
             driver=self.driver,
+            witness=self.witness,
         )
 
     def stop_all(self) -> None:
@@ -159,6 +168,8 @@ class Sandbox:
             self.chaos.stop()
         if self.driver is not None:
             self.driver.stop()
+        if self.witness is not None:
+            self.witness.stop()
         self.stack.stop()
 
     def cleanup_files(self, *, keep_logs: bool) -> None:

@@ -8,8 +8,9 @@ the accounts (registered and logged in through the API: the administrator's
 token, Kite's login redirect, the API's callback, which stores each session
 encrypted in the vault), the instruments snapshot (fetched with a session),
 the event source mappings (``ticks`` -> greeks, ``ticks`` -> persist,
-``greeks`` -> persist), and last the feed container, as the same entrypoint
-the Dockerfile runs.
+``greeks`` -> persist, and a fan-out per stream), the WebSocket API behind its
+local gateway, and last the feed container, as the same entrypoint the
+Dockerfile runs.
 
 Every step that starts something registers how to stop it; :meth:`Stack.stop`
 runs those last started first, each child's whole process group, whether the
@@ -24,9 +25,11 @@ import math
 import os
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -37,13 +40,16 @@ from lambdas.migrate.logic import bundled_migrations
 from sandbox.accounts import register_and_login
 from sandbox.environments import (
     api_env,
+    fanout_env,
     feed_env,
     greeks_env,
     instruments_env,
     market_env,
     persist_env,
+    ws_authorizer_env,
+    ws_routes_env,
 )
-from sandbox.esm import EventSourceMapping, MappingTarget, load_mapping_definitions
+from sandbox.esm import EventSourceMapping, MappingConfig, MappingTarget, load_mapping_definitions
 from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.kite import SimAccount, SimAdmin
 from sandbox.lambda_runtime import REPO_ROOT, LambdaFunction
@@ -55,8 +61,21 @@ from sandbox.processes import ManagedProcess
 from sandbox.provision import Resources, client, provision
 from sandbox.subscriptions import SubscriptionPlan, plan_subscriptions, write_plan
 from sandbox.trading import ApiSandbox, start_api
+from sandbox.websocket_api import (
+    AUTHORIZER,
+    FANOUT_HANDLER,
+    FANOUT_MAPPING,
+    FANOUTS,
+    ROUTES,
+    client_command,
+    nearest_chain,
+    start_websocket_api,
+)
+from sandbox.websocket_api import endpoints as websocket_endpoints
+from sandbox.ws_gateway import LocalWebSocketGateway
 from ticker_adapters.subscription_store import SubscriptionStore
 from ticker_core.instruments import InstrumentRegistry, parse_instruments
+from ticker_core.tz import IST
 
 SIM_TICK_INTERVAL_S = 0.1  # one frame per connection per 100 ms, as Kite's ticker batches
 MAX_TICKS_PER_INSTRUMENT = 1 / SIM_TICK_INTERVAL_S
@@ -158,6 +177,9 @@ class Stack:
         # The API's port is chosen first: the simulator posts order postbacks to it.
         self.api_port = free_port()
         self.api: ApiSandbox | None = None
+        self.ws_gateway: LocalWebSocketGateway | None = None
+        self.ws_chain: str | None = None
+        """``UNDERLYING:EXPIRY`` of the chain the printed command (and the witness) watch."""
 
     # -- up and down ------------------------------------------------------------------------
 
@@ -173,6 +195,7 @@ class Stack:
         self._start_api()
         self._login_accounts()
         self._publish_instruments()
+        self._start_websocket()
         self._start_mappings()
         self._start_feed()
 
@@ -433,13 +456,41 @@ class Stack:
         self.say("  read NIFTY's option chain (Greeks on the stored ticks):")
         self.say("  " + self.api.option_chain_curl(endpoints, "NIFTY"))
 
+    def _start_websocket(self) -> None:
+        """The WebSocket API: its functions behind the local gateway, endpoints.json, a command."""
+        aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
+        api = need(self.api, "the API")
+        self._function(*AUTHORIZER, ws_authorizer_env(api.pool), timeout_s=10, max_concurrency=2)
+        self._function(*ROUTES, ws_routes_env(aws, r), timeout_s=29, max_concurrency=2)
+        self.ws_gateway = gateway = start_websocket_api(
+            authorizer=self.functions[AUTHORIZER[0]].invoke,
+            integration=self.functions[ROUTES[0]].invoke,
+            region=aws.region,
+        )
+        self._on_exit("websocket gateway", gateway.stop)
+        for channel, name in FANOUTS.items():
+            env = fanout_env(aws, r, channel, gateway.management_url)
+            self._function(name, FANOUT_HANDLER, env, timeout_s=60, max_concurrency=r.shards)
+        endpoints = self.paths.endpoints
+        document = {**api.endpoints(self.paths.run_dir), **websocket_endpoints(gateway)}
+        endpoints.write_text(json.dumps(document, indent=2) + "\n")
+        registry = need(self.registry, "the instruments")
+        self.ws_chain = nearest_chain(registry, "NIFTY", datetime.now(IST).date())
+        self.say(f"WebSocket API: {gateway.url} (local API Gateway; a fan-out per stream)")
+        if self.ws_chain:
+            self.say("  watch an option chain's live ticks and Greeks:")
+            self.say("  " + client_command(endpoints, self.ws_chain, python=sys.executable))
+
     def _start_mappings(self) -> None:
         aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
         # Event source mappings exactly as the CDK stack deploys them (one shared definition).
         failure_queues = {"greeks": r.greeks_failures_url, "persist": r.persist_failures_url}
-        for definition in load_mapping_definitions():
-            stream, function_name = definition.stream, definition.function
-            config, dlq = definition.config, failure_queues[definition.on_failure]
+        pairs: list[tuple[str, str, MappingConfig, str | None]] = [
+            (d.stream, d.function, d.config, failure_queues[d.on_failure])
+            for d in load_mapping_definitions()
+        ]
+        pairs += [(c.value, name, FANOUT_MAPPING, None) for c, name in FANOUTS.items()]
+        for stream, function_name, config, dlq in pairs:
             function = self.functions[function_name]
             stream_name = r.names.ticks_stream if stream == "ticks" else r.names.greeks_stream
             arn = r.ticks_stream_arn if stream == "ticks" else r.greeks_stream_arn

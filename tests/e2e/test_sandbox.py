@@ -137,7 +137,14 @@ def test_a_short_run_ends_complete_and_leaves_nothing_running(tmp_path: Path) ->
     report = assert_complete(run, code)
     assert set(report["run"]["processes"]) >= {"postgres", "moto", "kite_sim", "feed_container"}
     mappings = report["run"]["mappings"]
-    assert set(mappings) == {"ticks->greeks", "ticks->persist", "greeks->persist"}
+    assert set(mappings) == {
+        "ticks->greeks", "ticks->persist", "greeks->persist",
+        "ticks->fanout-ticks", "greeks->fanout-greeks",
+    }  # fmt: skip
+    # And the WebSocket API's client received the chain's ticks and Greeks
+    witness = report["run"]["websocket"]["witness"]
+    assert witness["tick_records"] > 0
+    assert witness["greeks_records"] > 0
     assert all(m["invocations"] > 0 for m in mappings.values())
 
 

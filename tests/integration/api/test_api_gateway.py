@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import gzip
 import json
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +13,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from lambdas.api.logic import kite_tag
+from tests.factories import moto_signed, token_claims
 from tests.integration.api.conftest import Stack
 from tests.waiting import wait_until
 from ticker_core.kite_checksums import postback_checksum
@@ -46,36 +44,22 @@ def test_unknown_routes_are_refused_by_the_gateway(stack: Stack) -> None:
     assert (status, body["message"]) == (403, "Missing Authentication Token")
 
 
-def _claims(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
-
-
-def _moto_signed(claims: dict[str, Any]) -> str:
-    # moto's signing key ships in its package: anyone can mint tokens the sandbox accepts.
-    import moto.cognitoidp
-
-    path = Path(moto.cognitoidp.__file__).parent / "resources" / "jwks-private.json.gz"
-    key = RSAKey.import_key(json.loads(gzip.decompress(path.read_bytes())))
-    return jwt.encode({"alg": "RS256", "kid": "dummy"}, claims, key)
-
-
 def test_unauthenticated_forged_expired_and_foreign_tokens_are_401(stack: Stack) -> None:
-    claims = _claims(stack.api.trader.id_token)
+    claims = token_claims(stack.api.trader.id_token)
     assert stack.call("GET", orders_path(stack))[0] == 401
     forged = jwt.encode(
         {"alg": "RS256", "kid": "dummy"},
         {**claims, "exp": int(time.time()) + 600},
         RSAKey.generate_key(2048),
     )
-    expired = _moto_signed({**claims, "exp": int(time.time()) - 1})
-    other_pool = _moto_signed({**claims, "iss": claims["iss"] + "x"})
-    access_token = _moto_signed({**claims, "token_use": "access"})
+    expired = moto_signed({**claims, "exp": int(time.time()) - 1})
+    other_pool = moto_signed({**claims, "iss": claims["iss"] + "x"})
+    access_token = moto_signed({**claims, "token_use": "access"})
     for token in (forged, expired, other_pool, access_token, "not-a-jwt"):
         status, body, _ = stack.call("GET", orders_path(stack), token=token)
         assert (status, body["code"]) == (401, "unauthorized")
     # The same claims, properly signed and current, pass
-    assert stack.call("GET", orders_path(stack), token=_moto_signed(claims))[0] == 200
+    assert stack.call("GET", orders_path(stack), token=moto_signed(claims))[0] == 200
 
 
 def test_another_users_account_is_403_whether_or_not_it_exists(stack: Stack) -> None:

@@ -178,6 +178,16 @@ def test_a_run_problem_such_as_a_drain_timeout_makes_the_verdict_incomplete() ->
     assert "note: feed settled short" in render(report)
 
 
+def test_the_websocket_witness_is_summarised() -> None:
+    report = World().report()
+    witness = {"messages": 331, "tick_records": 18_576, "greeks_records": 5_939,
+               "instruments_subscribed": 122}  # fmt: skip
+    report.run = {"websocket": {"chain": "NIFTY:2026-12-08", "witness": witness}}
+    line = next(x for x in render(report).splitlines() if x.startswith("WebSocket"))
+    assert "331" in line
+    assert "18,576 ticks, 5,939 Greeks of 122 instruments" in line
+
+
 def test_unreadable_user_records_are_counted() -> None:
     world = World()
     world.ticks.add(("shardId-2", 1), [b"not json"], {OPTION})

@@ -1,0 +1,1 @@
+"""DynamoDB and the @connections management API: the WebSocket functions' only I/O."""
