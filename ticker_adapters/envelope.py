@@ -10,7 +10,6 @@ the Lambdas, so it imports only the AWS SDKs.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -25,25 +24,6 @@ SERVICE_CONTEXT = {"service": "ticker-service"}
 # Every message this service writes carries one encrypted data key (one KMS key). A
 # message with more was not written here, and each extra key would cost a KMS call.
 MAX_ENCRYPTED_DATA_KEYS = 1
-#: ``arn:<partition>:kms:<region>:<account>:key/<key id>`` (multi-Region ``mrk-`` ids included).
-KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+")
-
-
-def require_key_arn(value: str) -> str:
-    """``value`` if it is a KMS key ARN; ValueError otherwise (an alias, a bare key id).
-
-    The Encryption SDK's KMS keyring decrypts only when the data key's
-    recorded key ARN equals the keyring's key id: with an alias, encryption
-    works (KMS resolves it) but every decrypt fails. So the vault's key is
-    configured by ARN, checked when settings load, not at the first decrypt.
-    """
-    if KEY_ARN.fullmatch(value):
-        return value
-    raise ValueError(
-        "must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>), not an alias or "
-        "key id: the Encryption SDK decrypts only with the key ARN "
-        "(aws kms describe-key --key-id alias/... --query KeyMetadata.Arn)"
-    )
 
 
 class EnvelopeError(Exception):

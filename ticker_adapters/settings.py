@@ -30,12 +30,12 @@ import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Self, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ticker_adapters.endpoints import require_tls_off_loopback
-from ticker_adapters.envelope import require_key_arn
 from ticker_adapters.instrument_snapshots import DEFAULT_PREFIX
+from ticker_adapters.kms import require_key_arn
 
 S = TypeVar("S", bound=BaseSettings)
 E = TypeVar("E")
@@ -143,11 +143,12 @@ class KiteSettings(BaseSettings):
         env_prefix="KITE_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
+    #: Hosts allowed in clear besides loopback (declared first: the URL checks read it).
+    plaintext_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     #: ``https://`` (``http://`` only to loopback or a ``plaintext_hosts`` host).
     rest_url: str = Field(default="https://api.kite.trade", min_length=1)
     #: ``wss://`` (``ws://`` only to loopback or a ``plaintext_hosts`` host).
     ws_url: str = Field(default="wss://ws.kite.trade", min_length=1)
-    plaintext_hosts: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("plaintext_hosts", mode="before")
     @classmethod
@@ -156,15 +157,12 @@ class KiteSettings(BaseSettings):
             return tuple(h.strip() for h in value.split(",") if h.strip())
         return value
 
-    @model_validator(mode="after")
-    def _tls_off_loopback(self) -> KiteSettings:
-        require_tls_off_loopback(
-            self.rest_url, schemes=("https",), plaintext_hosts=self.plaintext_hosts
-        )
-        require_tls_off_loopback(
-            self.ws_url, schemes=("wss",), plaintext_hosts=self.plaintext_hosts
-        )
-        return self
+    @field_validator("rest_url", "ws_url")
+    @classmethod
+    def _tls_off_loopback(cls, value: str, info: ValidationInfo) -> str:
+        schemes = ("https",) if info.field_name == "rest_url" else ("wss",)
+        hosts = info.data.get("plaintext_hosts", ())
+        return require_tls_off_loopback(value, schemes=schemes, plaintext_hosts=hosts)
 
 
 class SnapshotSettings(BaseSettings):
