@@ -59,9 +59,9 @@ from ticker_adapters.credentials import (
     CredentialError,
     CredentialNotFoundError,
     KiteSession,
-    next_token_expiry,
 )
 from ticker_adapters.feed_status import FeedStatus
+from ticker_core.kite import next_token_expiry
 
 KITE_LOGIN_VERSION = "3"
 STATE_PARAMETER = "state"

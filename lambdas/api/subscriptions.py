@@ -38,15 +38,11 @@ from lambdas.api.subscription_models import (
     SubscriptionStatus,
 )
 from ticker_adapters.feed_status import FeedStatus
-from ticker_adapters.subscription_store import (
-    MAX_TOKEN,
-    AtmWindowRule,
-    StoredSubscriptions,
-    SubscriptionChange,
-    SubscriptionError,
-    wider_mode,
-)
+from ticker_adapters.subscription_store import StoredSubscriptions, SubscriptionChange
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
+from ticker_core.kite import MAX_INSTRUMENT_TOKEN as MAX_TOKEN
+from ticker_core.kite import wider_mode
+from ticker_core.subscriptions import AtmWindowRule, SubscriptionError
 
 SPOT_RANK = {("INDICES", None): 0, ("NSE", InstrumentType.EQ): 1, ("BSE", InstrumentType.EQ): 2}
 
