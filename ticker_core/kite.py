@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
 from typing import Final
@@ -130,11 +130,15 @@ TOKEN_EXPIRY_TIME: Final = time(6, 0)
 
 
 def next_token_expiry(issued_at: datetime) -> datetime:
-    """The first 06:00 IST strictly after ``issued_at``: when Kite invalidates the token."""
+    """The first 06:00 IST strictly after ``issued_at``, in UTC: when Kite invalidates the token.
+
+    UTC, as every instant the service stores or answers with; IST is only how
+    the rule is stated.
+    """
     if issued_at.tzinfo is None:
         raise ValueError("issued_at must be timezone-aware")
     local = issued_at.astimezone(IST)
     expiry = datetime.combine(local.date(), TOKEN_EXPIRY_TIME, tzinfo=IST)
     if expiry <= local:
         expiry += timedelta(days=1)
-    return expiry
+    return expiry.astimezone(UTC)

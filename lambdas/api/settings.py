@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class HttpSettings(BaseSettings):
     """``API_*`` variables of the request path, shared by the API's two functions."""
 
-    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore", hide_input_in_errors=True)
 
     cors_origins: str = ""
     """Comma-separated origins allowed to call from a browser (empty: none)."""
@@ -29,7 +29,7 @@ class HttpSettings(BaseSettings):
 class ApiSettings(HttpSettings):
     """What the API function is configured with (names are what the CDK stack sets)."""
 
-    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore", hide_input_in_errors=True)
 
     grants_table: str
     """DynamoDB table of grants (pk ``USER#<sub>``, sk ``ACCOUNT#<id>``)."""
@@ -65,7 +65,7 @@ class ApiSettings(HttpSettings):
 class AccountSettings(BaseSettings):
     """``API_*`` variables of the accounts, Kite login and subscription routes (API function)."""
 
-    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore", hide_input_in_errors=True)
 
     accounts_table: str
     """DynamoDB table of the account registry and login-state markers (``pk``/``sk``, TTL
@@ -101,7 +101,9 @@ class MarketSettings(BaseSettings):
     ``KITE_CREDENTIALS_*`` (sessions, for Kite's historical API).
     """
 
-    model_config = SettingsConfigDict(env_prefix="MARKET_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="MARKET_", extra="ignore", hide_input_in_errors=True
+    )
 
     risk_free_rate: float = Field(default=0.065, ge=-0.1, le=1.0)
     """Continuously compounded rate for option values (keep it equal to the greeks function's

@@ -50,7 +50,9 @@ class TokenRejectedError(Exception):
 class CognitoSettings(BaseSettings):
     """``COGNITO_*``: the user pool whose ID tokens are accepted."""
 
-    model_config = SettingsConfigDict(env_prefix="COGNITO_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="COGNITO_", extra="ignore", hide_input_in_errors=True
+    )
 
     issuer: str
     """``https://cognito-idp.<region>.amazonaws.com/<pool id>``: what the tokens' ``iss`` says."""

@@ -19,7 +19,7 @@ from ticker_core.kite import MODES
 class WsSettings(BaseSettings):
     """``WS_*``: the state tables, the feed's desired set and the limits."""
 
-    model_config = SettingsConfigDict(env_prefix="WS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="WS_", extra="ignore", hide_input_in_errors=True)
 
     connections_table: str
     """Connections and users (key ``pk``, TTL ``expires_at``)."""
@@ -54,7 +54,9 @@ class WsSettings(BaseSettings):
 class FanoutSettings(BaseSettings):
     """``FANOUT_*``: which stream this fan-out function serves and how it posts."""
 
-    model_config = SettingsConfigDict(env_prefix="FANOUT_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FANOUT_", extra="ignore", hide_input_in_errors=True
+    )
 
     channel: Channel
     """``ticks`` or ``greeks``: the stream its event source mapping reads."""

@@ -1,6 +1,6 @@
 """Kite's vocabulary (ticker_core.kite) and the subscription rules built on it."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -62,8 +62,10 @@ def test_segment_codes_by_name_are_the_segment_enum() -> None:
 )
 def test_token_expires_at_the_next_six_am_ist(issued_utc: datetime, expires_utc: datetime) -> None:
     # Given a token issued at some instant, When its expiry is computed
-    # Then it is the first 06:00 IST strictly after issue
-    assert next_token_expiry(issued_utc) == expires_utc
+    # Then it is the first 06:00 IST strictly after issue, given in UTC
+    expiry = next_token_expiry(issued_utc)
+    assert expiry == expires_utc
+    assert expiry.utcoffset() == timedelta(0)
 
 
 def test_naive_issue_time_is_rejected() -> None:
