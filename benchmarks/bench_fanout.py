@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from benchmarks.harness import Comparison, Figure, Result, benchmark, interleaved_rates
 from kite_sim.clock import ManualClock
 from kite_sim.config import SimConfig
 from kite_sim.feed import MODE_FULL
@@ -58,6 +57,7 @@ from ticker_core.records import (
     encode_tick,
     lambda_event_record,
 )
+from tools.benchmarking import Comparison, Figure, Result, benchmark, interleaved_rates
 
 CLIENTS = 100
 INSTRUMENTS = 200

@@ -30,7 +30,7 @@ import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Self, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ticker_adapters.endpoints import require_tls_off_loopback
@@ -131,23 +131,28 @@ class VaultSettings(BaseSettings):
 
 
 class KiteSettings(BaseSettings):
-    """``KITE_REST_URL``, ``KITE_WS_URL``: Kite Connect's endpoints (or the simulator's).
+    """``KITE_*``: Kite Connect's endpoints and login page (or the simulator's).
 
     Access tokens travel in the WebSocket URL and in REST headers, so both
     must use TLS, except to a loopback host or to a host named in
     ``KITE_PLAINTEXT_HOSTS`` (comma-separated): the explicit opt-in of a
-    staging stack whose kite_sim runs on the private network.
+    staging stack whose kite_sim runs on the private network. The login page
+    (where the API sends a browser to log an account in) follows the same
+    rule. Each URL's problem is reported under its own variable.
     """
 
     model_config = SettingsConfigDict(
         env_prefix="KITE_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
+    # First: the URL checks below read it (fields are validated in this order).
+    plaintext_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     #: ``https://`` (``http://`` only to loopback or a ``plaintext_hosts`` host).
     rest_url: str = Field(default="https://api.kite.trade", min_length=1)
     #: ``wss://`` (``ws://`` only to loopback or a ``plaintext_hosts`` host).
     ws_url: str = Field(default="wss://ws.kite.trade", min_length=1)
-    plaintext_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    #: Kite's login page, ``https://`` (the sandbox points it at kite_sim's).
+    login_url: str = Field(default="https://kite.zerodha.com/connect/login", min_length=1)
 
     @field_validator("plaintext_hosts", mode="before")
     @classmethod
@@ -156,15 +161,17 @@ class KiteSettings(BaseSettings):
             return tuple(h.strip() for h in value.split(",") if h.strip())
         return value
 
-    @model_validator(mode="after")
-    def _tls_off_loopback(self) -> KiteSettings:
-        require_tls_off_loopback(
-            self.rest_url, schemes=("https",), plaintext_hosts=self.plaintext_hosts
-        )
-        require_tls_off_loopback(
-            self.ws_url, schemes=("wss",), plaintext_hosts=self.plaintext_hosts
-        )
-        return self
+    @field_validator("rest_url", "login_url")
+    @classmethod
+    def _https_off_loopback(cls, value: str, info: ValidationInfo) -> str:
+        hosts = info.data.get("plaintext_hosts", ())
+        return require_tls_off_loopback(value, schemes=("https",), plaintext_hosts=hosts)
+
+    @field_validator("ws_url")
+    @classmethod
+    def _wss_off_loopback(cls, value: str, info: ValidationInfo) -> str:
+        hosts = info.data.get("plaintext_hosts", ())
+        return require_tls_off_loopback(value, schemes=("wss",), plaintext_hosts=hosts)
 
 
 class SnapshotSettings(BaseSettings):

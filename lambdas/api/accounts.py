@@ -59,9 +59,9 @@ from ticker_adapters.credentials import (
     CredentialError,
     CredentialNotFoundError,
     KiteSession,
-    next_token_expiry,
 )
 from ticker_adapters.feed_status import FeedStatus
+from ticker_core.kite import next_token_expiry
 
 KITE_LOGIN_VERSION = "3"
 STATE_PARAMETER = "state"
@@ -397,7 +397,7 @@ class Accounts:
         if session.user_id != verified.account_id:
             raise KiteUserMismatchError()
         issued = self._clock()
-        expires = next_token_expiry(issued)
+        expires = next_token_expiry(issued).astimezone(UTC)  # stored and shown in UTC
         self._vault.put_session(
             verified.account_id,
             KiteSession(

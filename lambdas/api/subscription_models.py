@@ -9,12 +9,8 @@ from pydantic import BaseModel, Field
 
 from lambdas.api.instrument_refs import INSTRUMENT_REF_PATTERN
 from lambdas.api.models import Strict
-from ticker_adapters.subscription_store import (
-    MAX_EXPIRIES,
-    MAX_STRIKES_EACH_SIDE,
-    MAX_TOKEN,
-    UNDERLYING_PATTERN,
-)
+from ticker_core.kite import MAX_INSTRUMENT_TOKEN
+from ticker_core.subscriptions import MAX_EXPIRIES, MAX_STRIKES_EACH_SIDE, UNDERLYING_PATTERN
 
 Mode = Literal["ltp", "quote", "full"]
 MAX_CHANGES = 100
@@ -23,7 +19,7 @@ MAX_CHANGES = 100
 MAX_WINDOW_CHANGES = 20
 
 InstrumentRef = Annotated[
-    Annotated[int, Field(strict=True, ge=1, le=MAX_TOKEN)]
+    Annotated[int, Field(strict=True, ge=1, le=MAX_INSTRUMENT_TOKEN)]
     | Annotated[str, Field(pattern=INSTRUMENT_REF_PATTERN)],
     Field(
         description="An instrument_token, or EXCHANGE:TRADINGSYMBOL as Kite writes it "

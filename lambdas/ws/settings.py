@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lambdas.ws.logic import Limits
 from lambdas.ws.protocol import MAX_MESSAGE_BYTES, Channel
-from ticker_adapters.subscription_store import MODES
+from ticker_core.kite import MODES
 
 
 class WsSettings(BaseSettings):

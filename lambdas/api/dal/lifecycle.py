@@ -1,4 +1,4 @@
-"""The order lifecycle in PostgreSQL (``trading`` schema, see migration 0005).
+"""The order lifecycle in PostgreSQL (``trading`` schema, see migration 0006).
 
 Intents are written before Kite is called and settled with its answer;
 updates are stored once per identity whichever way they arrive, and the

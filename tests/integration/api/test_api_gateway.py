@@ -13,7 +13,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from lambdas.api.logic import kite_tag
-from tests.factories import moto_signed, token_claims
+from testkit.factories import moto_signed, token_claims
 from tests.integration.api.conftest import Stack
 from tests.waiting import wait_until
 from ticker_core.kite_checksums import postback_checksum

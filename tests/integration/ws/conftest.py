@@ -54,7 +54,7 @@ from sandbox.websocket_api import (
     start_websocket_api,
 )
 from sandbox.ws_gateway import LocalWebSocketGateway
-from tests.factories import publish_snapshot
+from testkit.factories import publish_snapshot
 from ticker_core.calendar import NseCalendar
 from ticker_core.instruments import Instrument
 from ticker_core.kite_wire import parse_ticks

@@ -24,7 +24,7 @@ from lambdas.ws.dal.subscribers import DynamoSubscriberIndex
 from lambdas.ws.protocol import Channel
 from sandbox.websocket_api import endpoints as websocket_endpoints
 from sandbox.ws_client import StreamClient, parse_args, watch
-from tests.factories import moto_signed, token_claims
+from testkit.factories import moto_signed, token_claims
 from tests.integration.ws.conftest import MAX_CONNECTIONS_PER_USER, WsStack
 from tests.waiting import wait_until_async
 from ticker_adapters.subscription_store import SubscriptionStore

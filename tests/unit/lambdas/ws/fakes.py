@@ -15,7 +15,7 @@ from lambdas.ws.state import (
     FeedBudgetExhaustedError,
     Subscriptions,
 )
-from tests.factories import chain, index_instrument
+from testkit.factories import chain, index_instrument
 from tests.unit.lambdas.api.fakes import equity
 from ticker_core.instruments import InstrumentRegistry
 

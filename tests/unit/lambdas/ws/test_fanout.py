@@ -13,7 +13,7 @@ import pytest
 from lambdas.ws.dal.management import PostOutcome
 from lambdas.ws.fanout import Fanout, latest_records, retry_post
 from lambdas.ws.protocol import ALL_CHANNELS, Channel
-from tests.factories import kinesis_event, tick_record
+from testkit.factories import kinesis_event, tick_record
 from tests.unit.lambdas.ws.fakes import FakeIndex, FakePoster
 
 T0 = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
