@@ -20,13 +20,20 @@ from typing import Any
 import pytest
 
 from feed_container.service import Dependencies, FeedService
-from feed_container.settings import FeedSettings
+from feed_container.settings import FeedEnvironment, FeedSettings
 from sandbox.api_stack import Stack, api_stack
 from sandbox.moto_server import MotoServer
 from sandbox.postgres import ConnectionInfo
 from sandbox.provision import client
 from sandbox.report import read_stream
 from tests.waiting import wait_until_async
+from ticker_adapters.settings import (
+    KiteSettings,
+    SnapshotSettings,
+    SubscriptionsTableSettings,
+    TicksStreamSettings,
+    VaultSettings,
+)
 from ticker_core.records import deaggregate
 
 pytestmark = pytest.mark.integration
@@ -38,32 +45,34 @@ def stack(moto_server: MotoServer, postgres: ConnectionInfo) -> Iterator[Stack]:
         yield running
 
 
-def feed_settings(stack: Stack, spill: Path) -> FeedSettings:
+def feed_environment(stack: Stack, spill: Path) -> FeedEnvironment:
     r = stack.resources
-    return FeedSettings(
-        accounts=(),  # the vault's: discovered, and followed
-        accounts_refresh_seconds=0.5,
-        status_interval_seconds=0.5,
-        instance_id="feed-under-test",
-        kite_ws_url=stack.simulator.ws_url,
-        kite_rest_url=stack.simulator.rest_url,
-        secrets_prefix=r.names.secrets_prefix,
-        kms_key_id=r.kms_key_arn,
-        credential_cache_seconds=0,
-        subscriptions_table=r.names.subscriptions_table,
-        subscription_poll_seconds=0.2,
-        atm_recentre_seconds=0.2,
-        instruments_source=f"s3://{r.names.instruments_bucket}/instruments/",
-        stream_name=r.names.ticks_stream,
-        watchdog_seconds=3.0,
-        backoff_initial_seconds=0.05,
-        backoff_max_seconds=0.5,
-        linger_ms=50.0,
-        spill_dir=spill,
-        health_host="127.0.0.1",
-        health_port=0,
-        stop_timeout_seconds=15.0,
-        emf_interval_seconds=0,
+    return FeedEnvironment(
+        feed=FeedSettings(
+            accounts=(),  # the vault's: discovered, and followed
+            accounts_refresh_seconds=0.5,
+            status_interval_seconds=0.5,
+            instance_id="feed-under-test",
+            subscription_poll_seconds=0.2,
+            atm_recentre_seconds=0.2,
+            instruments_source="snapshot",
+            watchdog_seconds=3.0,
+            backoff_initial_seconds=0.05,
+            backoff_max_seconds=0.5,
+            linger_ms=50.0,
+            spill_dir=spill,
+            health_host="127.0.0.1",
+            health_port=0,
+            stop_timeout_seconds=20.0,
+            emf_interval_seconds=0,
+        ),
+        kite=KiteSettings(rest_url=stack.simulator.rest_url, ws_url=stack.simulator.ws_url),
+        vault=VaultSettings(
+            kms_key_arn=r.kms_key_arn, prefix=r.names.secrets_prefix, cache_seconds=0
+        ),
+        ticks=TicksStreamSettings(name=r.names.ticks_stream),
+        subscriptions=SubscriptionsTableSettings(name=r.names.subscriptions_table),
+        snapshot=SnapshotSettings(bucket=r.names.instruments_bucket),
     )
 
 
@@ -98,7 +107,7 @@ async def test_a_retired_account_stops_streaming_while_the_other_goes_on(
     assert status == 200, body
     # And the feed streaming on both accounts
     service = FeedService(
-        feed_settings(stack, tmp_path / "spill"),
+        feed_environment(stack, tmp_path / "spill"),
         Dependencies(kinesis_endpoint_url=stack.aws.url),
     )
     stop = asyncio.Event()
