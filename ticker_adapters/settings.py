@@ -11,6 +11,8 @@ them by those names:
 ``KITE_CREDENTIALS_PREFIX``      the vault's secret name prefix (``ticker/kite``)
 ``KITE_CREDENTIALS_CACHE_SECONDS`` how long a vault read is reused (60)
 ``KITE_REST_URL``, ``KITE_WS_URL`` Kite's endpoints (production by default)
+``KITE_LOGIN_URL``               Kite's login page (the API redirects a browser there)
+``KITE_PLAINTEXT_HOSTS``         hosts a Kite URL may name in clear (a private simulator)
 ``TICKS_STREAM_NAME``            the Kinesis stream of ``tick/1`` records (name or ARN)
 ``GREEKS_STREAM_NAME``           the Kinesis stream of ``greeks/1`` records (name or ARN)
 ``SUBSCRIPTIONS_TABLE_NAME``     the desired-subscriptions DynamoDB table
@@ -26,6 +28,7 @@ invalid variable at once, by name (never by value: some are secrets), as a
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Self, TypeVar
@@ -34,8 +37,29 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ticker_adapters.endpoints import require_tls_off_loopback
-from ticker_adapters.envelope import require_key_arn
-from ticker_adapters.instrument_snapshots import DEFAULT_PREFIX
+
+#: Where the instruments snapshot lives in its bucket (``INSTRUMENTS_PREFIX``'s default).
+DEFAULT_PREFIX = "instruments/"
+#: ``arn:<partition>:kms:<region>:<account>:key/<key id>`` (multi-Region ``mrk-`` ids included).
+KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+")
+
+
+def require_key_arn(value: str) -> str:
+    """``value`` if it is a KMS key ARN; ValueError otherwise (an alias, a bare key id).
+
+    The Encryption SDK's KMS keyring decrypts only when the data key's
+    recorded key ARN equals the keyring's key id: with an alias, encryption
+    works (KMS resolves it) but every decrypt fails. So the vault's key is
+    configured by ARN, checked when settings load, not at the first decrypt.
+    """
+    if KEY_ARN.fullmatch(value):
+        return value
+    raise ValueError(
+        "must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>), not an alias or "
+        "key id: the Encryption SDK decrypts only with the key ARN "
+        "(aws kms describe-key --key-id alias/... --query KeyMetadata.Arn)"
+    )
+
 
 S = TypeVar("S", bound=BaseSettings)
 E = TypeVar("E")
@@ -112,6 +136,18 @@ class Environment:
         """Read and validate every section; a :class:`SettingsError` names each bad variable."""
         return read_environment(cls)
 
+    @classmethod
+    def variables(cls) -> frozenset[str]:
+        """Every environment variable a section reads (what a deployment may set)."""
+        hints = typing.get_type_hints(cls)
+        names: set[str] = set()
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            hint = hints[field.name]
+            for model in [a for a in typing.get_args(hint) if isinstance(a, type)] or [hint]:
+                if isinstance(model, type) and issubclass(model, BaseSettings):
+                    names |= {variable_name(model, f) for f in model.model_fields}
+        return frozenset(names)
+
 
 class VaultSettings(BaseSettings):
     """``KITE_CREDENTIALS_*``: the credential vault's KMS key, secret prefix and read cache."""
@@ -186,31 +222,32 @@ class SnapshotSettings(BaseSettings):
     recheck_seconds: float = Field(default=60.0, ge=0)
 
 
-class TicksStreamSettings(BaseSettings):
+class ResourceNameSettings(BaseSettings):
+    """Base of a setting that names one AWS resource: ``<prefix>NAME``, required.
+
+    A subclass sets only its ``env_prefix`` (``TICKS_STREAM_`` reads
+    ``TICKS_STREAM_NAME``) and says in its docstring what the resource is.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    #: The resource's name (or ARN, where the AWS API takes either).
+    name: str = Field(min_length=1)
+
+
+class TicksStreamSettings(ResourceNameSettings):
     """``TICKS_STREAM_NAME``: the Kinesis stream of ``tick/1`` records (name or ARN)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="TICKS_STREAM_", extra="ignore", frozen=True, hide_input_in_errors=True
-    )
-
-    name: str = Field(min_length=1)
+    model_config = SettingsConfigDict(env_prefix="TICKS_STREAM_")
 
 
-class GreeksStreamSettings(BaseSettings):
+class GreeksStreamSettings(ResourceNameSettings):
     """``GREEKS_STREAM_NAME``: the Kinesis stream of ``greeks/1`` records (name or ARN)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="GREEKS_STREAM_", extra="ignore", frozen=True, hide_input_in_errors=True
-    )
-
-    name: str = Field(min_length=1)
+    model_config = SettingsConfigDict(env_prefix="GREEKS_STREAM_")
 
 
-class SubscriptionsTableSettings(BaseSettings):
+class SubscriptionsTableSettings(ResourceNameSettings):
     """``SUBSCRIPTIONS_TABLE_NAME``: the desired-subscriptions DynamoDB table."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="SUBSCRIPTIONS_TABLE_", extra="ignore", frozen=True, hide_input_in_errors=True
-    )
-
-    name: str = Field(min_length=1)
+    model_config = SettingsConfigDict(env_prefix="SUBSCRIPTIONS_TABLE_")
