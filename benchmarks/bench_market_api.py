@@ -160,15 +160,16 @@ async def _fill(db: Any, bar_tokens: list[int], chain_tokens: list[int], days: l
     import asyncpg
 
     from lambdas.common.db import connection_parameters
-    from lambdas.persist.dal import PartitionManager, ist_day
+    from lambdas.persist.dal import PartitionManager
     from sandbox.stack import database_settings
+    from ticker_core.tz import ist_date
 
     conn = await asyncpg.connect(**connection_parameters(database_settings(db)))
     try:
         today_open = datetime.now(UTC).replace(hour=3, minute=45, second=0, microsecond=0)
         if today_open > datetime.now(UTC):
             today_open -= timedelta(days=1)
-        await PartitionManager().ensure(conn, [*days, ist_day(today_open)])
+        await PartitionManager().ensure(conn, [*days, ist_date(today_open)])
         for day in days:
             open_at = datetime(day.year, day.month, day.day, 3, 45, tzinfo=UTC)  # 09:15 IST
             await conn.execute(BARS_SQL, bar_tokens, open_at)
