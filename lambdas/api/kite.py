@@ -49,8 +49,7 @@ def client_factory(transport: KiteTransport) -> ClientFactory:
     """Clients for sessions, sharing ``transport`` (its pool and timeouts) for the environment."""
 
     def client_for(session: KiteSession) -> KiteApi:
-        client: KiteApi = KiteRestClient.from_session(session, transport)
-        return client
+        return KiteRestClient.from_session(session, transport)
 
     return client_for
 
