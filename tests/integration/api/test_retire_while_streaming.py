@@ -129,6 +129,12 @@ async def test_a_retired_account_stops_streaming_while_the_other_goes_on(
             what="both accounts streaming", within=60,
         )  # fmt: skip
         received = service.metrics.value
+        # (streaming is connected with instruments; both must also have delivered a tick, so
+        # the end can tell the retired account's ticks were kept)
+        await wait_until_async(
+            lambda: min(received("feed_ticks_received_total", account=a) for a in (kept, retired)),
+            lambda n: n > 0, what="ticks on both accounts",
+        )  # fmt: skip
         before = received("feed_ticks_received_total", account=kept)
         both = {kept, retired}
         await wait_until_async(
