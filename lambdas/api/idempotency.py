@@ -58,13 +58,7 @@ Answer = dict[str, Any]
 def create_idempotency_table(dynamodb: Any, name: str) -> None:
     """The idempotency records' table as Powertools expects it (tests and the sandbox; CDK
     owns it in AWS)."""
-    create_table(
-        dynamodb,
-        name,
-        key_schema=[{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
-        attributes=[{"AttributeName": KEY_ATTRIBUTE, "AttributeType": "S"}],
-        ttl_attribute=TTL_ATTRIBUTE,
-    )
+    create_table(dynamodb, name, partition_key=KEY_ATTRIBUTE, ttl_attribute=TTL_ATTRIBUTE)
 
 
 def idempotency_key(headers: Mapping[str, str] | None) -> str:

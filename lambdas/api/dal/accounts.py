@@ -24,14 +24,6 @@ from botocore.exceptions import ClientError
 
 from ticker_adapters.aws import CONDITION_FAILED, create_table, error_code
 
-KEY_SCHEMA = [
-    {"AttributeName": "pk", "KeyType": "HASH"},
-    {"AttributeName": "sk", "KeyType": "RANGE"},
-]
-ATTRIBUTES = [
-    {"AttributeName": "pk", "AttributeType": "S"},
-    {"AttributeName": "sk", "AttributeType": "S"},
-]
 TTL_ATTRIBUTE = "expires_at"
 ACCOUNT = "ACCOUNT"
 LOGIN_STATE = "LOGIN_STATE"
@@ -103,13 +95,7 @@ class DynamoAccountRegistry:
 
     def create_table(self) -> None:
         """Create the table with its TTL (tests and the sandbox; CDK owns it in AWS)."""
-        create_table(
-            self._db,
-            self._table,
-            key_schema=KEY_SCHEMA,
-            attributes=ATTRIBUTES,
-            ttl_attribute=TTL_ATTRIBUTE,
-        )
+        create_table(self._db, self._table, sort_key="sk", ttl_attribute=TTL_ATTRIBUTE)
 
     # -- accounts -------------------------------------------------------------------------
 

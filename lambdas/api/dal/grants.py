@@ -17,14 +17,6 @@ from typing import Any
 from lambdas.api.models import Grant
 from ticker_adapters.aws import create_table
 
-KEY_SCHEMA = [
-    {"AttributeName": "pk", "KeyType": "HASH"},
-    {"AttributeName": "sk", "KeyType": "RANGE"},
-]
-ATTRIBUTES = [
-    {"AttributeName": "pk", "AttributeType": "S"},
-    {"AttributeName": "sk", "AttributeType": "S"},
-]
 USER_PREFIX = "USER#"
 ACCOUNT_PREFIX = "ACCOUNT#"
 
@@ -50,7 +42,7 @@ class DynamoGrantStore:
 
     def create_table(self) -> None:
         """Create the table (tests and the sandbox; CDK owns it in AWS)."""
-        create_table(self._db, self._table, key_schema=KEY_SCHEMA, attributes=ATTRIBUTES)
+        create_table(self._db, self._table, sort_key="sk")
 
     def role(self, user_id: str, account_id: str) -> str | None:
         """The user's role on the account, or None."""

@@ -37,8 +37,6 @@ from lambdas.api.errors import OrderRateLimitedError
 from ticker_adapters.aws import CONDITION_FAILED, create_table, error_code
 
 MICROS = 1_000_000
-KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}]
-ATTRIBUTES = [{"AttributeName": "pk", "AttributeType": "S"}]
 TTL_ATTRIBUTE = "expires_at"
 SLOT_PREFIX = "s"
 ITEM_TTL_SECONDS = 3600
@@ -97,13 +95,7 @@ class DynamoOrderLimiter:
 
     def create_table(self) -> None:
         """Create the table with its TTL (tests and the sandbox; CDK owns it in AWS)."""
-        create_table(
-            self._db,
-            self._table,
-            key_schema=KEY_SCHEMA,
-            attributes=ATTRIBUTES,
-            ttl_attribute=TTL_ATTRIBUTE,
-        )
+        create_table(self._db, self._table, ttl_attribute=TTL_ATTRIBUTE)
 
     def _claim(self, account_id: str, slot: int, now_us: int) -> tuple[bool, list[int]]:
         """Take ``slot`` at ``now_us``; whether it was taken, and the slots as they now are."""
