@@ -48,6 +48,7 @@ PACE_S = 0.12  # < 10 orders/s per account
 BURST_ACCOUNTS = 10
 BURST_PER_ACCOUNT = 20
 IMPORT_ROUNDS = 7
+ROUND_TRIPS = 50
 # The deployed defaults (the test stack turns both caches off so tests see changes at once).
 DEPLOYED_CACHES = {"KITE_CREDENTIALS_CACHE_SECONDS": "60", "API_GRANTS_CACHE_SECONDS": "10"}
 
@@ -173,6 +174,47 @@ def _latencies(stack: Any) -> tuple[list[float], list[float]]:
     return api_ms, direct_ms
 
 
+def _store_round_trips(stack: Any) -> tuple[float, float]:
+    """p50 ms of one conditional DynamoDB write to moto and one PostgreSQL statement: what the
+    place path is made of (3 such writes: the idempotency record in progress, the limiter
+    slot, the record completed; 2 statements: the intent, its settlement; 1 Kite call)."""
+    import asyncio
+
+    import asyncpg
+
+    from lambdas.common.db import connection_parameters
+    from sandbox.provision import client
+    from sandbox.stack import database_settings
+
+    dynamodb = client(stack.aws, "dynamodb")
+    table = stack.resources.names.limiter_table
+    writes: list[float] = []
+    for n in range(ROUND_TRIPS):
+        started = time.perf_counter()
+        dynamodb.update_item(
+            TableName=table, Key={"pk": {"S": "bench-round-trip"}},
+            UpdateExpression="SET #v = :v",
+            ConditionExpression="attribute_not_exists(#v) OR #v < :v",
+            ExpressionAttributeNames={"#v": "v"}, ExpressionAttributeValues={":v": {"N": str(n)}},
+            ReturnValues="ALL_NEW",
+        )  # fmt: skip
+        writes.append((time.perf_counter() - started) * 1000)
+
+    async def statements() -> list[float]:
+        conn = await asyncpg.connect(**connection_parameters(database_settings(stack.db)))
+        try:
+            spent = []
+            for _ in range(ROUND_TRIPS):
+                started = time.perf_counter()
+                await conn.fetchval("select 1")
+                spent.append((time.perf_counter() - started) * 1000)
+            return spent
+        finally:
+            await conn.close()
+
+    return statistics.median(writes), statistics.median(asyncio.run(statements()))
+
+
 def _burst(stack: Any) -> dict[str, Any]:
     from sandbox.trading import api_call
 
@@ -250,6 +292,7 @@ def api() -> Result:
         ) as stack,
     ):
         api_ms, direct_ms = _latencies(stack)
+        dynamodb_write_ms, postgres_ms = _store_round_trips(stack)
         burst = _burst(stack)
     api_p50, api_p99 = _percentile(api_ms, 0.5), _percentile(api_ms, 0.99)
     direct_p50, direct_p99 = _percentile(direct_ms, 0.5), _percentile(direct_ms, 0.99)
@@ -265,6 +308,12 @@ def api() -> Result:
             Figure("API place p99", api_p99, "ms"),
             Figure("kiteconnect direct p50", direct_p50, "ms"),
             Figure("kiteconnect direct p99", direct_p99, "ms"),
+            Figure(
+                "moto: one conditional DynamoDB write p50 (the path makes 3)",
+                dynamodb_write_ms,
+                "ms",
+            ),
+            Figure("PostgreSQL: one statement p50 (the path makes 2)", postgres_ms, "ms"),
             Figure("cold import of lambdas.api.handler (its asset, bytecode kept)", import_s, "s"),
             Figure("the same import without bytecode (-B)", cold["no_bytecode"], "s"),
             Figure("first invocation's build of the dependencies", cold["build"], "s"),
@@ -296,6 +345,10 @@ def api() -> Result:
             "ratios are direct/API: 0.5 means the API takes twice as long as Kite's own "
             "client calling kite_sim directly",
             "the API's environments are started before measuring (as provisioned concurrency)",
+            "a place's floor here: 3 conditional DynamoDB writes on moto (Powertools' record "
+            "in progress and completed, the limiter's slot), 2 PostgreSQL statements (the "
+            "intent, its settlement) and the Kite call itself, plus the gateway's token check and "
+            "the worker's pipe; the grant and the session come from the environment's caches",
             "the API runs with its deployed defaults for the vault's and the grants' caches "
             "(KITE_CREDENTIALS_CACHE_SECONDS 60, API_GRANTS_CACHE_SECONDS 10); the test stack "
             "sets both to 0",
