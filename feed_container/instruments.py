@@ -96,12 +96,7 @@ class SnapshotInstrumentSource:
     """The instruments function's published snapshot in S3 (cached by its reader)."""
 
     def __init__(self, s3_client: Any, settings: SnapshotSettings) -> None:
-        self._reader = InstrumentSnapshotReader(
-            s3_client,
-            settings.bucket,
-            prefix=settings.prefix,
-            recheck_seconds=settings.recheck_seconds,
-        )
+        self._reader = InstrumentSnapshotReader.from_settings(s3_client, settings)
 
     async def load(self) -> InstrumentRegistry:
         """The snapshot the pointer names now."""

@@ -216,16 +216,12 @@ class FeedService:
 
     def _vault(self) -> Any:
         from ticker_adapters.credentials import CredentialVault
-        from ticker_adapters.envelope import KmsEnvelopeCipher
 
         if not hasattr(self, "_vault_instance"):
-            vault = self.environment.vault
-            cipher = KmsEnvelopeCipher(self._aws("kms"), vault.kms_key_arn)
-            self._vault_instance = CredentialVault(
-                self._aws("secretsmanager"),
-                cipher,
-                prefix=vault.prefix,
-                cache_seconds=vault.cache_seconds,
+            self._vault_instance = CredentialVault.from_settings(
+                self.environment.vault,
+                secretsmanager=self._aws("secretsmanager"),
+                kms=self._aws("kms"),
             )
         return self._vault_instance
 

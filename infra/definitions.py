@@ -66,7 +66,8 @@ class MappingDefinition:
     report_batch_item_failures: bool
     parallelization_factor: int
     starting_position: str
-    on_failure: str
+    on_failure: str | None = None
+    """The function whose on-failure queue gets a discarded batch's metadata; None: dropped."""
 
     def __post_init__(self) -> None:
         checks = [

@@ -283,10 +283,9 @@ class Functions(Construct):
     def _mapping(
         self, mapping: MappingDefinition, function: lambda_.Function, streams: Streams
     ) -> None:
-        if mapping.on_failure not in self.on_failure:
-            self.on_failure[mapping.on_failure] = self._queue(
-                f"{mapping.on_failure.title()}OnFailure"
-            )
+        destination = mapping.on_failure
+        if destination is not None and destination not in self.on_failure:
+            self.on_failure[destination] = self._queue(f"{destination.title()}OnFailure")
         options: dict[str, Any] = {
             "batch_size": mapping.batch_size,
             "max_batching_window": Duration.seconds(mapping.maximum_batching_window_seconds),
@@ -300,7 +299,9 @@ class Functions(Construct):
             "report_batch_item_failures": mapping.report_batch_item_failures,
             "parallelization_factor": mapping.parallelization_factor,
             "starting_position": lambda_.StartingPosition[mapping.starting_position],
-            "on_failure": sources.SqsDlq(self.on_failure[mapping.on_failure]),
+            "on_failure": (
+                sources.SqsDlq(self.on_failure[destination]) if destination is not None else None
+            ),
         }
         source: lambda_.IEventSource
         if mapping.consumer == "enhanced-fan-out":

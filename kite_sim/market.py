@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from kite_sim.clock import MarketClock
 from kite_sim.marketview import Level, Snapshot
 from kite_sim.universe import Universe
-from ticker_core.calendar import expiry_epoch_seconds, year_fractions
+from ticker_core.expiry_arrays import expiry_epoch_seconds, year_fractions
 from ticker_core.instruments import Instrument, write_instruments_csv
 from ticker_core.options import black76_price
 from ticker_core.tz import IST

@@ -36,7 +36,7 @@ from lambdas.instruments.dal import S3SnapshotStore
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
 from sandbox.accounts import register_and_login
-from sandbox.environments import api_env, market_env
+from sandbox.environments import api_env, login_check_env, market_env, order_updates_env
 from sandbox.kite import SimAccount
 from sandbox.lambda_runtime import LambdaFunction
 from sandbox.moto_server import AwsEndpoint, MotoServer
@@ -230,17 +230,16 @@ def api_stack(
             S3SnapshotStore(client(aws, "s3"), resources.names.instruments_bucket, "instruments/"),
             csv_bytes,
         )
-        env = api_env(
-            aws,
-            db,
-            resources,
-            simulator.rest_url,
-            API_KITE_READ_TIMEOUT_SECONDS="2",
-            API_RESOLVE_DELAY_SECONDS="0.2",
-            API_CORS_ORIGINS="https://app.example.com",
-            KITE_CREDENTIALS_CACHE_SECONDS="0",
+        overrides = {
+            "API_KITE_READ_TIMEOUT_SECONDS": "2",
+            "API_RESOLVE_DELAY_SECONDS": "0.2",
+            "API_CORS_ORIGINS": "https://app.example.com",
+            # Tests see a login, a grant change, at once (production keeps them a while).
+            "KITE_CREDENTIALS_CACHE_SECONDS": "0",
+            "API_GRANTS_CACHE_SECONDS": "0",
             **(extra_env or {}),
-        )
+        }
+        env = api_env(aws, db, resources, simulator.rest_url, **overrides)
         markets = market_env(
             aws,
             db,
@@ -249,22 +248,31 @@ def api_stack(
             API_CORS_ORIGINS="https://app.example.com",
             KITE_CREDENTIALS_CACHE_SECONDS="0",
         )
-        function = LambdaFunction(
-            "api", "lambdas.api.handler.handler", env=env, log_dir=Path(logs),
-            timeout_s=29, max_concurrency=environments,
-        )  # fmt: skip
-        updates_function = LambdaFunction(
-            "order-updates", "lambdas.api.handler.order_updates", env=env, log_dir=Path(logs),
-            timeout_s=29, max_concurrency=1,
-        )  # fmt: skip
-        market_function = LambdaFunction(
-            "api-market", "lambdas.api.market_handler.handler", env=markets,
-            log_dir=Path(logs), timeout_s=29, max_concurrency=market_environments,
-        )  # fmt: skip
-        login_check = LambdaFunction(
-            "login-check", "lambdas.api.handler.login_check", env=env, log_dir=Path(logs),
-            timeout_s=60, max_concurrency=1,
-        )  # fmt: skip
+        logs_dir = Path(logs)
+        function = LambdaFunction.declared(
+            "api", env=env, log_dir=logs_dir, timeout_s=29, max_concurrency=environments
+        )
+        updates_function = LambdaFunction.declared(
+            "api-order-updates",
+            env=order_updates_env(aws, db, resources),
+            log_dir=logs_dir,
+            timeout_s=29,
+            max_concurrency=1,
+        )
+        market_function = LambdaFunction.declared(
+            "api-market",
+            env=markets,
+            log_dir=logs_dir,
+            timeout_s=29,
+            max_concurrency=market_environments,
+        )
+        login_check = LambdaFunction.declared(
+            "api-login-check",
+            env=login_check_env(aws, resources),
+            log_dir=logs_dir,
+            timeout_s=60,
+            max_concurrency=1,
+        )
         try:
             api = start_api(
                 aws=aws,

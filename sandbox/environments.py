@@ -33,6 +33,14 @@ def aws_env(aws: AwsEndpoint, kinesis_url: str | None = None) -> dict[str, str]:
     return env
 
 
+def vault_env(resources: Resources) -> dict[str, str]:
+    """``KITE_CREDENTIALS_*``: the credential vault the stack created."""
+    return {
+        "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
+        "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
+    }
+
+
 def persist_env(aws: AwsEndpoint, db: ConnectionInfo) -> dict[str, str]:
     """The persist function: PostgreSQL only (it reads its events, it writes no stream)."""
     return {**FUNCTION_ENV, **aws_env(aws), **db.db_env()}
@@ -57,26 +65,47 @@ def api_env(
     kite_rest_url: str,
     **overrides: str,
 ) -> dict[str, str]:
-    """The trading API function: its tables, bus, Kite (and its login page), the vault, the
-    account registry, the login-state key, the subscriptions table and the snapshot."""
+    """The API function: its tables, bus and login-state key, Kite (and its login page), the
+    vault, the account registry, the subscriptions table, the snapshot and PostgreSQL."""
+    names = resources.names
     return {
         **FUNCTION_ENV,
         **aws_env(aws),
         **db.db_env(),
-        "API_GRANTS_TABLE": resources.names.grants_table,
-        "API_IDEMPOTENCY_TABLE": resources.names.idempotency_table,
-        "API_LIMITER_TABLE": resources.names.limiter_table,
-        "API_EVENT_BUS": resources.names.event_bus,
-        "API_KITE_ROOT": kite_rest_url,
+        **vault_env(resources),
+        "GRANTS_TABLE_NAME": names.grants_table,
+        "IDEMPOTENCY_TABLE_NAME": names.idempotency_table,
+        "ORDER_LIMITER_TABLE_NAME": names.limiter_table,
+        "ACCOUNTS_TABLE_NAME": names.accounts_table,
+        "SUBSCRIPTIONS_TABLE_NAME": names.subscriptions_table,
+        "EVENT_BUS_NAME": names.event_bus,
+        "LOGIN_STATE_SECRET_ARN": resources.login_state_secret_arn,
+        "KITE_REST_URL": kite_rest_url,
+        "KITE_LOGIN_URL": f"{kite_rest_url}/connect/login",
+        "INSTRUMENTS_BUCKET": names.instruments_bucket,
         "API_CORS_ORIGINS": API_CORS_ORIGINS,
-        "API_ACCOUNTS_TABLE": resources.names.accounts_table,
-        "API_LOGIN_STATE_SECRET_ARN": resources.login_state_secret_arn,
-        "API_KITE_LOGIN_URL": f"{kite_rest_url}/connect/login",
-        "API_SUBSCRIPTIONS_TABLE": resources.names.subscriptions_table,
-        "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
-        "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
-        "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
         **overrides,
+    }
+
+
+def order_updates_env(aws: AwsEndpoint, db: ConnectionInfo, resources: Resources) -> dict[str, str]:
+    """The order-update consumer: the lifecycle in PostgreSQL, the bus."""
+    return {
+        **FUNCTION_ENV,
+        **aws_env(aws),
+        **db.db_env(),
+        "EVENT_BUS_NAME": resources.names.event_bus,
+    }
+
+
+def login_check_env(aws: AwsEndpoint, resources: Resources) -> dict[str, str]:
+    """The scheduled login check: the account registry, the vault's sessions, the bus."""
+    return {
+        **FUNCTION_ENV,
+        **aws_env(aws),
+        **vault_env(resources),
+        "ACCOUNTS_TABLE_NAME": resources.names.accounts_table,
+        "EVENT_BUS_NAME": resources.names.event_bus,
     }
 
 
@@ -92,12 +121,11 @@ def market_env(
         **FUNCTION_ENV,
         **aws_env(aws),
         **db.db_env(),
-        "API_CORS_ORIGINS": API_CORS_ORIGINS,
-        "MARKET_ACCOUNTS_TABLE": resources.names.accounts_table,
-        "MARKET_KITE_ROOT": kite_rest_url,
+        **vault_env(resources),
+        "ACCOUNTS_TABLE_NAME": resources.names.accounts_table,
+        "KITE_REST_URL": kite_rest_url,
         "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
-        "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
-        "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
+        "API_CORS_ORIGINS": API_CORS_ORIGINS,
         **overrides,
     }
 
@@ -110,10 +138,9 @@ def instruments_env(
         **FUNCTION_ENV,
         **aws_env(aws),
         **db.db_env(),
+        **vault_env(resources),
         "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
         "KITE_REST_URL": kite_rest_url,
-        "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
-        "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
     }
 
 
@@ -138,8 +165,7 @@ def feed_env(
         **aws_env(aws, kinesis_url),
         "KITE_WS_URL": kite_ws_url,
         "KITE_REST_URL": kite_rest_url,
-        "KITE_CREDENTIALS_PREFIX": resources.names.secrets_prefix,
-        "KITE_CREDENTIALS_KMS_KEY_ARN": resources.kms_key_arn,
+        **vault_env(resources),
         "KITE_CREDENTIALS_CACHE_SECONDS": "5",
         "SUBSCRIPTIONS_TABLE_NAME": resources.names.subscriptions_table,
         "TICKS_STREAM_NAME": resources.names.ticks_stream,
@@ -172,9 +198,9 @@ def _ws_state_env(aws: AwsEndpoint, resources: Resources) -> dict[str, str]:
     return {
         **FUNCTION_ENV,
         **aws_env(aws),
-        "WS_CONNECTIONS_TABLE": names.ws_connections_table,
-        "WS_SUBSCRIBERS_TABLE": names.ws_subscribers_table,
-        "WS_FEED_SUBSCRIPTIONS_TABLE": names.subscriptions_table,
+        "WS_CONNECTIONS_TABLE_NAME": names.ws_connections_table,
+        "WS_SUBSCRIBERS_TABLE_NAME": names.ws_subscribers_table,
+        "SUBSCRIPTIONS_TABLE_NAME": names.subscriptions_table,
     }
 
 
@@ -193,5 +219,5 @@ def fanout_env(
     return {
         **_ws_state_env(aws, resources),
         "FANOUT_CHANNEL": channel.value,
-        "FANOUT_MANAGEMENT_ENDPOINT": management_url,
+        "WS_MANAGEMENT_URL": management_url,
     }

@@ -13,6 +13,7 @@ fresh one, exactly as Lambda replaces a broken environment.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import selectors
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from infra.definitions import load_functions
 from sandbox.esm import InvokeResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,12 @@ INIT_TIMEOUT_S = 60.0
 PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 # A test run measuring coverage in child processes passes its settings on.
 PASSTHROUGH_PREFIXES = ("COVERAGE_",)
+
+
+@functools.cache
+def declared_handlers() -> dict[str, str]:
+    """Each function's handler, by name, from ``[tool.ticker-service.functions]``."""
+    return {name: d.handler for name, d in load_functions().items()}
 
 
 class WorkerError(Exception):
@@ -208,6 +216,12 @@ class LambdaFunction:
         self._stats = FunctionStats()
         self._closed = False
         self.started_pids: list[int] = []  # every environment's process, for leftover checks
+
+    @classmethod
+    def declared(cls, name: str, **settings: Any) -> LambdaFunction:
+        """The function ``name`` with the handler ``pyproject.toml`` declares for it (the one
+        the CDK stack deploys); ``settings`` as for the constructor."""
+        return cls(name, declared_handlers()[name], **settings)
 
     def environment(self) -> dict[str, str]:
         """The variables an environment of this function sees."""

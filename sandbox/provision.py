@@ -22,9 +22,6 @@ import boto3
 from sandbox.moto_server import AwsEndpoint
 from ticker_adapters.subscription_store import SubscriptionStore
 
-IDEMPOTENCY_KEY = "id"  # Powertools' DynamoDB persistence layer's defaults
-IDEMPOTENCY_TTL = "expiration"
-
 ACCOUNT_ID = "123456789012"  # moto's default account
 
 
@@ -88,20 +85,11 @@ def create_api_tables(dynamodb: Any, *, grants: str, idempotency: str, limiter: 
     """The trading API's DynamoDB tables, as the CDK stack creates them."""
     from lambdas.api.dal.grants import DynamoGrantStore
     from lambdas.api.dal.limiter import DynamoOrderLimiter
+    from lambdas.api.idempotency import create_idempotency_table
 
     DynamoGrantStore(dynamodb, grants).create_table()
     DynamoOrderLimiter(dynamodb, limiter).create_table()
-    dynamodb.create_table(
-        TableName=idempotency,
-        KeySchema=[{"AttributeName": IDEMPOTENCY_KEY, "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": IDEMPOTENCY_KEY, "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.get_waiter("table_exists").wait(TableName=idempotency)
-    dynamodb.update_time_to_live(
-        TableName=idempotency,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": IDEMPOTENCY_TTL},
-    )
+    create_idempotency_table(dynamodb, idempotency)
 
 
 def create_websocket_tables(

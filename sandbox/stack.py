@@ -44,12 +44,13 @@ from sandbox.environments import (
     feed_env,
     greeks_env,
     instruments_env,
+    login_check_env,
     market_env,
     persist_env,
     ws_authorizer_env,
     ws_routes_env,
 )
-from sandbox.esm import EventSourceMapping, MappingConfig, MappingTarget, load_mapping_definitions
+from sandbox.esm import EventSourceMapping, MappingTarget, load_mapping_definitions
 from sandbox.kinesis_proxy import KinesisFaultProxy
 from sandbox.kite import SimAccount, SimAdmin
 from sandbox.lambda_runtime import REPO_ROOT, LambdaFunction
@@ -63,8 +64,6 @@ from sandbox.subscriptions import SubscriptionPlan, plan_subscriptions, write_pl
 from sandbox.trading import ApiSandbox, start_api
 from sandbox.websocket_api import (
     AUTHORIZER,
-    FANOUT_HANDLER,
-    FANOUT_MAPPING,
     FANOUTS,
     ROUTES,
     client_command,
@@ -359,8 +358,9 @@ class Stack:
         for line in self.plan.describe():
             self.say(f"  {line}")
 
-    def _function(self, name: str, handler: str, env: dict[str, str], **settings: Any) -> None:
-        function = LambdaFunction(name, handler, env=env, log_dir=self.paths.logs, **settings)
+    def _function(self, name: str, env: dict[str, str], **settings: Any) -> None:
+        """Start function ``name`` (its handler as pyproject declares it) with ``env``."""
+        function = LambdaFunction.declared(name, env=env, log_dir=self.paths.logs, **settings)
         self.functions[name] = function
         self._on_exit(f"function {name}", function.kill_all)
 
@@ -374,7 +374,6 @@ class Stack:
         kinesis_url = self.proxy.url if self.proxy is not None else None
         self._function(
             "persist",
-            "lambdas.persist.handler.handler",
             persist_env(aws, db),
             timeout_s=60,
             memory_mb=1024,
@@ -382,7 +381,6 @@ class Stack:
         )
         self._function(
             "greeks",
-            "lambdas.greeks.handler.handler",
             greeks_env(aws, r, kinesis_url),
             timeout_s=60,
             memory_mb=1024,
@@ -390,7 +388,6 @@ class Stack:
         )
         self._function(
             "instruments",
-            "lambdas.instruments.handler.handler",
             instruments_env(aws, db, r, self.rest_url),
             timeout_s=120,
             max_concurrency=1,
@@ -413,26 +410,18 @@ class Stack:
         aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
         self._function(
             "api",
-            "lambdas.api.handler.handler",
             api_env(aws, need(self.db, "PostgreSQL"), r, self.rest_url),
             timeout_s=29,
             max_concurrency=API_ENVIRONMENTS,
         )
         self._function(
             "api-market",
-            "lambdas.api.market_handler.handler",
             market_env(aws, need(self.db, "PostgreSQL"), r, self.rest_url),
             timeout_s=29,
             memory_mb=1024,
             max_concurrency=MARKET_ENVIRONMENTS,
         )
-        self._function(
-            "login-check",
-            "lambdas.api.handler.login_check",
-            api_env(aws, need(self.db, "PostgreSQL"), r, self.rest_url),
-            timeout_s=60,
-            max_concurrency=1,
-        )
+        self._function("api-login-check", login_check_env(aws, r), timeout_s=60, max_concurrency=1)
         self.api = start_api(
             aws=aws,
             invoke={
@@ -460,17 +449,17 @@ class Stack:
         """The WebSocket API: its functions behind the local gateway, endpoints.json, a command."""
         aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
         api = need(self.api, "the API")
-        self._function(*AUTHORIZER, ws_authorizer_env(api.pool), timeout_s=10, max_concurrency=2)
-        self._function(*ROUTES, ws_routes_env(aws, r), timeout_s=29, max_concurrency=2)
+        self._function(AUTHORIZER, ws_authorizer_env(api.pool), timeout_s=10, max_concurrency=2)
+        self._function(ROUTES, ws_routes_env(aws, r), timeout_s=29, max_concurrency=2)
         self.ws_gateway = gateway = start_websocket_api(
-            authorizer=self.functions[AUTHORIZER[0]].invoke,
-            integration=self.functions[ROUTES[0]].invoke,
+            authorizer=self.functions[AUTHORIZER].invoke,
+            integration=self.functions[ROUTES].invoke,
             region=aws.region,
         )
         self._on_exit("websocket gateway", gateway.stop)
         for channel, name in FANOUTS.items():
             env = fanout_env(aws, r, channel, gateway.management_url)
-            self._function(name, FANOUT_HANDLER, env, timeout_s=60, max_concurrency=r.shards)
+            self._function(name, env, timeout_s=60, max_concurrency=r.shards)
         endpoints = self.paths.endpoints
         document = {**api.endpoints(self.paths.run_dir), **websocket_endpoints(gateway)}
         endpoints.write_text(json.dumps(document, indent=2) + "\n")
@@ -485,11 +474,10 @@ class Stack:
         aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
         # Event source mappings exactly as the CDK stack deploys them (one shared definition).
         failure_queues = {"greeks": r.greeks_failures_url, "persist": r.persist_failures_url}
-        pairs: list[tuple[str, str, MappingConfig, str | None]] = [
-            (d.stream, d.function, d.config, failure_queues[d.on_failure])
+        pairs = [
+            (d.stream, d.function, d.config, failure_queues[d.on_failure] if d.on_failure else None)
             for d in load_mapping_definitions()
         ]
-        pairs += [(c.value, name, FANOUT_MAPPING, None) for c, name in FANOUTS.items()]
         for stream, function_name, config, dlq in pairs:
             function = self.functions[function_name]
             stream_name = r.names.ticks_stream if stream == "ticks" else r.names.greeks_stream

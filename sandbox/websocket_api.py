@@ -3,11 +3,11 @@
 :func:`start_websocket_api` starts the local WebSocket gateway
 (:mod:`sandbox.ws_gateway`) in front of the authorizer and routes functions;
 the fan-out functions, one per stream, post to the gateway's
-``@connections`` endpoint and are driven by their event source mappings
-(:data:`FANOUT_MAPPING`). :class:`Witness` is a client of the running API
-that subscribes to an option chain for the whole run and counts what it
-receives, for the report; :func:`client_command` is the one-line command
-``make run`` prints to watch the same chain.
+``@connections`` endpoint and are driven by their event source mappings (as
+every mapping, from ``lambdas/event_source_mappings.toml``). :class:`Witness`
+is a client of the running API that subscribes to an option chain for the
+whole run and counts what it receives, for the report; :func:`client_command`
+is the one-line command ``make run`` prints to watch the same chain.
 """
 
 from __future__ import annotations
@@ -21,24 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from lambdas.ws.protocol import SUBPROTOCOL, Channel
-from sandbox.esm import InvokeResult, MappingConfig
+from sandbox.esm import InvokeResult
 from sandbox.ws_client import StreamClient
 from sandbox.ws_gateway import LocalWebSocketGateway
 from ticker_core.instruments import InstrumentRegistry
 
-AUTHORIZER = ("ws-authorizer", "lambdas.ws.authorizer.handler")
-ROUTES = ("ws", "lambdas.ws.handler.handler")
-FANOUT_HANDLER = "lambdas.ws.fanout_handler.handler"
+AUTHORIZER = "ws-authorizer"
+ROUTES = "ws"
 FANOUTS = {Channel.TICKS: "fanout-ticks", Channel.GREEKS: "fanout-greeks"}
-# Live data: no batching window, a couple of retries, nothing older than a minute.
-FANOUT_MAPPING = MappingConfig(
-    batch_size=1000,
-    maximum_batching_window_s=0.0,
-    maximum_retry_attempts=2,
-    bisect_batch_on_function_error=False,
-    report_batch_item_failures=True,
-    maximum_record_age_s=60,
-)
+"""The fan-out function on each stream (their mappings: ``lambdas/event_source_mappings.toml``)."""
 
 
 def start_websocket_api(

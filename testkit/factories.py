@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,20 @@ def moto_signed(claims: dict[str, Any]) -> str:
     path = Path(moto.cognitoidp.__file__).parent / "resources" / "jwks-private.json.gz"
     key = RSAKey.import_key(json.loads(gzip.decompress(path.read_bytes())))
     return jwt.encode({"alg": "RS256", "kid": "dummy"}, claims, key)
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    """What a handler reads of Lambda's context object (Powertools' log context among them)."""
+
+    function_name: str = "function"
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = "request-1"
+    remaining_ms: int = 30_000
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:ap-south-1:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms

@@ -24,15 +24,17 @@ def create_table(
     dynamodb: Any,
     name: str,
     *,
-    key_schema: list[dict[str, str]],
-    attributes: list[dict[str, str]],
+    partition_key: str = "pk",
+    sort_key: str | None = None,
     ttl_attribute: str | None = None,
 ) -> None:
-    """Create an on-demand table and wait until it exists; TTL on ``ttl_attribute`` if given."""
+    """Create an on-demand table keyed by string attributes (``partition_key``, and
+    ``sort_key`` if given) and wait until it exists; TTL on ``ttl_attribute`` if given."""
+    keys = [(partition_key, "HASH")] + ([(sort_key, "RANGE")] if sort_key else [])
     dynamodb.create_table(
         TableName=name,
-        KeySchema=key_schema,
-        AttributeDefinitions=attributes,
+        KeySchema=[{"AttributeName": key, "KeyType": kind} for key, kind in keys],
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"} for key, _ in keys],
         BillingMode="PAY_PER_REQUEST",
     )
     dynamodb.get_waiter("table_exists").wait(TableName=name)

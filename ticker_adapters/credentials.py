@@ -20,11 +20,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from ticker_adapters.envelope import Cipher, EnvelopeError
+from ticker_adapters.envelope import Cipher, EnvelopeError, KmsEnvelopeCipher
+
+if TYPE_CHECKING:
+    from ticker_adapters.settings import VaultSettings
 
 FORMAT_VERSION = 1
 PURPOSE_API = "kite-api-credentials"
@@ -116,6 +119,18 @@ class CredentialVault:
         self._lock = threading.Lock()
 
     # -- names -------------------------------------------------------------------
+
+    @classmethod
+    def from_settings(
+        cls, settings: VaultSettings, *, secretsmanager: Any, kms: Any
+    ) -> CredentialVault:
+        """The vault ``KITE_CREDENTIALS_*`` describe, on these clients."""
+        return cls(
+            secretsmanager,
+            KmsEnvelopeCipher(kms, settings.kms_key_arn),
+            prefix=settings.prefix,
+            cache_seconds=settings.cache_seconds,
+        )
 
     def _name(self, account_id: str, kind: str) -> str:
         if not ACCOUNT_ID_PATTERN.match(account_id):

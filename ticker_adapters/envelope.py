@@ -10,14 +10,10 @@ the Lambdas, so it imports only the AWS SDKs.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import aws_encryption_sdk
-from aws_cryptographic_material_providers.mpl import AwsCryptographicMaterialProviders
-from aws_cryptographic_material_providers.mpl.config import MaterialProvidersConfig
-from aws_cryptographic_material_providers.mpl.models import CreateAwsKmsKeyringInput
-from aws_encryption_sdk import CommitmentPolicy
 from botocore.exceptions import BotoCoreError, ClientError
 
 SERVICE_CONTEXT = {"service": "ticker-service"}
@@ -43,23 +39,51 @@ class Cipher(Protocol):
 
 
 class KmsEnvelopeCipher:
-    """AWS Encryption SDK messages under one KMS key (key commitment required)."""
+    """AWS Encryption SDK messages under one KMS key (key commitment required).
+
+    The SDK and its keyring are loaded on the first encryption or decryption,
+    not when the cipher is built: importing them takes a few hundred
+    milliseconds, which a Lambda environment that never opens the vault (or
+    has not yet) should not pay at its start.
+    """
 
     def __init__(self, kms_client: Any, key_arn: str) -> None:
-        providers = AwsCryptographicMaterialProviders(config=MaterialProvidersConfig())
-        self._keyring = providers.create_aws_kms_keyring(
-            input=CreateAwsKmsKeyringInput(kms_key_id=key_arn, kms_client=kms_client)
-        )
-        self._sdk = aws_encryption_sdk.EncryptionSDKClient(
-            commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
-            max_encrypted_data_keys=MAX_ENCRYPTED_DATA_KEYS,
-        )
+        self._kms = kms_client
+        self._key_arn = key_arn
+        self._loaded: tuple[Any, Any] | None = None
+        self._lock = threading.Lock()
+
+    def _sdk_and_keyring(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._loaded is None:
+                import aws_encryption_sdk
+                from aws_cryptographic_material_providers.mpl import (
+                    AwsCryptographicMaterialProviders,
+                )
+                from aws_cryptographic_material_providers.mpl.config import (
+                    MaterialProvidersConfig,
+                )
+                from aws_cryptographic_material_providers.mpl.models import (
+                    CreateAwsKmsKeyringInput,
+                )
+
+                providers = AwsCryptographicMaterialProviders(config=MaterialProvidersConfig())
+                keyring = providers.create_aws_kms_keyring(
+                    input=CreateAwsKmsKeyringInput(kms_key_id=self._key_arn, kms_client=self._kms)
+                )
+                sdk = aws_encryption_sdk.EncryptionSDKClient(
+                    commitment_policy=aws_encryption_sdk.CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
+                    max_encrypted_data_keys=MAX_ENCRYPTED_DATA_KEYS,
+                )
+                self._loaded = (sdk, keyring)
+            return self._loaded
 
     def encrypt(self, plaintext: bytes, context: Mapping[str, str]) -> bytes:
         """An ESDK message holding ``plaintext``, bound to ``context`` plus the service name."""
-        ciphertext, _header = self._sdk.encrypt(
+        sdk, keyring = self._sdk_and_keyring()
+        ciphertext, _header = sdk.encrypt(
             source=plaintext,
-            keyring=self._keyring,
+            keyring=keyring,
             encryption_context={**SERVICE_CONTEXT, **context},
         )
         return bytes(ciphertext)
@@ -74,10 +98,11 @@ class KmsEnvelopeCipher:
         errors propagate as they are: KMS being unreachable or refusing the
         call is not evidence of tampering, and the caller may retry it.
         """
+        sdk, keyring = self._sdk_and_keyring()
         try:
-            plaintext, _header = self._sdk.decrypt(
+            plaintext, _header = sdk.decrypt(
                 source=ciphertext,
-                keyring=self._keyring,
+                keyring=keyring,
                 encryption_context={**SERVICE_CONTEXT, **context},
             )
         except (BotoCoreError, ClientError):

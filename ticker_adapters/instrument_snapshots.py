@@ -37,6 +37,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ticker_adapters.settings import DEFAULT_PREFIX, SnapshotSettings
 from ticker_core.calendar import parse_iso_date
 from ticker_core.instruments import (
     DumpSummary,
@@ -47,7 +48,6 @@ from ticker_core.instruments import (
 
 POINTER_FORMAT = 1
 POINTER_NAME = "current.json"
-DEFAULT_PREFIX = "instruments/"
 SHA256_HEX_CHARS = 64
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,13 @@ class InstrumentSnapshotReader:
         """How many times a snapshot object was downloaded and parsed (for metrics)."""
         self.last_error: Exception | None = None
         """The last refresh failure while a cached snapshot was served, if any."""
+
+    @classmethod
+    def from_settings(cls, s3: Any, settings: SnapshotSettings) -> InstrumentSnapshotReader:
+        """The reader of the snapshot ``INSTRUMENTS_*`` describe."""
+        return cls(
+            s3, settings.bucket, prefix=settings.prefix, recheck_seconds=settings.recheck_seconds
+        )
 
     def current(self) -> InstrumentSnapshot:
         """The current snapshot (cached, re-checked at most every ``recheck_seconds``)."""

@@ -11,6 +11,8 @@ them by those names:
 ``KITE_CREDENTIALS_PREFIX``      the vault's secret name prefix (``ticker/kite``)
 ``KITE_CREDENTIALS_CACHE_SECONDS`` how long a vault read is reused (60)
 ``KITE_REST_URL``, ``KITE_WS_URL`` Kite's endpoints (production by default)
+``KITE_LOGIN_URL``               Kite's login page (the API redirects a browser there)
+``KITE_PLAINTEXT_HOSTS``         hosts a Kite URL may name in clear (a private simulator)
 ``TICKS_STREAM_NAME``            the Kinesis stream of ``tick/1`` records (name or ARN)
 ``GREEKS_STREAM_NAME``           the Kinesis stream of ``greeks/1`` records (name or ARN)
 ``SUBSCRIPTIONS_TABLE_NAME``     the desired-subscriptions DynamoDB table
@@ -34,8 +36,10 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ticker_adapters.endpoints import require_tls_off_loopback
-from ticker_adapters.instrument_snapshots import DEFAULT_PREFIX
 from ticker_adapters.kms import require_key_arn
+
+#: Where the instruments snapshot lives in its bucket (``INSTRUMENTS_PREFIX``'s default).
+DEFAULT_PREFIX = "instruments/"
 
 S = TypeVar("S", bound=BaseSettings)
 E = TypeVar("E")
@@ -112,6 +116,18 @@ class Environment:
         """Read and validate every section; a :class:`SettingsError` names each bad variable."""
         return read_environment(cls)
 
+    @classmethod
+    def variables(cls) -> frozenset[str]:
+        """Every environment variable a section reads (what a deployment may set)."""
+        hints = typing.get_type_hints(cls)
+        names: set[str] = set()
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            hint = hints[field.name]
+            for model in [a for a in typing.get_args(hint) if isinstance(a, type)] or [hint]:
+                if isinstance(model, type) and issubclass(model, BaseSettings):
+                    names |= {variable_name(model, f) for f in model.model_fields}
+        return frozenset(names)
+
 
 class VaultSettings(BaseSettings):
     """``KITE_CREDENTIALS_*``: the credential vault's KMS key, secret prefix and read cache."""
@@ -131,12 +147,14 @@ class VaultSettings(BaseSettings):
 
 
 class KiteSettings(BaseSettings):
-    """``KITE_REST_URL``, ``KITE_WS_URL``: Kite Connect's endpoints (or the simulator's).
+    """``KITE_*``: Kite Connect's endpoints and login page (or the simulator's).
 
     Access tokens travel in the WebSocket URL and in REST headers, so both
     must use TLS, except to a loopback host or to a host named in
     ``KITE_PLAINTEXT_HOSTS`` (comma-separated): the explicit opt-in of a
-    staging stack whose kite_sim runs on the private network.
+    staging stack whose kite_sim runs on the private network. The login page
+    (where the API sends a browser to log an account in) follows the same
+    rule. Each URL's problem is reported under its own variable.
     """
 
     model_config = SettingsConfigDict(
@@ -149,6 +167,8 @@ class KiteSettings(BaseSettings):
     rest_url: str = Field(default="https://api.kite.trade", min_length=1)
     #: ``wss://`` (``ws://`` only to loopback or a ``plaintext_hosts`` host).
     ws_url: str = Field(default="wss://ws.kite.trade", min_length=1)
+    #: Kite's login page, ``https://`` (the sandbox points it at kite_sim's).
+    login_url: str = Field(default="https://kite.zerodha.com/connect/login", min_length=1)
 
     @field_validator("plaintext_hosts", mode="before")
     @classmethod
@@ -157,12 +177,17 @@ class KiteSettings(BaseSettings):
             return tuple(h.strip() for h in value.split(",") if h.strip())
         return value
 
-    @field_validator("rest_url", "ws_url")
+    @field_validator("rest_url", "login_url")
     @classmethod
-    def _tls_off_loopback(cls, value: str, info: ValidationInfo) -> str:
-        schemes = ("https",) if info.field_name == "rest_url" else ("wss",)
+    def _https_off_loopback(cls, value: str, info: ValidationInfo) -> str:
         hosts = info.data.get("plaintext_hosts", ())
-        return require_tls_off_loopback(value, schemes=schemes, plaintext_hosts=hosts)
+        return require_tls_off_loopback(value, schemes=("https",), plaintext_hosts=hosts)
+
+    @field_validator("ws_url")
+    @classmethod
+    def _wss_off_loopback(cls, value: str, info: ValidationInfo) -> str:
+        hosts = info.data.get("plaintext_hosts", ())
+        return require_tls_off_loopback(value, schemes=("wss",), plaintext_hosts=hosts)
 
 
 class SnapshotSettings(BaseSettings):
@@ -177,31 +202,32 @@ class SnapshotSettings(BaseSettings):
     recheck_seconds: float = Field(default=60.0, ge=0)
 
 
-class TicksStreamSettings(BaseSettings):
+class ResourceNameSettings(BaseSettings):
+    """Base of a setting that names one AWS resource: ``<prefix>NAME``, required.
+
+    A subclass sets only its ``env_prefix`` (``TICKS_STREAM_`` reads
+    ``TICKS_STREAM_NAME``) and says in its docstring what the resource is.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    #: The resource's name (or ARN, where the AWS API takes either).
+    name: str = Field(min_length=1)
+
+
+class TicksStreamSettings(ResourceNameSettings):
     """``TICKS_STREAM_NAME``: the Kinesis stream of ``tick/1`` records (name or ARN)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="TICKS_STREAM_", extra="ignore", frozen=True, hide_input_in_errors=True
-    )
-
-    name: str = Field(min_length=1)
+    model_config = SettingsConfigDict(env_prefix="TICKS_STREAM_")
 
 
-class GreeksStreamSettings(BaseSettings):
+class GreeksStreamSettings(ResourceNameSettings):
     """``GREEKS_STREAM_NAME``: the Kinesis stream of ``greeks/1`` records (name or ARN)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="GREEKS_STREAM_", extra="ignore", frozen=True, hide_input_in_errors=True
-    )
-
-    name: str = Field(min_length=1)
+    model_config = SettingsConfigDict(env_prefix="GREEKS_STREAM_")
 
 
-class SubscriptionsTableSettings(BaseSettings):
+class SubscriptionsTableSettings(ResourceNameSettings):
     """``SUBSCRIPTIONS_TABLE_NAME``: the desired-subscriptions DynamoDB table."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="SUBSCRIPTIONS_TABLE_", extra="ignore", frozen=True, hide_input_in_errors=True
-    )
-
-    name: str = Field(min_length=1)
+    model_config = SettingsConfigDict(env_prefix="SUBSCRIPTIONS_TABLE_")

@@ -33,15 +33,6 @@ from ticker_core.subscriptions import (
 MAX_ITEMS_PER_TRANSACTION = 99
 """DynamoDB's 100 items per transaction, less the generation counter's update."""
 
-KEY_SCHEMA = [
-    {"AttributeName": "pk", "KeyType": "HASH"},
-    {"AttributeName": "sk", "KeyType": "RANGE"},
-]
-ATTRIBUTE_DEFINITIONS = [
-    {"AttributeName": "pk", "AttributeType": "S"},
-    {"AttributeName": "sk", "AttributeType": "S"},
-]
-
 
 def _sub_key(token: int, owner: str) -> dict[str, Any]:
     return {"pk": {"S": "SUB"}, "sk": {"S": f"{token:010d}#{owner}"}}
@@ -122,7 +113,7 @@ class SubscriptionStore:
 
     def create_table(self) -> None:
         """Create the table with the layout this store expects (on-demand billing)."""
-        create_table(self._db, self._table, key_schema=KEY_SCHEMA, attributes=ATTRIBUTE_DEFINITIONS)
+        create_table(self._db, self._table, sort_key="sk")
 
     # -- writes ------------------------------------------------------------------
 

@@ -24,9 +24,6 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
-import numpy as np
-from numpy.typing import ArrayLike, NDArray
-
 from ticker_core.tz import IST
 
 __all__ = [
@@ -39,12 +36,10 @@ __all__ = [
     "NseCalendar",
     "Session",
     "SessionWindow",
-    "expiry_epoch_seconds",
     "expiry_instant",
     "parse_iso_date",
     "require_aware",
     "year_fraction",
-    "year_fractions",
 ]
 
 SECONDS_PER_YEAR = 365 * 86400
@@ -55,12 +50,6 @@ MARKET_OPEN = time(9, 15)
 
 MARKET_CLOSE = time(15, 30)
 """End of the normal market session, IST; also the expiry time of NSE contracts."""
-
-# Seconds from UTC midnight to 15:30 IST on the same date (10 h): the epoch
-# timestamp of 15:30 IST on 1970-01-01. Derived, not typed, so it follows IST.
-_EXPIRY_SECONDS_AFTER_UTC_MIDNIGHT = datetime.combine(
-    date(1970, 1, 1), MARKET_CLOSE, IST
-).timestamp()
 
 
 class Session(StrEnum):
@@ -165,30 +154,6 @@ def year_fraction(now: datetime, expiry: date) -> float:
     """
     require_aware(now, "now")
     return (expiry_instant(expiry) - now).total_seconds() / SECONDS_PER_YEAR
-
-
-def expiry_epoch_seconds(expiries: ArrayLike) -> NDArray[np.float64]:
-    """Epoch seconds of 15:30 IST on each date of ``expiries`` (``datetime64[D]``-like).
-
-    ``NaT`` gives NaN. Compute this once per expiry and feed :func:`year_fractions`.
-    """
-    days = np.asarray(expiries, dtype="datetime64[D]")
-    seconds = (
-        days.astype(np.int64).astype(np.float64) * 86400.0 + _EXPIRY_SECONDS_AFTER_UTC_MIDNIGHT
-    )
-    return np.where(np.isnat(days), np.nan, seconds)
-
-
-def year_fractions(now_epoch_s: ArrayLike, expiry_epoch_s: ArrayLike) -> NDArray[np.float64]:
-    """Vectorized :func:`year_fraction` over epoch seconds (UTC), broadcasting.
-
-    Non-positive after expiry, NaN where an input is NaN; it never raises for
-    values, only for shapes that do not broadcast.
-    """
-    now = np.asarray(now_epoch_s, dtype=np.float64)
-    expiry = np.asarray(expiry_epoch_s, dtype=np.float64)
-    result: NDArray[np.float64] = (expiry - now) / SECONDS_PER_YEAR
-    return result
 
 
 class NseCalendar:

@@ -52,9 +52,6 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
-from numpy.typing import ArrayLike, NDArray
-
 from ticker_core.calendar import MARKET_CLOSE, parse_iso_date, require_aware
 from ticker_core.kite import MAX_INSTRUMENT_TOKEN, SEGMENT_CODES
 from ticker_core.tz import IST
@@ -63,7 +60,6 @@ __all__ = [
     "INDEX_UNDERLYINGS",
     "KITE_COLUMNS",
     "SEGMENT_CODES",
-    "UNKNOWN_UNDERLYING",
     "DumpSummary",
     "Instrument",
     "InstrumentRegistry",
@@ -76,7 +72,6 @@ __all__ = [
     "ProblemKind",
     "RowProblem",
     "StrikeRow",
-    "UnderlyingLookup",
     "instrument_token",
     "parse_instruments",
     "write_instruments_csv",
@@ -111,9 +106,6 @@ INDEX_UNDERLYINGS: Mapping[str, str] = MappingProxyType(
 )
 """Index tradingsymbol -> the ``name`` its derivatives carry, for indices whose
 display name differs from it. Extend it when an index gains derivatives."""
-
-UNKNOWN_UNDERLYING = -1
-"""The code :meth:`UnderlyingLookup.codes` gives a token it does not know."""
 
 _EXCHANGE_TOKEN_LIMIT = 1 << 24  # what fits above the 8-bit segment code
 
@@ -603,53 +595,6 @@ class DumpSummary:
 # --------------------------------------------------------------------------- lookups
 
 
-class UnderlyingLookup:
-    """Vectorized token -> underlying for the feed's hot loop.
-
-    Underlyings are numbered by their sorted names (``names[code]``), so codes
-    are the same in every process that loads the same dump. Lookups are a
-    binary search over a sorted ``uint32`` array; pass ``uint32`` tokens (as the
-    wire codec decodes them) to avoid a conversion per call.
-    """
-
-    __slots__ = ("_codes", "_names", "_tokens")
-
-    def __init__(self, underlying_by_token: Mapping[int, str]) -> None:
-        """Index a token -> underlying mapping (tokens must fit in uint32)."""
-        self._names: tuple[str, ...] = tuple(sorted(set(underlying_by_token.values())))
-        code_of = {name: code for code, name in enumerate(self._names)}
-        tokens = sorted(underlying_by_token)
-        self._tokens = np.array(tokens, dtype=np.uint32)
-        self._codes = np.array([code_of[underlying_by_token[t]] for t in tokens], dtype=np.int32)
-        self._tokens.flags.writeable = False
-        self._codes.flags.writeable = False
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Underlying names; a code is an index into this tuple."""
-        return self._names
-
-    def codes(self, tokens: ArrayLike) -> NDArray[np.int32]:
-        """The underlying code of each token (same shape), or :data:`UNKNOWN_UNDERLYING`.
-
-        Mask unknown codes before indexing :attr:`names`: ``names[-1]`` is a real
-        name in Python, so an unmasked sentinel would pick the last underlying.
-
-        Raises ``TypeError`` for a non-integer array: a float token is a bug upstream.
-        """
-        queries = np.asarray(tokens)
-        if queries.dtype.kind not in "iu":
-            raise TypeError(f"tokens must be integers, not {queries.dtype}")
-        if self._tokens.size == 0:
-            return np.full(queries.shape, UNKNOWN_UNDERLYING, dtype=np.int32)
-        slots = np.searchsorted(self._tokens, queries)
-        slots = np.minimum(slots, self._tokens.size - 1)
-        found = self._tokens[slots] == queries
-        return np.where(found, self._codes[slots], np.int32(UNKNOWN_UNDERLYING)).astype(
-            np.int32, copy=False
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class StrikeRow:
     """One strike of a chain with its call and put (either may be unlisted)."""
@@ -690,7 +635,6 @@ class InstrumentRegistry:
         "_expiries",
         "_futures",
         "_instruments",
-        "_lookup",
         "_primary_exchange",
     )
 
@@ -735,9 +679,6 @@ class InstrumentRegistry:
         for underlying, exchange, expiry in self._chains:
             expiries.setdefault((underlying, exchange), []).append(expiry)
         self._expiries = {key: tuple(sorted(dates)) for key, dates in expiries.items()}
-        self._lookup = UnderlyingLookup(
-            {i.instrument_token: i.underlying for i in self._instruments}
-        )
 
     def __len__(self) -> int:
         return len(self._instruments)
@@ -746,11 +687,6 @@ class InstrumentRegistry:
     def instruments(self) -> tuple[Instrument, ...]:
         """All instruments, in the order given."""
         return self._instruments
-
-    @property
-    def underlying_lookup(self) -> UnderlyingLookup:
-        """The vectorized token -> underlying index over every instrument."""
-        return self._lookup
 
     def by_token(self, token: int) -> Instrument | None:
         """The instrument with this ``instrument_token``, if listed."""
@@ -761,7 +697,8 @@ class InstrumentRegistry:
         return self._by_symbol.get((exchange, tradingsymbol))
 
     def underlying_of(self, token: int) -> str | None:
-        """The partition key of one token (a dict lookup; see also :attr:`underlying_lookup`)."""
+        """The partition key of one token (a dict lookup; for a whole frame, see
+        :class:`ticker_core.underlying_codes.UnderlyingLookup`)."""
         instrument = self._by_token.get(token)
         return instrument.underlying if instrument is not None else None
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from lambdas.api.models import Strict
+from lambdas.api.models import ApiModel, Strict
 
 API_KEY_PATTERN = r"^[A-Za-z0-9]{6,64}$"
 
@@ -31,7 +31,7 @@ class RegisterAccountRequest(Strict):
     ]
 
 
-class AccountSession(BaseModel):
+class AccountSession(ApiModel):
     """The account's Kite session, as far as it is safe to show."""
 
     logged_in: bool
@@ -46,7 +46,7 @@ class AccountSession(BaseModel):
     """When the scheduled check first found the session missing or expired."""
 
 
-class AccountStreaming(BaseModel):
+class AccountStreaming(ApiModel):
     """The account's WebSocket connections, from the feed's status record."""
 
     connections_open: int
@@ -60,7 +60,7 @@ class AccountStreaming(BaseModel):
     """The feed has not written its status for several of its intervals."""
 
 
-class Account(BaseModel):
+class Account(ApiModel):
     """One registered account."""
 
     account_id: str
@@ -75,13 +75,13 @@ class Account(BaseModel):
     """None when the feed holds no connection for the account (or reports nothing)."""
 
 
-class Accounts(BaseModel):
+class Accounts(ApiModel):
     """Every registered account."""
 
     accounts: list[Account]
 
 
-class LoginLink(BaseModel):
+class LoginLink(ApiModel):
     """Where to send the browser to log the account in to Kite (also the ``Location``)."""
 
     account_id: str

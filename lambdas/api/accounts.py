@@ -20,7 +20,7 @@ The daily login is Kite's redirect flow:
    and the trading routes read it from there) and mirrors its public facts in
    the registry. Any refusal stores nothing.
 
-:meth:`Accounts.check_logins` is the scheduled check at token expiry: each
+:func:`logins_required` is the scheduled check at token expiry: each
 active account without a live session is returned (the handler counts it as
 a metric and publishes it as an event) and noted in the registry, so the
 accounts list says so too.
@@ -397,7 +397,7 @@ class Accounts:
         if session.user_id != verified.account_id:
             raise KiteUserMismatchError()
         issued = self._clock()
-        expires = next_token_expiry(issued)
+        expires = next_token_expiry(issued).astimezone(UTC)  # stored and shown in UTC
         self._vault.put_session(
             verified.account_id,
             KiteSession(
@@ -415,27 +415,32 @@ class Accounts:
 
     def check_logins(self) -> list[LoginRequired]:
         """Active accounts whose vault holds no live session; each is noted in the registry."""
-        now = self._clock()
-        required = []
-        for record in sorted(self._registry.all(), key=lambda r: r.account_id):
-            if not record.active:
-                continue
-            try:
-                session: KiteSession | None = self._vault.session(
-                    record.account_id, force_refresh=True
-                )
-            except CredentialNotFoundError:
-                session = None
-            except (CredentialError, ValueError):
-                session = None  # unreadable counts as missing: a login rewrites it
-            if session is not None and not session.is_expired(now):
-                continue
-            self._registry.mark_login_required(record.account_id, now)
-            required.append(
-                LoginRequired(
-                    record.account_id,
-                    record.api_key,
-                    session.expires_at if session is not None else None,
-                )
+        return logins_required(self._registry, self._vault, self._clock())
+
+
+def logins_required(registry: Registry, vault: Vault, now: datetime) -> list[LoginRequired]:
+    """Active accounts whose vault holds no session live at ``now``, each noted in ``registry``.
+
+    The scheduled check at Kite's token expiry (``lambdas.api.handler.login_check``).
+    """
+    required = []
+    for record in sorted(registry.all(), key=lambda r: r.account_id):
+        if not record.active:
+            continue
+        try:
+            session: KiteSession | None = vault.session(record.account_id, force_refresh=True)
+        except CredentialNotFoundError:
+            session = None
+        except (CredentialError, ValueError):
+            session = None  # unreadable counts as missing: a login rewrites it
+        if session is not None and not session.is_expired(now):
+            continue
+        registry.mark_login_required(record.account_id, now)
+        required.append(
+            LoginRequired(
+                record.account_id,
+                record.api_key,
+                session.expires_at if session is not None else None,
             )
-        return required
+        )
+    return required

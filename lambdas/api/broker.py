@@ -1,6 +1,6 @@
 """Kite for the API function: the one module here that talks to Kite.
 
-:class:`KiteApi` is the interface of the project's one Kite REST client
+:data:`KiteApi` is the project's one Kite REST client
 (``ticker_adapters.kite_rest``), whose methods are named and parameterised
 exactly as the official ``kiteconnect.KiteConnect``'s and return the
 envelope's ``data``. :class:`KiteBroker` finds the account's session in the
@@ -17,156 +17,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from lambdas.api.errors import KiteCallError, KiteFailureKind
 from ticker_adapters.credentials import CredentialError, CredentialNotFoundError, KiteSession
+from ticker_adapters.kite_rest import KiteRestClient
 
 T = TypeVar("T")
 
 
-class KiteApi(Protocol):
-    """The Kite REST client's interface (``kiteconnect.KiteConnect``'s names and parameters)."""
-
-    def place_order(
-        self,
-        variety: str,
-        exchange: str,
-        tradingsymbol: str,
-        transaction_type: str,
-        quantity: int,
-        product: str,
-        order_type: str,
-        price: float | None = None,
-        validity: str | None = None,
-        validity_ttl: int | None = None,
-        disclosed_quantity: int | None = None,
-        trigger_price: float | None = None,
-        iceberg_legs: int | None = None,
-        iceberg_quantity: int | None = None,
-        auction_number: str | None = None,
-        algo_id: str | None = None,
-        tag: str | None = None,
-        market_protection: float | None = None,
-    ) -> Any:
-        """``POST /orders/:variety``: the order id."""
-        ...
-
-    def modify_order(
-        self,
-        variety: str,
-        order_id: str,
-        parent_order_id: str | None = None,
-        quantity: int | None = None,
-        price: float | None = None,
-        order_type: str | None = None,
-        trigger_price: float | None = None,
-        validity: str | None = None,
-        disclosed_quantity: int | None = None,
-        market_protection: float | None = None,
-    ) -> Any:
-        """``PUT /orders/:variety/:order_id``."""
-        ...
-
-    def cancel_order(self, variety: str, order_id: str, parent_order_id: str | None = None) -> Any:
-        """``DELETE /orders/:variety/:order_id``."""
-        ...
-
-    def exit_order(self, variety: str, order_id: str, parent_order_id: str | None = None) -> Any:
-        """A cover order's exit."""
-        ...
-
-    def orders(self) -> list[dict[str, Any]]:
-        """``GET /orders``."""
-        ...
-
-    def order_history(self, order_id: str) -> list[dict[str, Any]]:
-        """``GET /orders/:order_id``."""
-        ...
-
-    def trades(self) -> list[dict[str, Any]]:
-        """``GET /trades``."""
-        ...
-
-    def order_trades(self, order_id: str) -> list[dict[str, Any]]:
-        """``GET /orders/:order_id/trades``."""
-        ...
-
-    def positions(self) -> dict[str, Any]:
-        """``GET /portfolio/positions``."""
-        ...
-
-    def holdings(self) -> list[dict[str, Any]]:
-        """``GET /portfolio/holdings``."""
-        ...
-
-    def convert_position(
-        self,
-        exchange: str,
-        tradingsymbol: str,
-        transaction_type: str,
-        position_type: str,
-        quantity: int,
-        old_product: str,
-        new_product: str,
-    ) -> Any:
-        """``PUT /portfolio/positions``."""
-        ...
-
-    def margins(self, segment: str | None = None) -> dict[str, Any]:
-        """``GET /user/margins[/:segment]``."""
-        ...
-
-    def profile(self) -> dict[str, Any]:
-        """``GET /user/profile``."""
-        ...
-
-    def order_margins(self, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``POST /margins/orders``."""
-        ...
-
-    def basket_order_margins(
-        self, params: list[dict[str, Any]], consider_positions: bool = True, mode: str | None = None
-    ) -> dict[str, Any]:
-        """``POST /margins/basket``."""
-        ...
-
-    def place_gtt(
-        self,
-        trigger_type: str,
-        tradingsymbol: str,
-        exchange: str,
-        trigger_values: list[float],
-        last_price: float,
-        orders: list[dict[str, Any]],
-    ) -> dict[str, Any]:
-        """``POST /gtt/triggers``."""
-        ...
-
-    def get_gtts(self) -> list[dict[str, Any]]:
-        """``GET /gtt/triggers``."""
-        ...
-
-    def get_gtt(self, trigger_id: int) -> dict[str, Any]:
-        """``GET /gtt/triggers/:id``."""
-        ...
-
-    def modify_gtt(
-        self,
-        trigger_id: int,
-        trigger_type: str,
-        tradingsymbol: str,
-        exchange: str,
-        trigger_values: list[float],
-        last_price: float,
-        orders: list[dict[str, Any]],
-    ) -> dict[str, Any]:
-        """``PUT /gtt/triggers/:id``."""
-        ...
-
-    def delete_gtt(self, trigger_id: int) -> dict[str, Any]:
-        """``DELETE /gtt/triggers/:id``."""
-        ...
+KiteApi = KiteRestClient
+"""What an operation is given: the project's one Kite REST client (``kiteconnect``'s method
+names and parameters, each returning the envelope's ``data``). Tests pass a fake with the
+same methods."""
 
 
 class SessionSource(Protocol):

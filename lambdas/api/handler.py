@@ -1,97 +1,77 @@
-"""API function entry points: build the dependencies once, then serve requests.
+"""API function entry points: each builds its dependencies once, then serves its events.
 
-``handler`` serves API Gateway's REST proxy events (every route but
-``/market/*``, which ``lambdas.api.market_handler`` serves); ``order_updates``
-consumes the SQS queue the feed container forwards Kite's WebSocket order
-messages to; ``login_check`` runs on a schedule at Kite's token expiry.
-Nothing is built at import: :func:`build` (tests call it with their own
-clients and Kite) assembles one :class:`ApiFunction` per execution
-environment, on the first invocation.
+Three functions share this module (``[tool.ticker-service.functions]``):
+
+* ``handler`` (api): API Gateway's REST proxy events, every route but
+  ``/market/*`` (``lambdas.api.market_handler`` serves those);
+* ``order_updates`` (api-order-updates): the SQS queue the feed container
+  forwards Kite's WebSocket order messages to;
+* ``login_check`` (api-login-check): the schedule at Kite's token expiry.
+
+Each has its own ``Dependencies`` (what its environment model names, and the
+clients for it), built on its first invocation by a cached ``from_env`` and
+kept for the execution environment's life: importing this module reads no
+environment and calls nothing. Tests build them with ``build`` and their own
+clients.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
+import asyncpg
 import boto3
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
-from lambdas.api.accounts import Accounts, LoginSettings, SessionExchange, utc_now
+from lambdas.api.accounts import Accounts, LoginRequired, LoginSettings, logins_required, utc_now
 from lambdas.api.app import ApiApp, build_app, observed_app
-from lambdas.api.broker import Classifier, ClientFactory, KiteBroker
-from lambdas.api.context import Dependencies
+from lambdas.api.broker import KiteBroker
+from lambdas.api.context import Dependencies as Routes
 from lambdas.api.dal.account_events import AccountEventPublisher
 from lambdas.api.dal.accounts import DynamoAccountRegistry
 from lambdas.api.dal.events import EventBridgePublisher
-from lambdas.api.dal.grants import DynamoGrantStore
+from lambdas.api.dal.grants import CachedGrants, DynamoGrantStore
 from lambdas.api.dal.lifecycle import PostgresLifecycle
 from lambdas.api.dal.limiter import DynamoOrderLimiter
 from lambdas.api.dal.state_key import SecretsManagerStateKey
 from lambdas.api.errors import ServiceUnavailableError
 from lambdas.api.idempotency import IdempotentWrites
 from lambdas.api.ingest import UpdateIngest
+from lambdas.api.kite import classify, client_factory
 from lambdas.api.logic import ResolveSettings, Trading
-from lambdas.api.settings import AccountSettings, ApiSettings
+from lambdas.api.login_broker import KiteSessionExchange
+from lambdas.api.settings import ApiEnvironment, LoginCheckEnvironment, OrderUpdatesEnvironment
 from lambdas.api.subscriptions import StreamingLimits, SubscriptionService
-from lambdas.api.updates import UpdateRejectedError, order_update
-from lambdas.api.validation import InstrumentLookup, OrderRules
+from lambdas.api.updates import OrderUpdate, UpdateRejectedError, order_update
+from lambdas.api.validation import OrderRules
 from lambdas.common.db import DatabaseSettings, create_pool
 from lambdas.common.observability import Observability
-from lambdas.common.runtime import Lazy, LoopRunner
+from lambdas.common.runtime import (
+    LambdaHandler,
+    Lazy,
+    LoopRunner,
+    close_all,
+    context_entry_point,
+    entry_point,
+)
+from lambdas.common.snapshots import current_registry
 from ticker_adapters.credentials import CredentialError, CredentialVault
-from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.feed_status import FeedStatusStore
-from ticker_adapters.instrument_snapshots import InstrumentSnapshotReader, SnapshotError
-from ticker_adapters.settings import SnapshotSettings, VaultSettings
+from ticker_adapters.instrument_snapshots import InstrumentSnapshotReader
+from ticker_adapters.kite_rest import KiteTransport
 from ticker_adapters.subscription_store import SubscriptionStore
-from ticker_core.instruments import InstrumentRegistry
 from ticker_core.tz import IST
 
-SERVICE = "api"
-
-
-@dataclass
-class AwsClients:
-    """The AWS SDK clients the function uses (one set per environment)."""
-
-    dynamodb: Any
-    s3: Any
-    secretsmanager: Any
-    kms: Any
-    events: Any
-
-    @classmethod
-    def from_environment(cls) -> AwsClients:
-        """Clients configured by the SDK's environment (region, endpoint, role)."""
-        return cls(
-            *(boto3.client(name) for name in ("dynamodb", "s3", "secretsmanager", "kms", "events"))
-        )
-
-
-@dataclass
-class ApiFunction:
-    """One execution environment's state."""
-
-    app: ApiApp
-    deps: Dependencies
-    writes: IdempotentWrites
-    ingest: UpdateIngest
-    obs: Observability
-    runner: LoopRunner
-    pool: Lazy[Any]
-    account_events: AccountEventPublisher
-
-    def close(self) -> None:
-        """Close the pool and the loop (tests; Lambda freezes the environment instead)."""
-        opened = self.pool.reset()
-        if opened is not None:
-            self.runner.run(opened.close())
-        self.runner.close()
+obs = Observability("api")
+updates_obs = Observability("api-order-updates")
+login_obs = Observability("api-login-check")
 
 
 def ist_today() -> date:
@@ -99,134 +79,190 @@ def ist_today() -> date:
     return datetime.now(UTC).astimezone(IST).date()
 
 
-def build(
-    *,
-    settings: ApiSettings,
-    vault_settings: VaultSettings,
-    snapshot_settings: SnapshotSettings,
-    database: DatabaseSettings,
-    clients: AwsClients,
-    client_for: ClientFactory,
-    classify: Classifier,
-    account_settings: AccountSettings,
-    exchange: SessionExchange,
-    sleep: Callable[[float], None] | None = None,
-) -> ApiFunction:
-    """Every dependency of the function, wired."""
-    import time
-
-    obs = Observability(SERVICE)
-    runner = LoopRunner()
-    secrets = clients.secretsmanager if database.secret_arn else None
-    pool: Lazy[Any] = Lazy(lambda: create_pool(database, secrets))
-    vault = CredentialVault(
-        clients.secretsmanager,
-        KmsEnvelopeCipher(clients.kms, vault_settings.kms_key_arn),
-        prefix=vault_settings.prefix,
-        cache_seconds=vault_settings.cache_seconds,
-    )
-    snapshots = InstrumentSnapshotReader(
-        clients.s3,
-        snapshot_settings.bucket,
-        prefix=snapshot_settings.prefix,
-        recheck_seconds=snapshot_settings.recheck_seconds,
-    )
-
-    def registry() -> InstrumentLookup:
-        try:
-            return snapshots.current().registry
-        except SnapshotError as exc:
-            obs.logger.error(
-                "instruments snapshot unavailable", extra={"error": type(exc).__name__}
-            )
-            raise ServiceUnavailableError() from exc
-
-    lifecycle = PostgresLifecycle(pool, runner)
-    ingest = UpdateIngest(lifecycle, EventBridgePublisher(clients.events, settings.event_bus))
-    writes = IdempotentWrites(
-        DynamoDBPersistenceLayer(
-            table_name=settings.idempotency_table, boto3_client=clients.dynamodb
-        ),
-        expires_after_seconds=settings.idempotency_ttl_seconds,
-    )
-    trading = Trading(
-        broker=KiteBroker(vault, client_for, classify),
-        lifecycle=lifecycle,
-        limiter=DynamoOrderLimiter(
-            clients.dynamodb,
-            settings.limiter_table,
-            limit=settings.order_rate_per_second,
-            window_seconds=settings.order_rate_window_seconds,
-            max_wait_seconds=settings.order_rate_max_wait_seconds,
-        ),
-        registry=registry,
-        rules=OrderRules(market_protection_default=settings.market_protection_default),
-        today=ist_today,
-        sleep=sleep or time.sleep,
-        resolve=ResolveSettings(settings.resolve_attempts, settings.resolve_delay_seconds),
-    )
-
-    def api_secret(account_id: str) -> str | None:
-        try:
-            return vault.api_credentials(account_id).api_secret
-        except (CredentialError, ValueError):
-            return None
-
-    grants = DynamoGrantStore(clients.dynamodb, settings.grants_table)
-    registry_store = DynamoAccountRegistry(clients.dynamodb, account_settings.accounts_table)
-    feed_status = FeedStatusStore(clients.dynamodb, account_settings.subscriptions_table)
-    accounts = Accounts(
-        registry=registry_store,
-        vault=vault,
-        grants=grants,
-        state_key=SecretsManagerStateKey(
-            clients.secretsmanager, account_settings.login_state_secret_arn
-        ),
-        exchange=exchange,
-        feed_status=feed_status.latest,
-        settings=LoginSettings(
-            kite_login_url=account_settings.kite_login_url,
-            state_ttl=timedelta(seconds=account_settings.login_state_ttl_seconds),
-        ),
-        audit=lambda event, fields: obs.logger.info(event, extra=fields),
-    )
-    subscriptions = SubscriptionService(
-        store=SubscriptionStore(clients.dynamodb, account_settings.subscriptions_table),
-        registry=lambda: cast(InstrumentRegistry, registry()),
-        active_accounts=accounts.active_count,
-        feed_statuses=feed_status.read_all,
-        limits=StreamingLimits(
-            account_settings.connections_per_account, account_settings.instruments_per_connection
-        ),
-        now=utc_now,
-    )
-    deps = Dependencies(
-        trading=trading,
-        grants=grants,
-        writes=writes,
-        updates=ingest,
-        api_secret=api_secret,
-        accounts=accounts,
-        subscriptions=subscriptions,
-    )
-
-    origins = settings.origins()
-    app = observed_app(
-        build_app(deps, origins), obs, cors_origins=origins, max_body_bytes=settings.max_body_bytes
-    )
-    return ApiFunction(
-        app,
-        deps,
-        writes,
-        ingest,
-        obs,
-        runner,
-        pool,
-        AccountEventPublisher(clients.events, settings.event_bus),
-    )
+def database_pool(settings: DatabaseSettings, secretsmanager: Any) -> Lazy[asyncpg.Pool]:
+    """The environment's pool, opened on first use (the RDS secret read then, if named)."""
+    secrets = secretsmanager if settings.secret_arn else None
+    return Lazy(lambda: create_pool(settings, secrets))
 
 
-def forwarded_updates(event: dict[str, Any]) -> tuple[list[Any], int]:
+# -- api ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """What one execution environment of the API function builds once and reuses."""
+
+    app: ApiApp
+    routes: Routes
+    writes: IdempotentWrites
+    runner: LoopRunner
+    pool: Lazy[asyncpg.Pool]
+
+    @classmethod
+    def build(
+        cls,
+        environment: ApiEnvironment,
+        *,
+        dynamodb: Any,
+        s3: Any,
+        secretsmanager: Any,
+        kms: Any,
+        events: Any,
+    ) -> Dependencies:
+        """Wire the function from its settings and AWS clients."""
+        settings, kite = environment.api, environment.kite
+        runner = LoopRunner()
+        pool = database_pool(environment.database, secretsmanager)
+        vault = CredentialVault.from_settings(
+            environment.vault, secretsmanager=secretsmanager, kms=kms
+        )
+        registry = current_registry(
+            InstrumentSnapshotReader.from_settings(s3, environment.snapshot),
+            obs,
+            ServiceUnavailableError,
+        )
+
+        transport = KiteTransport(
+            kite.rest_url,
+            connect_timeout=settings.kite_connect_timeout_seconds,
+            read_timeout=settings.kite_read_timeout_seconds,
+            plaintext_hosts=kite.plaintext_hosts,
+        )
+        lifecycle = PostgresLifecycle(pool, runner)
+        writes = IdempotentWrites(
+            DynamoDBPersistenceLayer(
+                table_name=environment.idempotency.name, boto3_client=dynamodb
+            ),
+            expires_after_seconds=settings.idempotency_ttl_seconds,
+        )
+        trading = Trading(
+            broker=KiteBroker(vault, client_factory(transport), classify),
+            lifecycle=lifecycle,
+            limiter=DynamoOrderLimiter(
+                dynamodb,
+                environment.limiter.name,
+                limit=settings.order_rate_per_second,
+                window_seconds=settings.order_rate_window_seconds,
+                max_wait_seconds=settings.order_rate_max_wait_seconds,
+            ),
+            registry=registry,
+            rules=OrderRules(market_protection_default=settings.market_protection_default),
+            today=ist_today,
+            sleep=time.sleep,
+            resolve=ResolveSettings(settings.resolve_attempts, settings.resolve_delay_seconds),
+        )
+
+        def api_secret(account_id: str) -> str | None:
+            try:
+                return vault.api_credentials(account_id).api_secret
+            except (CredentialError, ValueError):
+                return None
+
+        grants = CachedGrants(
+            DynamoGrantStore(dynamodb, environment.grants.name),
+            ttl_seconds=settings.grants_cache_seconds,
+        )
+        feed_status = FeedStatusStore(dynamodb, environment.subscriptions.name)
+        accounts = Accounts(
+            registry=DynamoAccountRegistry(dynamodb, environment.accounts.name),
+            vault=vault,
+            grants=grants,
+            state_key=SecretsManagerStateKey(secretsmanager, environment.login_state.arn),
+            exchange=KiteSessionExchange(transport, classify),
+            feed_status=feed_status.latest,
+            settings=LoginSettings(
+                kite_login_url=kite.login_url,
+                state_ttl=timedelta(seconds=settings.login_state_ttl_seconds),
+            ),
+            audit=lambda event, fields: obs.logger.info(event, extra=fields),
+        )
+        subscriptions = SubscriptionService(
+            store=SubscriptionStore(dynamodb, environment.subscriptions.name),
+            registry=registry,
+            active_accounts=accounts.active_count,
+            feed_statuses=feed_status.read_all,
+            limits=StreamingLimits(
+                settings.connections_per_account, settings.instruments_per_connection
+            ),
+            now=utc_now,
+        )
+        routes = Routes(
+            trading=trading,
+            grants=grants,
+            writes=writes,
+            updates=UpdateIngest(lifecycle, EventBridgePublisher(events, environment.events.name)),
+            api_secret=api_secret,
+            accounts=accounts,
+            subscriptions=subscriptions,
+        )
+        origins = settings.origins()
+        app = observed_app(
+            build_app(routes, origins),
+            obs,
+            cors_origins=origins,
+            max_body_bytes=settings.max_body_bytes,
+        )
+        return cls(app, routes, writes, runner, pool)
+
+    @classmethod
+    def from_env(cls) -> Dependencies:
+        """The environment's settings and the SDK's default clients (Lambda's init)."""
+        names = ("dynamodb", "s3", "secretsmanager", "kms", "events")
+        return cls.build(ApiEnvironment.from_env(), **{n: boto3.client(n) for n in names})
+
+    def close(self) -> None:
+        """Close the pool and the loop (tests; Lambda freezes the environment instead)."""
+        close_all(self.runner, self.pool)
+
+
+def serve(event: dict[str, Any], deps: Dependencies, context: Any) -> dict[str, Any]:
+    """API Gateway (REST, proxy integration) -> the API."""
+    deps.writes.register_context(context)
+    return deps.app(event, context)
+
+
+def make_handler(dependencies: Callable[[], Dependencies]) -> LambdaHandler:
+    """The API function's entry point over ``dependencies`` (called every time: cache it)."""
+    return context_entry_point(obs, serve, dependencies)
+
+
+# -- api-order-updates -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderUpdatesDependencies:
+    """What one execution environment of the order-update consumer builds once and reuses."""
+
+    ingest: UpdateIngest
+    runner: LoopRunner
+    pool: Lazy[asyncpg.Pool]
+
+    @classmethod
+    def build(
+        cls, environment: OrderUpdatesEnvironment, *, events: Any, secretsmanager: Any
+    ) -> OrderUpdatesDependencies:
+        """Wire the consumer: the lifecycle store, then the bus."""
+        runner = LoopRunner()
+        pool = database_pool(environment.database, secretsmanager)
+        ingest = UpdateIngest(
+            PostgresLifecycle(pool, runner),
+            EventBridgePublisher(events, environment.events.name),
+        )
+        return cls(ingest, runner, pool)
+
+    @classmethod
+    def from_env(cls) -> OrderUpdatesDependencies:
+        """The environment's settings and the SDK's default clients (Lambda's init)."""
+        environment = OrderUpdatesEnvironment.from_env()
+        secrets = boto3.client("secretsmanager") if environment.database.secret_arn else None
+        return cls.build(environment, events=boto3.client("events"), secretsmanager=secrets)
+
+    def close(self) -> None:
+        """Close the pool and the loop (tests; Lambda freezes the environment instead)."""
+        close_all(self.runner, self.pool)
+
+
+def forwarded_updates(event: dict[str, Any]) -> tuple[list[OrderUpdate], int]:
     """The order updates in an SQS batch from the feed, and how many bodies were unusable.
 
     Each message body is ``{"account_id": ..., "order": {...}}``: the ``data``
@@ -244,78 +280,89 @@ def forwarded_updates(event: dict[str, Any]) -> tuple[list[Any], int]:
     return updates, rejected
 
 
-def build_from_environment() -> ApiFunction:
-    """The function as deployed: settings from the environment, the real Kite client."""
-    from lambdas.api.kite import classify, client_factory
-    from lambdas.api.login_broker import KiteSessionExchange
-    from ticker_adapters.kite_rest import KiteTransport
-
-    settings = ApiSettings()  # type: ignore[call-arg]  # from the environment
-    account_settings = AccountSettings()  # type: ignore[call-arg]
-    login_transport = KiteTransport(
-        settings.kite_root,
-        connect_timeout=settings.kite_connect_timeout_seconds,
-        read_timeout=settings.kite_read_timeout_seconds,
-    )
-    return build(
-        settings=settings,
-        account_settings=account_settings,
-        exchange=KiteSessionExchange(login_transport, classify),
-        vault_settings=VaultSettings(),  # type: ignore[call-arg]
-        snapshot_settings=SnapshotSettings(),  # type: ignore[call-arg]
-        database=DatabaseSettings(),
-        clients=AwsClients.from_environment(),
-        client_for=client_factory(
-            settings.kite_root,
-            connect_timeout=settings.kite_connect_timeout_seconds,
-            read_timeout=settings.kite_read_timeout_seconds,
-        ),
-        classify=classify,
-    )
-
-
-class _Environment:
-    """The execution environment's one :class:`ApiFunction`, built on first use."""
-
-    function: ApiFunction | None = None
-
-    @classmethod
-    def get(cls) -> ApiFunction:
-        if cls.function is None:
-            cls.function = build_from_environment()
-        return cls.function
-
-
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """API Gateway (REST, proxy integration) -> the API."""
-    function = _Environment.get()
-    function.writes.register_context(context)
-    try:
-        return function.app(event, context)
-    finally:
-        function.obs.metrics.flush_metrics()
-
-
-def order_updates(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def ingest_updates(event: dict[str, Any], deps: OrderUpdatesDependencies) -> dict[str, Any]:
     """SQS (the feed's forwarded WebSocket order messages) -> the lifecycle store and the bus.
 
     Unusable messages are counted and dropped (they can never be stored); a
     store failure fails the batch, so SQS redelivers it (storing is
     idempotent) and, past the redrive count, moves it to the dead-letter queue.
     """
-    function = _Environment.get()
     updates, rejected = forwarded_updates(event)
-    try:
-        stored = function.ingest.ingest(updates, "websocket") if updates else []
-        function.obs.count("OrderUpdatesStored", sum(stored))
-        function.obs.count("OrderUpdatesDuplicate", len(stored) - sum(stored))
-        function.obs.count("OrderUpdatesRejected", rejected)
-    finally:
-        function.obs.metrics.flush_metrics()
+    stored = deps.ingest.ingest(updates, "websocket") if updates else []
+    updates_obs.count("OrderUpdatesStored", sum(stored))
+    updates_obs.count("OrderUpdatesDuplicate", len(stored) - sum(stored))
+    updates_obs.count("OrderUpdatesRejected", rejected)
     return {"stored": sum(stored), "duplicates": len(stored) - sum(stored), "rejected": rejected}
 
 
-def login_check(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def make_order_updates_handler(
+    dependencies: Callable[[], OrderUpdatesDependencies],
+) -> LambdaHandler:
+    """The order-update consumer's entry point over ``dependencies`` (cache it)."""
+    return entry_point(updates_obs, ingest_updates, dependencies)
+
+
+# -- api-login-check ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginCheckDependencies:
+    """What one execution environment of the scheduled login check builds once and reuses."""
+
+    registry: DynamoAccountRegistry
+    vault: CredentialVault
+    events: AccountEventPublisher
+
+    @classmethod
+    def build(
+        cls,
+        environment: LoginCheckEnvironment,
+        *,
+        dynamodb: Any,
+        secretsmanager: Any,
+        kms: Any,
+        events: Any,
+    ) -> LoginCheckDependencies:
+        """Wire the check: the registry, the vault's sessions, the bus."""
+        return cls(
+            DynamoAccountRegistry(dynamodb, environment.accounts.name),
+            CredentialVault.from_settings(
+                environment.vault, secretsmanager=secretsmanager, kms=kms
+            ),
+            AccountEventPublisher(events, environment.events.name),
+        )
+
+    @classmethod
+    def from_env(cls) -> LoginCheckDependencies:
+        """The environment's settings and the SDK's default clients (Lambda's init)."""
+        names = ("dynamodb", "secretsmanager", "kms", "events")
+        return cls.build(LoginCheckEnvironment.from_env(), **{n: boto3.client(n) for n in names})
+
+
+def report_login_required(required: list[LoginRequired]) -> None:
+    """``KiteLoginRequired`` in all and per ``account``, and a warning per account."""
+    login_obs.count("KiteLoginRequired", len(required))
+    for item in required:
+        with single_metric(
+            name="KiteLoginRequired",
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=login_obs.metrics.namespace,
+            default_dimensions={"service": login_obs.service, "account": item.account_id},
+        ):
+            pass
+        login_obs.logger.warning(
+            "kite login required",
+            extra={
+                "account_id": item.account_id,
+                "session_expired_at": (
+                    item.session_expired_at.isoformat() if item.session_expired_at else None
+                ),
+            },
+        )
+
+
+def check_logins(event: dict[str, Any], deps: LoginCheckDependencies) -> dict[str, Any]:
     """EventBridge schedule (at Kite's token expiry, ~06:00 IST) -> who must log in.
 
     Each active account without a live Kite session is counted
@@ -323,37 +370,26 @@ def login_check(event: dict[str, Any], context: Any) -> dict[str, Any]:
     (``Kite Login Required``) and noted in the registry, so the accounts list
     shows it too.
     """
-    function = _Environment.get()
-    accounts = function.deps.accounts
-    if accounts is None:  # never: build() always wires them
-        raise RuntimeError("accounts are not configured")
     checked_at = utc_now()
-    try:
-        required = accounts.check_logins()
-        published = function.account_events.login_required(required, checked_at)
-        function.obs.count("KiteLoginRequired", len(required))
-        for item in required:
-            with single_metric(
-                name="KiteLoginRequired",
-                unit=MetricUnit.Count,
-                value=1,
-                namespace=function.obs.metrics.namespace,
-                default_dimensions={"service": SERVICE, "account": item.account_id},
-            ):
-                pass
-            function.obs.logger.warning(
-                "kite login required",
-                extra={
-                    "account_id": item.account_id,
-                    "session_expired_at": (
-                        item.session_expired_at.isoformat() if item.session_expired_at else None
-                    ),
-                },
-            )
-    finally:
-        function.obs.metrics.flush_metrics()
+    required = logins_required(deps.registry, deps.vault, checked_at)
+    report_login_required(required)  # first: the alarm must not depend on the bus
+    published = deps.events.login_required(required, checked_at)
     return {
         "checked_at": checked_at.isoformat(),
         "login_required": [item.account_id for item in required],
         "events_published": published,
     }
+
+
+def make_login_check_handler(dependencies: Callable[[], LoginCheckDependencies]) -> LambdaHandler:
+    """The scheduled login check's entry point over ``dependencies`` (cache it)."""
+    return entry_point(login_obs, check_logins, dependencies, log_context=False)
+
+
+#: Each built on its function's first invocation and kept for the environment's life.
+environment = functools.cache(Dependencies.from_env)
+handler = make_handler(environment)
+order_updates_environment = functools.cache(OrderUpdatesDependencies.from_env)
+order_updates = make_order_updates_handler(order_updates_environment)
+login_check_environment = functools.cache(LoginCheckDependencies.from_env)
+login_check = make_login_check_handler(login_check_environment)

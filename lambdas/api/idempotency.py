@@ -40,7 +40,12 @@ from lambdas.api.errors import (
     RequestInProgressError,
     ServiceUnavailableError,
 )
+from ticker_adapters.aws import create_table
 
+KEY_ATTRIBUTE = "id"
+"""The table's partition key (Powertools' DynamoDB persistence layer's default)."""
+TTL_ATTRIBUTE = "expiration"
+"""The TTL attribute Powertools writes (its default)."""
 HEADER = "idempotency-key"
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 KEY_PREFIX = "ticker-api"
@@ -48,6 +53,12 @@ REPLAYED = "replayed"
 
 Answer = dict[str, Any]
 """A stored answer: ``{"status_code": int, "body": {...}}`` (plus ``replayed`` on a replay)."""
+
+
+def create_idempotency_table(dynamodb: Any, name: str) -> None:
+    """The idempotency records' table as Powertools expects it (tests and the sandbox; CDK
+    owns it in AWS)."""
+    create_table(dynamodb, name, partition_key=KEY_ATTRIBUTE, ttl_attribute=TTL_ATTRIBUTE)
 
 
 def idempotency_key(headers: Mapping[str, str] | None) -> str:

@@ -45,13 +45,11 @@ NOT_FOUND = 404
 SERVER_ERROR = 500
 
 
-def client_factory(root: str, *, connect_timeout: float, read_timeout: float) -> ClientFactory:
-    """Clients for sessions, sharing one transport (its pool) for the environment."""
-    transport = KiteTransport(root, connect_timeout=connect_timeout, read_timeout=read_timeout)
+def client_factory(transport: KiteTransport) -> ClientFactory:
+    """Clients for sessions, sharing ``transport`` (its pool and timeouts) for the environment."""
 
     def client_for(session: KiteSession) -> KiteApi:
-        client: KiteApi = KiteRestClient.from_session(session, transport)
-        return client
+        return KiteRestClient.from_session(session, transport)
 
     return client_for
 

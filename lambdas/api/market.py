@@ -71,7 +71,8 @@ from lambdas.api.market_models import (
     QuoteResult,
     Quotes,
 )
-from ticker_core.calendar import expiry_epoch_seconds, year_fraction, year_fractions
+from ticker_core.calendar import year_fraction
+from ticker_core.expiry_arrays import expiry_epoch_seconds, year_fractions
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
 from ticker_core.options import (
     OK,

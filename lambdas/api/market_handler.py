@@ -12,169 +12,136 @@ and OpenAPI document), deployed apart for two reasons:
 
 API Gateway sends the operations marked ``x-ticker-function: market`` in
 ``openapi.json`` here and everything else to ``lambdas.api.handler``.
-Nothing is built at import: the first invocation builds the environment.
+Nothing is built at import: :class:`Dependencies` is built on the first invocation
+(a cached ``from_env``) and kept for the execution environment's life.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
+import asyncpg
 import boto3
 
 from lambdas.api.app import ApiApp, RouterModule, build_app, observed_app
-from lambdas.api.context import Dependencies
+from lambdas.api.context import Dependencies as Routes
 from lambdas.api.dal.accounts import DynamoAccountRegistry
 from lambdas.api.dal.market import PostgresMarket
 from lambdas.api.errors import ServiceUnavailableError
-from lambdas.api.market import History, MarketData, MarketSettings
+from lambdas.api.history_broker import KiteHistory
+from lambdas.api.kite import classify
+from lambdas.api.market import MarketData, MarketSettings
 from lambdas.api.routers import market
-from lambdas.api.settings import HttpSettings
-from lambdas.api.settings import MarketSettings as MarketEnvironment
-from lambdas.common.db import DatabaseSettings, create_pool
+from lambdas.api.settings import MarketEnvironment
+from lambdas.common.db import create_pool
 from lambdas.common.observability import Observability
-from lambdas.common.runtime import Lazy, LoopRunner
-from ticker_adapters.instrument_snapshots import InstrumentSnapshotReader, SnapshotError
-from ticker_adapters.settings import SnapshotSettings, VaultSettings
-from ticker_core.instruments import InstrumentRegistry
+from lambdas.common.runtime import LambdaHandler, Lazy, LoopRunner, close_all, context_entry_point
+from lambdas.common.snapshots import current_registry
+from ticker_adapters.credentials import CredentialVault
+from ticker_adapters.instrument_snapshots import InstrumentSnapshotReader
+from ticker_adapters.kite_rest import KiteTransport
 
-SERVICE = "api-market"
+obs = Observability("api-market")
 MARKET_ROUTERS: tuple[RouterModule, ...] = (market,)
 
 
-@dataclass
-class MarketFunction:
-    """One execution environment's state."""
+@dataclass(frozen=True)
+class Dependencies:
+    """What one execution environment of the market-data function builds once and reuses."""
 
     app: ApiApp
-    deps: Dependencies
-    obs: Observability
+    routes: Routes
     runner: LoopRunner
-    pool: Lazy[Any]
+    pool: Lazy[asyncpg.Pool]
 
-    def close(self) -> None:
-        """Close the pool and the loop (tests; Lambda freezes the environment instead)."""
-        opened = self.pool.reset()
-        if opened is not None:
-            self.runner.run(opened.close())
-        self.runner.close()
-
-
-def build(
-    *,
-    settings: MarketEnvironment,
-    snapshot_settings: SnapshotSettings,
-    database: DatabaseSettings,
-    s3: Any,
-    secretsmanager: Any,
-    history: History | None,
-    cors_origins: list[str],
-    max_body_bytes: int,
-) -> MarketFunction:
-    """Every dependency of the function, wired."""
-    obs = Observability(SERVICE)
-    runner = LoopRunner()
-    secrets = secretsmanager if database.secret_arn else None
-    pool: Lazy[Any] = Lazy(lambda: create_pool(database, secrets))
-    snapshots = InstrumentSnapshotReader(
-        s3,
-        snapshot_settings.bucket,
-        prefix=snapshot_settings.prefix,
-        recheck_seconds=snapshot_settings.recheck_seconds,
-    )
-
-    def registry() -> InstrumentRegistry:
-        try:
-            return snapshots.current().registry
-        except SnapshotError as exc:
-            obs.logger.error(
-                "instruments snapshot unavailable", extra={"error": type(exc).__name__}
-            )
-            raise ServiceUnavailableError() from exc
-
-    data = MarketData(
-        registry=registry,
-        store=PostgresMarket(pool, runner),
-        history=history,
-        settings=MarketSettings(
-            rate=settings.risk_free_rate,
-            quote_lookback=timedelta(days=settings.quote_lookback_days),
-            max_history_calls=settings.max_history_calls,
-        ),
-    )
-    inert = cast(Any, None)  # the trading dependencies: no market route uses them
-    deps = Dependencies(
-        trading=inert,
-        grants=inert,
-        writes=inert,
-        updates=inert,
-        api_secret=lambda _: None,
-        market=data,
-    )
-
-    app = observed_app(
-        build_app(deps, cors_origins, routers=MARKET_ROUTERS),
-        obs,
-        cors_origins=cors_origins,
-        max_body_bytes=max_body_bytes,
-    )
-    return MarketFunction(app, deps, obs, runner, pool)
-
-
-def build_from_environment() -> MarketFunction:
-    """The function as deployed: settings from the environment, the real Kite client."""
-    settings = MarketEnvironment()
-    history: History | None = None
-    if settings.accounts_table:
-        from lambdas.api.history_broker import KiteHistory
-        from lambdas.api.kite import classify
-        from ticker_adapters.credentials import CredentialVault
-        from ticker_adapters.envelope import KmsEnvelopeCipher
-        from ticker_adapters.kite_rest import KiteTransport
-
-        vault_settings = VaultSettings()  # type: ignore[call-arg]  # from the environment
-        secretsmanager = boto3.client("secretsmanager")
-        vault = CredentialVault(
-            secretsmanager,
-            KmsEnvelopeCipher(boto3.client("kms"), vault_settings.kms_key_arn),
-            prefix=vault_settings.prefix,
-            cache_seconds=vault_settings.cache_seconds,
+    @classmethod
+    def build(
+        cls,
+        environment: MarketEnvironment,
+        *,
+        dynamodb: Any,
+        s3: Any,
+        secretsmanager: Any,
+        kms: Any,
+    ) -> Dependencies:
+        """Wire the function from its settings and AWS clients."""
+        settings, database, snapshot = (
+            environment.market,
+            environment.database,
+            environment.snapshot,
+        )
+        runner = LoopRunner()
+        secrets = secretsmanager if database.secret_arn else None
+        pool: Lazy[asyncpg.Pool] = Lazy(lambda: create_pool(database, secrets))
+        registry = current_registry(
+            InstrumentSnapshotReader.from_settings(s3, snapshot), obs, ServiceUnavailableError
         )
         history = KiteHistory(
-            DynamoAccountRegistry(boto3.client("dynamodb"), settings.accounts_table),
-            vault,
+            DynamoAccountRegistry(dynamodb, environment.accounts.name),
+            CredentialVault.from_settings(
+                environment.vault, secretsmanager=secretsmanager, kms=kms
+            ),
             KiteTransport(
-                settings.kite_root,
+                environment.kite.rest_url,
                 connect_timeout=settings.kite_connect_timeout_seconds,
                 read_timeout=settings.kite_read_timeout_seconds,
+                plaintext_hosts=environment.kite.plaintext_hosts,
             ),
             classify,
         )
-    http = HttpSettings()
-    return build(
-        settings=settings,
-        snapshot_settings=SnapshotSettings(),  # type: ignore[call-arg]
-        database=DatabaseSettings(),
-        s3=boto3.client("s3"),
-        secretsmanager=boto3.client("secretsmanager"),
-        history=history,
-        cors_origins=http.origins(),
-        max_body_bytes=http.max_body_bytes,
-    )
+        data = MarketData(
+            registry=registry,
+            store=PostgresMarket(pool, runner),
+            history=history,
+            settings=MarketSettings(
+                rate=settings.risk_free_rate,
+                quote_lookback=timedelta(days=settings.quote_lookback_days),
+                max_history_calls=settings.max_history_calls,
+            ),
+        )
+        inert = cast(Any, None)  # the trading dependencies: no market route uses them
+        routes = Routes(
+            trading=inert,
+            grants=inert,
+            writes=inert,
+            updates=inert,
+            api_secret=lambda _: None,
+            market=data,
+        )
+        origins = environment.http.origins()
+        app = observed_app(
+            build_app(routes, origins, routers=MARKET_ROUTERS),
+            obs,
+            cors_origins=origins,
+            max_body_bytes=environment.http.max_body_bytes,
+        )
+        return cls(app, routes, runner, pool)
+
+    @classmethod
+    def from_env(cls) -> Dependencies:
+        """The environment's settings and the SDK's default clients (Lambda's init)."""
+        names = ("dynamodb", "s3", "secretsmanager", "kms")
+        return cls.build(MarketEnvironment.from_env(), **{n: boto3.client(n) for n in names})
+
+    def close(self) -> None:
+        """Close the pool and the loop (tests; Lambda freezes the environment instead)."""
+        close_all(self.runner, self.pool)
 
 
-@functools.cache
-def environment() -> MarketFunction:
-    """The execution environment's one :class:`MarketFunction`, built on first use."""
-    return build_from_environment()
-
-
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def serve(event: dict[str, Any], deps: Dependencies, context: Any) -> dict[str, Any]:
     """API Gateway (REST, proxy integration, ``/market/*``) -> the market-data routes."""
-    function = environment()
-    try:
-        return function.app(event, context)
-    finally:
-        function.obs.metrics.flush_metrics()
+    return deps.app(event, context)
+
+
+def make_handler(dependencies: Callable[[], Dependencies]) -> LambdaHandler:
+    """The market-data function's entry point over ``dependencies`` (cache it)."""
+    return context_entry_point(obs, serve, dependencies)
+
+
+#: Built on the first invocation and kept for the execution environment's life.
+environment = functools.cache(Dependencies.from_env)
+handler = make_handler(environment)

@@ -11,7 +11,9 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BeforeValidator
+
+from lambdas.api.models import ApiModel
 
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 ISO_INSTANT = re.compile(
@@ -39,7 +41,7 @@ Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 ForwardSource = Literal["future", "parity", "none"]
 
 
-class InstrumentInfo(BaseModel):
+class InstrumentInfo(ApiModel):
     """One row of today's instruments (Kite's dump), plus its underlying."""
 
     instrument_token: int
@@ -58,7 +60,7 @@ class InstrumentInfo(BaseModel):
     underlying: str
 
 
-class InstrumentList(BaseModel):
+class InstrumentList(ApiModel):
     """A search's matches, by exchange and tradingsymbol."""
 
     instruments: list[InstrumentInfo]
@@ -66,7 +68,7 @@ class InstrumentList(BaseModel):
     """More matched than ``limit``."""
 
 
-class Ohlc(BaseModel):
+class Ohlc(ApiModel):
     """The day's open, high, low and previous close, as the tick carried them."""
 
     open: float | None
@@ -75,7 +77,7 @@ class Ohlc(BaseModel):
     close: float | None
 
 
-class DepthLevel(BaseModel):
+class DepthLevel(ApiModel):
     """One level of market depth."""
 
     price: float
@@ -83,14 +85,14 @@ class DepthLevel(BaseModel):
     orders: int
 
 
-class Depth(BaseModel):
+class Depth(ApiModel):
     """Five levels each side (full mode only)."""
 
     buy: list[DepthLevel]
     sell: list[DepthLevel]
 
 
-class Quote(BaseModel):
+class Quote(ApiModel):
     """The latest stored tick of an instrument."""
 
     instrument_token: int
@@ -115,7 +117,7 @@ class Quote(BaseModel):
     depth: Depth | None = None
 
 
-class QuoteResult(BaseModel):
+class QuoteResult(ApiModel):
     """One requested instrument: its latest quote, or None when nothing is stored for it."""
 
     instrument: str
@@ -123,14 +125,14 @@ class QuoteResult(BaseModel):
     quote: Quote | None
 
 
-class Quotes(BaseModel):
+class Quotes(ApiModel):
     """Latest quotes, in the order requested."""
 
     as_of: datetime
     quotes: list[QuoteResult]
 
 
-class OptionGreeks(BaseModel):
+class OptionGreeks(ApiModel):
     """Black-76 implied volatility and Greeks of an option's last price on the chain's forward.
 
     Units as ``greeks.v1.json``: ``iv`` per year (0.15 = 15%), theta per calendar day, vega and
@@ -147,7 +149,7 @@ class OptionGreeks(BaseModel):
     reason: str | None
 
 
-class ChainOption(BaseModel):
+class ChainOption(ApiModel):
     """One call or put of a chain."""
 
     instrument_token: int
@@ -161,7 +163,7 @@ class ChainOption(BaseModel):
     greeks: OptionGreeks
 
 
-class ChainStrike(BaseModel):
+class ChainStrike(ApiModel):
     """A strike's call and put (either may be unlisted)."""
 
     strike: float
@@ -169,7 +171,7 @@ class ChainStrike(BaseModel):
     pe: ChainOption | None
 
 
-class ForwardUsed(BaseModel):
+class ForwardUsed(ApiModel):
     """The forward every option of the chain was valued on."""
 
     value: float | None
@@ -182,7 +184,7 @@ class ForwardUsed(BaseModel):
     """Age of the oldest price it was made from."""
 
 
-class OptionChain(BaseModel):
+class OptionChain(ApiModel):
     """Every strike of an underlying's expiry with last price, OI, IV and Greeks."""
 
     underlying: str
@@ -199,7 +201,7 @@ class OptionChain(BaseModel):
     strikes: list[ChainStrike]
 
 
-class MissingRange(BaseModel):
+class MissingRange(ApiModel):
     """A part of the range no candle could be given for, and why."""
 
     start: datetime
@@ -211,7 +213,7 @@ CANDLE_FIELDS = ["date", "open", "high", "low", "close", "volume", "oi", "source
 GREEK_FIELDS = ["iv", "delta", "gamma", "theta", "vega", "rho"]
 
 
-class Candles(BaseModel):
+class Candles(ApiModel):
     """Candles as rows (Kite's own compact form), oldest first; ``fields`` names the columns.
 
     Each row is ``[date, open, high, low, close, volume, oi, source]``, and for an option

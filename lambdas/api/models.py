@@ -52,13 +52,23 @@ MarketProtection = Annotated[
 ]
 
 
-class Strict(BaseModel):
+class ApiModel(BaseModel):
+    """Every model of the API: its validator is built on first use, not when it is defined.
+
+    A cold start then builds only the models of the route it serves (about
+    a hundred milliseconds of the import otherwise go to building them all).
+    """
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class Strict(ApiModel):
     """Request bodies: unknown fields are refused."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-class Open(BaseModel):
+class Open(ApiModel):
     """Kite answers: unknown fields pass through."""
 
     model_config = ConfigDict(extra="allow")
@@ -188,14 +198,14 @@ class GrantRequest(Strict):
 T = TypeVar("T")
 
 
-class Envelope(BaseModel, Generic[T]):
+class Envelope(ApiModel, Generic[T]):
     """Kite's success envelope."""
 
     status: Literal["success"] = "success"
     data: T
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(ApiModel):
     """One broken rule of a request."""
 
     field: str
@@ -203,7 +213,7 @@ class ErrorDetail(BaseModel):
     message: str
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(ApiModel):
     """Every error answer."""
 
     status: Literal["error"] = "error"
@@ -281,7 +291,7 @@ class Trade(Open):
     exchange_timestamp: str | None = None
 
 
-class BasketItemResult(BaseModel):
+class BasketItemResult(ApiModel):
     """What happened to one order of a basket (there is no rollback: each stands alone)."""
 
     index: int
@@ -294,7 +304,7 @@ class BasketItemResult(BaseModel):
     kite_error_type: str | None = None
 
 
-class BasketResult(BaseModel):
+class BasketResult(ApiModel):
     """A basket: one result per order, in the order given."""
 
     orders: list[BasketItemResult]
@@ -464,7 +474,7 @@ class TriggerId(Open):
     trigger_id: int
 
 
-class Grant(BaseModel):
+class Grant(ApiModel):
     """One user's role on one account."""
 
     user_id: str
@@ -472,19 +482,19 @@ class Grant(BaseModel):
     role: Role
 
 
-class Grants(BaseModel):
+class Grants(ApiModel):
     """A list of grants."""
 
     grants: list[Grant]
 
 
-class Health(BaseModel):
+class Health(ApiModel):
     """The health answer (no internals)."""
 
     status: Literal["ok"] = "ok"
 
 
-class PostbackAccepted(BaseModel):
+class PostbackAccepted(ApiModel):
     """A postback was verified; ``stored`` is False when the same update was already stored."""
 
     stored: bool

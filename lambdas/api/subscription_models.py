@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from lambdas.api.instrument_refs import INSTRUMENT_REF_PATTERN
-from lambdas.api.models import Strict
-from ticker_core.kite import MAX_INSTRUMENT_TOKEN as MAX_TOKEN
+from lambdas.api.models import ApiModel, Strict
+from ticker_core.kite import MAX_INSTRUMENT_TOKEN
 from ticker_core.subscriptions import MAX_EXPIRIES, MAX_STRIKES_EACH_SIDE, UNDERLYING_PATTERN
 
 Mode = Literal["ltp", "quote", "full"]
@@ -19,7 +19,7 @@ MAX_CHANGES = 100
 MAX_WINDOW_CHANGES = 20
 
 InstrumentRef = Annotated[
-    Annotated[int, Field(strict=True, ge=1, le=MAX_TOKEN)]
+    Annotated[int, Field(strict=True, ge=1, le=MAX_INSTRUMENT_TOKEN)]
     | Annotated[str, Field(pattern=INSTRUMENT_REF_PATTERN)],
     Field(
         description="An instrument_token, or EXCHANGE:TRADINGSYMBOL as Kite writes it "
@@ -69,14 +69,14 @@ class SubscriptionChangeRequest(Strict):
     )
 
 
-class OwnerMode(BaseModel):
+class OwnerMode(ApiModel):
     """One user's request for an instrument."""
 
     owner: str
     mode: Mode
 
 
-class SubscribedInstrument(BaseModel):
+class SubscribedInstrument(ApiModel):
     """An instrument some user wants streamed."""
 
     instrument_token: int
@@ -88,7 +88,7 @@ class SubscribedInstrument(BaseModel):
     requests: list[OwnerMode]
 
 
-class AtmWindow(BaseModel):
+class AtmWindow(ApiModel):
     """One user's ATM window rule."""
 
     underlying: str
@@ -98,7 +98,7 @@ class AtmWindow(BaseModel):
     owner: str
 
 
-class Capacity(BaseModel):
+class Capacity(ApiModel):
     """What the active accounts can stream, and what the desired set needs."""
 
     accounts: int
@@ -111,7 +111,7 @@ class Capacity(BaseModel):
     (the instruments dump's last price, which the feed also starts from)."""
 
 
-class Subscriptions(BaseModel):
+class Subscriptions(ApiModel):
     """The desired set, every user's entries, and the capacity it is planned against."""
 
     generation: int
@@ -120,7 +120,7 @@ class Subscriptions(BaseModel):
     capacity: Capacity
 
 
-class AccountStreamingStatus(BaseModel):
+class AccountStreamingStatus(ApiModel):
     """One account's connections."""
 
     account_id: str
@@ -130,7 +130,7 @@ class AccountStreamingStatus(BaseModel):
     streaming: int
 
 
-class FeedReport(BaseModel):
+class FeedReport(ApiModel):
     """The feed's latest status record."""
 
     instance: str
@@ -151,7 +151,7 @@ class FeedReport(BaseModel):
     accounts_waiting_for_login: list[str]
 
 
-class SubscriptionStatus(BaseModel):
+class SubscriptionStatus(ApiModel):
     """What the feed actually streams, against what is desired."""
 
     desired_generation: int

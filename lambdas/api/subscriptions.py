@@ -40,8 +40,7 @@ from lambdas.api.subscription_models import (
 from ticker_adapters.feed_status import FeedStatus
 from ticker_adapters.subscription_store import StoredSubscriptions, SubscriptionChange
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
-from ticker_core.kite import MAX_INSTRUMENT_TOKEN as MAX_TOKEN
-from ticker_core.kite import wider_mode
+from ticker_core.kite import MAX_INSTRUMENT_TOKEN, wider_mode
 from ticker_core.subscriptions import AtmWindowRule, SubscriptionError
 
 SPOT_RANK = {("INDICES", None): 0, ("NSE", InstrumentType.EQ): 1, ("BSE", InstrumentType.EQ): 2}
@@ -78,7 +77,7 @@ class StreamingLimits:
 def _possible_token(ref: int | str) -> bool:
     """Whether ``ref`` is a token the store could hold (listed today or not)."""
     token = ref if isinstance(ref, int) else int(ref) if ref.isdigit() else 0
-    return 0 < token <= MAX_TOKEN
+    return 0 < token <= MAX_INSTRUMENT_TOKEN
 
 
 def _spot_rank(instrument: Instrument) -> int | None:

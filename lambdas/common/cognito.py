@@ -29,11 +29,10 @@ from typing import Any
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lambdas.common.settings import CognitoSettings
 
 ALGORITHMS = ("RS256",)
-JWKS_PATH = "/.well-known/jwks.json"
 JWKS_TIMEOUT_S = 5.0
 MAX_TOKEN_CHARS = 8192
 """Longer than any Cognito ID token: refused before it is parsed."""
@@ -45,38 +44,6 @@ class TokenRejectedError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(f"token rejected: {reason}")
         self.reason = reason
-
-
-class CognitoSettings(BaseSettings):
-    """``COGNITO_*``: the user pool whose ID tokens are accepted."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="COGNITO_", extra="ignore", hide_input_in_errors=True
-    )
-
-    issuer: str
-    """``https://cognito-idp.<region>.amazonaws.com/<pool id>``: what the tokens' ``iss`` says."""
-    client_ids: str
-    """The app client ids tokens may be issued to (``aud``), comma-separated."""
-    jwks_url: str | None = None
-    """Where the signing keys are fetched; by default ``<issuer>/.well-known/jwks.json``."""
-    refetch_seconds: float = Field(default=60.0, ge=0)
-
-    @model_validator(mode="after")
-    def _https_issuer(self) -> CognitoSettings:
-        if not self.issuer.startswith("https://"):
-            raise ValueError("COGNITO_ISSUER must be the pool's https issuer URL")
-        if not self.audiences():
-            raise ValueError("COGNITO_CLIENT_IDS names no app client")
-        return self
-
-    def audiences(self) -> frozenset[str]:
-        """The accepted ``aud`` values."""
-        return frozenset(c.strip() for c in self.client_ids.split(",") if c.strip())
-
-    def keys_url(self) -> str:
-        """The JWKS URL: configured, else the issuer's."""
-        return self.jwks_url or self.issuer.rstrip("/") + JWKS_PATH
 
 
 def fetch_jwks(url: str) -> Callable[[], Mapping[str, Any]]:

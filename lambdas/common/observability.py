@@ -44,3 +44,10 @@ class Observability:
     def milliseconds(self, name: str, value: float) -> None:
         """Record a duration metric for this invocation."""
         self.metrics.add_metric(name=name, unit=MetricUnit.Milliseconds, value=value)
+
+    def name_service(self, service: str) -> None:
+        """Rename the service on logs and metrics (a handler shared by two functions learns
+        which one it is from its settings, on the first invocation)."""
+        self.service = service
+        self.logger.append_keys(service=service)
+        self.metrics.set_default_dimensions(service=service)

@@ -37,9 +37,23 @@ def entry_point(
     first invocation (never at import). Powertools flushes the invocation's
     metrics and, with ``log_context``, adds the Lambda context to log lines.
     """
+    return context_entry_point(
+        obs, lambda event, deps, context: handle(event, deps), dependencies, log_context=log_context
+    )
+
+
+def context_entry_point(
+    obs: Observability,
+    handle: Callable[[dict[str, Any], D, Any], dict[str, Any]],
+    dependencies: Callable[[], D],
+    *,
+    log_context: bool = True,
+) -> LambdaHandler:
+    """As :func:`entry_point`, for a ``handle(event, dependencies, context)`` that needs the
+    Lambda context (its remaining time, its request id)."""
 
     def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return handle(event, dependencies())
+        return handle(event, dependencies(), context)
 
     wrapped = obs.logger.inject_lambda_context(invoke) if log_context else invoke
     return obs.metrics.log_metrics(wrapped)

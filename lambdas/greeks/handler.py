@@ -48,9 +48,7 @@ class Dependencies:
     def build(cls, environment: GreeksEnvironment, *, s3: Any, kinesis: Any) -> Dependencies:
         """Wire the function from its settings and AWS clients."""
         settings, snapshot = environment.greeks, environment.snapshot
-        snapshots = InstrumentSnapshotReader(
-            s3, snapshot.bucket, prefix=snapshot.prefix, recheck_seconds=snapshot.recheck_seconds
-        )
+        snapshots = InstrumentSnapshotReader.from_settings(s3, snapshot)
         return cls(
             snapshots=snapshots,
             instruments=RegistryIndexCache(snapshots),

@@ -56,7 +56,7 @@ import numpy.typing as npt
 
 from lambdas.common.kinesis_batch import consume_kinesis_event, loads_user_record
 from ticker_adapters.instrument_snapshots import InstrumentSnapshot
-from ticker_core.calendar import expiry_epoch_seconds, year_fractions
+from ticker_core.expiry_arrays import expiry_epoch_seconds, year_fractions
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
 from ticker_core.options import (
     OK,

@@ -38,7 +38,6 @@ from lambdas.instruments.logic import (
 )
 from lambdas.instruments.settings import InstrumentsEnvironment
 from ticker_adapters.credentials import CredentialError, CredentialVault
-from ticker_adapters.envelope import KmsEnvelopeCipher
 from ticker_adapters.kite_rest import KiteRestClient, KiteTransport, retry_transient
 from ticker_adapters.retry import full_jitter_delays
 from ticker_core.kite_errors import KiteError
@@ -74,12 +73,7 @@ class Dependencies:
             environment=environment,
             runner=LoopRunner(),
             pool=pool,
-            vault=CredentialVault(
-                secrets,
-                KmsEnvelopeCipher(kms, vault.kms_key_arn),
-                prefix=vault.prefix,
-                cache_seconds=vault.cache_seconds,
-            ),
+            vault=CredentialVault.from_settings(vault, secretsmanager=secrets, kms=kms),
             kite=KiteTransport(
                 environment.kite.rest_url,
                 connect_timeout=min(settings.http_timeout_seconds, 10.0),

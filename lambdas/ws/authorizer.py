@@ -8,23 +8,24 @@ it stays out of access logs), the token is verified by
 :mod:`lambdas.common.cognito`, and the answer is an IAM policy: ``Allow``
 with the user in its context (``sub``, ``username``, ``groups``: what every
 route then sees), or ``Deny``, which API Gateway answers with 403. The token
-is never logged; a refusal is counted by its reason.
+is never logged; a refusal is counted by its reason. The verifier (and its
+cached keys) is built on the first invocation, never at import.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from lambdas.common.cognito import (
-    CognitoSettings,
-    CognitoTokenVerifier,
-    TokenRejectedError,
-    claim_text,
-)
+from lambdas.common.cognito import CognitoTokenVerifier, TokenRejectedError, claim_text
 from lambdas.common.observability import Observability
+from lambdas.common.runtime import LambdaHandler, entry_point
 from lambdas.ws.protocol import PROTOCOL_HEADER, header, offered_protocols, token_from_protocols
+from lambdas.ws.settings import AuthorizerEnvironment
 
-SERVICE = "ws-authorizer"
+obs = Observability("ws-authorizer")
 
 
 def policy(
@@ -59,26 +60,32 @@ def authorize(event: dict[str, Any], verifier: CognitoTokenVerifier) -> tuple[di
     return policy(context["sub"], "Allow", resource, context), "allowed"
 
 
-class _Environment:
-    """The execution environment's verifier, built on the first invocation."""
+@dataclass(frozen=True)
+class Dependencies:
+    """What one execution environment of the authorizer builds once and reuses."""
 
-    verifier: CognitoTokenVerifier | None = None
-    obs: Observability | None = None
+    verifier: CognitoTokenVerifier
 
     @classmethod
-    def get(cls) -> tuple[CognitoTokenVerifier, Observability]:
-        if cls.verifier is None or cls.obs is None:
-            cls.obs = Observability(SERVICE)
-            cls.verifier = CognitoTokenVerifier.from_settings(CognitoSettings())  # type: ignore[call-arg]  # from the environment
-        return cls.verifier, cls.obs
+    def from_env(cls) -> Dependencies:
+        """The pool ``COGNITO_*`` names; its keys are fetched on the first token."""
+        return cls(CognitoTokenVerifier.from_settings(AuthorizerEnvironment.from_env().cognito))
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def decide(event: dict[str, Any], deps: Dependencies) -> dict[str, Any]:
     """API Gateway (WebSocket ``$connect``, REQUEST authorizer) -> Allow or Deny."""
-    verifier, obs = _Environment.get()
-    answer, outcome = authorize(event, verifier)
+    answer, outcome = authorize(event, deps.verifier)
     obs.count("Allowed" if outcome == "allowed" else f"Denied_{outcome}")
     if outcome != "allowed":
         obs.logger.info("connection refused", extra={"reason": outcome})
-    obs.metrics.flush_metrics()
     return answer
+
+
+def make_handler(dependencies: Callable[[], Dependencies]) -> LambdaHandler:
+    """The authorizer's entry point over ``dependencies`` (called every time: cache it)."""
+    return entry_point(obs, decide, dependencies)
+
+
+#: Built on the first invocation and kept for the execution environment's life.
+environment = functools.cache(Dependencies.from_env)
+handler = make_handler(environment)

@@ -4,89 +4,73 @@ Returns an empty partial batch response: a record that cannot be read is
 counted and skipped (see :mod:`lambdas.ws.fanout`), so the mapping never
 re-delivers a batch for it. A failure to look subscribers up fails the
 invocation; the mapping retries it a little and discards batches older than
-a minute (live prices are worth nothing later).
+a minute (live prices are worth nothing later). Nothing is built at
+import: :class:`Dependencies` is built on the first invocation by a cached
+``from_env`` and kept for the execution environment's life (its fan-out
+carries records for slow clients from one batch to the next).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import functools
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-
 from lambdas.common.observability import Observability
-from lambdas.ws.dal.connections import DynamoConnectionStore
+from lambdas.common.runtime import LambdaHandler, entry_point
 from lambdas.ws.dal.management import ConnectionPoster, PostOutcome, management_client
-from lambdas.ws.dal.subscribers import DynamoSubscriberIndex
 from lambdas.ws.fanout import Fanout, FanoutOutcome
 from lambdas.ws.logic import remove_connection
-from lambdas.ws.settings import FanoutSettings, WsSettings
-from ticker_adapters.subscription_store import SubscriptionStore
+from lambdas.ws.settings import FanoutEnvironment
+from lambdas.ws.stores import dynamodb_client, state_stores
+
+#: Named per stream on the first invocation (``fanout-ticks``, ``fanout-greeks``).
+obs = Observability("fanout")
 
 
-@dataclass
-class FanoutFunction:
-    """One execution environment's state (the fan-out keeps carried records between batches)."""
+@dataclass(frozen=True)
+class Dependencies:
+    """What one execution environment of a fan-out builds once and reuses."""
 
     fanout: Fanout
-    obs: Observability
-
-
-def build(
-    *, settings: WsSettings, fanout: FanoutSettings, dynamodb: Any, management: Any
-) -> FanoutFunction:
-    """The fan-out over the state tables and the management API, wired."""
-    obs = Observability(f"fanout-{fanout.channel.value}")
-    connections = DynamoConnectionStore(dynamodb, settings.connections_table)
-    subscribers = DynamoSubscriberIndex(
-        dynamodb,
-        settings.subscribers_table,
-        SubscriptionStore(dynamodb, settings.feed_subscriptions_table),
-        mode=settings.feed_mode,
-        workers=settings.index_workers,
-    )
-
-    def remove(connection_id: str, seen: Collection[int]) -> None:
-        remove_connection(connections, subscribers, connection_id, seen)
-
-    return FanoutFunction(
-        Fanout(
-            fanout.channel,
-            subscribers,
-            ConnectionPoster(management),
-            remove,
-            max_message_bytes=fanout.max_message_bytes,
-            workers=fanout.post_workers,
-            post_attempts=fanout.post_attempts,
-            max_carried_records=fanout.max_carried_records,
-        ),
-        obs,
-    )
-
-
-class _Environment:
-    """The execution environment's one :class:`FanoutFunction`, built on first use."""
-
-    function: FanoutFunction | None = None
 
     @classmethod
-    def get(cls) -> FanoutFunction:
-        if cls.function is None:
-            from botocore.config import Config
+    def build(
+        cls, environment: FanoutEnvironment, *, dynamodb: Any, management: Any
+    ) -> Dependencies:
+        """The fan-out over the state tables and the management API, wired."""
+        settings = environment.fanout
+        connections, subscribers = state_stores(dynamodb, environment)
 
-            settings = WsSettings()  # type: ignore[call-arg]  # from the environment
-            fanout = FanoutSettings()  # type: ignore[call-arg]
-            pool = Config(max_pool_connections=max(10, settings.index_workers + 2))
-            cls.function = build(
-                settings=settings,
-                fanout=fanout,
-                dynamodb=boto3.client("dynamodb", config=pool),
-                management=management_client(
-                    fanout.management_endpoint, max_connections=fanout.post_workers
-                ),
+        def remove(connection_id: str, seen: Collection[int]) -> None:
+            remove_connection(connections, subscribers, connection_id, seen)
+
+        return cls(
+            Fanout(
+                settings.channel,
+                subscribers,
+                ConnectionPoster(management),
+                remove,
+                max_message_bytes=settings.max_message_bytes,
+                workers=settings.post_workers,
+                post_attempts=settings.post_attempts,
+                max_carried_records=settings.max_carried_records,
             )
-        return cls.function
+        )
+
+    @classmethod
+    def from_env(cls) -> Dependencies:
+        """The environment's settings and the SDK's default clients (Lambda's init)."""
+        environment = FanoutEnvironment.from_env()
+        obs.name_service(f"fanout-{environment.fanout.channel.value}")
+        return cls.build(
+            environment,
+            dynamodb=dynamodb_client(environment.ws),
+            management=management_client(
+                environment.management.url, max_connections=environment.fanout.post_workers
+            ),
+        )
 
 
 def record_metrics(obs: Observability, outcome: FanoutOutcome) -> None:
@@ -113,16 +97,23 @@ def record_metrics(obs: Observability, outcome: FanoutOutcome) -> None:
         obs.logger.error("gone connections not removed", extra={"count": outcome.remove_failures})
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def fan_out(event: dict[str, Any], deps: Dependencies) -> dict[str, Any]:
     """Kinesis batch (ticks or Greeks) -> one message per subscribed client."""
-    function = _Environment.get()
     try:
-        outcome = function.fanout.run(event)
-        record_metrics(function.obs, outcome)
+        outcome = deps.fanout.run(event)
     except Exception as exc:  # the lookup failed: the mapping retries the batch
-        function.obs.count("FanoutBatchFailed")
-        function.obs.logger.error("fan-out batch failed", extra={"error": type(exc).__name__})
+        obs.count("FanoutBatchFailed")
+        obs.logger.error("fan-out batch failed", extra={"error": type(exc).__name__})
         raise
-    finally:
-        function.obs.metrics.flush_metrics()
+    record_metrics(obs, outcome)
     return {"batchItemFailures": []}
+
+
+def make_handler(dependencies: Callable[[], Dependencies]) -> LambdaHandler:
+    """The fan-out's entry point over ``dependencies`` (called every time: cache it)."""
+    return entry_point(obs, fan_out, dependencies)
+
+
+#: Built on the first invocation and kept for the execution environment's life.
+environment = functools.cache(Dependencies.from_env)
+handler = make_handler(environment)

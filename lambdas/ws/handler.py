@@ -3,13 +3,16 @@
 One function serves every route (API Gateway passes the route in
 ``requestContext.routeKey``); the message routes have a route response, so
 the reply returned here is what the client receives. Nothing is built at
-import: :func:`build` assembles the stores on the first invocation (tests
-call it with their own clients). Events are never logged: a ``$connect``
-event carries the client's token in its headers.
+import: :class:`Dependencies` (the stores, the instruments) is built on the
+first invocation by a cached ``from_env`` (tests call ``build`` with their
+own clients). Events are never logged: a ``$connect`` event carries the
+client's token in its headers.
 """
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +20,9 @@ from typing import Any
 import boto3
 
 from lambdas.common.observability import Observability
-from lambdas.ws.dal.connections import DynamoConnectionStore
-from lambdas.ws.dal.subscribers import DynamoSubscriberIndex
-from lambdas.ws.logic import InstrumentLookup, Routes, identity_from_authorizer
+from lambdas.common.runtime import LambdaHandler, entry_point
+from lambdas.common.snapshots import current_registry
+from lambdas.ws.logic import Routes, identity_from_authorizer
 from lambdas.ws.protocol import (
     PROTOCOL_HEADER,
     ErrorCode,
@@ -29,98 +32,67 @@ from lambdas.ws.protocol import (
     header,
     offered_protocols,
 )
-from lambdas.ws.settings import WsSettings
-from ticker_adapters.instrument_snapshots import InstrumentSnapshotReader, SnapshotError
-from ticker_adapters.settings import SnapshotSettings
-from ticker_adapters.subscription_store import SubscriptionStore
+from lambdas.ws.settings import WsEnvironment
+from lambdas.ws.stores import dynamodb_client, state_stores
+from ticker_adapters.instrument_snapshots import InstrumentSnapshotReader
 
-SERVICE = "ws"
+obs = Observability("ws")
 
 
-@dataclass
-class WsFunction:
-    """One execution environment's state."""
+def _unavailable() -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        "Today's instruments are not available yet; try again shortly.",
+    )
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """What one execution environment of the routes function builds once and reuses."""
 
     routes: Routes
-    obs: Observability
-
-
-def build(
-    *,
-    settings: WsSettings,
-    snapshot_settings: SnapshotSettings,
-    dynamodb: Any,
-    s3: Any,
-    sleep: Callable[[float], None] | None = None,
-) -> WsFunction:
-    """Every dependency of the routes, wired."""
-    import time
-
-    obs = Observability(SERVICE)
-    snapshots = InstrumentSnapshotReader(
-        s3,
-        snapshot_settings.bucket,
-        prefix=snapshot_settings.prefix,
-        recheck_seconds=snapshot_settings.recheck_seconds,
-    )
-
-    def instruments() -> InstrumentLookup:
-        try:
-            return snapshots.current().registry
-        except SnapshotError as exc:
-            obs.logger.error(
-                "instruments snapshot unavailable", extra={"error": type(exc).__name__}
-            )
-            raise ProtocolError(
-                ErrorCode.SERVICE_UNAVAILABLE,
-                "Today's instruments are not available yet; try again shortly.",
-            ) from exc
-
-    routes = Routes(
-        DynamoConnectionStore(dynamodb, settings.connections_table),
-        DynamoSubscriberIndex(
-            dynamodb,
-            settings.subscribers_table,
-            SubscriptionStore(dynamodb, settings.feed_subscriptions_table),
-            mode=settings.feed_mode,
-            workers=settings.index_workers,
-        ),
-        instruments,
-        settings.limits(),
-        sleep=sleep or time.sleep,
-    )
-    return WsFunction(routes, obs)
-
-
-class _Environment:
-    """The execution environment's one :class:`WsFunction`, built on first use."""
-
-    function: WsFunction | None = None
 
     @classmethod
-    def get(cls) -> WsFunction:
-        if cls.function is None:
-            from botocore.config import Config
-
-            settings = WsSettings()  # type: ignore[call-arg]  # from the environment
-            pool = Config(max_pool_connections=max(10, settings.index_workers + 2))
-            cls.function = build(
-                settings=settings,
-                snapshot_settings=SnapshotSettings(),  # type: ignore[call-arg]
-                dynamodb=boto3.client("dynamodb", config=pool),
-                s3=boto3.client("s3"),
+    def build(
+        cls,
+        environment: WsEnvironment,
+        *,
+        dynamodb: Any,
+        s3: Any,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Dependencies:
+        """Every dependency of the routes, wired."""
+        connections, subscribers = state_stores(dynamodb, environment)
+        return cls(
+            Routes(
+                connections,
+                subscribers,
+                current_registry(
+                    InstrumentSnapshotReader.from_settings(s3, environment.snapshot),
+                    obs,
+                    _unavailable,
+                ),
+                environment.ws.limits(),
+                sleep=sleep,
             )
-        return cls.function
+        )
+
+    @classmethod
+    def from_env(cls) -> Dependencies:
+        """The environment's settings and the SDK's default clients (Lambda's init)."""
+        environment = WsEnvironment.from_env()
+        return cls.build(
+            environment, dynamodb=dynamodb_client(environment.ws), s3=boto3.client("s3")
+        )
 
 
-def route(function: WsFunction, event: dict[str, Any]) -> dict[str, Any]:
+def route(event: dict[str, Any], deps: Dependencies) -> dict[str, Any]:
     """One WebSocket event -> the integration's answer."""
     context = event.get("requestContext") or {}
     connection_id = str(context.get("connectionId", ""))
     event_type = context.get("eventType")
-    obs = function.obs
     if event_type == "CONNECT":
-        answer = function.routes.connect(
+        answer = deps.routes.connect(
             connection_id,
             identity_from_authorizer(context.get("authorizer")),
             offered_protocols(header(event.get("headers"), PROTOCOL_HEADER)),
@@ -133,11 +105,11 @@ def route(function: WsFunction, event: dict[str, Any]) -> dict[str, Any]:
             result["body"] = encode(answer.reply)
         return result
     if event_type == "DISCONNECT":
-        removed = function.routes.disconnect(connection_id)
+        removed = deps.routes.disconnect(connection_id)
         obs.count("Disconnected" if removed else "DisconnectUnknown")
         return {"statusCode": 200}
     try:
-        reply = function.routes.message(connection_id, event.get("body"))
+        reply = deps.routes.message(connection_id, event.get("body"))
     except Exception as exc:  # answered, counted and logged by type (never the message text)
         obs.count("UnexpectedErrors")
         obs.logger.error("message failed", extra={"error": type(exc).__name__})
@@ -146,10 +118,11 @@ def route(function: WsFunction, event: dict[str, Any]) -> dict[str, Any]:
     return {"statusCode": 200, "body": encode(reply)}
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """API Gateway (WebSocket, Lambda proxy integration) -> the route."""
-    function = _Environment.get()
-    try:
-        return route(function, event)
-    finally:
-        function.obs.metrics.flush_metrics()
+def make_handler(dependencies: Callable[[], Dependencies]) -> LambdaHandler:
+    """The routes' entry point over ``dependencies`` (called every time: cache it)."""
+    return entry_point(obs, route, dependencies)
+
+
+#: Built on the first invocation and kept for the execution environment's life.
+environment = functools.cache(Dependencies.from_env)
+handler = make_handler(environment)

@@ -46,18 +46,19 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ticker_core.kite import MAX_INSTRUMENT_TOKEN
+from ticker_core.subscriptions import UNDERLYING_PATTERN
+
 K = TypeVar("K")
 
 SUBPROTOCOL: Final = "ticker.v1"
 """The protocol's name in ``Sec-WebSocket-Protocol``."""
 MAX_MESSAGE_BYTES: Final = 128 * 1024
 """API Gateway's WebSocket message limit (frames are 32 KB; it reassembles them)."""
-MAX_INSTRUMENT_TOKEN: Final = 2**32 - 1
 MAX_ID_CHARS: Final = 64
 MAX_SELECTORS: Final = 1000
 MAX_CHAINS: Final = 20
 SYMBOL_PATTERN: Final = re.compile(r"^([A-Z][A-Z0-9_-]{0,15}):(\S{1,64})$")
-UNDERLYING_PATTERN: Final = re.compile(r"^[A-Z0-9&_-]{1,32}$")
 
 
 class Channel(StrEnum):

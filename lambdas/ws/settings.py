@@ -1,32 +1,46 @@
-"""Environment models of the WebSocket functions (names are what the CDK stack sets).
+"""The environments of the WebSocket functions; importing this module reads nothing.
 
-The routes function reads :class:`WsSettings` and ``INSTRUMENTS_*``
-(:class:`ticker_adapters.settings.SnapshotSettings`); each fan-out function
-reads :class:`WsSettings` and :class:`FanoutSettings`; the authorizer reads
-``COGNITO_*`` (:class:`lambdas.common.cognito.CognitoSettings`).
+=============== ========================================================================
+function        reads
+=============== ========================================================================
+ws-authorizer   ``COGNITO_*``
+ws              ``WS_*``, ``WS_CONNECTIONS_TABLE_NAME``, ``WS_SUBSCRIBERS_TABLE_NAME``,
+                ``SUBSCRIPTIONS_TABLE_NAME``, ``INSTRUMENTS_*``
+fanout-ticks,   ``FANOUT_*``, ``WS_MANAGEMENT_URL``, ``WS_*``, ``WS_CONNECTIONS_TABLE_NAME``,
+fanout-greeks   ``WS_SUBSCRIBERS_TABLE_NAME``, ``SUBSCRIPTIONS_TABLE_NAME``
+=============== ========================================================================
+
+A fan-out removes a gone connection's subscriptions, and with the last
+subscriber an instrument leaves the feed's desired set: so it reads the
+subscription store and the ``WS_*`` knobs of that bookkeeping too.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from dataclasses import dataclass
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lambdas.common.settings import (
+    CognitoSettings,
+    WsConnectionsTableSettings,
+    WsSubscribersTableSettings,
+)
 from lambdas.ws.logic import Limits
 from lambdas.ws.protocol import MAX_MESSAGE_BYTES, Channel
+from ticker_adapters.endpoints import require_tls_off_loopback
+from ticker_adapters.settings import Environment, SnapshotSettings, SubscriptionsTableSettings
 from ticker_core.kite import MODES
 
 
 class WsSettings(BaseSettings):
-    """``WS_*``: the state tables, the feed's desired set and the limits."""
+    """``WS_*``: the routes' limits and how clients' instruments join the feed's set."""
 
-    model_config = SettingsConfigDict(env_prefix="WS_", extra="ignore", hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        env_prefix="WS_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
-    connections_table: str
-    """Connections and users (key ``pk``, TTL ``expires_at``)."""
-    subscribers_table: str
-    """Subscribers by instrument and the feed budget (key ``pk``)."""
-    feed_subscriptions_table: str
-    """The subscription store the feed reconciles against (the feed's FEED_SUBSCRIPTIONS_TABLE)."""
     feed_mode: str = Field(default="full", pattern="^(" + "|".join(MODES) + ")$")
     """The mode instruments clients add are streamed in (full: depth and open interest too)."""
     feed_budget: int = Field(default=2000, ge=0, le=100_000)
@@ -51,22 +65,65 @@ class WsSettings(BaseSettings):
         )
 
 
+class WsManagementSettings(BaseSettings):
+    """``WS_MANAGEMENT_URL``: the stage's ``@connections`` endpoint,
+    ``https://<api id>.execute-api.<region>.amazonaws.com/<stage>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WS_MANAGEMENT_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
+
+    url: str = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        return require_tls_off_loopback(value, schemes=("https",))
+
+
 class FanoutSettings(BaseSettings):
     """``FANOUT_*``: which stream this fan-out function serves and how it posts."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FANOUT_", extra="ignore", hide_input_in_errors=True
+        env_prefix="FANOUT_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
     channel: Channel
     """``ticks`` or ``greeks``: the stream its event source mapping reads."""
-    management_endpoint: str
-    """The stage's management endpoint.
-
-    ``https://<api id>.execute-api.<region>.amazonaws.com/<stage>`` in AWS.
-    """
     post_workers: int = Field(default=32, ge=1, le=256)
     post_attempts: int = Field(default=3, ge=1, le=10)
     max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, ge=4096, le=MAX_MESSAGE_BYTES)
     max_carried_records: int = Field(default=50_000, ge=0)
     """Records kept for clients that fell behind, at most (beyond: dropped and counted)."""
+
+
+@dataclass(frozen=True)
+class AuthorizerEnvironment(Environment):
+    """What the ``$connect`` authorizer (``lambdas.ws.authorizer.handler``) reads."""
+
+    cognito: CognitoSettings
+
+
+@dataclass(frozen=True)
+class WsEnvironment(Environment):
+    """What the routes function (``lambdas.ws.handler.handler``) reads."""
+
+    ws: WsSettings
+    connections: WsConnectionsTableSettings
+    subscribers: WsSubscribersTableSettings
+    #: ``SUBSCRIPTIONS_TABLE_NAME``: the feed's desired set, which clients' instruments join.
+    subscriptions: SubscriptionsTableSettings
+    #: ``INSTRUMENTS_*``: only instruments the feed can stream are subscribed.
+    snapshot: SnapshotSettings
+
+
+@dataclass(frozen=True)
+class FanoutEnvironment(Environment):
+    """What each fan-out function (``lambdas.ws.fanout_handler.handler``) reads."""
+
+    fanout: FanoutSettings
+    management: WsManagementSettings
+    ws: WsSettings
+    connections: WsConnectionsTableSettings
+    subscribers: WsSubscribersTableSettings
+    subscriptions: SubscriptionsTableSettings

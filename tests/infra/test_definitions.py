@@ -36,7 +36,24 @@ def test_every_mapping_names_a_declared_function() -> None:
     functions = load_functions()
     for mapping in load_mappings().values():
         assert mapping.function in functions
-        assert mapping.on_failure in functions
+        assert mapping.on_failure is None or mapping.on_failure in functions
+
+
+def test_a_mapping_without_an_on_failure_destination_drops_what_it_discards(
+    tmp_path: Path,
+) -> None:
+    # Given the definition with the persist mappings' destination left out
+    text = (ROOT / "lambdas" / "event_source_mappings.toml").read_text()
+    path = tmp_path / "m.toml"
+    path.write_text(text.replace('on_failure = "persist"\n', ""))
+    # When loaded, Then those mappings have none, and the others keep theirs
+    mappings = load_mappings(path)
+    assert mappings["ticks-persist"].on_failure is None
+    assert mappings["greeks-persist"].on_failure is None
+    assert mappings["ticks-greeks"].on_failure == "greeks"
+    # And the fan-outs, live data, are defined without one
+    assert load_mappings()["ticks-fanout"].on_failure is None
+    assert load_mappings()["greeks-fanout"].on_failure is None
 
 
 def test_a_mapping_outside_lambdas_bounds_is_refused(tmp_path: Path) -> None:

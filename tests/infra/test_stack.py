@@ -149,7 +149,8 @@ def test_every_mapping_is_the_shared_definition(stage: Synthesized) -> None:
         source = ref_id(p["EventSourceArn"])
         stream = streams.get(source) or consumers[source]
         kind = "enhanced-fan-out" if source in consumers else "shared"
-        queue = ref_id(p["DestinationConfig"]["OnFailure"]["Destination"])
+        destination = p.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+        queue = ref_id(destination) if destination else None
         deployed[(stream, functions[ref_id(p["FunctionName"])])] = {
             "consumer": kind,
             "batch_size": p["BatchSize"],
@@ -168,7 +169,7 @@ def test_every_mapping_is_the_shared_definition(stage: Synthesized) -> None:
     # When compared entry by entry, Then they are equal
     definitions = load_mappings()
     assert set(deployed) == {(d.stream, d.function) for d in definitions.values()}
-    queues = {}
+    queues: dict[str | None, str | None] = {None: None}  # no destination: none deployed
     for d in definitions.values():
         got = deployed[(d.stream, d.function)]
         queues.setdefault(d.on_failure, got["on_failure_queue"])

@@ -6,12 +6,14 @@ feed's is read from ``feed_container/Dockerfile`` (what it copies and the
 extra it installs); each Lambda function's from ``[tool.ticker-service.functions]``
 in ``pyproject.toml``, the one declaration the CDK app reads too.
 
-For each set, in its own virtual environment (the sets are built in parallel
-at session start; pip's cache is shared):
+For each set, in its own virtual environment (the distinct sets are built in
+parallel at session start, pip's cache shared; functions whose sets are the
+same, folders and requirements, share one):
 
 * every first-party module the entry point can reach (its import closure,
-  found by reading the source, lazy imports included) imports, so nothing it
-  needs is missing from the set;
+  found by reading the source, lazy imports included) imports, and every
+  third-party module it names (lazy imports included: one may run only on
+  some route) is installed, so nothing it needs is missing from the set;
 * every dependency the group declares is imported by that closure, so the
   group carries nothing the code does not use (the measure of "only what it
   imports");
@@ -34,7 +36,7 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -82,10 +84,16 @@ def function_package_sets() -> dict[str, PackageSet]:
 
 
 def all_package_sets() -> list[PackageSet]:
-    """Each distinct set once (persist's two entry points share one), named by its group."""
+    """Each set once (persist's two entry points share one group), named by its group."""
     sets = sorted({feed_package_set(), *function_package_sets().values()}, key=lambda s: s.name)
-    assert len({s.name for s in sets}) == len(sets), "one optional-dependency group per set"
+    assert len({s.name for s in sets}) == len(sets), "one set per optional-dependency group"
     return sets
+
+
+def contents(package_set: PackageSet) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What an installed set holds: its folders and its group's requirements (one venv each)."""
+    requirements = PYPROJECT["project"]["optional-dependencies"][package_set.extra]
+    return tuple(sorted(package_set.folders)), tuple(sorted(requirements))
 
 
 # -- what the code imports (read from the source, not executed) ---------------------------
@@ -193,7 +201,9 @@ def install(package_set: PackageSet, base: Path) -> Installed:
     python = venv / "bin" / "python"
     result = subprocess.run(
         [
-            str(python), "-m", "pip", "install", "--quiet",
+            # No bytecode compiled at install (half the install's time): as the Lambda assets
+            # are built; the probes compile only what they import.
+            str(python), "-m", "pip", "install", "--quiet", "--no-compile",
             "-c", str(context / "constraints.txt"),
             f"{context}[{package_set.extra}]",
         ],
@@ -205,24 +215,28 @@ def install(package_set: PackageSet, base: Path) -> Installed:
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Installed]:
-    """Every package set in its own venv, built in parallel once per session."""
+    """Every package set, by group, in a venv of its own contents: each distinct one built
+    once per session, in parallel."""
     sets = all_package_sets()
     base = tmp_path_factory.mktemp("images")
+    distinct = {contents(s): s for s in sets}
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {s.name: pool.submit(install, s, base / s.name) for s in sets}
-        return {name: future.result() for name, future in futures.items()}
+        futures = {key: pool.submit(install, s, base / s.name) for key, s in distinct.items()}
+        venvs = {key: future.result() for key, future in futures.items()}
+    return {s.name: replace(venvs[contents(s)], package_set=s) for s in sets}
 
 
 PROBE = """
-import importlib, importlib.metadata as md, json, sys
+import importlib, importlib.metadata as md, importlib.util, json, sys
 failures = {}
 for name in json.loads(sys.argv[1]):
     try:
         importlib.import_module(name)
     except Exception as exc:
         failures[name] = f"{type(exc).__name__}: {exc}"
+missing = [t for t in json.loads(sys.argv[2]) if importlib.util.find_spec(t) is None]
 dists = md.packages_distributions()
-print(json.dumps({"failures": failures,
+print(json.dumps({"failures": failures, "missing": missing,
                   "distributions": {t: dists.get(t, []) for t in json.loads(sys.argv[2])}}))
 """
 
@@ -255,6 +269,7 @@ def check_closure(target: Installed, entry: str) -> None:
     assert not outside - {"lambdas"}, f"{entry} reaches modules outside its set: {outside}"
     found = probe(target, modules, external)
     assert found["failures"] == {}, f"{entry}: modules that cannot import: {found['failures']}"
+    assert found["missing"] == [], f"{entry}: imports what the set lacks: {found['missing']}"
     imported = {_normalise(d) for ds in found["distributions"].values() for d in ds}  # type: ignore[union-attr]
     unused = declared(target.package_set.extra) - imported
     assert not unused, f"{target.package_set.extra} declares what {entry} never imports: {unused}"

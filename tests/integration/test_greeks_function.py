@@ -37,7 +37,8 @@ from testkit.factories import kinesis_event, publish_snapshot
 from tests.conftest import INSTRUMENTS_BUCKET
 from ticker_adapters.instrument_snapshots import SnapshotUnavailableError
 from ticker_adapters.settings import GreeksStreamSettings, SnapshotSettings
-from ticker_core.calendar import NseCalendar, year_fractions
+from ticker_core.calendar import NseCalendar
+from ticker_core.expiry_arrays import year_fractions
 from ticker_core.kite_wire import parse_ticks
 from ticker_core.records import deaggregate, decode_greeks, encode_tick
 from ticker_core.tz import IST

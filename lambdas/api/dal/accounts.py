@@ -22,20 +22,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-KEY_SCHEMA = [
-    {"AttributeName": "pk", "KeyType": "HASH"},
-    {"AttributeName": "sk", "KeyType": "RANGE"},
-]
-ATTRIBUTES = [
-    {"AttributeName": "pk", "AttributeType": "S"},
-    {"AttributeName": "sk", "AttributeType": "S"},
-]
+from ticker_adapters.aws import CONDITION_FAILED, create_table, error_code
+
 TTL_ATTRIBUTE = "expires_at"
 ACCOUNT = "ACCOUNT"
 LOGIN_STATE = "LOGIN_STATE"
 ACTIVE = "active"
 RETIRED = "retired"
-CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 @dataclass(frozen=True)
@@ -102,17 +95,7 @@ class DynamoAccountRegistry:
 
     def create_table(self) -> None:
         """Create the table with its TTL (tests and the sandbox; CDK owns it in AWS)."""
-        self._db.create_table(
-            TableName=self._table,
-            KeySchema=KEY_SCHEMA,
-            AttributeDefinitions=ATTRIBUTES,
-            BillingMode="PAY_PER_REQUEST",
-        )
-        self._db.get_waiter("table_exists").wait(TableName=self._table)
-        self._db.update_time_to_live(
-            TableName=self._table,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-        )
+        create_table(self._db, self._table, sort_key="sk", ttl_attribute=TTL_ATTRIBUTE)
 
     # -- accounts -------------------------------------------------------------------------
 
@@ -183,7 +166,7 @@ class DynamoAccountRegistry:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == CONDITION_FAILED:
+            if error_code(exc) == CONDITION_FAILED:
                 return None
             raise
         return _record(response["Attributes"])
@@ -238,7 +221,7 @@ class DynamoAccountRegistry:
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == CONDITION_FAILED:
+            if error_code(exc) == CONDITION_FAILED:
                 return False
             raise
         return True

@@ -2,17 +2,23 @@
 
 Kite accepts at most 10 order requests a second per API key and answers
 429 past that. Lambda runs many environments at once, so the count must
-live outside them: one item per account holds the times of its last
-``limit`` order requests, and taking a slot is a conditional write on the
-item's version (optimistic concurrency: a racing writer makes the write
-fail and the taker re-reads). A slot is free when fewer than ``limit``
-requests fall in the last ``window`` seconds, a sliding window, so no
-second anywhere holds more than ``limit`` requests however a burst falls.
-``window`` carries a small margin over one second for the variance between
-taking a slot here and the request reaching Kite.
+live outside them: one item per account holds ``limit`` slots, each the
+time (whole microseconds) it was last taken. Taking a slot is one
+conditional write: set slot ``i`` to now, on condition that it is unset or
+was taken at least ``window`` seconds ago. Each slot is thus taken at most
+once in any ``window``, so no span of ``window`` seconds anywhere holds more
+than ``limit`` order requests, however a burst falls and however many
+environments race (a sliding window). ``window`` carries a small margin over
+one second for the variance between taking a slot here and the request
+reaching Kite.
 
-When no slot is free the taker waits (until the oldest request leaves the
-window), up to ``max_wait`` seconds in all, then raises
+The write answers with the item either way (``ALL_NEW`` when it succeeds,
+the item as it stood when the condition failed), so the environment always
+knows the slots as last seen and picks its next one from them without a
+read: in the usual case one round trip per order. A write that loses a race
+learns the current slots from its failure and tries a free one at once.
+When no slot is free the taker waits until the oldest leaves the window, up
+to ``max_wait`` seconds in all, then raises
 :class:`~lambdas.api.errors.OrderRateLimitedError` with ``Retry-After``.
 """
 
@@ -20,21 +26,40 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from lambdas.api.errors import OrderRateLimitedError
+from ticker_adapters.aws import CONDITION_FAILED, create_table, error_code
 
 MICROS = 1_000_000
-KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}]
-ATTRIBUTES = [{"AttributeName": "pk", "AttributeType": "S"}]
+TTL_ATTRIBUTE = "expires_at"
+SLOT_PREFIX = "s"
+ITEM_TTL_SECONDS = 3600
+"""An idle account's item expires an hour after its last order (TTL)."""
+
+
+def _slot(index: int) -> str:
+    return f"{SLOT_PREFIX}{index}"
+
+
+def slot_times(item: Mapping[str, Any] | None, limit: int) -> list[int]:
+    """Each slot's last time (microseconds; 0: never taken) in an item as DynamoDB returns it."""
+    item = item or {}
+    return [int(item[_slot(i)]["N"]) if _slot(i) in item else 0 for i in range(limit)]
+
+
+def free_slots(times: list[int], now_us: int, window_us: int) -> list[int]:
+    """The slots that may be taken at ``now_us``."""
+    return [i for i, taken in enumerate(times) if taken <= now_us - window_us]
 
 
 class DynamoOrderLimiter:
-    """Sliding-window slots per account."""
+    """Sliding-window slots per account, each taken by one conditional write."""
 
     def __init__(
         self,
@@ -46,6 +71,7 @@ class DynamoOrderLimiter:
         max_wait_seconds: float = 3.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        choose: Callable[[list[int]], int] = random.choice,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         if limit < 1 or window_seconds <= 0 or max_wait_seconds < 0:
@@ -55,53 +81,46 @@ class DynamoOrderLimiter:
         self.limit = limit
         self.window = window_seconds
         self.max_wait = max_wait_seconds
+        self._window_us = round(window_seconds * MICROS)
         self._clock = clock
         self._sleep = sleep
+        self._choose = choose
         self._jitter = jitter
+        self._seen: dict[str, list[int]] = {}
+        self._lock = threading.Lock()
+        self.writes = 0
+        """Conditional writes sent (for metrics and tests)."""
         self.conflicts = 0
-        """Writes that lost a race and re-read (for metrics)."""
+        """Writes that found their slot taken (for metrics)."""
 
     def create_table(self) -> None:
-        """Create the table (tests and the sandbox; CDK owns it in AWS)."""
-        self._db.create_table(
-            TableName=self._table,
-            KeySchema=KEY_SCHEMA,
-            AttributeDefinitions=ATTRIBUTES,
-            BillingMode="PAY_PER_REQUEST",
-        )
-        self._db.get_waiter("table_exists").wait(TableName=self._table)
+        """Create the table with its TTL (tests and the sandbox; CDK owns it in AWS)."""
+        create_table(self._db, self._table, ttl_attribute=TTL_ATTRIBUTE)
 
-    def _read(self, account_id: str) -> tuple[list[float], int | None]:
-        item = self._db.get_item(
-            TableName=self._table, Key={"pk": {"S": account_id}}, ConsistentRead=True
-        ).get("Item")
-        if not item:
-            return [], None
-        stamps = [int(s["N"]) / MICROS for s in item.get("stamps", {}).get("L", [])]
-        return stamps, int(item["version"]["N"])
-
-    def _write(self, account_id: str, stamps: list[float], version: int | None) -> bool:
-        item = {
-            "pk": {"S": account_id},
-            "stamps": {"L": [{"N": str(round(s * MICROS))} for s in stamps]},
-            "version": {"N": str((version or 0) + 1)},
-            "expires_at": {"N": str(int(max(stamps) + 3600))},
-        }
-        if version is None:
-            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
-        else:
-            condition = {
-                "ConditionExpression": "version = :v",
-                "ExpressionAttributeValues": {":v": {"N": str(version)}},
-            }
+    def _claim(self, account_id: str, slot: int, now_us: int) -> tuple[bool, list[int]]:
+        """Take ``slot`` at ``now_us``; whether it was taken, and the slots as they now are."""
+        self.writes += 1
         try:
-            self._db.put_item(TableName=self._table, Item=item, **condition)
+            answer = self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": account_id}},
+                UpdateExpression="SET #slot = :now, #ttl = :expires",
+                ConditionExpression="attribute_not_exists(#slot) OR #slot <= :free_before",
+                ExpressionAttributeNames={"#slot": _slot(slot), "#ttl": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={
+                    ":now": {"N": str(now_us)},
+                    ":free_before": {"N": str(now_us - self._window_us)},
+                    ":expires": {"N": str(now_us // MICROS + ITEM_TTL_SECONDS)},
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                self.conflicts += 1
-                return False
-            raise
-        return True
+            if error_code(exc) != CONDITION_FAILED:
+                raise
+            self.conflicts += 1
+            return False, slot_times(exc.response.get("Item"), self.limit)
+        return True, slot_times(answer.get("Attributes"), self.limit)
 
     def acquire(self, account_id: str) -> float:
         """Take one slot for ``account_id``; returns the seconds waited.
@@ -111,18 +130,22 @@ class DynamoOrderLimiter:
         """
         started = self._clock()
         deadline = started + self.max_wait
+        with self._lock:
+            times = list(self._seen.get(account_id) or [0] * self.limit)
         while True:
-            stamps, version = self._read(account_id)
-            # The instant as stored (whole microseconds), so the window is judged on what
-            # every other taker will read back.
-            now = round(self._clock() * MICROS) / MICROS
-            live = sorted(s for s in stamps if s > now - self.window)
-            if len(live) < self.limit:
-                if self._write(account_id, [*live, now], version):
+            now = self._clock()
+            now_us = round(now * MICROS)
+            free = free_slots(times, now_us, self._window_us)
+            if free:
+                taken, times = self._claim(account_id, self._choose(free), now_us)
+                with self._lock:
+                    self._seen[account_id] = times
+                if taken:
                     return now - started
-                self._sleep(0.002 + 0.01 * self._jitter())  # lost a race: re-read soon
-                continue
-            free_at = live[len(live) - self.limit] + self.window
+                if free_slots(times, now_us, self._window_us):
+                    # Another environment took it first: others are free, try one at once
+                    continue
+            free_at = (min(times) + self._window_us) / MICROS
             if free_at > deadline:
                 retry_after = max(1, math.ceil(free_at - now))
                 raise OrderRateLimitedError(headers={"Retry-After": str(retry_after)})

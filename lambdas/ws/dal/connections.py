@@ -30,8 +30,6 @@ from lambdas.ws.protocol import Channel
 from lambdas.ws.state import BusyError, Connection, ConnectionGoneError, Identity
 from ticker_adapters.aws import CONDITION_FAILED, create_table, error_code
 
-KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}]
-ATTRIBUTES = [{"AttributeName": "pk", "AttributeType": "S"}]
 TTL_ATTRIBUTE = "expires_at"
 BATCH_GET_KEYS = 100
 RATE_ATTEMPTS = 4
@@ -78,13 +76,7 @@ class DynamoConnectionStore:
 
     def create_table(self) -> None:
         """Create the table with its TTL (tests and the sandbox; CDK owns it in AWS)."""
-        create_table(
-            self._db,
-            self._table,
-            key_schema=KEY_SCHEMA,
-            attributes=ATTRIBUTES,
-            ttl_attribute=TTL_ATTRIBUTE,
-        )
+        create_table(self._db, self._table, ttl_attribute=TTL_ATTRIBUTE)
 
     def _update(
         self, key: dict[str, Any], expression: str, condition: str, values: dict[str, Any]

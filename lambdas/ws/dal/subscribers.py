@@ -39,8 +39,6 @@ from ticker_adapters.aws import CONDITION_FAILED, create_table, error_code
 from ticker_adapters.retry import Delays, full_jitter
 from ticker_adapters.subscription_store import SubscriptionStore
 
-KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}]
-ATTRIBUTES = [{"AttributeName": "pk", "AttributeType": "S"}]
 BUDGET_KEY = {"pk": {"S": "BUDGET"}}
 BATCH_GET_KEYS = 100
 MAX_TRANSACTION_ITEMS = 100
@@ -110,7 +108,7 @@ class DynamoSubscriberIndex:
 
     def create_table(self) -> None:
         """Create the table (tests and the sandbox; CDK owns it in AWS)."""
-        create_table(self._db, self._table, key_schema=KEY_SCHEMA, attributes=ATTRIBUTES)
+        create_table(self._db, self._table)
 
     def _map(self, function: Callable[[int], Any], tokens: Iterable[int]) -> list[Any]:
         """``function`` over ``tokens`` on a few threads (one DynamoDB write each)."""

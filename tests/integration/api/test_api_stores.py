@@ -50,37 +50,74 @@ def test_grants_round_trip(dynamodb: Any) -> None:
 
 
 class RecordingLimiter(DynamoOrderLimiter):
-    """Records the instant of every slot taken (the time its conditional write used)."""
+    """Records, in a list shared by several, the instant of every slot taken (the time its
+    conditional write stored)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, taken: list[float], lock: threading.Lock, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.taken: list[float] = []
-        self._record_lock = threading.Lock()
+        self.taken = taken
+        self._record_lock = lock
 
-    def _write(self, account_id: str, stamps: list[float], version: int | None) -> bool:
-        written = super()._write(account_id, stamps, version)
-        if written:
+    def _claim(self, account_id: str, slot: int, now_us: int) -> tuple[bool, list[int]]:
+        claimed, times = super()._claim(account_id, slot, now_us)
+        if claimed:
             with self._record_lock:
-                self.taken.append(stamps[-1])
-        return written
+                self.taken.append(now_us / 1_000_000)
+        return claimed, times
 
 
 def test_limiter_holds_the_rate_across_concurrent_takers(dynamodb: Any) -> None:
-    # Given 25 takers at once for one account, 10 per sliding window of 0.5 s
-    limiter = RecordingLimiter(
-        dynamodb, "limiter", limit=10, window_seconds=0.5, max_wait_seconds=5
-    )
-    threads = [threading.Thread(target=limiter.acquire, args=("AB1",)) for _ in range(25)]
+    # Given 25 takers at once for one account in 5 execution environments (each its own
+    # limiter and memory of the slots), 10 per sliding window of 0.5 s
+    taken: list[float] = []
+    lock = threading.Lock()
+    limiters = [
+        RecordingLimiter(
+            taken, lock, dynamodb, "limiter", limit=10, window_seconds=0.5, max_wait_seconds=5
+        )
+        for _ in range(5)
+    ]
+    threads = [threading.Thread(target=limiters[n % 5].acquire, args=("AB1",)) for n in range(25)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
     # Then all got a slot, and no window of 0.5 s anywhere holds more than 10 of them
-    taken = sorted(limiter.taken)
+    taken.sort()
     assert len(taken) == 25
     assert max(sum(1 for s in taken if a <= s < a + 0.5) for a in taken) <= 10
     # And 25 takers needed at least three windows
     assert taken[-1] - taken[0] >= 1.0
+
+
+def test_an_uncontended_slot_is_one_conditional_write(dynamodb: Any) -> None:
+    # Given a limiter that has seen the account's slots once
+    limiter = DynamoOrderLimiter(dynamodb, "limiter", limit=10, window_seconds=1.1)
+    limiter.acquire("AB1")
+    writes = limiter.writes
+    # When orders come within the rate, Then each takes its slot in one write (no read)
+    for _ in range(5):
+        limiter.acquire("AB1")
+    assert limiter.writes - writes == 5
+    assert limiter.conflicts == 0
+
+
+def test_a_limiter_that_lost_a_race_learns_the_slots_from_the_refusal(dynamodb: Any) -> None:
+    # Given two environments; the first takes every slot
+    first = DynamoOrderLimiter(dynamodb, "limiter", limit=3, window_seconds=5, max_wait_seconds=0)
+    second = DynamoOrderLimiter(dynamodb, "limiter", limit=3, window_seconds=5, max_wait_seconds=0)
+    for _ in range(3):
+        first.acquire("AB1")
+    # When the second, which has seen nothing, tries: its write is refused and answers with
+    # the slots, so it knows at once that none is free
+    with pytest.raises(OrderRateLimitedError):
+        second.acquire("AB1")
+    assert second.writes == 1
+    assert second.conflicts == 1
+    # And from then on it refuses without a write, until a slot frees
+    with pytest.raises(OrderRateLimitedError):
+        second.acquire("AB1")
+    assert second.writes == 1
 
 
 def test_limiter_gives_up_after_the_bounded_wait(dynamodb: Any) -> None:

@@ -33,7 +33,12 @@ from kite_sim.wire import encode_ticks
 from lambdas.instruments.dal import S3SnapshotStore
 from lambdas.ws.protocol import Channel
 from sandbox.environments import fanout_env, greeks_env, ws_authorizer_env, ws_routes_env
-from sandbox.esm import EventSourceMapping, MappingConfig, MappingTarget
+from sandbox.esm import (
+    EventSourceMapping,
+    MappingConfig,
+    MappingTarget,
+    load_mapping_definitions,
+)
 from sandbox.lambda_runtime import LambdaFunction
 from sandbox.moto_server import AwsEndpoint, MotoServer
 from sandbox.provision import (
@@ -47,8 +52,6 @@ from sandbox.provision import (
 )
 from sandbox.websocket_api import (
     AUTHORIZER,
-    FANOUT_HANDLER,
-    FANOUT_MAPPING,
     FANOUTS,
     ROUTES,
     start_websocket_api,
@@ -60,9 +63,8 @@ from ticker_core.instruments import Instrument
 from ticker_core.kite_wire import parse_ticks
 from ticker_core.records import RecordBatcher, encode_tick
 
-GREEKS_MAPPING = MappingConfig(
-    batch_size=500, maximum_batching_window_s=0.0, report_batch_item_failures=True
-)
+MAPPINGS = {d.name: d.config for d in load_mapping_definitions()}
+"""The deployed mappings' settings (``lambdas/event_source_mappings.toml``)."""
 MAX_CONNECTIONS_PER_USER = 3
 
 
@@ -245,35 +247,29 @@ def ws_stack(moto_server: MotoServer) -> Iterator[WsStack]:
     producer: TickProducer | None = None
     with tempfile.TemporaryDirectory() as logs:
 
-        def function(name: str, handler: str, env: dict[str, str], **kw: Any) -> LambdaFunction:
-            made = LambdaFunction(name, handler, env=env, log_dir=Path(logs), **kw)
+        def function(name: str, env: dict[str, str], **kw: Any) -> LambdaFunction:
+            made = LambdaFunction.declared(name, env=env, log_dir=Path(logs), **kw)
             functions[name] = made
             return made
 
         try:
-            authorizer = function(*AUTHORIZER, ws_authorizer_env(pool), timeout_s=10)
+            authorizer = function(AUTHORIZER, ws_authorizer_env(pool), timeout_s=10)
             limit = {"WS_MAX_CONNECTIONS_PER_USER": str(MAX_CONNECTIONS_PER_USER)}
-            routes = function(*ROUTES, {**ws_routes_env(aws, resources), **limit}, timeout_s=29)
+            routes = function(ROUTES, {**ws_routes_env(aws, resources), **limit}, timeout_s=29)
             gateway = start_websocket_api(
                 authorizer=authorizer.invoke, integration=routes.invoke, region=aws.region
             )
             for channel, name in FANOUTS.items():
                 env = fanout_env(aws, resources, channel, gateway.management_url)
-                function(name, FANOUT_HANDLER, env, timeout_s=60, max_concurrency=1)
-            greeks = function(
-                "greeks",
-                "lambdas.greeks.handler.handler",
-                greeks_env(aws, resources),
-                timeout_s=60,
-                max_concurrency=1,
-            )
+                function(name, env, timeout_s=60, max_concurrency=1)
+            greeks = function("greeks", greeks_env(aws, resources), timeout_s=60, max_concurrency=1)
             ticks_arn, greeks_arn = resources.ticks_stream_arn, resources.greeks_stream_arn
             for name, stream, arn, target, config in (
-                ("ticks->greeks", names.ticks_stream, ticks_arn, greeks, GREEKS_MAPPING),
+                ("ticks->greeks", names.ticks_stream, ticks_arn, greeks, MAPPINGS["ticks-greeks"]),
                 ("ticks->fanout", names.ticks_stream, ticks_arn,
-                 functions[FANOUTS[Channel.TICKS]], FANOUT_MAPPING),
+                 functions[FANOUTS[Channel.TICKS]], MAPPINGS["ticks-fanout"]),
                 ("greeks->fanout", names.greeks_stream, greeks_arn,
-                 functions[FANOUTS[Channel.GREEKS]], FANOUT_MAPPING),
+                 functions[FANOUTS[Channel.GREEKS]], MAPPINGS["greeks-fanout"]),
             ):  # fmt: skip
                 mappings[name] = _mapping(name, stream, arn, target, config, resources, aws)
             producer = TickProducer(

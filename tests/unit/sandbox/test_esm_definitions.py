@@ -29,12 +29,34 @@ def test_the_committed_definition_loads_into_emulator_configs() -> None:
     # Given the committed lambdas/event_source_mappings.toml
     # When the emulator loads it
     definitions = {d.name: d for d in load_mapping_definitions()}
-    # Then every stream -> function pair of the data path is there, with Lambda's settings
+    # Then every stream -> function pair is there, with Lambda's settings
     pairs = {(d.stream, d.function) for d in definitions.values()}
-    assert pairs == {("ticks", "greeks"), ("ticks", "persist"), ("greeks", "persist")}
+    assert pairs == {
+        ("ticks", "greeks"),
+        ("ticks", "persist"),
+        ("greeks", "persist"),
+        ("ticks", "fanout-ticks"),
+        ("greeks", "fanout-greeks"),
+    }
     for definition in definitions.values():
         assert definition.config.report_batch_item_failures
-        assert definition.config.bisect_batch_on_function_error
+    # And the data path bisects and keeps what it discards; the live fan-outs do neither
+    for name in ("ticks-greeks", "ticks-persist", "greeks-persist"):
+        assert definitions[name].config.bisect_batch_on_function_error
+        assert definitions[name].on_failure is not None
+    for name in ("ticks-fanout", "greeks-fanout"):
+        assert not definitions[name].config.bisect_batch_on_function_error
+        assert definitions[name].on_failure is None
+        assert definitions[name].config.maximum_record_age_s == 60
+
+
+def test_a_definition_without_an_on_failure_destination_drops_what_it_discards(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "mappings.toml"
+    path.write_text(ENTRY.replace('on_failure = "persist"', ""))
+    (definition,) = load_mapping_definitions(path)
+    assert definition.on_failure is None
 
 
 def test_a_definition_is_copied_field_by_field(tmp_path: Path) -> None:
@@ -58,7 +80,6 @@ def test_a_definition_is_copied_field_by_field(tmp_path: Path) -> None:
         ('starting_position = "TRIM_HORIZON"', 'starting_position = "LATEST"'),
         ('consumer = "shared"', 'consumer = "kcl"'),
         ("batch_size = 1000", "batch_size = 1000\nbatch_bytes = 5"),
-        ('on_failure = "persist"', ""),
     ],
 )
 def test_what_the_emulator_cannot_run_is_refused(tmp_path: Path, old: str, new: str) -> None:

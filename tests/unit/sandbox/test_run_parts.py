@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import secrets
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from lambdas.ws.protocol import Channel
 from sandbox.chaos import ChaosRecord
 from sandbox.environments import (
     FEED_WATCHDOG_S,
     FUNCTION_ENV,
     api_env,
+    fanout_env,
     feed_env,
     greeks_env,
     instruments_env,
+    login_check_env,
     market_env,
+    order_updates_env,
     persist_env,
+    ws_authorizer_env,
+    ws_routes_env,
 )
 from sandbox.esm import MappingView, ShardStats, ShardView
 from sandbox.lambda_runtime import FunctionStats
 from sandbox.moto_server import AwsEndpoint
 from sandbox.options import Options, RunPaths
 from sandbox.postgres import ConnectionInfo
-from sandbox.provision import ResourceNames, Resources
+from sandbox.provision import ResourceNames, Resources, UserPool
 from sandbox.run_report import run_facts
 from sandbox.stack import RunNotes, sim_rates
+from ticker_adapters.settings import Environment
 
 AWS = AwsEndpoint(
     "http://127.0.0.1:5000", "ap-south-1", "AKID" + secrets.token_hex(8), secrets.token_hex(20)
@@ -42,6 +53,9 @@ RESOURCES = Resources(
     login_state_secret_arn=f"arn:aws:secretsmanager:ap-south-1:123456789012:secret:{secrets.token_hex(4)}",
 )
 PROXY = "http://127.0.0.1:6000"
+PYPROJECT_FUNCTIONS = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())[
+    "tool"
+]["ticker-service"]["functions"]
 
 
 def test_the_feed_gets_its_settings_and_nothing_of_the_parents_feed_or_aws_variables() -> None:
@@ -185,23 +199,59 @@ def test_run_facts_say_what_was_asked_what_happened_and_what_was_started() -> No
     assert no_proxy["kinesis_proxy"] is None
 
 
-def test_the_api_and_market_functions_get_their_own_settings_each_from_the_models() -> None:
-    # Given the stack's resources, When the two API functions' environments are made
-    from lambdas.api.settings import AccountSettings, ApiSettings, MarketSettings
+KITE = "http://127.0.0.1:7000"
+POOL = UserPool("ap-south-1_x", "client", "ap-south-1", "http://127.0.0.1:5000/jwks.json")
+SANDBOX_ENVIRONMENTS = {
+    "persist": persist_env(AWS, DB),
+    "persist-maintenance": persist_env(AWS, DB),
+    "greeks": greeks_env(AWS, RESOURCES),
+    "instruments": instruments_env(AWS, DB, RESOURCES, KITE),
+    "migrate": persist_env(AWS, DB),
+    "api": api_env(AWS, DB, RESOURCES, KITE),
+    "api-order-updates": order_updates_env(AWS, DB, RESOURCES),
+    "api-login-check": login_check_env(AWS, RESOURCES),
+    "api-market": market_env(AWS, DB, RESOURCES, KITE),
+    "ws-authorizer": ws_authorizer_env(POOL),
+    "ws": ws_routes_env(AWS, RESOURCES),
+    "fanout-ticks": fanout_env(AWS, RESOURCES, Channel.TICKS, "http://127.0.0.1:5001/v1"),
+    "fanout-greeks": fanout_env(AWS, RESOURCES, Channel.GREEKS, "http://127.0.0.1:5001/v1"),
+}
+PLATFORM = ("AWS_", "POWERTOOLS_", "LOG_LEVEL")
 
-    api = api_env(AWS, DB, RESOURCES, "http://127.0.0.1:7000")
-    market = market_env(AWS, DB, RESOURCES, "http://127.0.0.1:7000")
-    # Then each parses into its settings models, pointing at the sandbox's resources
-    accounts = AccountSettings.model_validate(
-        {k[4:].lower(): v for k, v in api.items() if k.startswith("API_")}
+
+def environment_model(function: str) -> type[Environment]:
+    module, _, name = PYPROJECT_FUNCTIONS[function]["settings"].rpartition(".")
+    model: type[Environment] = getattr(importlib.import_module(module), name)
+    return model
+
+
+@pytest.mark.parametrize("function", sorted(SANDBOX_ENVIRONMENTS))
+def test_each_function_reads_what_the_sandbox_gives_it_through_its_model(
+    function: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the environment the sandbox starts a function with, and nothing else of ours
+    env = SANDBOX_ENVIRONMENTS[function]
+    model = environment_model(function)
+    for name in [*model.variables(), *env]:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # When its declared environment model reads it, Then it validates
+    model.from_env()
+    # And every variable the sandbox sets is one the model reads (no misspelled name)
+    unread = {k for k in env if k not in model.variables() and not k.startswith(PLATFORM)}
+    assert not unread, sorted(unread)
+
+
+def test_every_declared_function_has_a_sandbox_environment() -> None:
+    assert set(SANDBOX_ENVIRONMENTS) == set(PYPROJECT_FUNCTIONS)
+
+
+def test_the_market_function_holds_none_of_the_trading_functions_tables() -> None:
+    market = SANDBOX_ENVIRONMENTS["api-market"]
+    assert not {"GRANTS_TABLE_NAME", "IDEMPOTENCY_TABLE_NAME", "ORDER_LIMITER_TABLE_NAME"} & set(
+        market
     )
-    assert accounts.accounts_table == RESOURCES.names.accounts_table
-    assert accounts.login_state_secret_arn == RESOURCES.login_state_secret_arn
-    assert accounts.kite_login_url == "http://127.0.0.1:7000/connect/login"
-    ApiSettings.model_validate({k[4:].lower(): v for k, v in api.items() if k.startswith("API_")})
-    settings = MarketSettings.model_validate(
-        {k[7:].lower(): v for k, v in market.items() if k.startswith("MARKET_")}
-    )
-    assert settings.accounts_table == RESOURCES.names.accounts_table
-    # and the market function holds none of the trading function's tables
     assert not {k for k in market if k.startswith("API_")} - {"API_CORS_ORIGINS"}
+    # and its Kite is the sandbox's simulator, its login page unused
+    assert market["KITE_REST_URL"] == KITE

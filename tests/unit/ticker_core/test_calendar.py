@@ -13,13 +13,12 @@ from ticker_core.calendar import (
     NaiveDatetimeError,
     NseCalendar,
     Session,
-    expiry_epoch_seconds,
     expiry_instant,
     parse_iso_date,
     require_aware,
     year_fraction,
-    year_fractions,
 )
+from ticker_core.expiry_arrays import expiry_epoch_seconds, year_fractions
 from ticker_core.tz import IST
 
 # Dates used throughout, checked against the packaged holiday list.

@@ -15,7 +15,6 @@ from ticker_core.instruments import (
     INDEX_UNDERLYINGS,
     KITE_COLUMNS,
     SEGMENT_CODES,
-    UNKNOWN_UNDERLYING,
     DumpSummary,
     Instrument,
     InstrumentRegistry,
@@ -23,12 +22,12 @@ from ticker_core.instruments import (
     InstrumentsRowError,
     InstrumentType,
     ProblemKind,
-    UnderlyingLookup,
     instrument_token,
     parse_instruments,
     write_instruments_csv,
 )
 from ticker_core.tz import IST
+from ticker_core.underlying_codes import UNKNOWN_UNDERLYING, UnderlyingLookup
 
 HEADER = ",".join(KITE_COLUMNS)
 
@@ -328,7 +327,7 @@ def test_vectorized_lookup_agrees_with_the_dict(registry: InstrumentRegistry) ->
     known = [i.instrument_token for i in registry.instruments]
     random.Random(1).shuffle(known)
     tokens = np.array([*known, 1, 2**32 - 1, 0], dtype=np.uint32)
-    lookup = registry.underlying_lookup
+    lookup = UnderlyingLookup.of(registry)
     # When coded in one call
     codes = lookup.codes(tokens)
     # Then each known token's code names its underlying, and unknown ones get the sentinel
@@ -342,7 +341,7 @@ def test_vectorized_lookup_agrees_with_the_dict(registry: InstrumentRegistry) ->
 def test_vectorized_lookup_keeps_shape_and_takes_any_integer_dtype(
     registry: InstrumentRegistry,
 ) -> None:
-    lookup = registry.underlying_lookup
+    lookup = UnderlyingLookup.of(registry)
     reliance = registry.by_symbol("NSE", "RELIANCE")
     assert reliance is not None
     # Given a 2-D signed array with a negative and an over-range value
@@ -362,7 +361,9 @@ def test_vectorized_lookup_codes_are_deterministic_and_reject_floats(
     mapping = {i.instrument_token: i.underlying for i in reversed(registry.instruments)}
     again = UnderlyingLookup(mapping)
     # Then names (hence codes) are identical, sorted
-    assert again.names == registry.underlying_lookup.names == tuple(sorted(set(mapping.values())))
+    assert (
+        again.names == UnderlyingLookup.of(registry).names == tuple(sorted(set(mapping.values())))
+    )
     # And float tokens are a caller bug, refused
     with pytest.raises(TypeError, match="integers"):
         again.codes(np.array([256265.0]))

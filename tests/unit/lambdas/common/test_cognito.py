@@ -9,7 +9,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from lambdas.common.cognito import CognitoSettings, CognitoTokenVerifier, TokenRejectedError
+from lambdas.common.cognito import CognitoTokenVerifier, TokenRejectedError
+from lambdas.common.settings import CognitoSettings
 
 ISSUER = "https://cognito-idp.ap-south-1.amazonaws.com/ap-south-1_Test"
 CLIENT = "client-1"
