@@ -144,6 +144,8 @@ def feed_env(
         "KITE_CREDENTIALS_CACHE_SECONDS": "5",
         "SUBSCRIPTIONS_TABLE_NAME": resources.names.subscriptions_table,
         "TICKS_STREAM_NAME": resources.names.ticks_stream,
+        # Kite's order messages, to the queue the order-updates function consumes.
+        "ORDER_UPDATES_QUEUE_URL": resources.order_updates.url,
         # The snapshot the instruments function published, as the Greeks function reads it.
         "FEED_INSTRUMENTS_SOURCE": "snapshot",
         "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,
