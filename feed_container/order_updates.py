@@ -132,7 +132,9 @@ class OrderUpdateQueue:
         self._in_flight: list[PendingUpdate] = []
         self._next_id = 0
         self._remembered = remembered
+        #: Identities queued lately, and identities lost lately (see :meth:`offer`).
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lost: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._waiting) + len(self._in_flight)
@@ -143,7 +145,12 @@ class OrderUpdateQueue:
         return len(self._in_flight)
 
     def offer(self, account: str, update: OrderUpdate) -> str | None:
-        """Queue one message; None when queued, :data:`DUPLICATE`, or why it was dropped."""
+        """Queue one message; None when queued, :data:`DUPLICATE`, or why it was dropped.
+
+        A copy of an update whose earlier copy was dropped is queued if there is
+        room now; if not, it is a duplicate of that loss (each update is counted
+        lost once, however many connections bring it).
+        """
         key = update.update_key
         # Only a key naming the order identifies an update (see OrderUpdate.update_key).
         identity = (account, key) if update.order_id is not None else None
@@ -151,19 +158,33 @@ class OrderUpdateQueue:
             self._recent.move_to_end(identity)
             return DUPLICATE
         if len(self) >= self.capacity:
-            return DROP_QUEUE_FULL
+            return self._lost_now(identity, DROP_QUEUE_FULL)
         entry = BatchEntry(
             str(self._next_id), message_body(account, update), {UPDATE_KEY_ATTRIBUTE: key}
         )
         if entry.size > MAX_BATCH_BYTES:
-            return DROP_TOO_LARGE
+            return self._lost_now(identity, DROP_TOO_LARGE)
         self._next_id += 1
         self._waiting.append(PendingUpdate(entry, account))
         if identity is not None:
-            self._recent[identity] = None
-            if len(self._recent) > self._remembered:
-                self._recent.popitem(last=False)
+            self._lost.pop(identity, None)
+            self._remember(self._recent, identity)
         return None
+
+    def _lost_now(self, identity: tuple[str, str] | None, reason: str) -> str:
+        """``reason``, or :data:`DUPLICATE` when another copy was lost already."""
+        if identity is not None:
+            if identity in self._lost:
+                return DUPLICATE
+            self._remember(self._lost, identity)
+        return reason
+
+    def _remember(
+        self, keys: OrderedDict[tuple[str, str], None], identity: tuple[str, str]
+    ) -> None:
+        keys[identity] = None
+        if len(keys) > self._remembered:
+            keys.popitem(last=False)
 
     def take(self) -> list[PendingUpdate]:
         """The next call's messages, oldest first (empty: nothing to send, or one in flight)."""

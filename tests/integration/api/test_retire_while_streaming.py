@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from feed_container.service import Dependencies, FeedService
-from feed_container.settings import FeedSettings
 from sandbox.api_stack import Stack, api_stack
 from sandbox.moto_server import MotoServer
 from sandbox.postgres import ConnectionInfo
 from sandbox.provision import client
 from sandbox.report import read_stream
+from tests.integration.api.conftest import feed_environment
 from tests.waiting import wait_until_async
 from ticker_core.records import deaggregate
 
@@ -36,35 +36,6 @@ pytestmark = pytest.mark.integration
 def stack(moto_server: MotoServer, postgres: ConnectionInfo) -> Iterator[Stack]:
     with api_stack(moto_server, postgres, environments=1, market_environments=1) as running:
         yield running
-
-
-def feed_settings(stack: Stack, spill: Path) -> FeedSettings:
-    r = stack.resources
-    return FeedSettings(
-        accounts=(),  # the vault's: discovered, and followed
-        accounts_refresh_seconds=0.5,
-        status_interval_seconds=0.5,
-        instance_id="feed-under-test",
-        kite_ws_url=stack.simulator.ws_url,
-        kite_rest_url=stack.simulator.rest_url,
-        secrets_prefix=r.names.secrets_prefix,
-        kms_key_id=r.kms_key_arn,
-        credential_cache_seconds=0,
-        subscriptions_table=r.names.subscriptions_table,
-        subscription_poll_seconds=0.2,
-        atm_recentre_seconds=0.2,
-        instruments_source=f"s3://{r.names.instruments_bucket}/instruments/",
-        stream_name=r.names.ticks_stream,
-        watchdog_seconds=3.0,
-        backoff_initial_seconds=0.05,
-        backoff_max_seconds=0.5,
-        linger_ms=50.0,
-        spill_dir=spill,
-        health_host="127.0.0.1",
-        health_port=0,
-        stop_timeout_seconds=15.0,
-        emf_interval_seconds=0,
-    )
 
 
 def kinesis_ticks(stack: Stack) -> list[dict[str, Any]]:
@@ -97,10 +68,15 @@ async def test_a_retired_account_stops_streaming_while_the_other_goes_on(
     )  # fmt: skip
     assert status == 200, body
     # And the feed streaming on both accounts
-    service = FeedService(
-        feed_settings(stack, tmp_path / "spill"),
-        Dependencies(kinesis_endpoint_url=stack.aws.url),
+    environment = feed_environment(
+        stack,
+        tmp_path / "spill",
+        accounts=(),  # the vault's: discovered, and followed
+        accounts_refresh_seconds=0.5,
+        status_interval_seconds=0.5,
+        instance_id="feed-under-test",
     )
+    service = FeedService(environment, Dependencies(kinesis_endpoint_url=stack.aws.url))
     stop = asyncio.Event()
     task = asyncio.get_running_loop().create_task(service.run(stop))
     try:

@@ -176,15 +176,19 @@ def test_an_update_without_an_order_id_is_never_taken_for_a_duplicate() -> None:
     assert [queue.offer("acct", odd) for _ in range(2)] == [None, None]
 
 
-def test_a_duplicate_is_remembered_only_if_the_first_copy_was_queued() -> None:
-    # Given a full queue that drops the first copy
+def test_an_update_lost_to_a_full_queue_is_counted_once_and_a_later_copy_may_still_go() -> None:
+    # Given a full queue that drops an update's first copy
     queue = OrderUpdateQueue(1)
     queue.offer("acct", order(1))
     assert queue.offer("acct", order(2)) == DROP_QUEUE_FULL
+    # When the account's second connection brings it while still full, Then that is no
+    # second loss
+    assert queue.offer("acct", order(2)) == DUPLICATE
+    # And once there is room, the third copy is queued
     queue.take()
     queue.settle({})
-    # Then the next copy of that update is queued, not taken for a duplicate
     assert queue.offer("acct", order(2)) is None
+    assert queue.offer("acct", order(2)) == DUPLICATE
 
 
 def test_a_message_sqs_can_never_take_is_dropped() -> None:
