@@ -96,6 +96,13 @@ async def test_a_retired_account_stops_streaming_while_the_other_goes_on(
             what="both accounts streaming", within=60,
         )  # fmt: skip
         received = service.metrics.value
+        # (ticks on each account's connections: connected is not yet streaming, and on a
+        # busy machine the retirement could otherwise come before the account's first tick)
+        await wait_until_async(
+            lambda: [received("feed_ticks_received_total", account=a) for a in (kept, retired)],
+            lambda counts: min(counts) > 0,
+            what="ticks received on both accounts",
+        )
         before = received("feed_ticks_received_total", account=kept)
         both = {kept, retired}
         await wait_until_async(
