@@ -38,6 +38,7 @@ from lambdas.common.db import DatabaseSettings, connection_parameters
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
 from sandbox.accounts import register_and_login
+from sandbox.dashboard import by_label
 from sandbox.environments import (
     api_env,
     fanout_env,
@@ -567,12 +568,23 @@ class Stack:
         self._on_exit("feed_container", self.stop_feed)
         self.children.add("feed_container", feed.pid)
         deadline = time.monotonic() + FEED_START_TIMEOUT_S
-        while self.feed_metrics() is None:
+        # The run starts once every account streams: an order placed before its account's
+        # connections are up would reach the store by postback only (Kite does not replay
+        # order messages to a connection that opens later).
+        while not self._feed_streaming():
             feed.check_running()
             if time.monotonic() > deadline:
-                raise SandboxError(f"feed container not serving /metrics:\n{feed.tail()}")
+                raise SandboxError(f"feed container not streaming every account:\n{feed.tail()}")
             time.sleep(0.2)
         self.say(f"feed container: python -m feed_container, metrics on 127.0.0.1:{self.feed_port}")
+
+    def _feed_streaming(self) -> bool:
+        """The feed answers /metrics with an open connection for every account."""
+        metrics = self.feed_metrics()
+        if metrics is None:
+            return False
+        open_connections = by_label(metrics, "feed_connections_open", "account")
+        return all(open_connections.get(a.user_id, 0) >= 1 for a in self.accounts)
 
 
 async def _admin_sql(server: ConnectionInfo, sql: str) -> None:
