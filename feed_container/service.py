@@ -345,6 +345,8 @@ class FeedService:
             planner,
             self._make_connection(tokens, KeyLimiter(s.max_connections_per_key)),
             self.metrics,
+            # Kite's order messages come only on an account's own connections.
+            every_account=self.order_updates is not None,
         )
         self.reconciler = Reconciler(
             self._subscriptions(),

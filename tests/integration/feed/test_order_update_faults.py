@@ -102,17 +102,25 @@ async def place_market_orders(rig: Rig, account_index: int, count: int) -> list[
     return ids
 
 
-async def start_forwarding(rig: Rig, **settings: Any) -> tuple[RunningFeed, str]:
-    """The feed streaming on every account, its order messages to a fresh queue via the proxy."""
+async def start_forwarding(
+    rig: Rig, *, instruments: int = 24, connections: int = 3, **settings: Any
+) -> tuple[RunningFeed, str]:
+    """The feed on every account, its order messages to a fresh queue via the proxy.
+
+    24 instruments put every account on all three of its connections (Kite's limit).
+    """
     queue_url = rig.client("sqs").create_queue(QueueName="order-updates")["QueueUrl"]
-    subscribe_sample(rig, 24)
+    if instruments:
+        subscribe_sample(rig, instruments)
     environment = replace(
         rig.environment(**settings), order_updates=OrderUpdatesQueueSettings(url=queue_url)
     )
     feed = rig.start(environment, via_proxy=False, sqs_endpoint_url=rig.proxy.url)
-    for account in rig.accounts:  # each on all three of its connections (Kite's limit)
+    for account in rig.accounts:
         await wait_until(
-            lambda a=account: feed.connected(a), lambda n: n == 3, what=f"{account} connected"
+            lambda a=account: feed.connected(a),
+            lambda n: n == connections,
+            what=f"{account} on {connections} connection(s)",
         )
     return feed, queue_url
 
@@ -171,3 +179,21 @@ async def test_a_full_order_update_queue_counts_what_it_drops(rig: Rig) -> None:
     assert len(messages) == 2
     assert feed.value("feed_order_updates_dropped_total", reason="queue_full") == len(expected) - 2
     assert len(messages) + feed.total("feed_order_updates_dropped_total") == len(expected)
+
+
+async def test_an_account_without_instruments_still_forwards_its_order_updates(rig: Rig) -> None:
+    # Given no subscriptions at all: no account carries an instrument
+    sent = SentOrderEvents(rig.sim)
+    feed, queue_url = await start_forwarding(rig, instruments=0, connections=1)
+    # When an order fills
+    ids = await place_market_orders(rig, 1, 1)
+    await wait_until(lambda: sent.finished(ids), what="the order filled or rejected")
+    expected = sent.keys(rig.sim.accounts[1].api_key)
+    # Then its updates reach SQS all the same, on the account's one idle connection
+    await feed.reaches("feed_order_updates_forwarded_total", len(expected))
+    assert await feed.stop()
+    messages = queued_messages(rig, queue_url)
+    assert {m["MessageAttributes"][UPDATE_KEY_ATTRIBUTE]["StringValue"] for m in messages} == (
+        expected
+    )
+    assert feed.total("feed_ticks_received_total") == 0
