@@ -179,6 +179,8 @@ class KiteConnection:
         self._clock = clock
         #: What this connection should carry: token -> mode.
         self.desired: dict[int, str] = {}
+        #: Stay connected while carrying nothing (:meth:`hold_open`).
+        self.held_open = False
         self._outbox: list[str] = []
         self._outbox_ready = asyncio.Event()
         self._wanted = asyncio.Event()
@@ -209,6 +211,12 @@ class KiteConnection:
             self._outbox_ready.set()
         if self.desired:
             self._wanted.set()
+
+    def hold_open(self) -> None:
+        """Stay connected even while carrying no instrument: Kite sends an account's order
+        updates to each of its connections, and only to them."""
+        self.held_open = True
+        self._wanted.set()
 
     async def stop(self) -> None:
         """Stop reading: close the socket cleanly (frames already on the way are processed)."""
@@ -242,7 +250,7 @@ class KiteConnection:
         self._delays = self._backoff()
         self._refused_token: str | None = None
         while not self._stopping:
-            if not self.desired:
+            if not self.desired and not self.held_open:
                 self._wanted.clear()
                 await self._wanted.wait()
                 continue

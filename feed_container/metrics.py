@@ -162,6 +162,24 @@ METRICS: dict[str, Spec] = {
         "counter", "Accounts dropped after leaving the vault", _ACCOUNT
     ),
     "feed_status_write_errors_total": Spec("counter", "Status records that could not be written"),
+    "feed_order_updates_forwarded_total": Spec(
+        "counter", "Kite order messages SQS accepted (ORDER_UPDATES_QUEUE_URL)"
+    ),
+    "feed_order_updates_failed_total": Spec(
+        "counter", "Order messages SQS did not accept in a call, by error (retried)", ("error",)
+    ),
+    "feed_order_updates_dropped_total": Spec(
+        "counter", "Order messages lost before SQS, by reason (ALARM)", ("reason",)
+    ),
+    "feed_order_updates_duplicates_total": Spec(
+        "counter", "Order messages already queued from another connection of the account"
+    ),
+    "feed_order_updates_requests_total": Spec(
+        "counter", "SendMessageBatch calls of order messages, by outcome", ("outcome",)
+    ),
+    "feed_order_updates_pending": Spec(
+        "gauge", "Order messages waiting for SQS (queued and in flight)", callback=True
+    ),
     "feed_e2e_lag_seconds": Spec(
         "histogram", "Frame receipt to PutRecords acknowledgement, per user record (upper bound)"
     ),

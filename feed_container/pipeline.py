@@ -5,7 +5,9 @@ it does no I/O and nothing per tick in Python beyond building the record
 and handing it to its lane's batcher. A frame never raises out of here:
 
 * heartbeat (1 byte): counted;
-* text (order updates, errors): parsed, counted, errors logged;
+* text (order updates, errors): parsed, counted, errors logged; order
+  updates handed to the order-updates sink (``feed_container/order_updates.py``:
+  it queues and returns), or dropped when there is none (forwarding off);
 * broken structure (truncated, count mismatch, trailing bytes): the intact
   packets before the fault are kept, the rest is counted as lost;
 * unknown packet lengths: skipped by the decoder and counted;
@@ -48,6 +50,7 @@ from ticker_core.kite_wire import (
     DecodeStats,
     ErrorMessage,
     FrameError,
+    OrderUpdate,
     PacketBatch,
     decode_frame,
     parse_text,
@@ -98,6 +101,10 @@ def validate(
     return batch.select(keep), dropped
 
 
+#: Where Kite's order messages go: ``(account, update)``; must return at once and never raise.
+OrderUpdateSink = Callable[[str, OrderUpdate], None]
+
+
 class Pipeline:
     """Decode, validate, encode and route every frame of every connection."""
 
@@ -107,6 +114,7 @@ class Pipeline:
         metrics: Metrics,
         *,
         bounds: Bounds | None = None,
+        order_updates: OrderUpdateSink | None = None,
         wall_clock_ns: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -115,6 +123,7 @@ class Pipeline:
         self._lanes = lanes
         self._metrics = metrics
         self._bounds = bounds or Bounds()
+        self._order_updates = order_updates
         self._wall_ns = wall_clock_ns
         self._monotonic = monotonic
         self._last_us = 0
@@ -163,7 +172,10 @@ class Pipeline:
         message = parse_text(text)
         kind = type(message).__name__
         self._metrics.inc("feed_text_messages_total", account=account, type=kind)
-        if isinstance(message, ErrorMessage):
+        if isinstance(message, OrderUpdate):
+            if self._order_updates is not None:
+                self._order_updates(account, message)
+        elif isinstance(message, ErrorMessage):
             log.warning("kite error message", extra={"account": account, "kite": message.message})
 
     def on_frame(self, account: str, frame: bytes) -> int:

@@ -8,6 +8,12 @@ emptied connection simply carries nothing (Kite keeps it open with
 heartbeats) until instruments come back. They are closed when their
 account is retired (:meth:`FeedPool.remove_accounts`), after their
 instruments are subscribed on the other accounts' connections.
+
+With ``every_account`` (the feed forwards Kite's order messages), each
+account's first slot's connection stays open even while it carries no
+instrument: Kite sends an account's order updates only to that
+account's connections, and an account nobody subscribed through would
+otherwise have none, so its updates would reach the store by postback alone.
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ class FeedPool:
         planner: AssignmentPlanner,
         make_connection: Callable[[SlotId], KiteConnection],
         metrics: Metrics,
+        *,
+        every_account: bool = False,
     ) -> None:
         self._planner = planner
+        self._every_account = every_account
         self._make = make_connection
         self._metrics = metrics
         self.connections: dict[SlotId, KiteConnection] = {}
@@ -63,6 +72,8 @@ class FeedPool:
                 conn = self.connections[slot] = self._make(slot)
                 conn.start()
             conn.update(diff)
+        if self._every_account:
+            self._open_one_per_account()
         if plan.unassigned and len(plan.unassigned) != self._unassigned:
             log.error(
                 "instruments without a connection: every slot is full",
@@ -71,6 +82,19 @@ class FeedPool:
         self._unassigned = len(plan.unassigned)
         self._unassigned_tokens = tuple(sorted(plan.unassigned))
         return plan
+
+    def _open_one_per_account(self) -> None:
+        """Hold every account's first slot's connection open (see the module docstring)."""
+        held: set[str] = set()
+        for slot in self._planner.slots:  # sorted: an account's first slot comes first
+            if slot.account in held:
+                continue
+            held.add(slot.account)
+            conn = self.connections.get(slot)
+            if conn is None:
+                conn = self.connections[slot] = self._make(slot)
+                conn.start()
+            conn.hold_open()
 
     def add_accounts(self, accounts: Iterable[str]) -> tuple[str, ...]:
         """Add accounts' slots and re-apply the last desired set; returns those that were new.

@@ -8,7 +8,9 @@ the stop event (SIGTERM). Stop, within ``stop_timeout_seconds``:
 2. every WebSocket is closed cleanly (frames already on the way are still
    read and processed: nothing received is dropped);
 3. the batchers flush; the lanes deliver what they hold (spill included)
-   until ``stop_timeout - put_timeout - 1.5`` s;
+   until ``stop_timeout - put_timeout - 1.5`` s; so, meanwhile, does the
+   order-update forwarder (Kite's order messages to SQS), and what it could
+   not send by then is counted as dropped;
 4. what Kinesis did not take by then (it is down, or slow) is written in
    front of the disk spill, in order, and replays when the process restarts on
    the same storage (a plain process or the sandbox; Fargate's ephemeral
@@ -45,6 +47,7 @@ from feed_container.instruments import InstrumentSource, load_registry, source_f
 from feed_container.kinesis import KinesisWriter
 from feed_container.logs import LogLimiter
 from feed_container.metrics import Metrics
+from feed_container.order_updates import BatchSender, OrderUpdateForwarder, OrderUpdateQueue
 from feed_container.pauses import GcWatch, settle_heap, watch_loop_lag
 from feed_container.pipeline import Bounds, Pipeline
 from feed_container.planner import AssignmentPlanner, SlotId
@@ -52,6 +55,7 @@ from feed_container.pool import FeedPool
 from feed_container.sender import CircuitBreaker, SendLane
 from feed_container.settings import FeedEnvironment
 from feed_container.spill import FileSystem, SpillStore, usable_budget
+from feed_container.sqs import SqsBatchSender
 from feed_container.status import StatusSink, StatusWriter, feed_status, utc_now
 from feed_container.subscriptions import DesiredSource, Reconciler
 from feed_container.supervision import Supervisor
@@ -90,6 +94,11 @@ class Dependencies:
     #: Where the status record goes (default: the subscriptions table, unless the
     #: subscriptions themselves were injected).
     status: StatusSink | None = None
+    #: Where SendMessageBatch goes (default: where boto3 would send SQS calls).
+    sqs_endpoint_url: str | None = None
+    #: The order messages' SendMessageBatch (default: botocore's SQS client, to
+    #: ``ORDER_UPDATES_QUEUE_URL``); used only when that is set.
+    order_updates_sender: BatchSender | None = None
 
 
 class FeedService:
@@ -118,10 +127,12 @@ class FeedService:
         )
         spill_budget = usable_budget(Path(s.spill_dir), s.spill_max_bytes, fs=self.deps.spill_fs)
         self.lanes = [self._lane(i, spill_budget) for i in range(s.sender_lanes)]
+        self.order_updates = self._order_update_forwarder()
         self.pipeline = Pipeline(
             self.lanes,
             self.metrics,
             bounds=Bounds(s.max_abs_price, s.max_future_skew_seconds),
+            order_updates=self.order_updates.submit if self.order_updates else None,
         )
         self.health = HealthServer(self.metrics, self.readiness)
         self.pool: FeedPool | None = None
@@ -184,6 +195,27 @@ class FeedService:
                 s.retry_initial_seconds, 2.0, s.retry_max_seconds
             ),
             supervisor=self.supervisor,
+        )
+
+    def _order_update_forwarder(self) -> OrderUpdateForwarder | None:
+        """Kite's order messages to ``ORDER_UPDATES_QUEUE_URL``; None when it is not set."""
+        s = self.settings
+        queue_url = self.environment.order_updates_queue_url
+        if queue_url is None:
+            return None
+        sender = self.deps.order_updates_sender or SqsBatchSender.from_session(
+            boto3.Session(),
+            queue_url,
+            timeout=s.put_timeout_seconds,
+            endpoint_url=self.deps.sqs_endpoint_url,
+        )
+        return OrderUpdateForwarder(
+            OrderUpdateQueue(s.order_updates_buffer),
+            sender,
+            self.metrics,
+            retry_delays=lambda: exponential_backoff(
+                s.retry_initial_seconds, 2.0, s.retry_max_seconds
+            ),
         )
 
     # -- readiness ------------------------------------------------------------------------
@@ -287,7 +319,8 @@ class FeedService:
     # -- running ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> bool:
-        """Run until ``stop`` is set, then shut down; True when everything reached Kinesis."""
+        """Run until ``stop`` is set, then shut down; True when everything reached Kinesis
+        (and every order message SQS)."""
         s = self.settings
         await self.health.start(s.health_host, s.health_port)
         for lane in self.lanes:
@@ -308,6 +341,8 @@ class FeedService:
             planner,
             self._make_connection(tokens, KeyLimiter(s.max_connections_per_key)),
             self.metrics,
+            # Kite's order messages come only on an account's own connections.
+            every_account=self.order_updates is not None,
         )
         self.reconciler = Reconciler(
             self._subscriptions(),
@@ -319,6 +354,15 @@ class FeedService:
             hysteresis_steps=s.atm_hysteresis_steps,
         )
         spawn = self.supervisor.spawn
+        if self.order_updates is not None:
+            # Not in self._tasks: it keeps sending while the connections close, then flushes.
+            self.order_updates.start(self.supervisor)
+            log.info("order updates forwarded to SQS (ORDER_UPDATES_QUEUE_URL)")
+        else:
+            log.info(
+                "order updates not forwarded: ORDER_UPDATES_QUEUE_URL is not set; "
+                "Kite's order messages are counted and dropped"
+            )
         self._gc_watch = GcWatch(self.metrics)
         self._tasks.append(spawn("loop-lag", lambda: watch_loop_lag(self.metrics)))
         self._tasks.append(spawn("instruments", lambda: self._instruments_loop(stop)))
@@ -538,19 +582,28 @@ class FeedService:
                     extra={"budget_seconds": round(close_budget, 3)},
                 )
         closed = time.monotonic()
-        results = await asyncio.gather(
-            *(lane.close(drain_deadline, final) for lane in self.lanes), return_exceptions=True
+        forwarded = (
+            self.order_updates.close(drain_deadline, final)
+            if self.order_updates is not None
+            else _nothing_to_forward()
+        )
+        *results, forwarded_all = await asyncio.gather(
+            *(lane.close(drain_deadline, final) for lane in self.lanes),
+            forwarded,
+            return_exceptions=True,
         )
         for lane, result in zip(self.lanes, results, strict=True):
             if isinstance(result, BaseException):  # never expected: say so, finish the stop
                 log.error("lane close failed", exc_info=result, extra={"lane": lane.index})
+        if isinstance(forwarded_all, BaseException):  # never expected either
+            log.error("order updates close failed", exc_info=forwarded_all)
         await self.writer.close()
         if self._gc_watch is not None:
             self._gc_watch.close()
         if self.settings.emf_interval_seconds > 0:
             self.emit_emf()
         await self.health.stop()
-        delivered = all(result is True for result in results)
+        delivered = all(result is True for result in (*results, forwarded_all))
         log.info(
             "feed stopped",
             extra={
@@ -562,6 +615,12 @@ class FeedService:
                 "acked": self.metrics.total("feed_kinesis_records_acked_total"),
                 "spill_bytes_left": sum(lane.spill.bytes_on_disk for lane in self.lanes),
                 "dropped": self.metrics.total("feed_dropped_records_total"),
+                "order_updates_forwarded": self.metrics.total("feed_order_updates_forwarded_total"),
+                "order_updates_dropped": self.metrics.total("feed_order_updates_dropped_total"),
             },
         )
         return delivered
+
+
+async def _nothing_to_forward() -> bool:
+    return True

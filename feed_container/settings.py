@@ -6,7 +6,9 @@ the vault (``KITE_CREDENTIALS_*``), Kite's endpoints (``KITE_REST_URL``,
 ``KITE_WS_URL``), the stream it writes (``TICKS_STREAM_NAME``), the
 subscriptions table (``SUBSCRIPTIONS_TABLE_NAME``) and, with
 ``FEED_INSTRUMENTS_SOURCE=snapshot``, the instruments snapshot
-(``INSTRUMENTS_*``). Importing this module reads nothing; ``from_env`` does.
+(``INSTRUMENTS_*``). Only the feed reads ``ORDER_UPDATES_QUEUE_URL``
+(:class:`OrderUpdatesQueueSettings`, here): where Kite's order messages go.
+Importing this module reads nothing; ``from_env`` does.
 
 Every knob has a production default; the sandbox and tests override what
 they need. AWS endpoints and credentials come from the AWS SDK's own
@@ -25,6 +27,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ticker_adapters.endpoints import require_tls_off_loopback
 from ticker_adapters.settings import (
     Environment,
     EnvironmentReader,
@@ -43,6 +46,17 @@ from ticker_core.records.limits import (
 )
 
 MIB = 1024 * 1024
+
+#: The prefixes of every variable :class:`FeedEnvironment` reads (what a parent process
+#: must not pass on to a feed it configures itself).
+VARIABLE_PREFIXES = (
+    "FEED_",
+    "KITE_",
+    "TICKS_",
+    "SUBSCRIPTIONS_",
+    "INSTRUMENTS_",
+    "ORDER_UPDATES_",
+)
 
 
 class FeedSettings(BaseSettings):
@@ -108,12 +122,19 @@ class FeedSettings(BaseSettings):
     #: Independent senders, each owning a fixed share of partition keys and one request
     #: in flight: order per key holds, and lanes overlap their round trips.
     sender_lanes: int = Field(4, ge=1, le=64)
+    #: Timeout of one call to AWS: a PutRecords, or a SendMessageBatch of order messages.
     put_timeout_seconds: float = Field(10.0, gt=0)
+    #: Delays between retries of a failed PutRecords or SendMessageBatch (exponential).
     retry_initial_seconds: float = Field(0.05, gt=0)
     retry_max_seconds: float = Field(2.0, gt=0)
     breaker_failures: int = Field(5, ge=1)
     breaker_open_seconds: float = Field(5.0, gt=0)
     breaker_max_open_seconds: float = Field(60.0, gt=0)
+
+    # -- order updates (to ORDER_UPDATES_QUEUE_URL) ------------------------------------
+    #: Kite order messages held while SQS does not take them (in memory; about 1 KB each);
+    #: past it new ones are dropped, counted (feed_order_updates_dropped_total).
+    order_updates_buffer: int = Field(10_000, ge=1, le=1_000_000)
 
     # -- memory and spill -----------------------------------------------------------------
     #: Bytes of records held in memory (all lanes); above it new batches go to disk.
@@ -172,6 +193,25 @@ class FeedSettings(BaseSettings):
         return self.linger_ms / 1000.0
 
 
+class OrderUpdatesQueueSettings(BaseSettings):
+    """``ORDER_UPDATES_QUEUE_URL``: the SQS queue Kite's WebSocket order messages are sent to
+    (the order-updates function consumes it); unset or empty, they are counted and dropped."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORDER_UPDATES_QUEUE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _https_off_loopback(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        # Order messages are a trader's orders: in clear only to this machine (moto).
+        return require_tls_off_loopback(value, schemes=("https",))
+
+
 @dataclass(frozen=True)
 class FeedEnvironment(Environment):
     """Everything ``python -m feed_container`` reads from its environment."""
@@ -183,6 +223,8 @@ class FeedEnvironment(Environment):
     subscriptions: SubscriptionsTableSettings
     #: Where the instruments snapshot is; read only with ``FEED_INSTRUMENTS_SOURCE=snapshot``.
     snapshot: SnapshotSettings | None = None
+    #: Where Kite's order messages go; None (as unset): nowhere.
+    order_updates: OrderUpdatesQueueSettings | None = None
 
     @classmethod
     def from_env(cls) -> FeedEnvironment:
@@ -198,9 +240,15 @@ class FeedEnvironment(Environment):
             snapshot=(
                 reader.read(SnapshotSettings) if feed.instruments_source == "snapshot" else None
             ),
+            order_updates=reader.read(OrderUpdatesQueueSettings),
         )
         reader.check()
         return environment
+
+    @property
+    def order_updates_queue_url(self) -> str | None:
+        """The queue order messages go to; None: they are not forwarded."""
+        return self.order_updates.url if self.order_updates is not None else None
 
     def __post_init__(self) -> None:
         if self.feed.instruments_source == "snapshot" and self.snapshot is None:

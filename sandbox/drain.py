@@ -3,7 +3,8 @@
 The simulator's market closes (no new ticks); the feed is waited for until it
 has received everything the simulator sent and Kinesis acknowledged all of
 it, then stopped (it flushes on SIGTERM); then each event source mapping,
-``ticks`` first, until every shard is processed.
+``ticks`` first, until every shard is processed; then the order-updates
+queue, until the feed's last order messages are consumed.
 
 Two decisions, both pure and tested on their own:
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from sandbox.dashboard import Dashboard, total
 from sandbox.esm import EventSourceMapping
 from sandbox.observe import Metrics, Observer
+from sandbox.provision import queue_depth
 from sandbox.stack import RunNotes, SandboxError, Stack, need
 
 FEED_SETTLE_S = 15.0  # nothing moving at the feed for this long means nothing more will come
@@ -177,6 +179,10 @@ class Drain:
             mapping = stack.mappings[name]
             self._wait(f"{name} to process every record", _caught_up(mapping, since), dashboard)
             since = time.time()
+        if stack.order_updates_mapping is not None:
+            self._wait(
+                "the order-updates queue to be consumed", self._order_updates_done, dashboard
+            )
         if sim.counters(per_instrument=False)["feed"]["packets_sent"] != sent_before:
             self.notes.add("the simulator sent ticks after the feed stopped")
         dashboard.update(self.observer.sample("drained"), force_line=True)
@@ -192,6 +198,13 @@ class Drain:
         if step is FeedStep.SETTLED and counts is not None:
             self.notes.add(f"feed settled: {counts.describe()}")
         return step is not FeedStep.WAITING
+
+    def _order_updates_done(self) -> bool:
+        """No message left on the queue (waiting or hidden) and none in an invocation."""
+        stack = self.stack
+        mapping = need(stack.order_updates_mapping, "the order-updates mapping")
+        queue = need(stack.resources, "AWS").order_updates.url
+        return mapping.stats().in_flight == 0 and queue_depth(need(stack.aws, "moto"), queue) == 0
 
     def _wait(self, what: str, done: Callable[[], bool], dashboard: Dashboard) -> None:
         arrived = wait_while_moving(

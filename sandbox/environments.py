@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from feed_container.settings import VARIABLE_PREFIXES
 from lambdas.ws.protocol import Channel
 from sandbox.moto_server import AwsEndpoint
 from sandbox.postgres import ConnectionInfo
@@ -22,7 +23,7 @@ API_CORS_ORIGINS = "http://127.0.0.1:8000"
 # The feed's watchdog, short so that the chaos run's silent connection trips it.
 FEED_WATCHDOG_S = 5.0
 # Variable prefixes the feed reads: none of the caller's reach it, only what is set here.
-FEED_READS = ("FEED_", "AWS_", "KITE_", "TICKS_", "SUBSCRIPTIONS_", "INSTRUMENTS_")
+FEED_READS = ("AWS_", *VARIABLE_PREFIXES)
 
 
 def aws_env(aws: AwsEndpoint, kinesis_url: str | None = None) -> dict[str, str]:
@@ -169,6 +170,8 @@ def feed_env(
         "KITE_CREDENTIALS_CACHE_SECONDS": "5",
         "SUBSCRIPTIONS_TABLE_NAME": resources.names.subscriptions_table,
         "TICKS_STREAM_NAME": resources.names.ticks_stream,
+        # Kite's order messages, to the queue the order-updates function consumes.
+        "ORDER_UPDATES_QUEUE_URL": resources.order_updates.url,
         # The snapshot the instruments function published, as the Greeks function reads it.
         "FEED_INSTRUMENTS_SOURCE": "snapshot",
         "INSTRUMENTS_BUCKET": resources.names.instruments_bucket,

@@ -493,6 +493,13 @@ def on_failure_record(
     return document
 
 
+def join_threads(threads: Sequence[threading.Thread], timeout: float) -> None:
+    """Wait for ``threads`` to end, ``timeout`` seconds for all of them together."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
 # -- the poller ---------------------------------------------------------------------------
 
 
@@ -603,9 +610,7 @@ class EventSourceMapping:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop polling; an invocation in flight finishes first."""
         self._stop.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        join_threads(self._threads, timeout)
 
     def view(self) -> MappingView:
         """A consistent snapshot for the dashboard and the drain."""

@@ -80,4 +80,7 @@ class Observer:
         for mapping in self.stack.mappings.values():
             view = mapping.view()
             moving += [view.total("invocations"), view.total("records_succeeded")]
+        if self.stack.order_updates_mapping is not None:
+            stats = self.stack.order_updates_mapping.stats()
+            moving += [stats.invocations, stats.messages_deleted]
         return tuple(moving)

@@ -9,11 +9,13 @@ tables (grants, idempotency records, the order limiter), the EventBridge bus
 for order updates, and a Cognito user pool with an app client and the
 ``admin`` group; for the accounts routes, the account registry table and the
 login-state signing key (a generated secret); for the WebSocket API, its
-connections and subscribers tables.
+connections and subscribers tables; for the order updates the feed forwards,
+an SQS queue with a dead-letter queue after a few receives.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,11 @@ from sandbox.moto_server import AwsEndpoint
 from ticker_adapters.subscription_store import SubscriptionStore
 
 ACCOUNT_ID = "123456789012"  # moto's default account
+# The order-updates queue: a batch is hidden this long while the function runs (above its
+# timeout, so a slow invocation is not delivered twice meanwhile), and a message received
+# this many times without being deleted moves to the dead-letter queue.
+ORDER_UPDATES_VISIBILITY_S = 30
+ORDER_UPDATES_MAX_RECEIVES = 5
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,39 @@ class ResourceNames:
     login_state_key_name: str = "ticker/api/login-state-key"
     ws_connections_table: str = "ticker-ws-connections"
     ws_subscribers_table: str = "ticker-ws-subscribers"
+    order_updates_queue: str = "ticker-order-updates"
+    order_updates_dlq: str = "ticker-order-updates-dlq"
+
+
+@dataclass(frozen=True)
+class OrderUpdatesQueue:
+    """The SQS queue the feed forwards Kite's order messages to, and its dead-letter queue."""
+
+    url: str
+    arn: str
+    dlq_url: str
+
+
+def create_order_updates_queue(sqs: Any, names: ResourceNames) -> OrderUpdatesQueue:
+    """The order-updates queue and its dead-letter queue (kept 14 days), with redrive."""
+    dlq_url = sqs.create_queue(
+        QueueName=names.order_updates_dlq, Attributes={"MessageRetentionPeriod": "1209600"}
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": ORDER_UPDATES_MAX_RECEIVES}
+    url = sqs.create_queue(
+        QueueName=names.order_updates_queue,
+        Attributes={
+            "VisibilityTimeout": str(ORDER_UPDATES_VISIBILITY_S),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return OrderUpdatesQueue(str(url), str(arn), str(dlq_url))
 
 
 @dataclass(frozen=True)
@@ -60,6 +100,7 @@ class Resources:
     persist_failures_url: str
     greeks_failures_url: str
     login_state_secret_arn: str
+    order_updates: OrderUpdatesQueue
 
     def role_arn(self, function: str) -> str:
         """The execution role ARN a function's events name as ``invokeIdentityArn``."""
@@ -193,6 +234,7 @@ def provision(
     sqs = client(endpoint, "sqs")
     persist_dlq = sqs.create_queue(QueueName=names.persist_failures_queue)["QueueUrl"]
     greeks_dlq = sqs.create_queue(QueueName=names.greeks_failures_queue)["QueueUrl"]
+    order_updates = create_order_updates_queue(sqs, names)
     s3 = client(endpoint, "s3")
     s3.create_bucket(
         Bucket=names.instruments_bucket,
@@ -224,6 +266,7 @@ def provision(
         persist_failures_url=str(persist_dlq),
         greeks_failures_url=str(greeks_dlq),
         login_state_secret_arn=login_state,
+        order_updates=order_updates,
     )
 
 

@@ -452,8 +452,17 @@ def render(report: Report, path: str | None = None) -> str:
             f" -> {sum(burst):,} order(s), {orders['duplicate_orders']:,} duplicates"
             f" ({orders['burst_statuses']})",
             f"order updates stored            {orders['order_updates_stored']:>12,}"
-            f"   ({orders['order_updates_unpublished']:,} not yet on the bus)",
+            f"   ({orders['order_updates_by_postback']:,} first by postback,"
+            f" {orders['order_updates_by_websocket']:,} first by the WebSocket;"
+            f" {orders['order_updates_unpublished']:,} not yet on the bus)",
         ]
+        queue = orders.get("order_updates_queue")
+        if queue:
+            lines.append(
+                f"WebSocket order messages (SQS)  {queue['consumed']:>12,} consumed"
+                f"   ({queue['stored']:,.0f} stored, {queue['duplicates']:,.0f} already stored,"
+                f" {queue['rejected']:,.0f} unusable; {queue['dead_letters']:,} dead letters)"
+            )
         lines += api_call_lines(orders.get("api_calls") or {})
     lines += market_lines(report.run.get("market") or {})
     witness = (report.run.get("websocket") or {}).get("witness")

@@ -25,7 +25,7 @@ from sandbox.lambda_runtime import FunctionStats
 from sandbox.options import Options
 from sandbox.provision import client, queue_depth
 from sandbox.report import Report, build_report, scan_greeks, scan_table, scan_ticks
-from sandbox.stack import RunNotes, Stack, need
+from sandbox.stack import ORDER_UPDATES_FUNCTION, RunNotes, Stack, need
 from sandbox.trading import OrderDriver, market_facts, order_facts, trading_rows
 from sandbox.websocket_api import Witness, websocket_facts
 
@@ -69,6 +69,11 @@ def make_report(
     orders = order_facts(driver, trading, stack.api.server.gateway if stack.api else None)
     if orders["duplicate_orders"]:
         notes.problem(f"{orders['duplicate_orders']} duplicate order(s) from one Idempotency-Key")
+    queue = order_updates_queue_facts(stack)
+    if queue is not None:
+        orders["order_updates_queue"] = queue
+        for problem in order_updates_problems(queue, orders_placed=orders["orders_placed"]):
+            notes.problem(problem)
     websocket = websocket_facts(stack.ws_gateway, stack.ws_chain, witness)
     if witness is not None and not (witness.counts.ticks and witness.counts.greeks):
         notes.problem(f"the WebSocket client on {stack.ws_chain} received no ticks or no Greeks")
@@ -105,6 +110,39 @@ def make_report(
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
     return report
+
+
+def order_updates_queue_facts(stack: Stack) -> dict[str, Any] | None:
+    """The WebSocket path of order updates: the queue's mapping, its function, what is left."""
+    mapping = stack.order_updates_mapping
+    if mapping is None:
+        return None
+    aws, queue = need(stack.aws, "moto"), need(stack.resources, "AWS").order_updates
+    stats = mapping.stats()
+    function = stack.functions[ORDER_UPDATES_FUNCTION].stats()
+    return {
+        "received": stats.messages_received,
+        "consumed": stats.messages_deleted,
+        "invocations": stats.invocations,
+        "function_errors": stats.function_errors,
+        "stored": function.metrics.get("OrderUpdatesStored", 0.0),
+        "duplicates": function.metrics.get("OrderUpdatesDuplicate", 0.0),
+        "rejected": function.metrics.get("OrderUpdatesRejected", 0.0),
+        "left_on_queue": queue_depth(aws, queue.url),
+        "dead_letters": queue_depth(aws, queue.dlq_url),
+    }
+
+
+def order_updates_problems(queue: dict[str, Any], *, orders_placed: int) -> list[str]:
+    """What the WebSocket path of order updates says against the run (pure)."""
+    problems = []
+    if queue["dead_letters"]:
+        problems.append(f"{queue['dead_letters']} order update(s) in the dead-letter queue")
+    if queue["left_on_queue"]:
+        problems.append(f"{queue['left_on_queue']} order update(s) left on the queue")
+    if orders_placed and not queue["consumed"]:
+        problems.append("orders were placed but no WebSocket order message reached the store")
+    return problems
 
 
 def run_facts(

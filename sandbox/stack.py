@@ -8,9 +8,9 @@ the accounts (registered and logged in through the API: the administrator's
 token, Kite's login redirect, the API's callback, which stores each session
 encrypted in the vault), the instruments snapshot (fetched with a session),
 the event source mappings (``ticks`` -> greeks, ``ticks`` -> persist,
-``greeks`` -> persist, and a fan-out per stream), the WebSocket API behind its
-local gateway, and last the feed container, as the same entrypoint the
-Dockerfile runs.
+``greeks`` -> persist, a fan-out per stream, and the order-updates queue ->
+``api-order-updates``), the WebSocket API behind its local gateway, and last
+the feed container, as the same entrypoint the Dockerfile runs.
 
 Every step that starts something registers how to stop it; :meth:`Stack.stop`
 runs those last started first, each child's whole process group, whether the
@@ -38,6 +38,7 @@ from lambdas.common.db import DatabaseSettings, connection_parameters
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
 from sandbox.accounts import register_and_login
+from sandbox.dashboard import by_label
 from sandbox.environments import (
     api_env,
     fanout_env,
@@ -46,6 +47,7 @@ from sandbox.environments import (
     instruments_env,
     login_check_env,
     market_env,
+    order_updates_env,
     persist_env,
     ws_authorizer_env,
     ws_routes_env,
@@ -60,6 +62,7 @@ from sandbox.options import Options, RunPaths
 from sandbox.postgres import ConnectionInfo, EmbeddedPostgres, free_port
 from sandbox.processes import ManagedProcess
 from sandbox.provision import Resources, client, provision
+from sandbox.sqs_esm import SqsEventSourceMapping, SqsMappingConfig, SqsMappingTarget
 from sandbox.subscriptions import SubscriptionPlan, plan_subscriptions, write_plan
 from sandbox.trading import ApiSandbox, start_api
 from sandbox.websocket_api import (
@@ -83,6 +86,9 @@ FEED_STOP_TIMEOUT_S = 70.0  # the feed's own flush budget (60 s) and some
 API_ENVIRONMENTS = 4  # the API function's concurrency, all initialised before the run
 MARKET_ENVIRONMENTS = 2  # the market-data function's
 LOGIN_CALLBACK_PATH = "/kite/login/callback"  # the apps' redirect URL, on the local gateway
+ORDER_UPDATES_FUNCTION = "api-order-updates"
+# The order-updates queue's mapping: batches of ten, failures reported per message.
+ORDER_UPDATES_MAPPING = SqsMappingConfig(batch_size=10, report_batch_item_failures=True, pollers=2)
 
 T = TypeVar("T")
 
@@ -170,6 +176,7 @@ class Stack:
         self.plan: SubscriptionPlan | None = None
         self.functions: dict[str, LambdaFunction] = {}
         self.mappings: dict[str, EventSourceMapping] = {}
+        self.order_updates_mapping: SqsEventSourceMapping | None = None
         self.feed: ManagedProcess | None = None
         self.feed_port = 0
         self.proxy: KinesisFaultProxy | None = None
@@ -421,6 +428,12 @@ class Stack:
             memory_mb=1024,
             max_concurrency=MARKET_ENVIRONMENTS,
         )
+        self._function(
+            ORDER_UPDATES_FUNCTION,
+            order_updates_env(aws, need(self.db, "PostgreSQL"), r),
+            timeout_s=20,
+            max_concurrency=ORDER_UPDATES_MAPPING.pollers,
+        )
         self._function("api-login-check", login_check_env(aws, r), timeout_s=60, max_concurrency=1)
         self.api = start_api(
             aws=aws,
@@ -501,7 +514,23 @@ class Stack:
             mapping.start()
             self.mappings[mapping.name] = mapping
             self._on_exit(f"mapping {mapping.name}", mapping.stop)
-        self.say(f"event source mappings: {', '.join(self.mappings)}")
+        self._start_order_updates_mapping()
+        self.say(f"event source mappings: {', '.join(self.mappings)}, order-updates queue")
+
+    def _start_order_updates_mapping(self) -> None:
+        """The queue the feed forwards Kite's order messages to -> ``api-order-updates``."""
+        aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
+        queue = r.order_updates
+        mapping = SqsEventSourceMapping(
+            f"{r.names.order_updates_queue}->{ORDER_UPDATES_FUNCTION}",
+            ORDER_UPDATES_MAPPING,
+            SqsMappingTarget(queue.url, queue.arn, aws.region),
+            self.functions[ORDER_UPDATES_FUNCTION],
+            lambda service: client(aws, service),
+        )
+        mapping.start()
+        self.order_updates_mapping = mapping
+        self._on_exit(f"mapping {mapping.name}", mapping.stop)
 
     def _start_feed(self) -> None:
         aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
@@ -527,12 +556,23 @@ class Stack:
         self._on_exit("feed_container", self.stop_feed)
         self.children.add("feed_container", feed.pid)
         deadline = time.monotonic() + FEED_START_TIMEOUT_S
-        while self.feed_metrics() is None:
+        # The run starts once every account streams: an order placed before its account's
+        # connections are up would reach the store by postback only (Kite does not replay
+        # order messages to a connection that opens later).
+        while not self._feed_streaming():
             feed.check_running()
             if time.monotonic() > deadline:
-                raise SandboxError(f"feed container not serving /metrics:\n{feed.tail()}")
+                raise SandboxError(f"feed container not streaming every account:\n{feed.tail()}")
             time.sleep(0.2)
         self.say(f"feed container: python -m feed_container, metrics on 127.0.0.1:{self.feed_port}")
+
+    def _feed_streaming(self) -> bool:
+        """The feed answers /metrics with an open connection for every account."""
+        metrics = self.feed_metrics()
+        if metrics is None:
+            return False
+        open_connections = by_label(metrics, "feed_connections_open", "account")
+        return all(open_connections.get(a.user_id, 0) >= 1 for a in self.accounts)
 
 
 async def _admin_sql(server: ConnectionInfo, sql: str) -> None:

@@ -382,6 +382,13 @@ TRADING_COUNTS_SQL = {
     "orders_filled": "select count(*) from trading.orders where status = 'COMPLETE'",
     "orders_rejected": "select count(*) from trading.orders where status = 'REJECTED'",
     "order_updates_stored": "select count(*) from trading.order_updates",
+    # Stored once, by whichever path brought the update first.
+    "order_updates_by_postback": (
+        "select count(*) from trading.order_updates where source = 'postback'"
+    ),
+    "order_updates_by_websocket": (
+        "select count(*) from trading.order_updates where source = 'websocket'"
+    ),
     "order_updates_unpublished": (
         "select count(*) from trading.order_updates where published_at is null"
     ),

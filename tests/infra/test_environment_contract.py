@@ -12,6 +12,7 @@ task environment is checked against ``FeedEnvironment`` the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from feed_container.settings import FeedEnvironment
+from feed_container.settings import VARIABLE_PREFIXES, FeedEnvironment
 from infra.definitions import load_functions
 from tests.infra.conftest import ROOT, STAGES, Synthesized
 from tests.infra.test_stack import functions_by_name
@@ -163,7 +164,7 @@ def test_the_feed_task_environment_satisfies_feed_settings(
     resources = stage.template["Resources"]
     env = {e["Name"]: render(e["Value"], resources) for e in container["Environment"]}
     for variable in list(os.environ):
-        if variable.startswith(("FEED_", "KITE_", "TICKS_", "SUBSCRIPTIONS_", "INSTRUMENTS_")):
+        if variable.startswith(VARIABLE_PREFIXES):
             monkeypatch.delenv(variable)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -173,14 +174,10 @@ def test_the_feed_task_environment_satisfies_feed_settings(
     assert environment.snapshot is not None
     # And every variable set is one a section reads
     read = set()
-    for section in (
-        environment.feed,
-        environment.kite,
-        environment.vault,
-        environment.ticks,
-        environment.subscriptions,
-        environment.snapshot,
-    ):
+    for field in dataclasses.fields(environment):
+        section = getattr(environment, field.name)
+        if section is None:
+            continue
         prefix = type(section).model_config.get("env_prefix", "")
         read |= {f"{prefix}{name}".upper() for name in type(section).model_fields}
     assert set(env) <= read, sorted(set(env) - read)

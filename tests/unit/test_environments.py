@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from feed_container.settings import FeedEnvironment
+from feed_container.settings import VARIABLE_PREFIXES, FeedEnvironment
 from lambdas.greeks.settings import GreeksEnvironment
 from lambdas.instruments.settings import InstrumentsEnvironment
 from lambdas.migrate.settings import MigrateEnvironment
@@ -21,16 +21,7 @@ from ticker_adapters.settings import SettingsError
 
 KEY_ARN = "arn:aws:kms:ap-south-1:123456789012:key/8c1f2a3e-5d4b-4c6a-9e8f-0a1b2c3d4e5f"
 
-READ_PREFIXES = (
-    "FEED_",
-    "KITE_",
-    "TICKS_",
-    "GREEKS_",
-    "SUBSCRIPTIONS_",
-    "INSTRUMENTS_",
-    "PERSIST_",
-    "DB_",
-)
+READ_PREFIXES = (*VARIABLE_PREFIXES, "GREEKS_", "PERSIST_", "DB_")
 DATABASE = {"DB_HOST": "127.0.0.1", "DB_USER": "ticker", "DB_TLS": "disable"}
 
 

@@ -39,6 +39,22 @@ class OrderUpdate:
         value = self.data.get("status")
         return value if isinstance(value, str) else None
 
+    @property
+    def update_key(self) -> str:
+        """Which state of which order this is: ``order_id|time|status|filled_quantity``.
+
+        The same fields identify an update wherever it arrives (this message,
+        Kite's postback of it, the order book): the time is Kite's
+        ``exchange_update_timestamp``, else ``order_timestamp`` (one-second
+        resolution, so status and filled quantity tell apart states within a
+        second). A field missing is left empty: the key is a hint for
+        de-duplication and tracing, not a validation.
+        """
+        data = self.data
+        when = data.get("exchange_update_timestamp") or data.get("order_timestamp")
+        fields = (self.order_id, when, self.status, data.get("filled_quantity"))
+        return "|".join("" if value is None else str(value) for value in fields)
+
 
 @dataclass(frozen=True)
 class ErrorMessage:

@@ -20,20 +20,13 @@ from typing import Any
 import pytest
 
 from feed_container.service import Dependencies, FeedService
-from feed_container.settings import FeedEnvironment, FeedSettings
 from sandbox.api_stack import Stack, api_stack
 from sandbox.moto_server import MotoServer
 from sandbox.postgres import ConnectionInfo
 from sandbox.provision import client
 from sandbox.report import read_stream
+from tests.integration.api.conftest import feed_environment
 from tests.waiting import wait_until_async
-from ticker_adapters.settings import (
-    KiteSettings,
-    SnapshotSettings,
-    SubscriptionsTableSettings,
-    TicksStreamSettings,
-    VaultSettings,
-)
 from ticker_core.records import deaggregate
 
 pytestmark = pytest.mark.integration
@@ -43,39 +36,6 @@ pytestmark = pytest.mark.integration
 def stack(moto_server: MotoServer, postgres: ConnectionInfo) -> Iterator[Stack]:
     with api_stack(moto_server, postgres, environments=1, market_environments=1) as running:
         yield running
-
-
-def feed_environment(stack: Stack, spill: Path) -> FeedEnvironment:
-    r = stack.resources
-    return FeedEnvironment(
-        feed=FeedSettings(
-            accounts=(),  # the vault's: discovered, and followed
-            accounts_refresh_seconds=0.5,
-            status_interval_seconds=0.5,
-            instance_id="feed-under-test",
-            subscription_poll_seconds=0.2,
-            atm_recentre_seconds=0.2,
-            instruments_source="snapshot",
-            watchdog_seconds=3.0,
-            backoff_initial_seconds=0.05,
-            backoff_max_seconds=0.5,
-            linger_ms=50.0,
-            spill_dir=spill,
-            health_host="127.0.0.1",
-            health_port=0,
-            close_timeout_seconds=2.0,
-            put_timeout_seconds=5.0,
-            stop_timeout_seconds=15.0,
-            emf_interval_seconds=0,
-        ),
-        kite=KiteSettings(rest_url=stack.simulator.rest_url, ws_url=stack.simulator.ws_url),
-        vault=VaultSettings(
-            kms_key_arn=r.kms_key_arn, prefix=r.names.secrets_prefix, cache_seconds=0
-        ),
-        ticks=TicksStreamSettings(name=r.names.ticks_stream),
-        subscriptions=SubscriptionsTableSettings(name=r.names.subscriptions_table),
-        snapshot=SnapshotSettings(bucket=r.names.instruments_bucket, prefix="instruments/"),
-    )
 
 
 def kinesis_ticks(stack: Stack) -> list[dict[str, Any]]:
@@ -108,10 +68,15 @@ async def test_a_retired_account_stops_streaming_while_the_other_goes_on(
     )  # fmt: skip
     assert status == 200, body
     # And the feed streaming on both accounts
-    service = FeedService(
-        feed_environment(stack, tmp_path / "spill"),
-        Dependencies(kinesis_endpoint_url=stack.aws.url),
+    environment = feed_environment(
+        stack,
+        tmp_path / "spill",
+        accounts=(),  # the vault's: discovered, and followed
+        accounts_refresh_seconds=0.5,
+        status_interval_seconds=0.5,
+        instance_id="feed-under-test",
     )
+    service = FeedService(environment, Dependencies(kinesis_endpoint_url=stack.aws.url))
     stop = asyncio.Event()
     task = asyncio.get_running_loop().create_task(service.run(stop))
     try:
@@ -131,6 +96,13 @@ async def test_a_retired_account_stops_streaming_while_the_other_goes_on(
             what="both accounts streaming", within=60,
         )  # fmt: skip
         received = service.metrics.value
+        # (ticks on each account's connections: connected is not yet streaming, and on a
+        # busy machine the retirement could otherwise come before the account's first tick)
+        await wait_until_async(
+            lambda: [received("feed_ticks_received_total", account=a) for a in (kept, retired)],
+            lambda counts: min(counts) > 0,
+            what="ticks received on both accounts",
+        )
         before = received("feed_ticks_received_total", account=kept)
         both = {kept, retired}
         await wait_until_async(

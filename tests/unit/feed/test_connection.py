@@ -203,6 +203,18 @@ async def test_reconnects_resubscribe_with_modes_and_changes_go_out_incrementall
     await conn.stop()
 
 
+async def test_a_connection_held_open_connects_with_nothing_to_carry() -> None:
+    # Given a connection with no instrument, held open (its account's order updates come on it)
+    kite = FakeKite()
+    conn = connection(kite, Tokens())
+    conn.start()
+    conn.hold_open()
+    # Then it connects, subscribing nothing
+    await eventually(lambda: conn.connected)
+    assert kite.sockets[0].sent == []
+    await conn.stop()
+
+
 async def test_the_watchdog_replaces_a_silent_socket() -> None:
     kite = FakeKite()
     conn = connection(kite, Tokens(), watchdog=0.05)

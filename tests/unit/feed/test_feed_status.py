@@ -78,9 +78,13 @@ class FakeConnection:
         self.connected = True
         self.desired: dict[int, str] = {}
         self.events = events
+        self.held_open = False
 
     def start(self) -> None:
         self.events.append(f"start {self.slot}")
+
+    def hold_open(self) -> None:
+        self.held_open = True
 
     def update(self, diff: SlotDiff) -> None:
         self.desired.update(diff.subscribe)
@@ -115,3 +119,31 @@ async def test_retiring_subscribes_elsewhere_before_closing_the_old_connections(
     assert SlotId("b", 0) not in pool.connections
     assert [s.account for s, _, _ in pool.slot_states()] == ["a"]
     assert pool.desired_count == 6
+
+
+def test_with_order_updates_every_account_keeps_a_connection_even_without_instruments() -> None:
+    # Given a pool that forwards order updates, over two accounts of two slots each
+    events: list[str] = []
+
+    def make(slot: SlotId) -> KiteConnection:
+        return FakeConnection(slot, events)  # type: ignore[return-value]
+
+    planner = AssignmentPlanner(("a", "b"), connections_per_account=2, capacity=10)
+    pool = FeedPool(planner, make, Metrics(), every_account=True)
+    # When nothing is subscribed, Then each account has its first slot's connection, held open
+    pool.apply({})
+    assert sorted(str(s) for s in pool.connections) == ["a#0", "b#0"]
+    assert all(c.held_open for c in pool.connections.values())  # type: ignore[attr-defined]
+    # And instruments go where the planner puts them, without a second connection for that
+    pool.apply(dict.fromkeys(range(3), "ltp"))
+    assert len(pool.connections) == 3
+    # And an account added later gets one at once
+    pool.add_accounts(["c"])
+    assert "c#0" in {str(s) for s in pool.connections}
+
+
+def test_without_order_updates_an_account_without_instruments_has_no_connection() -> None:
+    planner = AssignmentPlanner(("a", "b"), connections_per_account=2, capacity=10)
+    pool = FeedPool(planner, lambda slot: FakeConnection(slot, []), Metrics())  # type: ignore[arg-type, return-value]
+    pool.apply({})
+    assert pool.connections == {}

@@ -14,7 +14,7 @@ import pytest
 
 from feed_container import logs
 from feed_container.metrics import Metrics, weighted_quantile
-from feed_container.settings import FeedEnvironment
+from feed_container.settings import VARIABLE_PREFIXES, FeedEnvironment
 from ticker_adapters.settings import SettingsError
 
 REQUIRED = {
@@ -30,9 +30,7 @@ REQUIRED = {
 def environ(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """An environment with none of the variables the feed reads."""
     for name in list(os.environ):
-        if name.startswith(
-            ("FEED_", "KITE_", "TICKS_", "GREEKS_", "SUBSCRIPTIONS_", "INSTRUMENTS_")
-        ):
+        if name.startswith(VARIABLE_PREFIXES):
             monkeypatch.delenv(name)
     return monkeypatch
 
@@ -55,6 +53,46 @@ def test_settings_come_from_the_shared_names_and_feed_variables(
     assert environment.subscriptions.name == "subs"
     assert environment.kite.ws_url == "wss://ws.kite.trade"
     assert environment.snapshot is None
+    assert environment.order_updates_queue_url is None
+    assert environment.feed.order_updates_buffer == 10_000
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sqs.ap-south-1.amazonaws.com/123456789012/ticker-order-updates",
+        "http://127.0.0.1:5000/123456789012/order-updates",
+    ],
+)
+def test_the_order_updates_queue_is_read_from_its_shared_name(
+    environ: pytest.MonkeyPatch, url: str
+) -> None:
+    for key, value in {**REQUIRED, "ORDER_UPDATES_QUEUE_URL": url}.items():
+        environ.setenv(key, value)
+    assert FeedEnvironment.from_env().order_updates_queue_url == url
+
+
+def test_an_empty_order_updates_queue_url_turns_forwarding_off(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    for key, value in {**REQUIRED, "ORDER_UPDATES_QUEUE_URL": ""}.items():
+        environ.setenv(key, value)
+    assert FeedEnvironment.from_env().order_updates_queue_url is None
+
+
+def test_an_order_updates_queue_in_clear_off_loopback_is_refused(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    # Given a queue URL that would carry traders' orders in clear to another machine
+    for key, value in {
+        **REQUIRED,
+        "ORDER_UPDATES_QUEUE_URL": "http://sqs.ap-south-1.amazonaws.com/123456789012/q",
+    }.items():
+        environ.setenv(key, value)
+    # When the environment loads, Then it is refused, by name
+    with pytest.raises(SettingsError) as raised:
+        FeedEnvironment.from_env()
+    assert set(raised.value.problems) == {"ORDER_UPDATES_QUEUE_URL"}
 
 
 def test_every_missing_variable_is_named_at_once(environ: pytest.MonkeyPatch) -> None:

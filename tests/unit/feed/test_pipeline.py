@@ -230,3 +230,26 @@ def test_each_key_gets_its_records_in_wire_order_in_one_hand_over(tmp_path: Path
     for record in records(lane):
         by_key.setdefault(str(record["underlying"]), []).append(float(record["last_price"]))
     assert by_key == {"A": [1.0, 3.0, 5.0], "B": [2.0, 4.0]}
+
+
+def test_order_messages_go_to_the_order_update_sink(tmp_path: Path) -> None:
+    # Given a pipeline whose order updates go to a sink
+    _, lane, metrics, clock = pipeline(tmp_path)
+    received: list[tuple[str, object]] = []
+    p = Pipeline(
+        [lane], metrics, wall_clock_ns=clock, order_updates=lambda a, u: received.append((a, u))
+    )
+    data = {"order_id": "1", "status": "COMPLETE", "order_timestamp": "2026-03-02 10:15:00"}
+    # When Kite sends an order message and an error
+    p.on_text("a1", encode_text("order", data))
+    p.on_text("a1", encode_text("error", "Invalid token"))
+    # Then the order, and only it, reaches the sink, and both are counted
+    assert [(a, u.data) for a, u in received] == [("a1", data)]  # type: ignore[attr-defined]
+    assert metrics.value("feed_text_messages_total", account="a1", type="OrderUpdate") == 1
+
+
+def test_order_messages_without_a_sink_are_counted_and_dropped(tmp_path: Path) -> None:
+    p, lane, metrics, _ = pipeline(tmp_path)
+    p.on_text("a1", encode_text("order", {"order_id": "1", "status": "OPEN"}))
+    assert metrics.value("feed_text_messages_total", account="a1", type="OrderUpdate") == 1
+    assert lane.batcher.pending_user_records == 0

@@ -11,7 +11,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from feed_container.service import Dependencies, FeedService
-from feed_container.settings import FeedEnvironment, FeedSettings
+from feed_container.settings import FeedEnvironment, FeedSettings, OrderUpdatesQueueSettings
 from ticker_adapters.credentials import CredentialNotFoundError, KiteSession
 from ticker_adapters.settings import (
     KiteSettings,
@@ -19,6 +19,7 @@ from ticker_adapters.settings import (
     TicksStreamSettings,
     VaultSettings,
 )
+from ticker_core.kite_wire import encode_text
 
 KEY_ARN = "arn:aws:kms:ap-south-1:123456789012:key/8c1f2a3e-5d4b-4c6a-9e8f-0a1b2c3d"
 
@@ -56,19 +57,27 @@ def live_session() -> KiteSession:
     return KiteSession("key", secrets.token_hex(16), "AB1234", now, now + timedelta(hours=8))
 
 
-@pytest.fixture
-def service(monkeypatch: pytest.MonkeyPatch) -> FeedService:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKID" + secrets.token_hex(8))
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secrets.token_hex(20))
-    environment = FeedEnvironment(
+def environment(queue_url: str | None = None) -> FeedEnvironment:
+    return FeedEnvironment(
         feed=FeedSettings(),
         kite=KiteSettings(),
         vault=VaultSettings(kms_key_arn=KEY_ARN),
         ticks=TicksStreamSettings(name="ticks"),
         subscriptions=SubscriptionsTableSettings(name="subs"),
+        order_updates=OrderUpdatesQueueSettings(url=queue_url),
     )
-    return FeedService(environment, Dependencies(kinesis_endpoint_url="http://127.0.0.1:9"))
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKID" + secrets.token_hex(8))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secrets.token_hex(20))
+
+
+@pytest.fixture
+def service(aws_env: None) -> FeedService:
+    return FeedService(environment(), Dependencies(kinesis_endpoint_url="http://127.0.0.1:9"))
 
 
 async def test_one_unreadable_session_never_keeps_other_new_accounts_out(
@@ -104,3 +113,25 @@ async def test_readiness_names_a_task_that_failed_recently(service: FeedService)
     await service.supervisor.spawn("emf", broken)
     # Then /readyz says so
     assert "task emf failed recently" in service.readiness()
+
+
+def test_without_a_queue_order_messages_are_counted_and_dropped(service: FeedService) -> None:
+    # Given no ORDER_UPDATES_QUEUE_URL
+    assert service.order_updates is None
+    # When Kite sends an order message, Then it is counted, and goes nowhere
+    service.pipeline.on_text("a1", encode_text("order", {"order_id": "1", "status": "OPEN"}))
+    assert service.metrics.value("feed_text_messages_total", account="a1", type="OrderUpdate") == 1
+
+
+def test_with_a_queue_order_messages_are_queued_for_it(aws_env: None) -> None:
+    # Given ORDER_UPDATES_QUEUE_URL set
+    queue_url = "https://sqs.ap-south-1.amazonaws.com/123456789012/order-updates"
+    service = FeedService(
+        environment(queue_url), Dependencies(kinesis_endpoint_url="http://127.0.0.1:9")
+    )
+    # When Kite sends an order message
+    service.pipeline.on_text("a1", encode_text("order", {"order_id": "1", "status": "OPEN"}))
+    # Then it waits for SQS (nothing is sent before the service runs)
+    assert service.order_updates is not None
+    assert service.order_updates.pending == 1
+    assert service.metrics.value("feed_order_updates_pending") == 1

@@ -33,8 +33,8 @@ from sandbox.lambda_runtime import FunctionStats
 from sandbox.moto_server import AwsEndpoint
 from sandbox.options import Options, RunPaths
 from sandbox.postgres import ConnectionInfo
-from sandbox.provision import ResourceNames, Resources, UserPool
-from sandbox.run_report import run_facts
+from sandbox.provision import OrderUpdatesQueue, ResourceNames, Resources, UserPool
+from sandbox.run_report import order_updates_problems, run_facts
 from sandbox.stack import RunNotes, sim_rates
 from ticker_adapters.settings import Environment
 
@@ -51,6 +51,11 @@ RESOURCES = Resources(
     persist_failures_url="http://127.0.0.1:5000/q/persist",
     greeks_failures_url="http://127.0.0.1:5000/q/greeks",
     login_state_secret_arn=f"arn:aws:secretsmanager:ap-south-1:123456789012:secret:{secrets.token_hex(4)}",
+    order_updates=OrderUpdatesQueue(
+        url="http://127.0.0.1:5000/123456789012/ticker-order-updates",
+        arn="arn:aws:sqs:ap-south-1:123456789012:ticker-order-updates",
+        dlq_url="http://127.0.0.1:5000/123456789012/ticker-order-updates-dlq",
+    ),
 )
 PROXY = "http://127.0.0.1:6000"
 PYPROJECT_FUNCTIONS = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())[
@@ -65,6 +70,7 @@ def test_the_feed_gets_its_settings_and_nothing_of_the_parents_feed_or_aws_varia
         "TICKS_STREAM_NAME": "prod",
         "KITE_CREDENTIALS_PREFIX": "prod/kite",
         "AWS_PROFILE": "prod",
+        "ORDER_UPDATES_QUEUE_URL": "https://sqs.ap-south-1.amazonaws.com/1/prod",
     }
     # When the feed's environment is built, writing to Kinesis through the proxy
     env = feed_env(
@@ -82,6 +88,7 @@ def test_the_feed_gets_its_settings_and_nothing_of_the_parents_feed_or_aws_varia
     assert "AWS_PROFILE" not in env
     assert env["TICKS_STREAM_NAME"] == "ticks"
     assert env["KITE_CREDENTIALS_PREFIX"] == RESOURCES.names.secrets_prefix
+    assert env["ORDER_UPDATES_QUEUE_URL"] == RESOURCES.order_updates.url
     # And Kinesis goes through the proxy, everything else to moto
     assert env["AWS_ENDPOINT_URL_KINESIS"] == PROXY
     assert env["AWS_ENDPOINT_URL"] == AWS.url
@@ -255,3 +262,23 @@ def test_the_market_function_holds_none_of_the_trading_functions_tables() -> Non
     assert not {k for k in market if k.startswith("API_")} - {"API_CORS_ORIGINS"}
     # and its Kite is the sandbox's simulator, its login page unused
     assert market["KITE_REST_URL"] == KITE
+
+
+QUEUE = {"consumed": 12, "left_on_queue": 0, "dead_letters": 0}
+
+
+def test_the_order_updates_queue_drained_clean_is_no_problem() -> None:
+    assert order_updates_problems(QUEUE, orders_placed=5) == []
+
+
+def test_dead_letters_leftovers_or_a_silent_websocket_path_are_problems() -> None:
+    assert order_updates_problems({**QUEUE, "dead_letters": 2}, orders_placed=5) == [
+        "2 order update(s) in the dead-letter queue"
+    ]
+    assert order_updates_problems({**QUEUE, "left_on_queue": 1}, orders_placed=5) == [
+        "1 order update(s) left on the queue"
+    ]
+    assert order_updates_problems({**QUEUE, "consumed": 0}, orders_placed=5) == [
+        "orders were placed but no WebSocket order message reached the store"
+    ]
+    assert order_updates_problems({**QUEUE, "consumed": 0}, orders_placed=0) == []

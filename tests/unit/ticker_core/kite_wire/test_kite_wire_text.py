@@ -39,6 +39,21 @@ def test_order_update_carries_kites_order_object() -> None:
     assert (parsed.order_id, parsed.status) == ("250101000000001", "COMPLETE")
 
 
+def test_an_order_updates_key_names_the_order_its_time_status_and_fill() -> None:
+    # Given the same order at two moments of one second, and an update Kite timed itself
+    opened = OrderUpdate({**ORDER, "status": "OPEN", "filled_quantity": 0,
+                          "order_timestamp": "2026-03-02 10:15:00"})  # fmt: skip
+    filled = OrderUpdate({**ORDER, "order_timestamp": "2026-03-02 10:15:00"})
+    stamped = OrderUpdate({**ORDER, "order_timestamp": "2026-03-02 10:15:00",
+                           "exchange_update_timestamp": "2026-03-02 10:15:01"})  # fmt: skip
+    # Then their keys tell them apart, the exchange's update time first
+    assert opened.update_key == "250101000000001|2026-03-02 10:15:00|OPEN|0"
+    assert filled.update_key == "250101000000001|2026-03-02 10:15:00|COMPLETE|75"
+    assert stamped.update_key == "250101000000001|2026-03-02 10:15:01|COMPLETE|75"
+    # And a field missing is left empty, never an error
+    assert OrderUpdate({"status": "OPEN"}).update_key == "||OPEN|"
+
+
 def test_order_update_without_id_or_status_strings_gives_none() -> None:
     # Given an order update whose id is a number and status absent
     parsed = parse_text('{"type":"order","data":{"order_id":1}}')
