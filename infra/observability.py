@@ -215,7 +215,7 @@ class Observability(Construct):
                 0,
                 f"{name}: throttled (account concurrency exhausted?)",
             )
-            if name in stream_consumers or name in live_consumers:
+            if name in stream_consumers:
                 live = name in live_consumers
                 limit_ms = t.live_iterator_age_ms if live else t.iterator_age_ms
                 self.alarm(

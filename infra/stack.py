@@ -27,7 +27,9 @@ from infra.observability import (
     RestApiMetrics,
     WebSocketMetrics,
 )
+from infra.rest_api import STAGE as REST_STAGE
 from infra.rest_api import RestApi
+from infra.websocket_api import STAGE as WEBSOCKET_STAGE
 from infra.websocket_api import WebSocketApi
 
 
@@ -135,7 +137,7 @@ class TickerServiceStack(Stack):
         self.observability.watch_code_metrics(CODE_METRIC_ALARMS)
         rest_metrics = RestApiMetrics(
             api_name=self.rest_api.api.rest_api_name,
-            stage=self.rest_api.stage.stage_name,
+            stage=REST_STAGE,
             web_acl=self.rest_api.web_acl.name,
             region=self.region,
         )
@@ -146,9 +148,7 @@ class TickerServiceStack(Stack):
         self.observability.dashboard_widgets(self.streams, fns, self.database.instance)
         self.observability.api_dashboard(
             rest_metrics,
-            WebSocketMetrics(
-                api_id=self.websocket_api.api.api_id, stage=self.websocket_api.stage.stage_name
-            ),
+            WebSocketMetrics(api_id=self.websocket_api.api.api_id, stage=WEBSOCKET_STAGE),
             {name: fns[name] for name in FANOUTS},
         )
         # What operators look up after a deploy (the egress IPs and stream ARNs are output

@@ -36,7 +36,24 @@ def test_every_mapping_names_a_declared_function() -> None:
     functions = load_functions()
     for mapping in load_mappings().values():
         assert mapping.function in functions
-        assert mapping.on_failure in functions
+        assert mapping.on_failure is None or mapping.on_failure in functions
+
+
+def test_a_mapping_without_on_failure_has_no_destination(tmp_path: Path) -> None:
+    # Given a live-data mapping that names no on-failure function
+    text = (ROOT / "lambdas" / "event_source_mappings.toml").read_text()
+    path = tmp_path / "m.toml"
+    path.write_text(
+        text + '\n[mappings.ticks-live]\nstream = "ticks"\nfunction = "fanout-ticks"\n'
+        'consumer = "shared"\nbatch_size = 1000\nmaximum_batching_window_seconds = 0\n'
+        "maximum_retry_attempts = 2\nmaximum_record_age_seconds = 60\n"
+        "bisect_batch_on_function_error = false\nreport_batch_item_failures = true\n"
+        'parallelization_factor = 1\nstarting_position = "LATEST"\n'
+    )
+    # When it is loaded, Then it has none (and the others keep theirs)
+    mappings = load_mappings(path)
+    assert mappings["ticks-live"].on_failure is None
+    assert mappings["ticks-persist"].on_failure == "persist"
 
 
 def test_a_mapping_outside_lambdas_bounds_is_refused(tmp_path: Path) -> None:
