@@ -83,7 +83,8 @@ class MappingDefinition:
     name: str
     stream: str
     function: str
-    on_failure: str
+    on_failure: str | None
+    """The function whose on-failure queue gets a discarded batch (None: dropped)."""
     config: MappingConfig
 
 
