@@ -88,7 +88,8 @@ OUTSIDE_VPC = frozenset({"ws-authorizer", "ws", "fanout-ticks", "fanout-greeks"}
 """Functions that touch only public AWS endpoints (DynamoDB, S3, Cognito's keys, the
 WebSocket API's @connections): in the VPC the fan-out's posts would all pay for the NAT.
 Everything that calls Kite (orders come only from the registered Elastic IPs) or the
-database runs in the private subnets."""
+database, and the login check (the vault through its endpoints), runs in the private
+subnets."""
 
 
 @dataclass(frozen=True)
@@ -208,17 +209,17 @@ class Functions(Construct):
                 "LOGIN_STATE_SECRET_ARN": api.login_state_key.secret_arn,
             },
             "api-order-updates": {**db_env, "EVENT_BUS_NAME": api.bus.event_bus_name},
+            # Market data is not account-scoped: no grants; Kite only for its history.
             "api-market": {
                 **db_env,
                 **snapshot_env,
                 **kite_rest_env,
                 **vault_env,
                 **cors_env,
-                "GRANTS_TABLE_NAME": api.grants.table_name,
                 "ACCOUNTS_TABLE_NAME": api.accounts.table_name,
             },
+            # Reads sessions from the vault (their expiry), asks Kite nothing.
             "api-login-check": {
-                **kite_rest_env,
                 **vault_env,
                 "ACCOUNTS_TABLE_NAME": api.accounts.table_name,
                 "EVENT_BUS_NAME": api.bus.event_bus_name,
@@ -324,8 +325,7 @@ class Functions(Construct):
         api.restrict_login_state_key(role)
         grant_vault_read(fns["api"], key)
         grant_vault_write(fns["api"], key)
-        # api-market: reads only (the market schema, grants, sessions for Kite's history).
-        api.grants.grant_read_data(fns["api-market"])
+        # api-market: reads only (the market schema, sessions for Kite's history).
         api.accounts.grant_read_data(fns["api-market"])
         grant_vault_read(fns["api-market"], key)
         # api-login-check: reads sessions, marks accounts that need a login.

@@ -56,9 +56,14 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class CodeMetricAlarm:
-    """An alarm on a metric a function emits (Powertools EMF, dimension ``service``)."""
+    """An alarm on a metric a function emits (Powertools EMF, dimension ``service``).
 
-    service: str
+    ``service`` None: the metric of whichever function emits it, read with a Metrics
+    Insights query over the series whose only dimension is ``service`` (per-account
+    series of the same metric, which also carry ``account``, are left out).
+    """
+
+    service: str | None
     metric: str
     threshold: float
     description: str
@@ -68,14 +73,16 @@ class CodeMetricAlarm:
     @property
     def construct_id(self) -> str:
         """A construct id from the service and metric names."""
-        words = f"{self.service}-{self.metric}".replace("_", "-").split("-")
+        words = f"{self.service or 'any'}-{self.metric}".replace("_", "-").split("-")
         return "".join(w[:1].upper() + w[1:] for w in words)
 
 
+INSIGHTS_FUNCTIONS = {"Sum": "SUM", "Maximum": "MAX", "Minimum": "MIN", "Average": "AVG"}
+"""Metrics Insights' name of each CloudWatch statistic."""
 FANOUTS = ("fanout-ticks", "fanout-greeks")
 CODE_METRIC_ALARMS: tuple[CodeMetricAlarm, ...] = (
     CodeMetricAlarm(
-        "api",
+        None,  # the login check's, in all (not per account)
         "KiteLoginRequired",
         0,
         "Accounts without a live Kite session at token expiry or before the open: log them "
@@ -309,9 +316,23 @@ class Observability(Construct):
     def watch_code_metrics(self, alarms: Sequence[CodeMetricAlarm]) -> None:
         """Each metric a function emits that means trouble (see :data:`CODE_METRIC_ALARMS`)."""
         for spec in alarms:
+            metric: cloudwatch.IMetric
+            if spec.service is None:
+                function = INSIGHTS_FUNCTIONS[spec.statistic]
+                metric = cloudwatch.MathExpression(
+                    expression=(
+                        f"SELECT {function}({spec.metric}) "  # noqa: S608  # nosec B608
+                        f'FROM SCHEMA("{FUNCTIONS_NAMESPACE}", service)'
+                    ),
+                    label=spec.metric,
+                    period=FIVE_MINUTES,
+                    using_metrics={},
+                )
+            else:
+                metric = function_metric(spec.service, spec.metric, spec.statistic, FIVE_MINUTES)
             self.alarm(
                 spec.construct_id,
-                function_metric(spec.service, spec.metric, spec.statistic, FIVE_MINUTES),
+                metric,
                 spec.threshold,
                 spec.description,
                 periods=spec.periods,

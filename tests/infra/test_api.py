@@ -9,6 +9,7 @@ functions emit.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Iterator
@@ -393,17 +394,22 @@ def test_the_websocket_authorizer_accepts_this_pools_tokens(stage: Synthesized) 
 
 def _layouts() -> dict[str, tuple[list[dict[str, str]], list[dict[str, str]], str | None]]:
     """Each table's (key schema, attributes, TTL) as its code creates it on moto."""
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
     from lambdas.api.dal import accounts, grants, limiter
     from lambdas.ws.dal import connections, subscribers
-    from sandbox.provision import IDEMPOTENCY_KEY, IDEMPOTENCY_TTL
     from ticker_adapters import feed_status, subscription_store
 
+    # The API builds its idempotency layer with Powertools' default attributes.
+    defaults = inspect.signature(DynamoDBPersistenceLayer.__init__).parameters
+    idempotency_key = defaults["key_attr"].default
+    idempotency_ttl = defaults["expiry_attr"].default
     return {
         "GRANTS_TABLE_NAME": (grants.KEY_SCHEMA, grants.ATTRIBUTES, None),
         "IDEMPOTENCY_TABLE_NAME": (
-            [{"AttributeName": IDEMPOTENCY_KEY, "KeyType": "HASH"}],
-            [{"AttributeName": IDEMPOTENCY_KEY, "AttributeType": "S"}],
-            IDEMPOTENCY_TTL,
+            [{"AttributeName": idempotency_key, "KeyType": "HASH"}],
+            [{"AttributeName": idempotency_key, "AttributeType": "S"}],
+            idempotency_ttl,
         ),
         # The limiter writes expires_at (an hour after its last slot) on every item.
         "ORDER_LIMITER_TABLE_NAME": (limiter.KEY_SCHEMA, limiter.ATTRIBUTES, "expires_at"),
@@ -725,62 +731,91 @@ def test_the_api_and_waf_are_alarmed(stage: Synthesized) -> None:
     assert "WebSocket" in body
 
 
-def _emitted() -> set[tuple[str, str]]:
-    """(service, metric) pairs the API family's code can emit (Powertools EMF).
+def _observers(text: str) -> dict[str, list[str]]:
+    """A module's ``Observability`` variables and the services each counts under: a literal,
+    a module constant, or ``fanout-<channel>`` for the fan-out (named per stream)."""
+    from lambdas.ws.protocol import Channel
 
-    A module's service is its ``SERVICE`` constant (a fan-out's: ``fanout-<channel>``;
-    the API resolver's: that of each handler that builds it); its metrics are the string
-    literals in its ``.count(...)`` calls, an f-string's prefix expanded by what fills it.
+    per_stream = [f"fanout-{c.value}" for c in Channel]
+    constants = dict(re.findall(r'^(\w+) = "([\w-]+)"$', text, re.M))
+    found: dict[str, list[str]] = {}
+    for variable, argument in re.findall(r"(\w+) = Observability\(([^)]*)\)", text):
+        argument = argument.strip()
+        if argument.startswith('f"fanout-'):
+            found[variable] = per_stream
+        elif argument.startswith('"'):
+            found[variable] = [argument.strip('"')]
+        elif argument in constants:
+            found[variable] = [constants[argument]]
+    for variable in re.findall(r'(\w+)\.name_service\(f"fanout-', text):
+        found[variable] = per_stream
+    return found
+
+
+def _emitted() -> set[tuple[str, str]]:
+    """(service, metric) pairs the functions' code can emit (Powertools EMF).
+
+    A count's service is its ``Observability``'s (see :func:`_observers`; the API
+    resolver's, ``lambdas/api/app.py``, is that of each handler passing ``obs`` to
+    ``observed_app``); its metrics are the string literals of the ``.count(...)`` call,
+    an f-string's prefix expanded by what fills it.
     """
     from lambdas.ws.dal.management import PostOutcome
-    from lambdas.ws.protocol import Channel
 
     cognito = (ROOT / "lambdas" / "common" / "cognito.py").read_text()
     expansions = {
         "Posts_": [o.value for o in PostOutcome],
         "Denied_": re.findall(r'TokenRejectedError\("(\w+)"\)', cognito),
     }
-    services: dict[str, list[str]] = {}
-    for path in sorted((ROOT / "lambdas").glob("*/*.py")):
-        match = re.search(r'^SERVICE = "([\w-]+)"', path.read_text(), re.M)
-        if match:
-            services[path.relative_to(ROOT).as_posix()] = [match.group(1)]
-    services["lambdas/ws/fanout_handler.py"] = [f"fanout-{c.value}" for c in Channel]
-    services["lambdas/api/app.py"] = [
-        services[p][0]
-        for p in ("lambdas/api/handler.py", "lambdas/api/market_handler.py")
-        if "observed_app" in (ROOT / p).read_text()
+    texts = {p: p.read_text() for p in sorted((ROOT / "lambdas").glob("*/*.py"))}
+    resolver = [
+        service
+        for text in texts.values()
+        if "observed_app(" in text and "def observed_app" not in text
+        for service in _observers(text).get("obs", [])
     ]
     emitted = set()
-    for path, names in services.items():
-        counted = set()
-        for line in (ROOT / path).read_text().splitlines():
-            if ".count(" not in line:
+    for path, text in texts.items():
+        observers = _observers(text)
+        for line in text.splitlines():
+            counted = re.search(r"(\w+)\.count\(", line)
+            if not counted:
                 continue
-            counted |= set(re.findall(r'(?<![\w])"(\w+)"', line))
+            services = observers.get(counted.group(1)) or (
+                resolver if path.name == "app.py" and path.parent.name == "api" else []
+            )
+            names = set(re.findall(r'(?<![\w])"(\w+)"', line))
             for prefix in re.findall(r'f"(\w+)\{', line):
-                counted |= {prefix + suffix for suffix in expansions.get(prefix, [])}
-        emitted |= {(service, name) for service in names for name in counted}
+                names |= {prefix + suffix for suffix in expansions.get(prefix, [])}
+            emitted |= {(service, name) for service in services for name in names}
     return emitted
 
 
+INSIGHTS_QUERY = re.compile(r'^SELECT \w+\((\w+)\) FROM SCHEMA\("TickerService", service\)$')
+
+
 def test_every_function_metric_alarm_reads_a_metric_the_code_emits(stage: Synthesized) -> None:
-    # Given the alarms on the functions' own namespace
-    alarmed = {
-        (read["dimensions"]["service"], read["name"])
-        for read in (
-            alarm_metric(a["Properties"])
-            for a in stage.resources("AWS::CloudWatch::Alarm").values()
-        )
-        if read["namespace"] == "TickerService"
-    }
-    # Then each reads a metric the code emits under that service
+    # Given the alarms on the functions' own namespace: per service, or any service's
+    alarmed: set[tuple[str | None, str]] = set()
+    for alarm in stage.resources("AWS::CloudWatch::Alarm").values():
+        read = alarm_metric(alarm["Properties"])
+        if read["namespace"] == "TickerService":
+            alarmed.add((read["dimensions"]["service"], read["name"]))
+        for metric in alarm["Properties"].get("Metrics", []):
+            match = INSIGHTS_QUERY.match(metric.get("Expression", ""))
+            if match:
+                alarmed.add((None, match.group(1)))
+    # Then each reads a metric the code emits, under that service where it names one
     emitted = _emitted()
     assert alarmed, "no alarm on the functions' metrics"
-    assert alarmed <= emitted, sorted(alarmed - emitted)
-    # And the failures the WebSocket and login code count are all watched
+    for service, metric in alarmed:
+        if service is None:
+            assert any(name == metric for _, name in emitted), metric
+        else:
+            assert (service, metric) in emitted, (service, metric)
+    # And the failures the login check, the WebSocket routes and the fan-outs count are watched
     for pair in [
-        ("api", "KiteLoginRequired"),
+        (None, "KiteLoginRequired"),
         ("ws", "UnexpectedErrors"),
         ("ws-authorizer", "Denied_keys_unavailable"),
         *(
