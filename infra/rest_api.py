@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import ArnFormat, Aws, Stack
+from aws_cdk import ArnFormat, Aws, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -226,8 +226,14 @@ class RestApi(Construct):
             description="ticker-service trading, accounts, subscriptions and market data",
             api_definition=apigateway.ApiDefinition.from_inline(definition),
             endpoint_types=[apigateway.EndpointType.REGIONAL],
-            fail_on_warnings=True,
-            cloud_watch_role=False,
+            # tests/infra check the definition's routes, authorizer and integrations; an
+            # importer's cosmetic warning must not fail a deploy.
+            fail_on_warnings=False,
+            # API Gateway writes any stage's logs (access logs of both APIs included) with the
+            # region's account-level role: a stage with access logs is refused without it. One
+            # per account and region, kept when the stack is deleted (another stack may use it).
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             deploy_options=apigateway.StageOptions(
                 stage_name=STAGE,
                 throttling_rate_limit=config.api.throttling_rate_limit,
@@ -260,11 +266,20 @@ class RestApi(Construct):
         acknowledge(
             self.stage,
             "AwsSolutions-APIG6",
-            "Execution logs need an account-wide CloudWatch role (AWS::ApiGateway::Account, "
-            "one per account and region) and go to a log group API Gateway creates without "
-            "the service key or a retention; access logs (encrypted, JSON), the functions' "
-            "logs and API Gateway's metrics cover the same failures.",
+            "Execution logs go to a log group API Gateway creates itself, without the service "
+            "key or a retention, and can carry request details; access logs (encrypted, JSON, "
+            "no headers or queries), the functions' logs and API Gateway's metrics cover the "
+            "same failures.",
         )
+        acknowledge(
+            self.api,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonAPIGatewayPushToCloudWatchLogs]",
+            "AWS's managed policy for API Gateway's account-level logging role (it writes "
+            "log groups API Gateway names at run time).",
+        )
+        self.logging_account = self.api.node.find_child("Account")
+        """API Gateway's account-level logging setting: stages with access logs wait for it."""
         self.url = self.api.url_for_path("/")
         self.login_callback_url = self.api.url_for_path(LOGIN_CALLBACK_PATH)
         self.postback_url = self.api.url_for_path(POSTBACK_PATH)

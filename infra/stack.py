@@ -114,6 +114,7 @@ class TickerServiceStack(Stack):
             key=key,
             routes_function=fns["ws"],
             authorizer_function=fns["ws-authorizer"],
+            logging_account=self.rest_api.logging_account,
         )
         self.websocket_api.allow_posts({name: fns[name] for name in FANOUTS})
         if self.feed.simulator is not None:

@@ -24,7 +24,7 @@ from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from infra.common import acknowledge, log_group
 from infra.config import StageConfig
@@ -69,6 +69,7 @@ class WebSocketApi(Construct):
         key: kms.IKey,
         routes_function: lambda_.IFunction,
         authorizer_function: lambda_.IFunction,
+        logging_account: IConstruct,
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -123,6 +124,8 @@ class WebSocketApi(Construct):
         stage = self.stage.node.default_child
         if not isinstance(stage, apigwv2.CfnStage):  # pragma: no cover - CDK's own layout
             raise TypeError("WebSocketStage has no CfnStage")
+        # Access logs need API Gateway's account-level logging role (the REST API sets it).
+        stage.node.add_dependency(logging_account)
         stage.access_log_settings = apigwv2.CfnStage.AccessLogSettingsProperty(
             destination_arn=access_logs.log_group_arn,
             format=json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":")),

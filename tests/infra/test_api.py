@@ -294,6 +294,20 @@ def test_the_rest_stage_is_throttled_traced_and_logs_no_secret(stage: Synthesize
         assert not any(word in value.lower() for word in SECRET_WORDS), name
 
 
+def test_both_stages_log_with_the_regions_api_gateway_logging_role(stage: Synthesized) -> None:
+    # Given API Gateway's account-level setting (a stage with access logs is refused without it)
+    account_id, account = stage.one("AWS::ApiGateway::Account")
+    role = ref_id(account["Properties"]["CloudWatchRoleArn"])
+    # Then it names a role API Gateway assumes, kept with the stack's deletion (shared)
+    assert account["DeletionPolicy"] == "Retain"
+    trust = stage.template["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]
+    assert trust["Statement"][0]["Principal"] == {"Service": "apigateway.amazonaws.com"}
+    # And both APIs' stages are created after it
+    for kind in ("AWS::ApiGateway::Stage", "AWS::ApiGatewayV2::Stage"):
+        _, resource = stage.one(kind)
+        assert account_id in resource.get("DependsOn", []), kind
+
+
 def test_the_waf_guards_the_stage(stage: Synthesized) -> None:
     # Given the web ACL and its association
     acl_id, acl = stage.one("AWS::WAFv2::WebACL")
