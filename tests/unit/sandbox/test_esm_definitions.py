@@ -58,7 +58,6 @@ def test_a_definition_is_copied_field_by_field(tmp_path: Path) -> None:
         ('starting_position = "TRIM_HORIZON"', 'starting_position = "LATEST"'),
         ('consumer = "shared"', 'consumer = "kcl"'),
         ("batch_size = 1000", "batch_size = 1000\nbatch_bytes = 5"),
-        ('on_failure = "persist"', ""),
     ],
 )
 def test_what_the_emulator_cannot_run_is_refused(tmp_path: Path, old: str, new: str) -> None:
