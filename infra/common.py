@@ -1,10 +1,12 @@
-"""Small helpers every construct uses: log groups, removal policies, cdk-nag acknowledgments."""
+"""Small helpers every construct uses: log groups, failure queues, removal policies, cdk-nag
+acknowledgments."""
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
 from infra.config import StageConfig
@@ -36,16 +38,46 @@ def removal_policy(config: StageConfig) -> RemovalPolicy:
 
 
 def log_group(
-    scope: Construct, construct_id: str, *, config: StageConfig, key: kms.IKey
+    scope: Construct,
+    construct_id: str,
+    *,
+    config: StageConfig,
+    key: kms.IKey,
+    log_group_name: str | None = None,
 ) -> logs.LogGroup:
-    """A log group encrypted with the service key, with the stage's retention."""
+    """A log group encrypted with the service key, with the stage's retention.
+
+    ``log_group_name`` only where a service requires a name (WAF: ``aws-waf-logs-*``);
+    otherwise CloudFormation names it.
+    """
     return logs.LogGroup(
         scope,
         construct_id,
+        log_group_name=log_group_name,
         encryption_key=key,
         retention=_RETENTION[config.log_retention_days],
         removal_policy=RemovalPolicy.DESTROY,
     )
+
+
+def failure_queue(scope: Construct, construct_id: str, *, key: kms.IKey) -> sqs.Queue:
+    """A queue where failures are set aside (an on-failure or dead-letter queue): encrypted
+    with the service key, TLS only, kept 14 days (SQS's longest)."""
+    queue = sqs.Queue(
+        scope,
+        construct_id,
+        encryption=sqs.QueueEncryption.KMS,
+        encryption_master_key=key,
+        enforce_ssl=True,
+        retention_period=Duration.days(14),
+    )
+    for rule in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
+        acknowledge(
+            queue,
+            rule,
+            "This queue is itself the failure destination (on-failure or dead-letter queue).",
+        )
+    return queue
 
 
 def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:

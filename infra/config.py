@@ -101,6 +101,61 @@ class FeedConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """The REST and WebSocket APIs: throttling, the WAF's per-address limit, the event archive."""
+
+    throttling_rate_limit: int = 50
+    """Requests per second across the REST API's stage (steady state)."""
+    throttling_burst_limit: int = 100
+    waf_rate_limit: int = 1000
+    """Requests one address may make in 5 minutes before the WAF blocks it (100..2e9)."""
+    websocket_rate_limit: int = 100
+    """Client messages per second across the WebSocket stage (each connection is also
+    limited by the ws function, WS_MESSAGES_PER_SECOND)."""
+    websocket_burst_limit: int = 200
+    event_archive_days: int = 0
+    """Days the event bus's archive keeps order updates and login events (0: no archive)."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not 1 <= self.throttling_rate_limit <= 10_000:
+            problems.append("throttling_rate_limit must be in 1..10000")
+        if not self.throttling_rate_limit <= self.throttling_burst_limit <= 5_000:
+            problems.append("throttling_burst_limit must be in throttling_rate_limit..5000")
+        if not 100 <= self.waf_rate_limit <= 2_000_000_000:
+            problems.append("waf_rate_limit must be in 100..2000000000")
+        if not 1 <= self.websocket_rate_limit <= 10_000:
+            problems.append("websocket_rate_limit must be in 1..10000")
+        if not self.websocket_rate_limit <= self.websocket_burst_limit <= 5_000:
+            problems.append("websocket_burst_limit must be in websocket_rate_limit..5000")
+        if not 0 <= self.event_archive_days <= 3650:
+            problems.append("event_archive_days must be in 0..3650")
+        return problems
+
+
+@dataclass(frozen=True)
+class CognitoConfig:
+    """The user pool the APIs authenticate against."""
+
+    mfa: Literal["OPTIONAL", "REQUIRED"] = "REQUIRED"
+    """TOTP (authenticator apps); OPTIONAL lets a user sign in before setting it up."""
+    threat_protection: bool = False
+    """Cognito's threat protection (the Plus feature plan): compromised-credential and
+    adaptive sign-in checks, enforced."""
+    self_sign_up: bool = False
+    """Anyone may create a user (they still see nothing without a grant); off: operators
+    create users."""
+    refresh_token_hours: int = 24
+    """How long a front end may renew its tokens without the user signing in again."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not 1 <= self.refresh_token_hours <= 24 * 3650:
+            problems.append("refresh_token_hours must be in 1..87600")
+        return problems
+
+
+@dataclass(frozen=True)
 class StageConfig:
     """One deployment stage."""
 
@@ -122,7 +177,9 @@ class StageConfig:
     log_retention_days: int = 30
     alarm_email: str | None = None
     cors_allowed_origins: tuple[str, ...] = ()
-    """The API's CORS allow-list (https origins), for the API construct."""
+    """The API's CORS allow-list (https origins): API_CORS_ORIGINS of the API functions."""
+    api: ApiConfig = field(default_factory=ApiConfig)
+    cognito: CognitoConfig = field(default_factory=CognitoConfig)
 
     def validate(self) -> list[str]:
         problems = []
@@ -147,6 +204,8 @@ class StageConfig:
         problems += [f"streams.{p}" for p in self.streams.validate()]
         problems += [f"database.{p}" for p in self.database.validate()]
         problems += [f"feed.{p}" for p in self.feed.validate()]
+        problems += [f"api.{p}" for p in self.api.validate()]
+        problems += [f"cognito.{p}" for p in self.cognito.validate()]
         return problems
 
 

@@ -22,6 +22,10 @@ DATABASE_NAME = "ticker"
 DATABASE_ADMIN = "ticker_admin"
 # The schema each stream carries (files in ticker_core/schemas).
 STREAM_SCHEMAS = {"ticks": "tick.v1", "greeks": "greeks.v1"}
+STATUS_TTL_ATTRIBUTE = "expires_at"
+"""The feed's status records expire by it (ticker_adapters.feed_status.TTL_ATTRIBUTE)."""
+STATUS_PARTITION = "STATUS"
+"""The partition of the subscriptions table the feed writes its status records to."""
 
 
 class ServiceKey(Construct):
@@ -125,32 +129,59 @@ class Streams(Construct):
 
 
 class Tables(Construct):
-    """DynamoDB tables of the data path (the API's tables join with the API construct)."""
+    """DynamoDB tables of the data path (the API's tables are in :mod:`infra.api_state`)."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, config: StageConfig, key: kms.IKey
     ) -> None:
         super().__init__(scope, construct_id)
-        self.subscriptions = self._table("Subscriptions", config, key)
-        """The desired subscriptions (layout: ticker_adapters.subscription_store)."""
+        self.subscriptions = dynamo_table(
+            self, "Subscriptions", config=config, key=key, sort_key="sk", ttl=STATUS_TTL_ATTRIBUTE
+        )
+        """The desired subscriptions (layout: ticker_adapters.subscription_store), and the
+        feed's status records beside them (ticker_adapters.feed_status: partition ``STATUS``,
+        expiring by TTL)."""
         self.feed_status = self._table("FeedStatus", config, key)
         """What the feed actually streams, per account (written by the feed)."""
 
     def _table(self, name: str, config: StageConfig, key: kms.IKey) -> dynamodb.Table:
-        return dynamodb.Table(
-            self,
-            name,
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=key,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            deletion_protection=config.retain_data,
-            removal_policy=removal_policy(config),
-        )
+        return dynamo_table(self, name, config=config, key=key, sort_key="sk")
+
+
+def dynamo_table(
+    scope: Construct,
+    construct_id: str,
+    *,
+    config: StageConfig,
+    key: kms.IKey,
+    partition_key: str = "pk",
+    sort_key: str | None = None,
+    ttl: str | None = None,
+) -> dynamodb.Table:
+    """An on-demand table with string keys, encrypted with the service key, PITR on.
+
+    Keys and the TTL attribute are the ones the code creates the table with on moto
+    (each store's ``create_table``), so what the tests run against is what deploys.
+    """
+    return dynamodb.Table(
+        scope,
+        construct_id,
+        partition_key=dynamodb.Attribute(name=partition_key, type=dynamodb.AttributeType.STRING),
+        sort_key=(
+            dynamodb.Attribute(name=sort_key, type=dynamodb.AttributeType.STRING)
+            if sort_key
+            else None
+        ),
+        time_to_live_attribute=ttl,
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+        encryption_key=key,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True
+        ),
+        deletion_protection=config.retain_data,
+        removal_policy=removal_policy(config),
+    )
 
 
 class Buckets(Construct):

@@ -1,4 +1,5 @@
-"""What the stack reads from the repository as data: functions, mappings, migrations, schemas.
+"""What the stack reads from the repository as data: functions, mappings, migrations, schemas,
+the REST API's operations.
 
 Stdlib only (``tomllib``, ``hashlib``): infra never imports runtime code, so a
 function's handler, packages and wheels, and each event source mapping, are
@@ -8,6 +9,8 @@ read from the files the runtime side declares them in.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,7 @@ PYPROJECT = REPO_ROOT / "pyproject.toml"
 MAPPINGS_FILE = REPO_ROOT / "lambdas" / "event_source_mappings.toml"
 MIGRATIONS_DIR = REPO_ROOT / "lambdas" / "migrate" / "sql"
 SCHEMAS_DIR = REPO_ROOT / "ticker_core" / "schemas"
+OPENAPI = REPO_ROOT / "openapi.json"
 CONSTRAINTS = REPO_ROOT / "constraints.txt"
 
 # Each image's build context: the project files and the folders its Dockerfile copies.
@@ -32,6 +36,13 @@ SIM_PORT = 8000
 STREAMS = ("ticks", "greeks")
 CONSUMERS = ("shared", "enhanced-fan-out")
 STARTING_POSITIONS = ("TRIM_HORIZON", "LATEST")
+
+FUNCTION_EXTENSION = "x-ticker-function"
+"""The operation's function in ``openapi.json`` (``lambdas.api.context.FUNCTION_EXTENSION``)."""
+DEFAULT_OPERATION_FUNCTION = "api"
+OPERATION_FUNCTIONS = {"market": "api-market"}
+"""``x-ticker-function`` values -> the function (a key of the pyproject function table)."""
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
 class DefinitionError(ValueError):
@@ -135,6 +146,68 @@ def load_mappings(path: Path = MAPPINGS_FILE) -> dict[str, MappingDefinition]:
         except TypeError as exc:
             raise DefinitionError(f"{path.name} [{name}]: {exc}") from exc
     return mappings
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of ``openapi.json``: what the REST API routes, authorizes and integrates."""
+
+    path: str
+    method: str
+    """Upper case (``GET``, ``POST``...)."""
+    operation_id: str
+    function: str
+    """The function it is integrated with (a key of the pyproject function table)."""
+    authenticated: bool
+    """It declares ``security``: the Cognito authorizer guards it."""
+    statuses: tuple[str, ...]
+    """The response statuses it documents."""
+
+    @property
+    def path_parameters(self) -> tuple[str, ...]:
+        """The ``{name}`` segments of its path, in order."""
+        return tuple(re.findall(r"{(\w+)}", self.path))
+
+
+def load_openapi(path: Path = OPENAPI) -> dict[str, Any]:
+    """The committed OpenAPI document (generated from the API's code)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DefinitionError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(document, dict) or not document.get("paths"):
+        raise DefinitionError(f"{path}: no paths")
+    return document
+
+
+def api_operations(document: dict[str, Any]) -> list[Operation]:
+    """Every operation of the document, each with the function that serves it."""
+    operations = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue  # path-level keys (parameters, summary, ...)
+            marker = operation.get(FUNCTION_EXTENSION)
+            if marker is None:
+                function = DEFAULT_OPERATION_FUNCTION
+            elif marker in OPERATION_FUNCTIONS:
+                function = OPERATION_FUNCTIONS[marker]
+            else:
+                raise DefinitionError(
+                    f"openapi.json {method.upper()} {path}: {FUNCTION_EXTENSION} {marker!r} "
+                    f"is not one of {sorted(OPERATION_FUNCTIONS)}"
+                )
+            operations.append(
+                Operation(
+                    path=path,
+                    method=method.upper(),
+                    operation_id=str(operation.get("operationId") or f"{method}{path}"),
+                    function=function,
+                    authenticated=bool(operation.get("security")),
+                    statuses=tuple(str(s) for s in operation.get("responses", {})),
+                )
+            )
+    return operations
 
 
 def migrations_fingerprint(directory: Path = MIGRATIONS_DIR) -> str:

@@ -14,15 +14,17 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.common import acknowledge, log_group
 from infra.config import StageConfig
-from infra.data import INSTRUMENTS_PREFIX, Buckets, Streams, Tables
+from infra.data import INSTRUMENTS_PREFIX, STATUS_PARTITION, Buckets, Streams, Tables
 from infra.definitions import IMAGE_FOLDERS, PROJECT_FILES, REPO_ROOT, SIM_PORT
 from infra.grants import (
     VAULT_PREFIX,
     grant_objects,
+    grant_put_partition,
     grant_put_records,
     grant_vault_read,
     objects_finding,
@@ -61,6 +63,7 @@ class Feed(Construct):
         streams: Streams,
         tables: Tables,
         buckets: Buckets,
+        order_updates: sqs.IQueue,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
@@ -115,6 +118,8 @@ class Feed(Construct):
             "FEED_STOP_TIMEOUT_SECONDS": str(FEED_STOP_TIMEOUT_S),
             "FEED_SPILL_DIR": SPILL_DIR,
             "FEED_SPILL_MAX_BYTES": str(spill_bytes),
+            # Kite's WebSocket order messages go here (the api-order-updates function stores them).
+            "ORDER_UPDATES_QUEUE_URL": order_updates.queue_url,
         }
         container = task.add_container(
             "feed",
@@ -155,9 +160,11 @@ class Feed(Construct):
         role = task.task_role
         grant_put_records(role, streams.ticks, key)
         tables.subscriptions.grant_read_data(role)
-        tables.feed_status.grant_read_write_data(role)
+        # Its status records go beside the subscriptions (ticker_adapters.feed_status).
+        grant_put_partition(role, tables.subscriptions, STATUS_PARTITION, key)
         grant_objects(role, buckets.instruments, INSTRUMENTS_PREFIX, key)
         grant_vault_read(role, key)
+        order_updates.grant_send_messages(role)
         findings = {
             **vault_findings(Stack.of(self)),
             objects_finding(buckets.instruments, INSTRUMENTS_PREFIX): (
@@ -166,8 +173,8 @@ class Feed(Construct):
         }
         for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
             findings[f"AwsSolutions-IAM5[Action::{action}]"] = (
-                "CDK's DynamoDB grant for tables encrypted with the service key (DynamoDB asks "
-                "KMS for data keys on the caller's behalf)."
+                "CDK's grant to send to the order-updates queue, encrypted with the service key "
+                "(SQS asks KMS for data keys on the sender's behalf)."
             )
         for rule, reason in findings.items():
             acknowledge(task, rule, reason)

@@ -1,14 +1,18 @@
-"""The Lambda functions of the data path, their triggers and their grants.
+"""The Lambda functions, their triggers and their grants.
 
 Every function is declared once in ``pyproject.toml`` (handler, packages,
-wheels); its event source mappings come from
+wheels, environment model); its Kinesis event source mappings come from
 ``lambdas/event_source_mappings.toml``, the definition the sandbox's emulator
-runs. Each function gets only what it touches: its streams, its bucket
-prefix, its secrets, the key for the encryption contexts it uses.
+runs. Each function's environment and grants are keyed by its name: it gets
+only what it touches (its streams, tables, bucket prefix, secrets, the key for
+the encryption contexts it uses), reads where it only reads. The API family
+(``api*``, ``ws*``, ``fanout-*``) is wired to its API by :mod:`infra.rest_api`
+and :mod:`infra.websocket_api`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +23,18 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from infra.common import acknowledge, log_group
+from infra.api_state import ApiState
+from infra.common import acknowledge, failure_queue, log_group
 from infra.config import StageConfig
-from infra.data import INSTRUMENTS_PREFIX, Buckets, Database, Streams
+from infra.data import INSTRUMENTS_PREFIX, Buckets, Database, Streams, Tables
 from infra.definitions import (
+    PYPROJECT,
+    DefinitionError,
     FunctionDefinition,
     MappingDefinition,
     load_functions,
@@ -38,9 +46,11 @@ from infra.grants import (
     grant_objects,
     grant_put_records,
     grant_vault_read,
+    grant_vault_write,
     objects_finding,
     vault_findings,
 )
+from infra.identity import Users
 from infra.lambda_assets import ARCHITECTURE, PYTHON_VERSION, RUNTIME, AssetSource
 
 METRICS_NAMESPACE = "TickerService"
@@ -62,7 +72,24 @@ SIZING = {
     "persist-maintenance": Sizing(512, 300),
     "instruments": Sizing(1024, 300),
     "migrate": Sizing(512, 600),
+    # API Gateway waits 29 s for an integration (REST and WebSocket): so do the functions.
+    "api": Sizing(1024, 29),
+    "api-order-updates": Sizing(512, 60),
+    "api-market": Sizing(1769, 29),  # one full vCPU: implied volatility for a whole chain
+    "api-login-check": Sizing(512, 120),
+    "ws-authorizer": Sizing(512, 10),
+    "ws": Sizing(512, 29),
+    "fanout-ticks": Sizing(1024, 60),
+    "fanout-greeks": Sizing(1024, 60),
 }
+"""Every function the stack deploys (each must be declared in pyproject's function table)."""
+
+OUTSIDE_VPC = frozenset({"ws-authorizer", "ws", "fanout-ticks", "fanout-greeks"})
+"""Functions that touch only public AWS endpoints (DynamoDB, S3, Cognito's keys, the
+WebSocket API's @connections): in the VPC the fan-out's posts would all pay for the NAT.
+Everything that calls Kite (orders come only from the registered Elastic IPs) or the
+database, and the login check (the vault through its endpoints), runs in the private
+subnets."""
 
 
 @dataclass(frozen=True)
@@ -71,16 +98,32 @@ class Schedule:
 
     minute: str
     hour: str
-    week_day: str
+    week_day: str | None
+    """None: every day of the month (``cron(M H * * ? *)``)."""
     why: str
 
+    def cron(self) -> events.Schedule:
+        """The EventBridge schedule."""
+        if self.week_day is None:
+            return events.Schedule.cron(minute=self.minute, hour=self.hour)
+        return events.Schedule.cron(minute=self.minute, hour=self.hour, week_day=self.week_day)
 
-SCHEDULES = {
+
+SCHEDULES: dict[str, tuple[Schedule, ...]] = {
     # 02:00 IST, every day: partitions for the days ahead exist before anything is written.
-    "persist-maintenance": Schedule("30", "20", "*", "partitions ahead and retention, nightly"),
+    "persist-maintenance": (Schedule("30", "20", "*", "partitions ahead and retention, nightly"),),
     # 08:40 IST, Monday to Friday: after the morning login, before the 09:00 pre-open.
-    "instruments": Schedule("10", "3", "MON-FRI", "the day's instruments before the open"),
+    "instruments": (Schedule("10", "3", "MON-FRI", "the day's instruments before the open"),),
+    "api-login-check": (
+        # 06:05 IST, every day: just after Kite expires the day's tokens (~06:00 IST).
+        Schedule("35", "0", None, "accounts needing a Kite login, at token expiry"),
+        # 08:15 IST, Monday to Friday: who is still not logged in, before the pre-open.
+        Schedule("45", "2", "MON-FRI", "accounts still needing a Kite login, before the open"),
+    ),
 }
+ORDER_UPDATES_BATCH = 10
+ORDER_UPDATES_CONCURRENCY = 5
+"""At most this many order-updates invocations at once (each holds database connections)."""
 
 
 class Functions(Construct):
@@ -96,15 +139,18 @@ class Functions(Construct):
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
         streams: Streams,
+        tables: Tables,
         buckets: Buckets,
         database: Database,
         assets: AssetSource,
         kite_environment: dict[str, str],
+        api: ApiState,
+        users: Users,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
         self._key = key
-        definitions = load_functions()
+        definitions = require_functions(load_functions(), SIZING)
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, description="ticker-service Lambda functions"
         )
@@ -126,25 +172,73 @@ class Functions(Construct):
             "INSTRUMENTS_BUCKET": buckets.instruments.bucket_name,
             "INSTRUMENTS_PREFIX": INSTRUMENTS_PREFIX,
         }
-        environments = {
+        vault_env = {
+            "KITE_CREDENTIALS_KMS_KEY_ARN": key.key_arn,
+            "KITE_CREDENTIALS_PREFIX": VAULT_PREFIX,
+        }
+        # The API family calls Kite's REST API only (the feed alone holds WebSockets).
+        kite_rest_env = {k: v for k, v in kite_environment.items() if k != "KITE_WS_URL"}
+        cors_env = (
+            {"API_CORS_ORIGINS": ",".join(config.cors_allowed_origins)}
+            if config.cors_allowed_origins
+            else {}
+        )
+        ws_state_env = {
+            "SUBSCRIPTIONS_TABLE_NAME": tables.subscriptions.table_name,
+            "WS_CONNECTIONS_TABLE_NAME": api.ws_connections.table_name,
+            "WS_SUBSCRIBERS_TABLE_NAME": api.ws_subscribers.table_name,
+        }
+        environments: dict[str, dict[str, str]] = {
             "greeks": {**snapshot_env, "GREEKS_STREAM_NAME": streams.greeks.stream_name},
             "persist": db_env,
             "persist-maintenance": db_env,
-            "instruments": {
+            "instruments": {**db_env, **snapshot_env, **kite_environment, **vault_env},
+            "migrate": db_env,
+            "api": {
                 **db_env,
                 **snapshot_env,
-                **kite_environment,
-                "KITE_CREDENTIALS_KMS_KEY_ARN": key.key_arn,
-                "KITE_CREDENTIALS_PREFIX": VAULT_PREFIX,
+                **kite_rest_env,
+                **vault_env,
+                **cors_env,
+                "SUBSCRIPTIONS_TABLE_NAME": tables.subscriptions.table_name,
+                "GRANTS_TABLE_NAME": api.grants.table_name,
+                "IDEMPOTENCY_TABLE_NAME": api.idempotency.table_name,
+                "ORDER_LIMITER_TABLE_NAME": api.order_limiter.table_name,
+                "ACCOUNTS_TABLE_NAME": api.accounts.table_name,
+                "EVENT_BUS_NAME": api.bus.event_bus_name,
+                "LOGIN_STATE_SECRET_ARN": api.login_state_key.secret_arn,
             },
-            "migrate": db_env,
+            "api-order-updates": {**db_env, "EVENT_BUS_NAME": api.bus.event_bus_name},
+            # Market data is not account-scoped: no grants; Kite only for its history.
+            "api-market": {
+                **db_env,
+                **snapshot_env,
+                **kite_rest_env,
+                **vault_env,
+                **cors_env,
+                "ACCOUNTS_TABLE_NAME": api.accounts.table_name,
+            },
+            # Reads sessions from the vault (their expiry), asks Kite nothing.
+            "api-login-check": {
+                **vault_env,
+                "ACCOUNTS_TABLE_NAME": api.accounts.table_name,
+                "EVENT_BUS_NAME": api.bus.event_bus_name,
+            },
+            "ws-authorizer": {
+                "COGNITO_ISSUER": users.issuer,
+                "COGNITO_CLIENT_IDS": users.client.user_pool_client_id,
+            },
+            "ws": {**ws_state_env, **snapshot_env},
+            # WS_MANAGEMENT_URL joins when the WebSocket API exists (WebSocketApi.allow_posts).
+            "fanout-ticks": {**ws_state_env, "FANOUT_CHANNEL": "ticks"},
+            "fanout-greeks": {**ws_state_env, "FANOUT_CHANNEL": "greeks"},
         }
         self.functions: dict[str, lambda_.Function] = {}
         for name, definition in definitions.items():
             self.functions[name] = self._function(
                 definition,
                 {**common_env, **environments[name]},
-                vpc=vpc,
+                vpc=None if name in OUTSIDE_VPC else vpc,
                 subnets=subnets,
                 assets=assets,
             )
@@ -164,6 +258,7 @@ class Functions(Construct):
         grant_vault_read(fns["instruments"], key)
         for rule, reason in vault_findings(Stack.of(self)).items():
             acknowledge(fns["instruments"], rule, reason)
+        self._grant_api_family(fns, tables=tables, buckets=buckets, api=api, proxy=proxy_secret)
         # The schema migrates on every deploy that brings a migration, before any consumer runs.
         self.migration = self._migration(fns["migrate"])
         # Triggers.
@@ -171,47 +266,100 @@ class Functions(Construct):
         self.mappings = load_mappings()
         for mapping in self.mappings.values():
             self._mapping(mapping, fns[mapping.function], streams)
-        for name, schedule in SCHEDULES.items():
-            schedule_rule = events.Rule(
-                self,
-                f"{name.title().replace('-', '')}Schedule",
-                description=schedule.why,
-                schedule=events.Schedule.cron(
-                    minute=schedule.minute, hour=schedule.hour, week_day=schedule.week_day
-                ),
-            )
-            schedule_rule.add_target(
-                targets.LambdaFunction(
-                    fns[name],
-                    retry_attempts=2,
-                    max_event_age=Duration.hours(1),
-                    dead_letter_queue=self.async_failures,
+        for name, schedules in SCHEDULES.items():
+            for n, schedule in enumerate(schedules):
+                schedule_rule = events.Rule(
+                    self,
+                    f"{name.title().replace('-', '')}Schedule{n + 1 if n else ''}",
+                    description=schedule.why,
+                    schedule=schedule.cron(),
                 )
+                schedule_rule.add_target(
+                    targets.LambdaFunction(
+                        fns[name],
+                        retry_attempts=2,
+                        max_event_age=Duration.hours(1),
+                        dead_letter_queue=self.async_failures,
+                    )
+                )
+        # The feed's forwarded order messages, a few at a time (each stored idempotently).
+        self.order_updates_mapping = sources.SqsEventSource(
+            api.order_updates,
+            batch_size=ORDER_UPDATES_BATCH,
+            report_batch_item_failures=True,
+            max_concurrency=ORDER_UPDATES_CONCURRENCY,
+        )
+        fns["api-order-updates"].add_event_source(self.order_updates_mapping)
+        acknowledge(
+            fns["api-order-updates"],
+            "Serverless-LambdaEventSourceMappingDestination",
+            "An SQS mapping takes no on-failure destination: the queue's redrive policy moves a "
+            "message to its dead-letter queue after its last delivery (alarmed).",
+        )
+
+    def _grant_api_family(
+        self,
+        fns: dict[str, lambda_.Function],
+        *,
+        tables: Tables,
+        buckets: Buckets,
+        api: ApiState,
+        proxy: secretsmanager.ISecret,
+    ) -> None:
+        """What each API and WebSocket function touches: writes where it writes, else reads."""
+        key = self._key
+        stack = Stack.of(self)
+        # api: trading, grants, accounts and their login, subscriptions.
+        for table in (
+            api.grants,
+            api.idempotency,
+            api.order_limiter,
+            api.accounts,
+            tables.subscriptions,
+        ):
+            table.grant_read_write_data(fns["api"])
+        api.login_state_key.grant_read(fns["api"])
+        role = fns["api"].role
+        if role is None:  # pragma: no cover - every function here has its own role
+            raise ValueError("the api function has no role")
+        api.restrict_login_state_key(role)
+        grant_vault_read(fns["api"], key)
+        grant_vault_write(fns["api"], key)
+        # api-market: reads only (the market schema, sessions for Kite's history).
+        api.accounts.grant_read_data(fns["api-market"])
+        grant_vault_read(fns["api-market"], key)
+        # api-login-check: reads sessions, marks accounts that need a login.
+        api.accounts.grant_read_write_data(fns["api-login-check"])
+        grant_vault_read(fns["api-login-check"], key)
+        for name in ("api", "api-order-updates", "api-login-check"):
+            api.bus.grant_put_events_to(fns[name])
+        for name in ("api", "api-order-updates", "api-market"):
+            proxy.grant_read(fns[name])
+        for name in ("api", "api-market", "ws"):
+            grant_objects(fns[name], buckets.instruments, INSTRUMENTS_PREFIX, key)
+            acknowledge(
+                fns[name],
+                objects_finding(buckets.instruments, INSTRUMENTS_PREFIX),
+                "The snapshots are objects under the instruments/ prefix, one per day.",
             )
+        # ws and the fan-outs: connections, subscribers and the feed's desired set (one
+        # transaction across them: a gone connection releases its instruments).
+        for name in ("ws", "fanout-ticks", "fanout-greeks"):
+            for table in (api.ws_connections, api.ws_subscribers, tables.subscriptions):
+                table.grant_read_write_data(fns[name])
+        for name in ("api", "api-market", "api-login-check"):
+            for rule, reason in vault_findings(stack).items():
+                acknowledge(fns[name], rule, reason)
 
     def _queue(self, construct_id: str) -> sqs.Queue:
-        queue = sqs.Queue(
-            self,
-            construct_id,
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=self._key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        for rule in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
-            acknowledge(
-                queue,
-                rule,
-                "This queue is itself the failure destination (on-failure or dead-letter queue).",
-            )
-        return queue
+        return failure_queue(self, construct_id, key=self._key)
 
     def _function(
         self,
         definition: FunctionDefinition,
         environment: dict[str, str],
         *,
-        vpc: ec2.IVpc,
+        vpc: ec2.IVpc | None,
         subnets: ec2.SubnetSelection,
         assets: AssetSource,
     ) -> lambda_.Function:
@@ -231,20 +379,21 @@ class Functions(Construct):
             environment=environment,
             environment_encryption=self._key,
             vpc=vpc,
-            vpc_subnets=subnets,
-            security_groups=[self.security_group],
+            vpc_subnets=subnets if vpc else None,
+            security_groups=[self.security_group] if vpc else None,
             tracing=lambda_.Tracing.ACTIVE,
             dead_letter_queue=self.async_failures if name in SCHEDULES else None,
             log_group=log_group(self, f"{construct_id}Logs", config=self._config, key=self._key),
             logging_format=lambda_.LoggingFormat.JSON,
         )
-        acknowledge(
-            function,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-            "AWSLambdaVPCAccessExecutionRole]",
-            "AWS's managed policy for a function's ENIs in the VPC (ec2 network interface "
-            "actions that cannot be scoped to resources).",
-        )
+        if vpc is not None:
+            acknowledge(
+                function,
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AWSLambdaVPCAccessExecutionRole]",
+                "AWS's managed policy for a function's ENIs in the VPC (ec2 network interface "
+                "actions that cannot be scoped to resources).",
+            )
         acknowledge(
             function,
             "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
@@ -268,15 +417,16 @@ class Functions(Construct):
             acknowledge(
                 function,
                 f"AwsSolutions-IAM5[Action::{action}]",
-                "CDK's grant to send to the KMS-encrypted failure queues (SQS asks KMS for "
-                "data keys on the sender's behalf).",
+                "CDK's grants to write KMS-encrypted queues and tables (SQS and DynamoDB ask "
+                "KMS for data keys on the caller's behalf).",
             )
         if name not in SCHEDULES:
             acknowledge(
                 function,
                 "Serverless-LambdaDLQ",
-                "Invoked synchronously (event source mapping or the custom resource provider); "
-                "failed batches go to the mapping's on-failure queue instead.",
+                "Invoked synchronously (API Gateway, an event source mapping or the custom "
+                "resource provider): the caller sees the failure; failed stream batches go to "
+                "the mapping's on-failure queue, failed order messages to the queue's DLQ.",
             )
         return function
 
@@ -315,6 +465,14 @@ class Functions(Construct):
         # Nothing reads a stream before the schema exists.
         for created in set(_mappings_of(function)) - before:
             created.node.add_dependency(self.migration)
+            if mapping.on_failure is None:
+                acknowledge(
+                    created,
+                    "Serverless-LambdaEventSourceMappingDestination",
+                    f"{mapping.name} carries live data only: a batch discarded after its "
+                    "retries is worthless later, so no on-failure queue "
+                    "(lambdas/event_source_mappings.toml); the function's errors are alarmed.",
+                )
 
     def _migration(self, function: lambda_.Function) -> CustomResource:
         provider = cr.Provider(
@@ -363,6 +521,29 @@ class Functions(Construct):
             resource_type="Custom::TickerSchema",
             properties={"Migrations": migrations_fingerprint()},
         )
+
+
+def require_functions(
+    definitions: dict[str, FunctionDefinition], deployed: Mapping[str, object]
+) -> dict[str, FunctionDefinition]:
+    """The declared functions, refused unless they are exactly the ones the stack deploys.
+
+    A function the stack deploys but ``pyproject.toml`` does not declare (no handler, no
+    asset) and one declared that the stack has no sizing, environment or trigger for both
+    stop the synth, naming them.
+    """
+    missing = sorted(set(deployed) - set(definitions))
+    unknown = sorted(set(definitions) - set(deployed))
+    problems = []
+    if missing:
+        problems.append(f"the stack deploys {missing} but the table does not declare them")
+    if unknown:
+        problems.append(f"the table declares {unknown} but the stack does not deploy them")
+    if problems:
+        raise DefinitionError(
+            f"{PYPROJECT.name} [tool.ticker-service.functions]: " + "; ".join(problems)
+        )
+    return definitions
 
 
 def _mappings_of(function: lambda_.Function) -> list[lambda_.EventSourceMapping]:

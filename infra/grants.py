@@ -8,6 +8,7 @@ prefix), and each such finding is acknowledged where it is granted.
 from __future__ import annotations
 
 from aws_cdk import Stack, Token
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
@@ -21,6 +22,14 @@ ENVELOPE_CONTEXT = {"kms:EncryptionContext:service": "ticker-service"}
 
 def _via(service: str, stack: Stack) -> dict[str, dict[str, str]]:
     return {"StringEquals": {"kms:ViaService": f"{service}.{stack.region}.amazonaws.com"}}
+
+
+def _vault_arn(stack: Stack) -> str:
+    """Every secret of the vault (a prefix: accounts are added at run time)."""
+    return (
+        f"arn:{stack.partition}:secretsmanager:{stack.region}:{stack.account}"
+        f":secret:{VAULT_PREFIX}/*"
+    )
 
 
 def grant_objects(
@@ -77,11 +86,7 @@ def grant_vault_read(principal: iam.IGrantable, key: kms.IKey) -> None:
 
     ListSecrets (the vault lists its accounts by name prefix) takes no resource.
     """
-    stack = Stack.of(key)
-    secrets_arn = (
-        f"arn:{stack.partition}:secretsmanager:{stack.region}:{stack.account}"
-        f":secret:{VAULT_PREFIX}/*"
-    )
+    secrets_arn = _vault_arn(Stack.of(key))
     for statement in (
         iam.PolicyStatement(
             actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
@@ -93,6 +98,53 @@ def grant_vault_read(principal: iam.IGrantable, key: kms.IKey) -> None:
             conditions={"StringEquals": ENVELOPE_CONTEXT},
         ),
         iam.PolicyStatement(actions=["secretsmanager:ListSecrets"], resources=["*"]),
+    ):
+        principal.grant_principal.add_to_principal_policy(statement)
+
+
+def grant_vault_write(principal: iam.IGrantable, key: kms.IKey) -> None:
+    """Write the credential vault: create, update and delete its secrets (registering and
+    retiring accounts, storing each day's session); encrypt under its context only.
+
+    The envelope is encrypted with the service key (``kms:GenerateDataKey`` bound to the
+    vault's encryption context); the secrets themselves use Secrets Manager's own key.
+    """
+    secrets_arn = _vault_arn(Stack.of(key))
+    for statement in (
+        iam.PolicyStatement(
+            actions=[
+                "secretsmanager:CreateSecret",
+                "secretsmanager:PutSecretValue",
+                "secretsmanager:DeleteSecret",
+                "secretsmanager:TagResource",
+            ],
+            resources=[secrets_arn],
+        ),
+        iam.PolicyStatement(
+            actions=["kms:GenerateDataKey"],
+            resources=[key.key_arn],
+            conditions={"StringEquals": ENVELOPE_CONTEXT},
+        ),
+    ):
+        principal.grant_principal.add_to_principal_policy(statement)
+
+
+def grant_put_partition(
+    principal: iam.IGrantable, table: dynamodb.ITable, partition: str, key: kms.IKey
+) -> None:
+    """PutItem into one partition of ``table`` only (the feed's status records)."""
+    stack = Stack.of(table)
+    for statement in (
+        iam.PolicyStatement(
+            actions=["dynamodb:PutItem"],
+            resources=[table.table_arn],
+            conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [partition]}},
+        ),
+        iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+            resources=[key.key_arn],
+            conditions=_via("dynamodb", stack),
+        ),
     ):
         principal.grant_principal.add_to_principal_policy(statement)
 

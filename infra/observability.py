@@ -1,13 +1,18 @@
-"""Alarms to an SNS topic, and a dashboard of the data path.
+"""Alarms to an SNS topic, and a dashboard of the data path and the APIs.
 
 Each alarm says what it means for traders in its description. Feed metrics
 are the container's CloudWatch EMF lines (namespace ``TickerService/Feed``):
 per-account counters carry an ``account`` dimension and are summed with a
-Metrics Insights query, stream-wide ones have no dimension.
+Metrics Insights query, stream-wide ones have no dimension. The functions'
+own metrics are Powertools EMF in ``TickerService`` with a ``service``
+dimension (the name each handler module gives its ``Observability``);
+:data:`CODE_METRIC_ALARMS` lists the ones alarmed, and tests/infra checks each
+is a metric the code emits under that service.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aws_cdk import Duration
@@ -26,6 +31,8 @@ from infra.config import StageConfig
 from infra.data import Streams
 
 FEED_NAMESPACE = "TickerService/Feed"
+FUNCTIONS_NAMESPACE = "TickerService"
+"""POWERTOOLS_METRICS_NAMESPACE of every function (infra.functions.METRICS_NAMESPACE)."""
 FIVE_MINUTES = Duration.minutes(5)
 ONE_MINUTE = Duration.minutes(1)
 
@@ -35,11 +42,108 @@ class Thresholds:
     """Where each alarm fires (the defaults are sized for one trading day's load)."""
 
     iterator_age_ms: int = 60_000
+    live_iterator_age_ms: int = 5_000
+    """Consumers whose output is live (the WebSocket fan-outs): seconds late is stale."""
+    api_5xx_rate: float = 0.05
+    api_latency_p99_ms: int = 5_000
+    waf_blocked_per_5_min: int = 100
     feed_lag_p99_s: float = 5.0
     reconnects_per_minute: int = 5
     db_cpu_percent: int = 80
     db_connections: int = 200
     lambda_errors_per_5_min: int = 1
+
+
+@dataclass(frozen=True)
+class CodeMetricAlarm:
+    """An alarm on a metric a function emits (Powertools EMF, dimension ``service``).
+
+    ``service`` None: the metric of whichever function emits it, read with a Metrics
+    Insights query over the series whose only dimension is ``service`` (per-account
+    series of the same metric, which also carry ``account``, are left out).
+    """
+
+    service: str | None
+    metric: str
+    threshold: float
+    description: str
+    statistic: str = "Sum"
+    periods: int = 1
+
+    @property
+    def construct_id(self) -> str:
+        """A construct id from the service and metric names."""
+        words = f"{self.service or 'any'}-{self.metric}".replace("_", "-").split("-")
+        return "".join(w[:1].upper() + w[1:] for w in words)
+
+
+INSIGHTS_FUNCTIONS = {"Sum": "SUM", "Maximum": "MAX", "Minimum": "MIN", "Average": "AVG"}
+"""Metrics Insights' name of each CloudWatch statistic."""
+FANOUTS = ("fanout-ticks", "fanout-greeks")
+CODE_METRIC_ALARMS: tuple[CodeMetricAlarm, ...] = (
+    CodeMetricAlarm(
+        None,  # the login check's, in all (not per account)
+        "KiteLoginRequired",
+        0,
+        "Accounts without a live Kite session at token expiry or before the open: log them "
+        "in (GET /admin/accounts says which); their feed connections and orders wait",
+        statistic="Maximum",
+    ),
+    CodeMetricAlarm(
+        "api", "UnexpectedErrors", 0, "api: requests failed unexpectedly (answered 500)"
+    ),
+    CodeMetricAlarm(
+        "api-market",
+        "UnexpectedErrors",
+        0,
+        "api-market: requests failed unexpectedly (answered 500)",
+    ),
+    CodeMetricAlarm(
+        "ws", "UnexpectedErrors", 0, "ws: client messages failed unexpectedly (internal_error)"
+    ),
+    CodeMetricAlarm(
+        "ws-authorizer",
+        "Denied_keys_unavailable",
+        0,
+        "The WebSocket authorizer cannot fetch the user pool's signing keys: every connect "
+        "is refused",
+    ),
+    *(
+        alarm
+        for fanout in FANOUTS
+        for alarm in (
+            CodeMetricAlarm(
+                fanout,
+                "FanoutBatchFailed",
+                0,
+                f"{fanout}: batches failed (subscriber lookup); clients miss updates while "
+                "the mapping retries",
+            ),
+            CodeMetricAlarm(
+                fanout,
+                "RemoveFailures",
+                0,
+                f"{fanout}: gone connections could not be removed; posts to them continue",
+            ),
+            CodeMetricAlarm(
+                fanout,
+                "CarryDropped",
+                0,
+                f"{fanout}: updates for clients that fell behind were dropped (carry full)",
+            ),
+            CodeMetricAlarm(
+                fanout, "Posts_failed", 0, f"{fanout}: posts to clients failed after retries"
+            ),
+            CodeMetricAlarm(
+                fanout,
+                "Posts_throttled",
+                0,
+                f"{fanout}: API Gateway throttles posts to clients (management API limits)",
+                periods=3,
+            ),
+        )
+    ),
+)
 
 
 class Observability(Construct):
@@ -96,9 +200,13 @@ class Observability(Construct):
         return alarm
 
     def watch_functions(
-        self, functions: dict[str, lambda_.Function], stream_consumers: set[str]
+        self,
+        functions: dict[str, lambda_.Function],
+        stream_consumers: set[str],
+        live_consumers: frozenset[str] = frozenset(),
     ) -> None:
-        """Errors and throttles of every function; iterator age of the stream consumers."""
+        """Errors and throttles of every function; iterator age of the stream consumers
+        (``live_consumers``: the tighter live threshold)."""
         t = self._thresholds
         for name, fn in functions.items():
             cid = name.title().replace("-", "")
@@ -115,13 +223,19 @@ class Observability(Construct):
                 f"{name}: throttled (account concurrency exhausted?)",
             )
             if name in stream_consumers:
+                live = name in live_consumers
+                limit_ms = t.live_iterator_age_ms if live else t.iterator_age_ms
                 self.alarm(
                     f"{cid}IteratorAge",
                     fn.metric("IteratorAge", period=ONE_MINUTE, statistic="Maximum"),
-                    t.iterator_age_ms,
-                    f"{name} is behind its stream by over {t.iterator_age_ms // 1000} s: "
-                    "live data is late and history is filling in late",
-                    periods=3,
+                    limit_ms,
+                    f"{name} is behind its stream by over {limit_ms // 1000} s: "
+                    + (
+                        "WebSocket clients see stale prices"
+                        if live
+                        else "live data is late and history is filling in late"
+                    ),
+                    periods=2 if live else 3,
                 )
 
     def watch_queues(self, queues: dict[str, sqs.Queue]) -> None:
@@ -197,6 +311,118 @@ class Observability(Construct):
             t.reconnects_per_minute,
             "Connections to Kite keep dropping (network, Kite outage, or an expired token)",
             periods=5,
+        )
+
+    def watch_code_metrics(self, alarms: Sequence[CodeMetricAlarm]) -> None:
+        """Each metric a function emits that means trouble (see :data:`CODE_METRIC_ALARMS`)."""
+        for spec in alarms:
+            metric: cloudwatch.IMetric
+            if spec.service is None:
+                function = INSIGHTS_FUNCTIONS[spec.statistic]
+                metric = cloudwatch.MathExpression(
+                    expression=(
+                        f"SELECT {function}({spec.metric}) "  # noqa: S608  # nosec B608
+                        f'FROM SCHEMA("{FUNCTIONS_NAMESPACE}", service)'
+                    ),
+                    label=spec.metric,
+                    period=FIVE_MINUTES,
+                    using_metrics={},
+                )
+            else:
+                metric = function_metric(spec.service, spec.metric, spec.statistic, FIVE_MINUTES)
+            self.alarm(
+                spec.construct_id,
+                metric,
+                spec.threshold,
+                spec.description,
+                periods=spec.periods,
+            )
+
+    def watch_rest_api(self, api: RestApiMetrics) -> None:
+        """The REST API's 5xx rate and p99 latency, and the WAF blocking a spike."""
+        t = self._thresholds
+        self.alarm(
+            "Api5xxRate",
+            api.metric("5XXError", "Average", FIVE_MINUTES),
+            t.api_5xx_rate,
+            f"Over {t.api_5xx_rate:.0%} of API requests answered 5xx (function failures, "
+            "timeouts or Kite unavailable)",
+            periods=2,
+        )
+        self.alarm(
+            "ApiLatencyP99",
+            api.metric("Latency", "p99", FIVE_MINUTES),
+            t.api_latency_p99_ms,
+            f"API p99 latency over {t.api_latency_p99_ms / 1000:.0f} s: orders are slow",
+            periods=3,
+        )
+        self.alarm(
+            "WafBlockedSpike",
+            api.waf_metric("BlockedRequests", FIVE_MINUTES),
+            t.waf_blocked_per_5_min,
+            "The WAF blocked a spike of requests (an attack, or a client over its rate limit)",
+        )
+
+    def api_dashboard(
+        self,
+        api: RestApiMetrics,
+        websocket: WebSocketMetrics,
+        fanouts: Mapping[str, lambda_.Function],
+    ) -> None:
+        """A row for the REST API and WAF, and a row for the WebSocket API and its fan-out."""
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="REST API: requests and errors",
+                left=[api.metric("Count", "Sum", ONE_MINUTE)],
+                right=[
+                    api.metric("4XXError", "Sum", ONE_MINUTE),
+                    api.metric("5XXError", "Sum", ONE_MINUTE),
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="REST API: latency (ms)",
+                left=[
+                    api.metric("Latency", "p50", ONE_MINUTE),
+                    api.metric("Latency", "p99", ONE_MINUTE),
+                    api.metric("IntegrationLatency", "p99", ONE_MINUTE),
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="WAF: allowed and blocked",
+                left=[api.waf_metric("AllowedRequests", ONE_MINUTE)],
+                right=[api.waf_metric("BlockedRequests", ONE_MINUTE)],
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="WebSocket: connects and messages",
+                left=[
+                    websocket.metric("ConnectCount", "Sum", ONE_MINUTE),
+                    websocket.metric("MessageCount", "Sum", ONE_MINUTE),
+                ],
+                right=[
+                    websocket.metric("ClientError", "Sum", ONE_MINUTE),
+                    websocket.metric("ExecutionError", "Sum", ONE_MINUTE),
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="Fan-out: messages posted, failures",
+                left=[
+                    function_metric(name, "MessagesPosted", "Sum", ONE_MINUTE) for name in fanouts
+                ],
+                right=[
+                    function_metric(name, metric, "Sum", ONE_MINUTE)
+                    for name in fanouts
+                    for metric in ("Posts_failed", "Posts_throttled", "CarryDropped")
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="Fan-out: iterator age (ms)",
+                left=[
+                    fn.metric("IteratorAge", period=ONE_MINUTE, statistic="Maximum", label=name)
+                    for name, fn in fanouts.items()
+                ],
+            ),
         )
 
     def watch_streams(self, streams: Streams) -> None:
@@ -281,3 +507,56 @@ class Observability(Construct):
                 right=[instance.metric_database_connections(period=ONE_MINUTE)],
             ),
         )
+
+
+def _metric(
+    namespace: str, name: str, dimensions: dict[str, str], statistic: str, period: Duration
+) -> cloudwatch.Metric:
+    return cloudwatch.Metric(
+        namespace=namespace,
+        metric_name=name,
+        dimensions_map=dimensions,
+        statistic=statistic,
+        period=period,
+        label=f"{' '.join(dimensions.values())} {name} {statistic}",
+    )
+
+
+def function_metric(
+    service: str, metric: str, statistic: str, period: Duration
+) -> cloudwatch.Metric:
+    """A metric a function emits through Powertools (dimension ``service``)."""
+    return _metric(FUNCTIONS_NAMESPACE, metric, {"service": service}, statistic, period)
+
+
+@dataclass(frozen=True)
+class RestApiMetrics:
+    """Where the REST API's and its web ACL's metrics are (names, not constructs)."""
+
+    api_name: str
+    stage: str
+    web_acl: str
+    region: str
+
+    def metric(self, name: str, statistic: str, period: Duration) -> cloudwatch.Metric:
+        """An API Gateway metric of the stage."""
+        dimensions = {"ApiName": self.api_name, "Stage": self.stage}
+        return _metric("AWS/ApiGateway", name, dimensions, statistic, period)
+
+    def waf_metric(self, name: str, period: Duration) -> cloudwatch.Metric:
+        """A WAF metric of the web ACL, all rules."""
+        dimensions = {"WebACL": self.web_acl, "Region": self.region, "Rule": "ALL"}
+        return _metric("AWS/WAFV2", name, dimensions, "Sum", period)
+
+
+@dataclass(frozen=True)
+class WebSocketMetrics:
+    """Where the WebSocket API's metrics are."""
+
+    api_id: str
+    stage: str
+
+    def metric(self, name: str, statistic: str, period: Duration) -> cloudwatch.Metric:
+        """An API Gateway metric of the WebSocket stage."""
+        dimensions = {"ApiId": self.api_id, "Stage": self.stage}
+        return _metric("AWS/ApiGateway", name, dimensions, statistic, period)

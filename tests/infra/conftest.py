@@ -40,9 +40,8 @@ class Synthesized:
         return found[0]
 
 
-@pytest.fixture(scope="session")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Synthesized]]:
-    """Both stages synthesized once for the session (about 30 s)."""
+def stub_app(outdir: Path) -> tuple[Any, dict[str, Any]]:
+    """A CDK app with cdk.json's context and the stub function asset, and that context."""
     # jsii's end-of-life banner names Node majors; `make` sets this, a bare pytest may not.
     node = subprocess.run(["node", "-p", "process.versions.node"], capture_output=True, text=True)
     os.environ.setdefault(
@@ -50,11 +49,17 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     )
     from aws_cdk import App
 
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    return App(context={**context, "lambda_assets": "stub"}, outdir=str(outdir)), context
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Synthesized]]:
+    """Both stages synthesized once for the session (about 30 s)."""
     from app import build_app
 
-    context = json.loads((ROOT / "cdk.json").read_text())["context"]
     outdir = tmp_path_factory.mktemp("cdk.out")
-    app = App(context={**context, "lambda_assets": "stub"}, outdir=str(outdir))
+    app, context = stub_app(outdir)
     names = {}
     for stage in STAGES:
         # cdk-nag's packs are app-wide plugins: attached once, they check every stack.

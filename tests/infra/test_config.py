@@ -31,6 +31,10 @@ def test_prod_keeps_its_data_and_survives_an_availability_zone() -> None:
     assert prod.database.deletion_protection
     assert prod.nat_gateways >= 2
     assert not prod.kite_simulator
+    assert prod.cognito.mfa == "REQUIRED"
+    assert prod.cognito.threat_protection
+    assert not prod.cognito.self_sign_up
+    assert not prod.cors_allowed_origins
 
 
 @pytest.mark.parametrize(
@@ -47,6 +51,12 @@ def test_prod_keeps_its_data_and_survives_an_availability_zone() -> None:
         ({"cors_allowed_origins": ["http://example.com"]}, "https origin"),
         ({"kite_simulator": "yes"}, "kite_simulator"),
         ({"colour": "blue"}, "unknown keys ['colour']"),
+        ({"api": {"throttling_burst_limit": 1}}, "api.throttling_burst_limit"),
+        ({"api": {"waf_rate_limit": 10}}, "api.waf_rate_limit"),
+        ({"api": {"websocket_rate_limit": 0}}, "api.websocket_rate_limit"),
+        ({"api": {"event_archive_days": -1}}, "api.event_archive_days"),
+        ({"cognito": {"mfa": "OFF"}}, "cognito.mfa"),
+        ({"cognito": {"refresh_token_hours": 0}}, "cognito.refresh_token_hours"),
         ({"feed": {"cpus": 1}}, "unknown keys ['cpus']"),
     ],
 )

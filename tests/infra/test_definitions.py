@@ -17,7 +17,16 @@ from infra.definitions import (
     load_mappings,
     migrations_fingerprint,
 )
-from infra.lambda_assets import KEPT_SUBPACKAGES, PLATFORMS, copy_packages, pip_command, prune
+from infra.lambda_assets import (
+    BUDGET_BYTES,
+    BUDGET_EXCEPTIONS,
+    KEPT_SUBPACKAGES,
+    PLATFORMS,
+    budget_for,
+    copy_packages,
+    pip_command,
+    prune,
+)
 from tests.infra.conftest import ROOT
 
 pytestmark = pytest.mark.infra
@@ -171,3 +180,13 @@ def test_built_assets_are_reused_and_a_failed_build_leaves_nothing(
     with pytest.raises(lambda_assets.LambdaAssetError):
         assets.path(other)
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
+
+
+def test_a_budget_exception_names_a_declared_function_and_stays_under_lambdas_limit() -> None:
+    functions = load_functions()
+    for name, budget in BUDGET_EXCEPTIONS.items():
+        assert name in functions
+        assert BUDGET_BYTES < budget_for(name) == budget <= 200 * 1000 * 1000
+    others = set(functions) - set(BUDGET_EXCEPTIONS)
+    assert others
+    assert {budget_for(name) for name in others} == {BUDGET_BYTES}

@@ -73,8 +73,8 @@ CHILD = textwrap.dedent(
         os.environ.update(base)
         os.environ.update(case["env"])
         module_name, _, class_name = case["settings"].rpartition(".")
-        environment = getattr(importlib.import_module(module_name), class_name)
-        try:
+        try:  # a model that cannot be imported fails its own cases, not the others'
+            environment = getattr(importlib.import_module(module_name), class_name)
             environment.from_env()
         except Exception as exc:  # reported to the test, which names the function and stage
             results[case["id"]] = {"error": str(exc), "error_type": type(exc).__name__}
@@ -85,16 +85,30 @@ CHILD = textwrap.dedent(
 )
 
 
+PSEUDO_PARAMETERS = {
+    "AWS::Region": "ap-south-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+
+
 def render(value: Any, resources: dict[str, Any]) -> str:
     """A CloudFormation value as a string, intrinsics replaced by placeholders of their shape.
 
-    A key's ``Arn`` renders as a KMS key ARN (the vault refuses anything else);
-    every other intrinsic as a stable name.
+    Pseudo parameters render as their ap-south-1 values, a queue's ``Ref`` as
+    an SQS queue URL and a key's ``Arn`` as a KMS key ARN (the settings refuse
+    anything else); every other intrinsic as a stable lower-case name.
     """
     if isinstance(value, str):
         return value
     if "Ref" in value:
-        return f"ref-{value['Ref']}"
+        name = value["Ref"]
+        if name in PSEUDO_PARAMETERS:
+            return PSEUDO_PARAMETERS[name]
+        if resources.get(name, {}).get("Type") == "AWS::SQS::Queue":
+            return f"https://sqs.ap-south-1.amazonaws.com/123456789012/{name.lower()}"
+        return f"ref-{name.lower()}"
     if "Fn::GetAtt" in value:
         resource, attribute = value["Fn::GetAtt"]
         kind = resources.get(resource, {}).get("Type")
