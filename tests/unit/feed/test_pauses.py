@@ -10,7 +10,7 @@ from datetime import date
 from feed_container.metrics import Metrics
 from feed_container.pauses import GcWatch, settle_heap, watch_loop_lag
 from testkit.factories import chain
-from ticker_core.instruments import InstrumentRegistry
+from ticker_core.instruments import Instrument, InstrumentRegistry
 
 
 def test_every_collection_is_timed_by_generation() -> None:
@@ -44,17 +44,32 @@ def test_settling_freezes_what_lives_and_never_thaws_it() -> None:
         gc.unfreeze()
 
 
+def probed(candidate: object) -> bool:
+    """Whether ``candidate`` is the probe's registry or one of its instruments."""
+    if isinstance(candidate, Instrument):
+        return candidate.name == "GCPROBE"
+    if isinstance(candidate, InstrumentRegistry):
+        return any(i.name == "GCPROBE" for i in candidate.instruments)
+    return False
+
+
 def test_a_registry_holds_no_garbage_cycles_so_frozen_ones_are_freed() -> None:
-    # Given a registry built and then dropped (as the next day's replaces it)
+    # Given a registry built (as the next day's replaces it), the collector off
     strikes = [float(k) for k in range(20000, 26000, 50)]
     registry = InstrumentRegistry(
-        chain("NIFTY", date(2026, 12, 31), strikes, first_exchange_token=1000, future=True)
+        chain("GCPROBE", date(2026, 12, 31), strikes, first_exchange_token=1000, future=True)
     )
     assert len(registry.instruments) > 200
-    gc.collect()
-    del registry
-    # Then reference counting freed it whole: the collector finds nothing left over
-    assert gc.collect() == 0
+    gc.disable()
+    try:
+        # When it is dropped
+        del registry
+        # Then reference counting alone freed it and every instrument it held: none is
+        # left for a collection to find (a frozen cycle would never be freed)
+        left = [o for o in gc.get_objects() if probed(o)]
+        assert left == []
+    finally:
+        gc.enable()
 
 
 def observed(metrics: Metrics, sample: str) -> float:
