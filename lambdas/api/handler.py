@@ -43,7 +43,7 @@ from lambdas.api.dal.limiter import DynamoOrderLimiter
 from lambdas.api.dal.state_key import SecretsManagerStateKey
 from lambdas.api.errors import ServiceUnavailableError
 from lambdas.api.idempotency import IdempotentWrites
-from lambdas.api.ingest import UpdateIngest
+from lambdas.api.ingest import UpdateIngest, ingest_isolating
 from lambdas.api.kite import classify, client_factory
 from lambdas.api.logic import ResolveSettings, Trading
 from lambdas.api.login_broker import KiteSessionExchange
@@ -262,8 +262,9 @@ class OrderUpdatesDependencies:
         close_all(self.runner, self.pool)
 
 
-def forwarded_updates(event: dict[str, Any]) -> tuple[list[OrderUpdate], int]:
-    """The order updates in an SQS batch from the feed, and how many bodies were unusable.
+def forwarded_updates(event: dict[str, Any]) -> tuple[list[tuple[str, OrderUpdate]], int]:
+    """The order updates in an SQS batch from the feed, each with its message id, and how
+    many bodies were unusable.
 
     Each message body is ``{"account_id": ..., "order": {...}}``: the ``data``
     of a Kite WebSocket ``order`` message and the account whose connection
@@ -274,25 +275,36 @@ def forwarded_updates(event: dict[str, Any]) -> tuple[list[OrderUpdate], int]:
     for record in event.get("Records", []):
         try:
             body = json.loads(record.get("body") or "")
-            updates.append(order_update(str(body["account_id"]), body["order"]))
+            update = order_update(str(body["account_id"]), body["order"])
         except (ValueError, KeyError, TypeError, UpdateRejectedError):
             rejected += 1
+            continue
+        updates.append((str(record.get("messageId")), update))
     return updates, rejected
 
 
 def ingest_updates(event: dict[str, Any], deps: OrderUpdatesDependencies) -> dict[str, Any]:
     """SQS (the feed's forwarded WebSocket order messages) -> the lifecycle store and the bus.
 
-    Unusable messages are counted and dropped (they can never be stored); a
-    store failure fails the batch, so SQS redelivers it (storing is
-    idempotent) and, past the redrive count, moves it to the dead-letter queue.
+    Unusable messages are counted and dropped (they can never be stored). A
+    message the store refuses is named in ``batchItemFailures`` (the mapping
+    reports batch item failures), so SQS redelivers only it and, past the
+    redrive count, moves it alone to the dead-letter queue; the others in its
+    batch are stored and deleted.
     """
     updates, rejected = forwarded_updates(event)
-    stored = deps.ingest.ingest(updates, "websocket") if updates else []
-    updates_obs.count("OrderUpdatesStored", sum(stored))
-    updates_obs.count("OrderUpdatesDuplicate", len(stored) - sum(stored))
+    outcome = ingest_isolating(deps.ingest, updates, "websocket")
+    updates_obs.count("OrderUpdatesStored", outcome.new)
+    updates_obs.count("OrderUpdatesDuplicate", outcome.duplicates)
     updates_obs.count("OrderUpdatesRejected", rejected)
-    return {"stored": sum(stored), "duplicates": len(stored) - sum(stored), "rejected": rejected}
+    updates_obs.count("OrderUpdatesFailed", len(outcome.failed))
+    return {
+        "batchItemFailures": [{"itemIdentifier": message_id} for message_id in outcome.failed],
+        "stored": outcome.new,
+        "duplicates": outcome.duplicates,
+        "rejected": rejected,
+        "failed": len(outcome.failed),
+    }
 
 
 def make_order_updates_handler(

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from lambdas.api.updates import OrderUpdate
 
 log = logging.getLogger(__name__)
+
+#: What identifies an update's delivery (an SQS message id): what is retried when it fails.
+D = TypeVar("D")
 
 
 class UpdateStore(Protocol):
@@ -75,3 +79,51 @@ class UpdateIngest:
         if len(accepted) < len(pending):
             self.publish_failures += 1
         return len(accepted)
+
+
+@dataclass
+class IsolatedIngest(Generic[D]):
+    """The outcome of :func:`ingest_isolating`: what was new, what was already stored, and
+    the deliveries the store refused (to be redelivered, then dead-lettered)."""
+
+    new: int = 0
+    duplicates: int = 0
+    failed: list[D] = field(default_factory=list)
+
+
+def ingest_isolating(
+    ingest: UpdateIngest, deliveries: Sequence[tuple[D, OrderUpdate]], source: str
+) -> IsolatedIngest[D]:
+    """Store ``deliveries`` in one go; if the store fails, one by one, so an update the store
+    refuses (a character PostgreSQL's jsonb rejects, say) costs only its own delivery.
+
+    Storing is idempotent, so the updates the failed whole-batch attempt had written are
+    simply found again (duplicates) on the second pass. An update that still fails is
+    logged and returned in ``failed``; nothing is swallowed: the caller reports it to SQS,
+    which redelivers it and, past the redrive count, dead-letters it alone.
+    """
+    outcome: IsolatedIngest[D] = IsolatedIngest()
+    if not deliveries:
+        return outcome
+    try:
+        stored = ingest.ingest([update for _, update in deliveries], source)
+    except Exception as exc:  # any store failure: fall back to one update at a time
+        log.warning("order updates batch not stored, retrying one by one: %s", type(exc).__name__)
+    else:
+        outcome.new = sum(stored)
+        outcome.duplicates = len(stored) - outcome.new
+        return outcome
+    for delivery, update in deliveries:
+        try:
+            (new,) = ingest.ingest([update], source)
+        except Exception as exc:  # reported per delivery: SQS redelivers it, then dead-letters
+            log.error(
+                "order update not stored: %s",
+                type(exc).__name__,
+                extra={"account_id": update.account_id, "order_id": update.order_id},
+            )
+            outcome.failed.append(delivery)
+            continue
+        outcome.new += int(new)
+        outcome.duplicates += int(not new)
+    return outcome

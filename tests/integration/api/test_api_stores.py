@@ -17,7 +17,7 @@ from lambdas.api.dal.lifecycle import Intent, PostgresLifecycle
 from lambdas.api.dal.limiter import DynamoOrderLimiter
 from lambdas.api.errors import OrderRateLimitedError, RequestInProgressError
 from lambdas.api.idempotency import IdempotentWrites
-from lambdas.api.ingest import UpdateIngest
+from lambdas.api.ingest import UpdateIngest, ingest_isolating
 from lambdas.api.updates import order_update
 from lambdas.common.db import create_pool
 from lambdas.common.runtime import Lazy, LoopRunner
@@ -237,3 +237,44 @@ def test_unpublished_updates_wait_in_the_outbox(lifecycle: PostgresLifecycle) ->
     assert [u.status for u, _ in pending] == ["OPEN"]
     assert json.loads(json.dumps(pending[0][0].event_detail("postback"), default=str))
     assert datetime.now(UTC) > pending[0][0].update_time
+
+
+def test_an_update_the_database_refuses_costs_only_its_own_delivery(
+    lifecycle: PostgresLifecycle,
+) -> None:
+    # Given a batch of three forwarded updates, the middle one carrying a NUL character
+    # (PostgreSQL's jsonb refuses \u0000, so the whole-batch transaction fails)
+    good_before = _update("OPEN", 0, "2026-11-30 12:00:01")
+    poisoned = order_update(
+        "AB1",
+        {"order_id": "2611300002", "status": "OPEN", "order_timestamp": "2026-11-30 12:00:00",
+         "tradingsymbol": "INFY\x00", "exchange": "NSE", "quantity": 1},
+    )  # fmt: skip
+    good_after = _update("COMPLETE", 1, "2026-11-30 12:00:02")
+    ingest = UpdateIngest(lifecycle, MemoryBus())
+    deliveries = [("m1", good_before), ("m2", poisoned), ("m3", good_after)]
+    # When they are ingested isolating failures
+    outcome = ingest_isolating(ingest, deliveries, "websocket")
+    # Then the two good ones are stored, and only the poisoned delivery is failed
+    assert outcome.failed == ["m2"]
+    assert (outcome.new, outcome.duplicates) == (2, 0)
+
+    async def stored() -> list[str]:
+        pool = await lifecycle._pool.get()
+        rows = await pool.fetch(
+            "select order_id, status from trading.order_updates "
+            "where update_time >= '2026-11-30 12:00:00+05:30' order by update_time"
+        )
+        return [f"{r['order_id']}:{r['status']}" for r in rows]
+
+    assert lifecycle._run(stored()) == ["2611300001:OPEN", "2611300001:COMPLETE"]
+    # And a redelivery of the whole batch stores nothing twice
+    again = ingest_isolating(ingest, deliveries, "websocket")
+    assert (again.new, again.duplicates, again.failed) == (0, 2, ["m2"])
+
+
+class MemoryBus:
+    """An event bus that accepts everything."""
+
+    def publish(self, updates: Any) -> Any:
+        return [update for update, _ in updates]
