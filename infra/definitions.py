@@ -149,6 +149,43 @@ def load_mappings(path: Path = MAPPINGS_FILE) -> dict[str, MappingDefinition]:
 
 
 @dataclass(frozen=True)
+class QueueMappingDefinition:
+    """One ``[queue_mappings.<name>]`` entry of ``lambdas/event_source_mappings.toml``."""
+
+    name: str
+    queue: str
+    function: str
+    batch_size: int
+    maximum_batching_window_seconds: int
+    report_batch_item_failures: bool
+    maximum_concurrency: int
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.batch_size <= 10, "batch_size must be in 1..10 (one receive)"),
+            (
+                0 <= self.maximum_batching_window_seconds <= 300,
+                "maximum_batching_window_seconds must be in 0..300",
+            ),
+            (2 <= self.maximum_concurrency <= 1000, "maximum_concurrency must be in 2..1000"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DefinitionError(f"{MAPPINGS_FILE.name} [{self.name}]: {message}")
+
+
+def load_queue_mappings(path: Path = MAPPINGS_FILE) -> dict[str, QueueMappingDefinition]:
+    """Every SQS event source mapping, by name, validated against Lambda's bounds."""
+    mappings = {}
+    for name, entry in _read_toml(path).get("queue_mappings", {}).items():
+        try:
+            mappings[name] = QueueMappingDefinition(name=name, **entry)
+        except TypeError as exc:
+            raise DefinitionError(f"{path.name} [{name}]: {exc}") from exc
+    return mappings
+
+
+@dataclass(frozen=True)
 class Operation:
     """One operation of ``openapi.json``: what the REST API routes, authorizes and integrates."""
 

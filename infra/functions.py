@@ -39,6 +39,7 @@ from infra.definitions import (
     MappingDefinition,
     load_functions,
     load_mappings,
+    load_queue_mappings,
     migrations_fingerprint,
 )
 from infra.grants import (
@@ -121,9 +122,6 @@ SCHEDULES: dict[str, tuple[Schedule, ...]] = {
         Schedule("45", "2", "MON-FRI", "accounts still needing a Kite login, before the open"),
     ),
 }
-ORDER_UPDATES_BATCH = 10
-ORDER_UPDATES_CONCURRENCY = 5
-"""At most this many order-updates invocations at once (each holds database connections)."""
 
 
 class Functions(Construct):
@@ -282,14 +280,16 @@ class Functions(Construct):
                         dead_letter_queue=self.async_failures,
                     )
                 )
-        # The feed's forwarded order messages, a few at a time (each stored idempotently).
+        # The feed's forwarded order messages, as the shared definition reads them.
+        queue_mapping = load_queue_mappings()["order-updates"]
         self.order_updates_mapping = sources.SqsEventSource(
             api.order_updates,
-            batch_size=ORDER_UPDATES_BATCH,
-            report_batch_item_failures=True,
-            max_concurrency=ORDER_UPDATES_CONCURRENCY,
+            batch_size=queue_mapping.batch_size,
+            max_batching_window=Duration.seconds(queue_mapping.maximum_batching_window_seconds),
+            report_batch_item_failures=queue_mapping.report_batch_item_failures,
+            max_concurrency=queue_mapping.maximum_concurrency,
         )
-        fns["api-order-updates"].add_event_source(self.order_updates_mapping)
+        fns[queue_mapping.function].add_event_source(self.order_updates_mapping)
         acknowledge(
             fns["api-order-updates"],
             "Serverless-LambdaEventSourceMappingDestination",

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from infra.definitions import load_queue_mappings
 from lambdas.common.db import DatabaseSettings, connection_parameters
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
@@ -86,9 +87,16 @@ FEED_STOP_TIMEOUT_S = 70.0  # the feed's own flush budget (60 s) and some
 API_ENVIRONMENTS = 4  # the API function's concurrency, all initialised before the run
 MARKET_ENVIRONMENTS = 2  # the market-data function's
 LOGIN_CALLBACK_PATH = "/kite/login/callback"  # the apps' redirect URL, on the local gateway
-ORDER_UPDATES_FUNCTION = "api-order-updates"
-# The order-updates queue's mapping: batches of ten, failures reported per message.
-ORDER_UPDATES_MAPPING = SqsMappingConfig(batch_size=10, report_batch_item_failures=True, pollers=2)
+# The order-updates queue's mapping, as deployed (lambdas/event_source_mappings.toml); two
+# pollers at most here, where Lambda scales up to the mapping's maximum concurrency.
+ORDER_UPDATES_QUEUE = load_queue_mappings()["order-updates"]
+ORDER_UPDATES_FUNCTION = ORDER_UPDATES_QUEUE.function
+ORDER_UPDATES_MAPPING = SqsMappingConfig(
+    batch_size=ORDER_UPDATES_QUEUE.batch_size,
+    maximum_batching_window_s=ORDER_UPDATES_QUEUE.maximum_batching_window_seconds,
+    report_batch_item_failures=ORDER_UPDATES_QUEUE.report_batch_item_failures,
+    pollers=min(2, ORDER_UPDATES_QUEUE.maximum_concurrency),
+)
 
 T = TypeVar("T")
 

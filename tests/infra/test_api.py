@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from infra.definitions import api_operations, load_openapi
+from infra.definitions import api_operations, load_openapi, load_queue_mappings
 from infra.functions import SIZING
 from tests.infra.conftest import ROOT, Synthesized
 from tests.infra.test_stack import functions_by_name, ref_id
@@ -630,6 +630,15 @@ def test_order_updates_flow_from_the_feed_through_the_queue(stage: Synthesized) 
     ]
     assert ref_id(mapping["FunctionName"]) == function_id(stage, "api-order-updates")
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # as the shared definition says (the sandbox's emulator reads the same entry)
+    definition = load_queue_mappings()["order-updates"]
+    assert definition.function == "api-order-updates"
+    assert definition.report_batch_item_failures
+    assert mapping["BatchSize"] == definition.batch_size
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": definition.maximum_concurrency}
+    assert mapping.get("MaximumBatchingWindowInSeconds", 0) == (
+        definition.maximum_batching_window_seconds
+    )
     # The feed sends to it
     task_id, task = stage.one("AWS::ECS::TaskDefinition", "FeedTask")
     (container,) = task["Properties"]["ContainerDefinitions"]

@@ -15,6 +15,7 @@ from infra.definitions import (
     DefinitionError,
     load_functions,
     load_mappings,
+    load_queue_mappings,
     migrations_fingerprint,
 )
 from infra.lambda_assets import (
@@ -190,3 +191,22 @@ def test_a_budget_exception_names_a_declared_function_and_stays_under_lambdas_li
     others = set(functions) - set(BUDGET_EXCEPTIONS)
     assert others
     assert {budget_for(name) for name in others} == {BUDGET_BYTES}
+
+
+def test_a_queue_mapping_outside_lambdas_bounds_is_refused(tmp_path: Path) -> None:
+    # Given the definition with the order-updates batch above one receive
+    text = (ROOT / "lambdas" / "event_source_mappings.toml").read_text()
+    path = tmp_path / "m.toml"
+    path.write_text(
+        text.replace(
+            "batch_size = 10\nmaximum_batching_window_seconds = 0\n"
+            "report_batch_item_failures = true\nmaximum_concurrency",
+            "batch_size = 11\nmaximum_batching_window_seconds = 0\n"
+            "report_batch_item_failures = true\nmaximum_concurrency",
+        )
+    )
+    # When loaded, Then it is refused by name
+    with pytest.raises(DefinitionError, match=r"\[order-updates\]"):
+        load_queue_mappings(path)
+    # And the committed one loads
+    assert load_queue_mappings()["order-updates"].batch_size == 10
