@@ -29,17 +29,26 @@ def test_every_collection_is_timed_by_generation() -> None:
     assert 'feed_gc_pause_seconds_count{generation="2"} 1.0' in metrics.render_prometheus()
 
 
+def in_collector_sight(target: object) -> bool:
+    """Whether the collector still walks ``target`` (frozen objects are in no generation)."""
+    return any(candidate is target for candidate in gc.get_objects())
+
+
 def test_settling_freezes_what_lives_and_never_thaws_it() -> None:
     # Given objects alive after start-up
+    survivor = [["alive since start-up"]]
     try:
+        # When the heap is settled
         settle_heap()
-        frozen = gc.get_freeze_count()
         # Then they are out of the collector's sight
-        assert frozen > 0
-        # And settling again (a new registry) freezes more, without a full walk of the old
-        keep = [[n] for n in range(1000)]
+        assert gc.get_freeze_count() > 0
+        assert not in_collector_sight(survivor)
+        # And settling again (a new registry) freezes the newcomers and keeps the old frozen
+        newcomer = [["built after start-up"]]
+        assert in_collector_sight(newcomer)
         settle_heap()
-        assert gc.get_freeze_count() >= frozen + len(keep)
+        assert not in_collector_sight(newcomer)
+        assert not in_collector_sight(survivor)
     finally:
         gc.unfreeze()
 
