@@ -285,9 +285,12 @@ def test_postbacks_verified_and_stored_once_with_the_websocket_copy(stack: Stack
     )[0]["payload"]
     update = json.loads(update) if isinstance(update, str) else update
     # The same update from the WebSocket (forwarded through SQS) is not stored again
-    event = {"Records": [{"body": json.dumps({"account_id": stack.account, "order": update})}]}
+    body = json.dumps({"account_id": stack.account, "order": update})
+    event = {"Records": [{"messageId": "m-1", "body": body}]}
     result = stack.updates_function.invoke(event)
-    assert result.payload == {"stored": 0, "duplicates": 1, "rejected": 0}
+    assert result.payload == {
+        "batchItemFailures": [], "stored": 0, "duplicates": 1, "rejected": 0, "failed": 0,
+    }  # fmt: skip
     # A postback with a bad checksum is refused and stores nothing
     forged = {**update, "status": "CANCELLED", "checksum": "0" * 64}
     assert stack.call("POST", "/postbacks", body=forged)[0] == 403

@@ -55,9 +55,10 @@ def test_settling_freezes_what_lives_and_never_thaws_it() -> None:
 
 def probed(candidate: object) -> bool:
     """Whether ``candidate`` is the probe's registry or one of its instruments."""
-    if isinstance(candidate, Instrument):
+    # type(), not isinstance(): the heap holds weak proxies, which isinstance would dereference
+    if type(candidate) is Instrument:
         return candidate.name == "GCPROBE"
-    if isinstance(candidate, InstrumentRegistry):
+    if type(candidate) is InstrumentRegistry:
         return any(i.name == "GCPROBE" for i in candidate.instruments)
     return False
 
