@@ -40,7 +40,12 @@ from lambdas.api.subscription_models import (
 from ticker_adapters.feed_status import FeedStatus
 from ticker_adapters.subscription_store import StoredSubscriptions, SubscriptionChange
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
-from ticker_core.kite import MAX_INSTRUMENT_TOKEN, wider_mode
+from ticker_core.kite import (
+    MAX_CONNECTIONS_PER_API_KEY,
+    MAX_INSTRUMENT_TOKEN,
+    MAX_INSTRUMENTS_PER_CONNECTION,
+    wider_mode,
+)
 from ticker_core.subscriptions import AtmWindowRule, SubscriptionError
 
 SPOT_RANK = {("INDICES", None): 0, ("NSE", InstrumentType.EQ): 1, ("BSE", InstrumentType.EQ): 2}
@@ -66,8 +71,8 @@ class Store(Protocol):
 class StreamingLimits:
     """Kite's WebSocket limits per account (API key)."""
 
-    connections_per_account: int = 3
-    instruments_per_connection: int = 3000
+    connections_per_account: int = MAX_CONNECTIONS_PER_API_KEY
+    instruments_per_connection: int = MAX_INSTRUMENTS_PER_CONNECTION
 
     def capacity(self, accounts: int) -> int:
         """Instruments ``accounts`` accounts can stream at once."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lambdas.common.runtime import Lazy, LoopRunner
+from ticker_core.tz import ist_date, ist_midnight
 
 T = TypeVar("T")
 
@@ -58,7 +59,6 @@ where instrument_token = $1 and minute >= $2 and minute < $3
 """One instrument's minute bars packed in one value: per bar, in time order, the big-endian
 float8s of :data:`BAR_COLUMNS` (NULL as NaN), read straight into numpy with no per-value
 decoding."""
-IST_OFFSET = timedelta(hours=5, minutes=30)
 
 
 FloatArray = npt.NDArray[np.float64]
@@ -114,8 +114,7 @@ def unpack_bars(packed: bytes | None) -> MinuteSeries:
 
 def ist_midnight_before(instant: datetime) -> datetime:
     """The IST midnight at or before ``instant`` (as an aware UTC instant)."""
-    local = instant + IST_OFFSET
-    return local.replace(hour=0, minute=0, second=0, microsecond=0) - IST_OFFSET
+    return ist_midnight(ist_date(instant)).astimezone(instant.tzinfo)
 
 
 class PostgresMarket:
