@@ -421,6 +421,7 @@ def _greeks_row() -> dict[str, Any]:
         forward_source="parity",
         reason=None,
         exchange_timestamp=datetime(2026, 11, 27, 9, 15, 3, tzinfo=IST),
+        as_of=datetime(2026, 11, 27, 9, 15, 3, tzinfo=IST),
         computed_at=RECEIVED_AT,
         source={
             "shard_id": "shardId-000000000001",
