@@ -205,7 +205,7 @@ def market_api() -> Result:
     """Run the three measurements (module docstring)."""
     import asyncpg
 
-    from lambdas.api.dal.market import LATEST_PRICES, MINUTE_BARS, ist_midnight_before
+    from lambdas.api.dal.market import LATEST_PRICES, MINUTE_BARS
     from lambdas.common.db import connection_parameters
     from sandbox.accounts import fetch
     from sandbox.api_stack import api_stack
@@ -213,7 +213,7 @@ def market_api() -> Result:
     from sandbox.postgres import EmbeddedPostgres
     from sandbox.stack import database_settings
     from sandbox.trading import api_call
-    from ticker_core.tz import IST
+    from ticker_core.tz import IST, ist_midnight_before
 
     today = datetime.now(UTC).astimezone(IST).date()
     expiry = today + timedelta(days=30)

@@ -25,3 +25,8 @@ def ist_date(instant: datetime) -> date:
 def ist_midnight(day: date) -> datetime:
     """00:00 IST at the start of ``day``, as an aware instant."""
     return datetime.combine(day, time(0), tzinfo=IST)
+
+
+def ist_midnight_before(instant: datetime) -> datetime:
+    """The IST midnight at or before an aware ``instant``, in ``instant``'s own zone."""
+    return ist_midnight(ist_date(instant)).astimezone(instant.tzinfo)

@@ -48,7 +48,7 @@ from lambdas.api.candles import (
     stored_boundary,
     whole_numbers,
 )
-from lambdas.api.dal.market import MinuteSeries, ist_midnight_before
+from lambdas.api.dal.market import MinuteSeries
 from lambdas.api.errors import (
     FieldProblem,
     InstrumentNotFoundError,
@@ -83,7 +83,7 @@ from ticker_core.options import (
     parity_forwards,
     reason_labels,
 )
-from ticker_core.tz import IST
+from ticker_core.tz import IST, ist_midnight_before
 
 FloatArray = npt.NDArray[np.float64]
 NO_PRICE = "no_price"

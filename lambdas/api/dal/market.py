@@ -20,7 +20,6 @@ import numpy as np
 import numpy.typing as npt
 
 from lambdas.common.runtime import Lazy, LoopRunner
-from ticker_core.tz import ist_date, ist_midnight
 
 T = TypeVar("T")
 
@@ -110,11 +109,6 @@ def unpack_bars(packed: bytes | None) -> MinuteSeries:
         return MinuteSeries.empty()
     table = np.frombuffer(packed, dtype=">f8").astype(np.float64).reshape(-1, len(BAR_COLUMNS))
     return MinuteSeries(*(np.ascontiguousarray(table[:, n]) for n in range(len(BAR_COLUMNS))))
-
-
-def ist_midnight_before(instant: datetime) -> datetime:
-    """The IST midnight at or before ``instant`` (as an aware UTC instant)."""
-    return ist_midnight(ist_date(instant)).astimezone(instant.tzinfo)
 
 
 class PostgresMarket:
