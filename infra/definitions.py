@@ -59,6 +59,9 @@ class FunctionDefinition:
     extra: str
     requirements: tuple[str, ...]
     """The requirement strings of the ``extra`` optional-dependency group."""
+    aws_services: tuple[str, ...] = ()
+    """The AWS services its clients call (botocore's model names): its asset keeps their
+    models only."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,16 @@ def load_functions(pyproject: Path = PYPROJECT) -> dict[str, FunctionDefinition]
         for folder in packages:
             if not (pyproject.parent / folder).is_dir():
                 raise DefinitionError(f"function {name}: package folder {folder!r} is missing")
+        services = entry.get("aws_services")
+        if not isinstance(services, list) or not all(
+            isinstance(s, str) and re.fullmatch(r"[a-z0-9-]+", s) for s in services
+        ):
+            raise DefinitionError(
+                f"function {name}: aws_services must list botocore service names"
+                " (an empty list when it calls none)"
+            )
         functions[name] = FunctionDefinition(
-            name, handler, tuple(packages), extra, tuple(extras[extra])
+            name, handler, tuple(packages), extra, tuple(extras[extra]), tuple(sorted(services))
         )
     if not functions:
         raise DefinitionError(f"{pyproject}: no [tool.ticker-service.functions] entries")

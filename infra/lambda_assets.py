@@ -13,7 +13,9 @@ old releases of packages that publish only the older tag (pydantic-core,
 numpy). ``--no-compile`` leaves ``.pyc`` writing to the runtime (the package
 stays platform-neutral and smaller). The whole dependency set is about 254 MB
 unzipped, over Lambda's 250 MB, hence one set per function, each checked
-against its budget, :func:`budget_for` (an oversized asset fails the synth).
+against :data:`BUDGET_BYTES` (an oversized asset fails the synth). Of botocore's
+models (28 MB for some 450 services) an asset keeps those of the services its
+function declares (``aws_services``, :func:`prune_service_models`).
 
 The asset hash is computed from the inputs (the definition, the constraints,
 the first-party sources, these packaging rules), so an unchanged function is
@@ -46,19 +48,6 @@ ASSET_CACHE = REPO_ROOT / "build" / "lambda-assets"
 """Built assets by fingerprint (``build/`` is ignored by git)."""
 BUDGET_BYTES = 150 * 1000 * 1000
 """Per function, unzipped; Lambda's own limit is 250 MB (layers included)."""
-BUDGET_EXCEPTIONS = {"api-market": 175 * 1000 * 1000}
-"""Functions allowed over :data:`BUDGET_BYTES`, each for its reason (still 75 MB under
-Lambda's limit). api-market (about 162 MB) is the only function that needs both scipy
-(option values for chains and candles: numpy and scipy each carry their own OpenBLAS,
-about 29 and 27 MB) and the credential vault's Encryption SDK (Kite's historical API through
-a logged-in session), beside asyncpg and boto3."""
-
-
-def budget_for(name: str) -> int:
-    """The unzipped size ``name``'s asset may reach."""
-    return BUDGET_EXCEPTIONS.get(name, BUDGET_BYTES)
-
-
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
 # Wheels' payloads the runtime never loads: test suites, C headers. Not ``numpy.testing``:
 # scipy imports it through ``from numpy import *`` (the lambda_assets benchmark imports every
@@ -151,6 +140,24 @@ def prune(target: Path) -> None:
     shutil.rmtree(target / "bin", ignore_errors=True)
 
 
+BOTOCORE_MODELS = Path("botocore") / "data"
+
+
+def prune_service_models(target: Path, services: tuple[str, ...]) -> None:
+    """Keep botocore's models of ``services`` only (its 450 services are 28 MB of the asset).
+
+    A service's folder goes whole (every API version, endpoint rules, paginators,
+    waiters); the files beside the folders (endpoints, partitions, retry and default
+    configuration) are what every client reads, so they stay.
+    """
+    models = target / BOTOCORE_MODELS
+    if not models.is_dir():
+        return
+    for child in models.iterdir():
+        if child.is_dir() and child.name not in services:
+            shutil.rmtree(child)
+
+
 def tree_bytes(root: Path) -> int:
     """Unzipped size of everything under ``root``."""
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
@@ -175,6 +182,7 @@ def build(
         raise LambdaAssetError(f"pip failed for {function.name}:\n{result.stderr[-4000:]}")
     copy_packages(function, target)
     prune(target)
+    prune_service_models(target, function.aws_services)
     size = tree_bytes(target)
     if size > budget:
         raise LambdaAssetError(
@@ -190,6 +198,7 @@ def fingerprint(function: FunctionDefinition, root: Path = REPO_ROOT) -> str:
     for part in (
         *function.packages,
         *function.requirements,
+        *(f"aws:{service}" for service in function.aws_services),
         PYTHON_VERSION,
         *PLATFORMS,
     ):
@@ -223,7 +232,7 @@ class BuiltAssets:
             self._cache.mkdir(parents=True, exist_ok=True)
             partial = Path(tempfile.mkdtemp(prefix=f".{function.name}-", dir=self._cache))
             try:
-                size = build(function, partial, budget=budget_for(function.name))
+                size = build(function, partial, budget=BUDGET_BYTES)
                 partial.rename(target)
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from lambdas.common.observability import Observability
 
@@ -19,8 +19,18 @@ T = TypeVar("T")
 
 D = TypeVar("D")
 
-LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
-"""A Lambda entry point: ``(event, context) -> response``."""
+
+class LambdaHandler(Protocol):
+    """A Lambda entry point: ``(event, context) -> response``."""
+
+    dependencies: Callable[[], Any]
+    """What the handler builds on its first invocation (the cached builder it was given).
+
+    Exposed so the deployment checks can build a function's dependencies from its
+    template environment without invoking it (which AWS services its clients need).
+    """
+
+    def __call__(self, event: dict[str, Any], context: Any, /) -> dict[str, Any]: ...
 
 
 def entry_point(
@@ -56,7 +66,9 @@ def context_entry_point(
         return handle(event, dependencies(), context)
 
     wrapped = obs.logger.inject_lambda_context(invoke) if log_context else invoke
-    return obs.metrics.log_metrics(wrapped)
+    handler = cast(LambdaHandler, obs.metrics.log_metrics(wrapped))
+    handler.dependencies = dependencies
+    return handler
 
 
 class LoopRunner:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,14 +21,13 @@ from infra.definitions import (
     migrations_fingerprint,
 )
 from infra.lambda_assets import (
-    BUDGET_BYTES,
-    BUDGET_EXCEPTIONS,
     KEPT_SUBPACKAGES,
     PLATFORMS,
-    budget_for,
     copy_packages,
+    fingerprint,
     pip_command,
     prune,
+    prune_service_models,
 )
 from tests.infra.conftest import ROOT
 
@@ -115,6 +116,94 @@ def test_pruning_keeps_only_the_kept_subpackages(tmp_path: Path) -> None:
     assert not (tmp_path / "scipy" / "special" / "tests").exists()
 
 
+def test_pruning_keeps_the_declared_service_models_and_what_every_client_reads(
+    tmp_path: Path,
+) -> None:
+    # Given botocore's data with three services and the files beside them
+    data = tmp_path / "botocore" / "data"
+    for service in ("dynamodb", "kms", "ec2"):
+        (data / service / "2012-08-10").mkdir(parents=True)
+        (data / service / "2012-08-10" / "service-2.json.gz").write_bytes(b"x")
+    for shared in ("endpoints.json", "partitions.json", "_retry.json"):
+        (data / shared).write_text("{}")
+    # When pruned for a function that calls DynamoDB and KMS
+    prune_service_models(tmp_path, ("dynamodb", "kms"))
+    # Then their models and the shared files stay, and nothing else
+    assert sorted(p.name for p in data.iterdir()) == sorted(
+        ["dynamodb", "kms", "endpoints.json", "partitions.json", "_retry.json"]
+    )
+    assert (data / "kms" / "2012-08-10" / "service-2.json.gz").exists()
+
+
+PRUNED_CLIENTS = """
+import json, sys
+import botocore.session
+from botocore.loaders import Loader
+created = {}
+for name, services in json.loads(sys.argv[2]).items():
+    session = botocore.session.get_session()
+    # Only the pruned copy: botocore's own data and ~/.aws/models are off the path.
+    session.register_component(
+        "data_loader", Loader(extra_search_paths=[sys.argv[1]], include_default_search_paths=False)
+    )
+    for service in services:
+        session.create_client(service, region_name="ap-south-1", endpoint_url="http://127.0.0.1:9")
+    created[name] = services
+print(json.dumps(created))
+"""
+
+
+def test_a_pruned_asset_still_creates_its_functions_clients(tmp_path: Path) -> None:
+    # Given this machine's botocore data pruned to the services the functions declare
+    import botocore
+
+    functions = load_functions()
+    # One function per distinct set: each set is checked once.
+    declared = {n: list(s) for s, n in {f.aws_services: n for n, f in functions.items()}.items()}
+    every = {s for services in declared.values() for s in services}
+    source = Path(botocore.__file__).parent / "data"
+    target = tmp_path / "botocore" / "data"
+
+    def unused_services(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if Path(folder) == source and n not in every and "." not in n]
+
+    shutil.copytree(source, target, ignore=unused_services)
+    prune_service_models(tmp_path, tuple(every))
+    # When each function's clients are created from that copy alone (no call is made)
+    result = subprocess.run(
+        [sys.executable, "-c", PRUNED_CLIENTS, str(target), json.dumps(declared)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Then every one is created: a service's folder and the shared files are all it needs
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == declared
+    assert sorted(p.name for p in target.iterdir() if p.is_dir()) == sorted(every)
+
+
+def test_the_declared_services_are_part_of_the_assets_fingerprint() -> None:
+    # Given a function, and the same function declaring one more service
+    function = load_functions()["persist"]
+    more = dataclasses.replace(function, aws_services=(*function.aws_services, "sqs"))
+    # Then the two assets differ (a new client is never shipped without its model)
+    assert fingerprint(more) != fingerprint(function)
+
+
+def test_a_function_without_its_aws_services_is_refused(tmp_path: Path) -> None:
+    # Given the function table with one entry's aws_services left out
+    text = (ROOT / "pyproject.toml").read_text()
+    start = text.index("[tool.ticker-service.functions.migrate]")
+    line = text.index("aws_services", start)
+    end = text.index("\n", line) + 1
+    (tmp_path / "pyproject.toml").write_text(text[:line] + text[end:])
+    for folder in {p for f in load_functions().values() for p in f.packages}:
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    # When it is loaded, Then the error names the function and the key
+    with pytest.raises(DefinitionError, match="migrate: aws_services"):
+        load_functions(tmp_path / "pyproject.toml")
+
+
 CHILD = """
 import importlib, json, sys
 for module in sys.argv[1:]:
@@ -181,16 +270,6 @@ def test_built_assets_are_reused_and_a_failed_build_leaves_nothing(
     with pytest.raises(lambda_assets.LambdaAssetError):
         assets.path(other)
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
-
-
-def test_a_budget_exception_names_a_declared_function_and_stays_under_lambdas_limit() -> None:
-    functions = load_functions()
-    for name, budget in BUDGET_EXCEPTIONS.items():
-        assert name in functions
-        assert BUDGET_BYTES < budget_for(name) == budget <= 200 * 1000 * 1000
-    others = set(functions) - set(BUDGET_EXCEPTIONS)
-    assert others
-    assert {budget_for(name) for name in others} == {BUDGET_BYTES}
 
 
 def test_a_queue_mapping_outside_lambdas_bounds_is_refused(tmp_path: Path) -> None:

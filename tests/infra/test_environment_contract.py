@@ -1,5 +1,10 @@
 """The environment contract: what the template sets is what each deployable's settings read.
 
+Each function is then built as on its first invocation (its handler's cached
+``dependencies``), recording the AWS service models its clients load: the asset
+keeps only the models the function declares (``aws_services``), so a client for an
+undeclared service would fail on AWS with ``UnknownServiceError``; here it fails first.
+
 For every function, its environment model (``settings`` in pyproject's
 ``[tool.ticker-service.functions]``, the model its handler builds from) is
 read in a child process with exactly the environment the template gives the
@@ -65,6 +70,21 @@ CHILD = textwrap.dedent(
                     read |= {(prefix + name).upper() for name in model.model_fields}
         return read
 
+    # Every AWS service model a client or resource loads goes through the loader.
+    from botocore.loaders import Loader
+    loaded = set()
+    load_service_model = Loader.load_service_model
+
+    def recording(self, service_name, *args, **kwargs):
+        loaded.add(service_name)
+        return load_service_model(self, service_name, *args, **kwargs)
+
+    Loader.load_service_model = recording
+
+    def resolve(dotted):
+        module_name, _, name = dotted.rpartition(".")
+        return getattr(importlib.import_module(module_name), name)
+
     cases = json.load(sys.stdin)
     base = dict(os.environ)
     results = {}
@@ -72,14 +92,19 @@ CHILD = textwrap.dedent(
         os.environ.clear()
         os.environ.update(base)
         os.environ.update(case["env"])
-        module_name, _, class_name = case["settings"].rpartition(".")
+        loaded.clear()
         try:  # a model that cannot be imported fails its own cases, not the others'
-            environment = getattr(importlib.import_module(module_name), class_name)
+            environment = resolve(case["settings"])
             environment.from_env()
+            # Built as on the first invocation (the cached builder), then released.
+            dependencies = resolve(case["handler"]).dependencies
+            built = dependencies()
+            getattr(dependencies, "cache_clear", lambda: None)()
+            getattr(built, "close", lambda: None)()
         except Exception as exc:  # reported to the test, which names the function and stage
             results[case["id"]] = {"error": str(exc), "error_type": type(exc).__name__}
             continue
-        results[case["id"]] = {"read": sorted(variables(environment))}
+        results[case["id"]] = {"read": sorted(variables(environment)), "services": sorted(loaded)}
     print(json.dumps(results))
     """
 )
@@ -131,12 +156,14 @@ def function_environment(stage: Synthesized, name: str) -> dict[str, str]:
 def imported(synthesized: dict[str, Synthesized]) -> dict[str, dict[str, Any]]:
     """Every (stage, function) handler imported with its template environment, in one child."""
     cases = []
+    functions = load_functions()
     for stage_name, stage in synthesized.items():
-        for name in load_functions():
+        for name in functions:
             cases.append(
                 {
                     "id": f"{stage_name}/{name}",
                     "settings": SETTINGS_MODELS[name],
+                    "handler": functions[name].handler,
                     "env": function_environment(stage, name),
                 }
             )
@@ -167,6 +194,37 @@ def test_each_function_starts_with_its_template_environment(
     assert "error" not in outcome, f"{outcome.get('error_type')}: {outcome.get('error')}"
     unread = {k for k in env if k not in outcome["read"] and not k.startswith(PLATFORM_VARIABLES)}
     assert not unread, f"{case}: set but read by no settings model: {sorted(unread)}"
+
+
+@pytest.mark.parametrize("case", [f"{s}/{n}" for s in STAGES for n in load_functions()])
+def test_each_function_calls_only_aws_services_its_asset_keeps(
+    case: str, imported: dict[str, dict[str, Any]]
+) -> None:
+    # Given the services the function declares (its asset keeps only their botocore models)
+    _, name = case.split("/")
+    declared = set(load_functions()[name].aws_services)
+    # When it was built from its template environment as on its first invocation
+    outcome = imported[case]
+    assert "error" not in outcome, f"{outcome.get('error_type')}: {outcome.get('error')}"
+    # Then every service model its clients loaded is one its asset keeps
+    missing = set(outcome["services"]) - declared
+    assert not missing, f"{name} loads {sorted(missing)}: add them to its aws_services"
+
+
+def test_each_asset_keeps_no_service_model_its_functions_do_not_load(
+    imported: dict[str, dict[str, Any]],
+) -> None:
+    # Given the functions grouped by the asset they share (same folders and wheels)
+    assets: dict[tuple[Any, ...], list[str]] = {}
+    for name, function in load_functions().items():
+        assets.setdefault((function.packages, function.requirements), []).append(name)
+    for names in assets.values():
+        # Then they declare one set of services, and each is loaded by one of them
+        declared = {load_functions()[n].aws_services for n in names}
+        assert len(declared) == 1, f"{names} share an asset but declare {declared}"
+        loaded = {s for n in names for st in STAGES for s in imported[f"{st}/{n}"]["services"]}
+        unused = set(next(iter(declared))) - loaded
+        assert not unused, f"{names}: {sorted(unused)} declared but no client loads them"
 
 
 def test_the_feed_task_environment_satisfies_feed_settings(
