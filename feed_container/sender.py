@@ -6,6 +6,22 @@ linger, request limits) and one sender task with **at most one PutRecords
 call in flight**. So per partition key, a later request is never sent while
 an earlier one is unacknowledged; lanes overlap their round trips.
 
+Batches close when the sender can take them
+-------------------------------------------
+Linger closes a batch only while the lane's sender is idle. While a call is in
+flight (or batches wait for it), new records keep filling the open aggregates
+and the next batch up to Kinesis' request limits, and that batch closes the
+moment the call returns (as a Kafka producer's accumulator drains only for a
+free connection). A batch closed on the linger clock while the sender was busy
+would wait anyway, and a lane sending fixed-size batches can carry no more
+than one batch per round trip: when round trips slowed, such a lane fell
+behind for good. Sized by the backlog, a request carries what arrived during
+the previous round trip, so throughput follows the round trip instead of
+collapsing with it, and no record waits longer than it would have queued.
+Memory still rules: once a busy lane holds more than ``high`` bytes (an
+outage), what has lingered is closed on the linger clock again and goes to
+the spill, as below.
+
 Ordering and duplicates
 -----------------------
 * Partial failure: only the failed entries are resent (``batch.subset``),
@@ -225,9 +241,17 @@ class SendLane:
     def add_many(self, partition_key: str, datas: Sequence[bytes], now: float) -> None:
         """User records of one key, in order (the hot path: one call per key and frame)."""
         idle = self.batcher.pending_user_records == 0
-        # Wake the accumulator for a complete batch, or to start the linger clock.
-        if self.batcher.add_many(partition_key, datas, now) or idle:
+        # Wake the accumulator for a complete batch, to start the linger clock, or to
+        # move what has lingered toward the spill once a busy lane is over its budget.
+        if self.batcher.add_many(partition_key, datas, now) or idle or self._over_budget():
             self._wake_accumulator.set()
+
+    def _holding(self) -> bool:
+        """The sender is busy and memory allows: batches keep filling (module docstring)."""
+        return bool(self._queue) and not self._over_budget()
+
+    def _over_budget(self) -> bool:
+        return bool(self._queue) and self.memory_bytes > self._high
 
     @property
     def memory_bytes(self) -> int:
@@ -350,12 +374,18 @@ class SendLane:
 
     async def _accumulate(self) -> None:
         while not self._closing:
-            deadline = self.batcher.next_deadline()
+            # A busy sender (its queue holds the call in flight) wakes this task when it
+            # is free; until then only complete batches move, unless memory is over its
+            # budget: then what has lingered goes on, to the spill (module docstring).
+            deadline = None if self._holding() else self.batcher.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_accumulator.wait(), timeout)
             self._wake_accumulator.clear()
-            batches = self.batcher.drain(self._clock())
+            if self._holding():
+                batches = self.batcher.take_complete()
+            else:
+                batches = self.batcher.drain(self._clock())
             if batches:
                 self.offer(batches)
 
@@ -494,6 +524,9 @@ class SendLane:
         if item.segment is not None:
             self.spill.ack(item.segment, item.entry)
         self._refill()
+        if not self._queue:
+            # Free: what filled during the call closes now if it has lingered.
+            self._wake_accumulator.set()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, cut short by a hard stop."""

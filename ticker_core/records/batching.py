@@ -240,6 +240,14 @@ class RecordBatcher:
             self._complete_batch()
         return self._take_ready()
 
+    def take_complete(self) -> list[PutRecordsBatch]:
+        """Complete batches only (at a request limit); whatever is still filling stays open.
+
+        For a sender that cannot take a batch yet (a call in flight): its
+        records keep filling the open aggregates and the next batch.
+        """
+        return self._take_ready()
+
     def flush(self) -> list[PutRecordsBatch]:
         """Everything pending, as batches: for shutdown or an explicit flush."""
         for key, aggregate in list(self._open.items()):

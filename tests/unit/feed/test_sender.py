@@ -60,6 +60,7 @@ def make_lane(
     disk: int = 10**7,
     max_bytes: int | None = None,
     fs: FileSystem | None = None,
+    linger: float = 0.0,
 ) -> tuple[SendLane, Metrics, CircuitBreaker]:
     metrics = Metrics()
     breaker = CircuitBreaker(3, 0.05, 0.2, metrics=metrics)
@@ -69,7 +70,7 @@ def make_lane(
         breaker=breaker,
         spill=SpillStore(tmp_path / "spill", max_bytes=disk, segment_bytes=4096, fs=fs),
         metrics=metrics,
-        batcher=RecordBatcher(linger=0.0, aggregate_bytes=200),
+        batcher=RecordBatcher(linger=linger, aggregate_bytes=200),
         high_bytes=high,
         low_bytes=low,
         retry_delays=delays,
@@ -390,4 +391,81 @@ async def test_a_batch_reports_where_its_time_went(tmp_path: Path) -> None:
     for stage in ("batching", "queue", "retries", "in_flight"):
         assert f'feed_batch_stage_seconds_count{{stage="{stage}"}} 1.0' in text
     assert 'feed_batch_stage_seconds_sum{stage="batching"} 0.25' in text
+    assert await close_in_time(lane)
+
+
+class HeldKinesis(ScriptedKinesis):
+    """Holds its first call in flight until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def put(self, batch: PutRecordsBatch) -> PutResult:
+        if not self.calls:
+            self.calls.append([r.data for r in batch.records])
+            await self.release.wait()
+            self.written += [r.data for r in batch.records]
+            return PutResult((), ())
+        return await super().put(batch)
+
+
+async def test_records_arriving_during_a_call_go_out_together_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    # Given a lane (linger 0: an idle sender takes every record at once) whose first
+    # call stays in flight
+    kinesis = HeldKinesis()
+    lane, _, _ = make_lane(tmp_path, kinesis)
+    lane.start()
+    lane.add("NIFTY", b"a", 0.0)
+    await wait_until_async(lambda: kinesis.calls, what="the first call")
+    # When records of three keys arrive one by one while it is in flight
+    for key in ("BANKNIFTY", "FINNIFTY", "SENSEX"):
+        lane.add(key, key.encode(), 0.0)
+        for _ in range(5):  # the accumulator's turn to run, were it to close a batch
+            await asyncio.sleep(0)
+    # Then none closed while the call was in flight (the lane holds only the call)
+    assert lane.queued_batches == 1
+    # And when it returns, one request carries all three, in order
+    kinesis.release.set()
+    await settle(lane)
+    assert kinesis.calls == [[b"a"], [b"BANKNIFTY", b"FINNIFTY", b"SENSEX"]]
+    assert await close_in_time(lane)
+
+
+async def test_a_busy_lane_over_its_memory_budget_sends_what_lingered_to_the_spill(
+    tmp_path: Path,
+) -> None:
+    # Given a lane with a 100-byte memory budget whose first call stays in flight
+    kinesis = HeldKinesis()
+    lane, metrics, _ = make_lane(tmp_path, kinesis, high=100)
+    lane.start()
+    lane.add("NIFTY", b"a", 0.0)
+    await wait_until_async(lambda: kinesis.calls, what="the first call")
+    # When more arrives during the call than the budget holds
+    lane.add("BANKNIFTY", b"b" * 150, 0.0)
+    # Then it is not held in the batcher: it goes to the disk spill
+    await wait_until_async(
+        lambda: metrics.total("feed_spilled_records_total") == 1, what="the record spilled"
+    )
+    assert lane.batcher.pending_user_records == 0
+    # And after the call returns it is replayed in order, once
+    kinesis.release.set()
+    await settle(lane)
+    assert kinesis.written == [b"a", b"b" * 150]
+    assert await close_in_time(lane)
+
+
+async def test_an_idle_lane_still_sends_on_the_linger_clock(tmp_path: Path) -> None:
+    # Given an idle lane with a 20 ms linger
+    kinesis = ScriptedKinesis()
+    lane, _, _ = make_lane(tmp_path, kinesis, linger=0.02)
+    lane.start()
+    # When one record is added and nothing else arrives
+    loop = asyncio.get_running_loop()
+    lane.add("NIFTY", b"t", loop.time())
+    # Then it is sent once its linger has passed, on its own
+    await settle(lane)
+    assert kinesis.calls == [[b"t"]]
     assert await close_in_time(lane)

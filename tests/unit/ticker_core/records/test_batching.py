@@ -210,6 +210,24 @@ def test_five_hundred_records_make_one_request_and_the_next_starts_another() -> 
     assert [len(b) for b in batcher.drain(now=1.0)] == [MAX_REQUEST_RECORDS, 1]
 
 
+def test_take_complete_returns_full_requests_and_leaves_the_rest_filling() -> None:
+    # Given records for 501 underlyings, every one past its linger, each sealed by a full
+    # aggregate (the 100-byte target holds one record)
+    batcher = RecordBatcher(linger=0, aggregate_bytes=100)
+    for i in range(MAX_REQUEST_RECORDS + 1):
+        batcher.add(f"S{i}", b"x" * 60, now=0.0)
+        batcher.add(f"S{i}", b"y" * 60, now=0.0)
+    # When a busy sender takes only complete requests
+    complete = batcher.take_complete()
+    # Then it gets the one full request, and the rest stays pending for the next drain
+    assert [len(b) for b in complete] == [MAX_REQUEST_RECORDS]
+    left = 2 * (MAX_REQUEST_RECORDS + 1) - MAX_REQUEST_RECORDS
+    assert batcher.pending_user_records == left
+    # And the sender's next drain, once free, takes all of it
+    assert sum(b.user_records for b in batcher.drain(now=0.0)) == left
+    assert batcher.pending_user_records == 0
+
+
 def test_a_request_of_exactly_five_mib_is_complete_and_one_byte_more_starts_another() -> None:
     # Given five records of exactly 1 MiB each (data + key)
     batcher = RecordBatcher(linger=10.0)
