@@ -15,6 +15,7 @@ from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from infra.config import DEFAULT_STAGE, stage_config
+from infra.definitions import load_functions
 from infra.lambda_assets import AssetSource, BuiltAssets, StubAssets
 from infra.stack import TickerServiceStack
 
@@ -29,6 +30,7 @@ def build_app(app: App, *, stage: str | None = None, nag: bool = True) -> Ticker
         assets = StubAssets(Path(tempfile.mkdtemp(prefix="ticker-stub-asset-")))
     else:
         assets = BuiltAssets()
+        assets.prepare(load_functions().values())
     stack = TickerServiceStack(app, f"TickerService-{config.name}", config=config, assets=assets)
     if nag:
         Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))

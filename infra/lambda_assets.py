@@ -32,6 +32,8 @@ import shutil
 import subprocess  # nosec B404 # runs pip with arguments built here, no shell
 import sys
 import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +46,8 @@ PYTHON_VERSION = "3.12"
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.ARM_64
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")
+BUILD_WORKERS = 4
+"""Asset builds run at once by :meth:`BuiltAssets.prepare` (pip mostly waits on I/O)."""
 ASSET_CACHE = REPO_ROOT / "build" / "lambda-assets"
 """Built assets by fingerprint (``build/`` is ignored by git)."""
 BUDGET_BYTES = 150 * 1000 * 1000
@@ -224,6 +228,30 @@ class BuiltAssets:
 
     def __init__(self, cache: Path = ASSET_CACHE) -> None:
         self._cache = cache
+
+    def prepare(
+        self, functions: Iterable[FunctionDefinition], workers: int = BUILD_WORKERS
+    ) -> None:
+        """Build every missing asset of ``functions`` at once, ``workers`` at a time.
+
+        A build is mostly pip waiting on downloads and unpacking wheels, so
+        builds overlap well: a synth after a dependency or packaging change
+        rebuilds all of them in about the time of the slowest few, not their sum.
+        The first failure is raised once the others have finished (each failed
+        build leaves nothing behind, see :meth:`path`).
+        """
+        missing: dict[str, FunctionDefinition] = {}
+        for function in functions:
+            key = fingerprint(function)
+            if key not in missing and not (self._cache / key).is_dir():
+                missing[key] = function
+        if not missing:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [pool.submit(self.path, function) for function in missing.values()]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
 
     def path(self, function: FunctionDefinition) -> Path:
         """The built asset's directory, building it if this fingerprint has none yet."""

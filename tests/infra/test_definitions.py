@@ -15,6 +15,7 @@ from infra import lambda_assets
 from infra.definitions import (
     MIGRATIONS_DIR,
     DefinitionError,
+    FunctionDefinition,
     load_functions,
     load_mappings,
     load_queue_mappings,
@@ -270,6 +271,37 @@ def test_built_assets_are_reused_and_a_failed_build_leaves_nothing(
     with pytest.raises(lambda_assets.LambdaAssetError):
         assets.path(other)
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
+
+
+def test_prepare_builds_each_missing_asset_once_and_raises_the_first_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a builder that records what it builds and fails for the greeks asset
+    built: list[str] = []
+
+    def fake_build(function: FunctionDefinition, target: Path, **_: object) -> int:
+        built.append(function.name)
+        (target / "handler.py").write_text("")
+        if function.name == "greeks":
+            raise lambda_assets.LambdaAssetError("over budget")
+        return 1
+
+    monkeypatch.setattr(lambda_assets, "build", fake_build)
+    assets = lambda_assets.BuiltAssets(tmp_path)
+    functions = load_functions()
+    # When every function's asset is prepared at once
+    with pytest.raises(lambda_assets.LambdaAssetError):
+        assets.prepare(functions.values())
+    # Then each distinct asset was built once (functions sharing one, once between them)
+    distinct = {fingerprint(f) for f in functions.values()}
+    assert len(built) == len(distinct) < len(functions)
+    # And every asset but the failed one is in place, with nothing half-built left
+    assert {p.name for p in tmp_path.iterdir()} == distinct - {fingerprint(functions["greeks"])}
+    # And a second prepare builds only what is still missing
+    built.clear()
+    with pytest.raises(lambda_assets.LambdaAssetError):
+        assets.prepare(functions.values())
+    assert built == ["greeks"]
 
 
 def test_a_queue_mapping_outside_lambdas_bounds_is_refused(tmp_path: Path) -> None:
