@@ -280,7 +280,7 @@ def check_closure(target: Installed, entry: str) -> None:
 
 def test_every_function_declares_a_handler_its_settings_and_an_existing_package_set() -> None:
     for name, spec in FUNCTIONS.items():
-        assert set(spec) == {"handler", "packages", "extra", "settings"}, name
+        assert set(spec) == {"handler", "packages", "extra", "settings", "aws_services"}, name
         assert spec["extra"] in PYPROJECT["project"]["optional-dependencies"], name
         for folder in spec["packages"]:  # type: ignore[attr-defined]
             assert (ROOT / folder / "__init__.py").is_file(), (name, folder)
