@@ -248,7 +248,7 @@ class SendLane:
 
     def _holding(self) -> bool:
         """The sender is busy and memory allows: batches keep filling (module docstring)."""
-        return bool(self._queue) and not self._over_budget()
+        return bool(self._queue) and self.memory_bytes <= self._high
 
     def _over_budget(self) -> bool:
         return bool(self._queue) and self.memory_bytes > self._high

@@ -249,9 +249,9 @@ class BuiltAssets:
             return
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = [pool.submit(self.path, function) for function in missing.values()]
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        if errors:
-            raise errors[0]  # type: ignore[misc]
+        for future in futures:
+            if (error := future.exception()) is not None:
+                raise error
 
     def path(self, function: FunctionDefinition) -> Path:
         """The built asset's directory, building it if this fingerprint has none yet."""

@@ -215,12 +215,13 @@ def test_each_asset_keeps_no_service_model_its_functions_do_not_load(
     imported: dict[str, dict[str, Any]],
 ) -> None:
     # Given the functions grouped by the asset they share (same folders and wheels)
+    functions = load_functions()
     assets: dict[tuple[Any, ...], list[str]] = {}
-    for name, function in load_functions().items():
+    for name, function in functions.items():
         assets.setdefault((function.packages, function.requirements), []).append(name)
     for names in assets.values():
         # Then they declare one set of services, and each is loaded by one of them
-        declared = {load_functions()[n].aws_services for n in names}
+        declared = {functions[n].aws_services for n in names}
         assert len(declared) == 1, f"{names} share an asset but declare {declared}"
         loaded = {s for n in names for st in STAGES for s in imported[f"{st}/{n}"]["services"]}
         unused = set(next(iter(declared))) - loaded
