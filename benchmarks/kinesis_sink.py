@@ -13,14 +13,17 @@ Ticks of one frame share their ``received_at``, and the feed appends a
 frame's ticks of one key together, so inside a record the stamps come in
 runs: each run is found and counted with a few byte searches (C speed; a
 regular expression over every tick made the stand-in the bottleneck), its
-stamp parsed once, weighted by its ticks. ``GET /count`` returns the counts;
+stamp parsed once, weighted by its ticks. Base64 is decoded with ``pybase64``
+(SIMD), as the container encodes it: the stand-in shares the machine's two
+cores with the container, and with the standard library's decoder it used
+0.40-0.44 cores at 110,000 ticks/s (0.25-0.27 with pybase64), CPU taken from
+the container it measures. ``GET /count`` returns the counts;
 ``GET /latency`` the exact percentiles since the last ``POST /latency/reset``.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import math
 import re
 import time
@@ -28,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 
+import pybase64
 from aiohttp import web
 
 _DATA = re.compile(rb'"Data":"([A-Za-z0-9+/=]*)"')
@@ -98,7 +102,7 @@ def build_app() -> web.Application:
         received: Counter[bytes] = Counter()
         for match in _DATA.finditer(body):
             entries += 1
-            for stamp, ticks in stamps(base64.b64decode(match.group(1))):
+            for stamp, ticks in stamps(pybase64.b64decode(match.group(1), validate=True)):
                 received[stamp] += ticks
         counts["requests"] += 1
         counts["entries"] += entries

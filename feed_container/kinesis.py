@@ -6,7 +6,9 @@ encoding of the base64 text, a thread hop, generic parsing). PutRecords is a
 single JSON call, so this module builds the body directly (base64 needs no
 JSON escaping), signs it with botocore's own SigV4 signer and credentials
 (the task role, refreshed by botocore), and sends it on the event loop: about
-5 ms per MB. Endpoint and region come from boto3's configuration
+5 ms per MB. The base64 is ``pybase64`` (SIMD: tens of GB/s, where the
+standard library's ~0.3-0.6 GB/s cost 8% of the container's CPU at 110,000
+ticks/s, more than the MD5 of the aggregates). Endpoint and region come from boto3's configuration
 (``AWS_ENDPOINT_URL_KINESIS``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``), so it goes
 where any boto3 client of the process would.
 
@@ -23,12 +25,12 @@ reads Kite.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import pybase64
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
@@ -87,7 +89,7 @@ def request_body(stream_name: str, batch: PutRecordsBatch) -> bytes:
     head = b'{"StreamName":' + json.dumps(stream_name).encode() + b',"Records":['
     entries = []
     for r in batch.records:
-        entry = b'{"Data":"' + base64.b64encode(r.data) + b'","PartitionKey":'
+        entry = b'{"Data":"' + pybase64.b64encode(r.data) + b'","PartitionKey":'
         entry += json.dumps(r.partition_key).encode()
         if r.explicit_hash_key is not None:
             entry += b',"ExplicitHashKey":' + json.dumps(r.explicit_hash_key).encode()
