@@ -282,6 +282,16 @@ def _rate_now(admin: str) -> float:
     return float(_sim_sent(admin) - first)
 
 
+def _machine_times() -> tuple[float, float, float]:
+    """(total, idle incl. iowait, steal) CPU time of the whole machine, from /proc/stat."""
+    times = psutil.cpu_times()
+    steal = float(getattr(times, "steal", 0.0))
+    idle = float(times.idle + getattr(times, "iowait", 0.0))
+    guest = float(getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0))
+    # guest time is already counted in user time on Linux
+    return float(sum(times)) - guest, idle, steal
+
+
 def _cpu(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return float(t.user + t.system + t.children_user + t.children_system)
@@ -339,6 +349,10 @@ class Run:
     gc_max_bound: float = math.nan
     loop_lag_p99_bound: float = math.nan
     requests_per_10k: float = math.nan
+    #: Over the window, shares of the machine's CPU time: busy (any process) and stolen by
+    #: the host (a slower machine makes every CPU and latency figure worse).
+    machine_busy: float = math.nan
+    machine_steal: float = math.nan
 
     @property
     def loss(self) -> float:
@@ -406,12 +420,12 @@ def _run_container(
         if sink_url:
             _post(f"{sink_url}/latency/reset", {})
         m0, c0, s0, k0 = _metrics(port), _cpu(container), _cpu(sim), _cpu(sink)
-        t0, sim0 = time.perf_counter(), _sim_sent(admin)
+        t0, sim0, mt0 = time.perf_counter(), _sim_sent(admin), _machine_times()
         while time.perf_counter() - t0 < seconds:
             time.sleep(1.0)
             run.rss = max(run.rss, container.memory_info().rss)
         m1, c1, s1, k1 = _metrics(port), _cpu(container), _cpu(sim), _cpu(sink)
-        t1, sim1 = time.perf_counter(), _sim_sent(admin)
+        t1, sim1, mt1 = time.perf_counter(), _sim_sent(admin), _machine_times()
         if sink_url:
             run.exact = json.loads(_get(f"{sink_url}/latency"))
         if full_mode is not None:
@@ -444,6 +458,10 @@ def _run_container(
     run.p50_bound = _bucket_quantile(m0, m1, "feed_e2e_lag_seconds", 0.5)
     run.p99_bound = _bucket_quantile(m0, m1, "feed_e2e_lag_seconds", 0.99)
     run.cpu, run.sim_cpu, run.sink_cpu = (c1 - c0) / dt, (s1 - s0) / dt, (k1 - k0) / dt
+    machine_total = mt1[0] - mt0[0]
+    if machine_total > 0:
+        run.machine_busy = 1 - (mt1[1] - mt0[1]) / machine_total
+        run.machine_steal = (mt1[2] - mt0[2]) / machine_total
     for stage in ("batching", "queue", "retries", "in_flight"):
         count = _delta(m0, m1, "feed_batch_stage_seconds_count", stage=stage)
         total = _delta(m0, m1, "feed_batch_stage_seconds_sum", stage=stage)
@@ -477,6 +495,13 @@ def _summary(label: str, run: Run) -> list[Figure]:
         Figure(f"{label}: Kinesis-acknowledged ticks/s", run.acked, "ticks/s"),
         Figure(f"{label}: container CPU per 10,000 ticks/s", run.cpu_per_10k, "cores"),
         Figure(f"{label}: loss (sent - acknowledged, after the SIGTERM flush)", run.loss, "ticks"),
+        Figure(
+            f"{label}: mean time per frame (decode, validate, encode, hand over)",
+            1e3 * run.frame_mean,
+            "ms",
+        ),
+        Figure(f"{label}: machine CPU busy (every process)", 100 * run.machine_busy, "%"),
+        Figure(f"{label}: machine CPU stolen by the host", 100 * run.machine_steal, "%"),
     ]
     if run.exact:
         for q in ("p50", "p99", "p99.9", "max"):
