@@ -120,8 +120,11 @@ class FeedSettings(BaseSettings):
     request_records: int = Field(MAX_REQUEST_RECORDS, gt=0, le=MAX_REQUEST_RECORDS)
     request_bytes: int = Field(MAX_REQUEST_BYTES, ge=MAX_RECORD_BYTES, le=MAX_REQUEST_BYTES)
     #: Independent senders, each owning a fixed share of partition keys and one request
-    #: in flight: order per key holds, and lanes overlap their round trips.
-    sender_lanes: int = Field(4, ge=1, le=64)
+    #: in flight: order per key holds, and lanes overlap their round trips. An idle lane
+    #: sends once per linger, so calls scale with lanes: at 110,000 ticks/s three lanes
+    #: made 2.4-2.8 PutRecords calls per 10,000 ticks, four 3.7, with the same latency
+    #: (BENCHMARKS.md, feed_e2e: round trips of 30-75 ms against a 100 ms linger).
+    sender_lanes: int = Field(3, ge=1, le=64)
     #: Timeout of one call to AWS: a PutRecords, or a SendMessageBatch of order messages.
     put_timeout_seconds: float = Field(10.0, gt=0)
     #: Delays between retries of a failed PutRecords or SendMessageBatch (exponential).
