@@ -267,9 +267,18 @@ class Aggregator:
             bad = next(d for d in chunk if type(d) is not bytes)
             raise TypeError(f"user record data must be bytes, got {type(bad).__name__}")
         lengths = list(map(len, chunk))
-        if max(lengths) >= _HOT_LIMIT:  # the general path takes it and what follows
-            lengths = lengths[: next(i for i, n in enumerate(lengths) if n >= _HOT_LIMIT)]
         room = self._max_bytes - FRAMING_BYTES - self._first_pk_bytes - self._pb_size
+        if max(lengths) < _HOT_LIMIT:
+            growth = sum(map(_PK0_GROWTH.__getitem__, lengths))
+            if growth <= room:  # the common case: all of them fit, no prefix sums needed
+                headers = map(_PK0_HEADERS.__getitem__, lengths)
+                self._records.extend(chain.from_iterable(zip(headers, chunk, strict=True)))
+                payload = sum(lengths)
+                self._pb_size += growth
+                self._payload_bytes += payload
+                return len(lengths), payload
+        else:  # the general path takes the first large record and what follows
+            lengths = lengths[: next(i for i, n in enumerate(lengths) if n >= _HOT_LIMIT)]
         grown = list(accumulate(map(_PK0_GROWTH.__getitem__, lengths)))
         added = bisect_right(grown, room)
         if not added:
