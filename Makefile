@@ -40,7 +40,8 @@ help:
 	@echo "make synth   - cdk synth STAGE=dev|prod into cdk.out (offline, no Docker), cfn-lint, cdk-nag"
 	@echo "make deploy  - make synth, then cdk deploy STAGE (AWS credentials and Docker needed)"
 
-$(STAMP): pyproject.toml constraints.txt
+# setup.py and the C source: the editable install compiles feed_container/_recordfmt.c.
+$(STAMP): pyproject.toml constraints.txt setup.py feed_container/_recordfmt.c
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 is required" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -18,6 +18,14 @@ record as it is sent, about 30% faster than formatting a ``str`` and
 encoding it (a record is ASCII: names go through ``encode_basestring_ascii``;
 ``%r`` of a float is ``ascii(x)``, which is ``repr(x)``).
 
+The per-row loop itself runs in C when ``feed_container._recordfmt`` is built
+(``_recordfmt.c``; ``make venv`` and the image's builder stage compile it):
+the template is split once into its literal text and slot kinds, and each
+row is written straight into a buffer, the same bytes as ``template % row``
+(the tests hold both paths to that). Without it (no C compiler where the
+package was installed) the ``%`` path runs, slower: :data:`FORMATTER` says
+which, and the container logs it at start.
+
 The output is byte-identical to ``encode_tick(tick, underlying=...,
 received_at=..., exchange=..., tradingsymbol=..., account=...)`` for the
 same ticks; ``tests/unit/feed/test_encoder.py`` holds it to that.
@@ -26,7 +34,8 @@ same ticks; ``tests/unit/feed/test_encoder.py`` holds it to that.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +47,18 @@ from ticker_core.instruments import InstrumentRegistry
 from ticker_core.kite_wire import DEPTH_LEVELS, DEPTH_SIDES, PacketBatch, PacketKind
 from ticker_core.kite_wire._layout import DIVISOR_BY_SEGMENT
 from ticker_core.tz import IST
+
+FormatRows = Callable[[tuple[bytes, ...], bytes, tuple[list[Any], ...], int], list[bytes]]
+_format_rows: FormatRows | None
+try:
+    from feed_container import _recordfmt
+
+    _format_rows = _recordfmt.format_rows
+except ImportError:  # not compiled where the package was installed: the % path runs
+    _format_rows = None
+
+#: Which per-row formatter runs: "c" (``_recordfmt``) or "python" (``bytes % row``).
+FORMATTER = "python" if _format_rows is None else "c"
 
 #: Partition key (and ``underlying``) of a token missing from the day's instruments.
 UNKNOWN_UNDERLYING = "UNKNOWN"
@@ -141,8 +162,8 @@ class ColumnarTickEncoder:
         rows = len(batch)
         if rows == 0:
             return []
-        prices = _price_style(batch)
-        columns: list[Sequence[Any]] = [self._prefix_column(batch)]
+        prices = _price_style(batch, native=_format_rows is not None)
+        columns: list[list[Any]] = [self._prefix_column(batch)]
         for source in _LAYOUT[batch.kind][1]:
             if source == _DEPTH:
                 columns.extend(_depth_columns(batch, prices))
@@ -152,6 +173,11 @@ class ColumnarTickEncoder:
                 columns.extend(_price_columns(batch[source], prices))
             else:
                 columns.append(batch[source].tolist())
+        if _format_rows is not None:
+            literals, kinds = _compiled(batch.kind, prices)
+            return _format_rows(
+                (*literals[:-1], literals[-1] + suffix), kinds, tuple(columns), rows
+            )
         template = _template(batch.kind, prices) + suffix.replace(b"%", b"%%")
         return [template % values for values in zip(*columns, strict=True)]
 
@@ -207,6 +233,10 @@ class ColumnarTickEncoder:
 def _depth_columns(batch: PacketBatch, prices: str) -> list[list[Any]]:
     """Depth values in template order: per side, per level, price, quantity, orders."""
     price, quantity, orders = batch["depth_price"], batch["depth_quantity"], batch["depth_orders"]
+    if prices in (_REPR, _NATIVE):  # one list per price column: three tolist() calls in all
+        rows = len(batch)
+        columns = (a.reshape(rows, -1).T.tolist() for a in (price, quantity, orders))
+        return [column for level in zip(*columns, strict=True) for column in level]
     out: list[list[Any]] = []
     for side in range(len(DEPTH_SIDES)):
         for level in range(DEPTH_LEVELS):
@@ -236,16 +266,21 @@ _SIGNS = np.array([b"", b"-"], dtype=object)
 _TABLE_DIVISORS = np.array(
     [d in (100.0, float(_SCALE)) for d in DIVISOR_BY_SEGMENT], dtype=np.bool_
 )
-#: Price styles: repr for every price, unsigned split, signed split.
-_REPR, _UNSIGNED, _SIGNED = "r", "u", "s"
-_STYLE_FORMAT = {_REPR: "%r", _UNSIGNED: "%d%s", _SIGNED: "%s%d%s"}
+#: Price styles: repr for every price, unsigned split, signed split, and native: the C
+#: formatter's price slot (``%p``), which does the split itself (``_recordfmt.c``).
+_REPR, _UNSIGNED, _SIGNED, _NATIVE = "r", "u", "s", "n"
+_STYLE_FORMAT = {_REPR: "%r", _UNSIGNED: "%d%s", _SIGNED: "%s%d%s", _NATIVE: "%p"}
 _templates: dict[tuple[PacketKind, str], bytes] = {}
+_compiled_templates: dict[tuple[PacketKind, str], tuple[tuple[bytes, ...], bytes]] = {}
+_DIRECTIVE = re.compile(rb"%(.)")
 
 
-def _price_style(batch: PacketBatch) -> str:
+def _price_style(batch: PacketBatch, *, native: bool) -> str:
     segments = batch["instrument_token"] & 0xFF
     if not _TABLE_DIVISORS[segments].all():
         return _REPR
+    if native:
+        return _NATIVE
     columns = [batch[name] for name in _PRICE_COLUMNS if name in batch.columns]
     if "depth_price" in batch.columns:
         columns.append(batch["depth_price"])
@@ -254,7 +289,7 @@ def _price_style(batch: PacketBatch) -> str:
 
 
 def _price_columns(values: npt.NDArray[np.float64], style: str) -> list[list[Any]]:
-    if style == _REPR:
+    if style in (_REPR, _NATIVE):
         return [values.tolist()]
     scaled = np.rint(values * _SCALE).astype(np.int64)
     if style == _UNSIGNED:
@@ -290,6 +325,41 @@ def _template(kind: PacketKind, style: str) -> bytes:
             out.append(fmt + slot[1:])
         template = _templates[key] = "".join(out).encode()
     return template
+
+
+def _compiled(kind: PacketKind, style: str) -> tuple[tuple[bytes, ...], bytes]:
+    """The kind's template as the C formatter takes it: literal text around each slot, and
+    each slot's kind (``d``, ``r`` or ``s``)."""
+    key = (kind, style)
+    compiled = _compiled_templates.get(key)
+    if compiled is None:
+        compiled = _compiled_templates[key] = split_template(_template(kind, style))
+    return compiled
+
+
+def split_template(template: bytes) -> tuple[tuple[bytes, ...], bytes]:
+    """(literals, kinds) of a ``bytes`` template using only ``%d``, ``%r``, ``%s``, ``%p``
+    (the C formatter's wire-price slot) and ``%%``."""
+    literals: list[bytes] = []
+    kinds = bytearray()
+    text = bytearray()
+    at = 0
+    for match in _DIRECTIVE.finditer(template):
+        text += template[at : match.start()]
+        at = match.end()
+        directive = match.group(1)
+        if directive == b"%":
+            text += b"%"
+            continue
+        if directive not in (b"d", b"r", b"s", b"p"):
+            raise ValueError(f"unsupported directive %{directive.decode()} in {template!r}")
+        literals.append(bytes(text))
+        kinds += directive
+        text.clear()
+    if b"%" in template[at:]:
+        raise ValueError(f"incomplete directive at the end of {template!r}")
+    literals.append(bytes(text) + template[at:])
+    return tuple(literals), bytes(kinds)
 
 
 _PRICE = "price"

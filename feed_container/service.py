@@ -42,6 +42,7 @@ from feed_container.connection import (
     VaultTokens,
     max_frame_bytes,
 )
+from feed_container.encoder import FORMATTER
 from feed_container.health import HealthServer
 from feed_container.instruments import InstrumentSource, load_registry, source_from_setting
 from feed_container.kinesis import KinesisWriter
@@ -381,8 +382,14 @@ class FeedService:
                 "accounts": list(self.accounts),
                 "port": self.health.port,
                 "lanes": len(self.lanes),
+                "record_formatter": FORMATTER,
             },
         )
+        if FORMATTER != "c":
+            log.warning(
+                "record formatter not compiled (feed_container._recordfmt): encoding ticks "
+                "in Python takes about 1.7x the CPU per tick; build the package with a C compiler"
+            )
         await stop.wait()
         return await self.shutdown()
 

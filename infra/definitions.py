@@ -24,10 +24,11 @@ SCHEMAS_DIR = REPO_ROOT / "ticker_core" / "schemas"
 OPENAPI = REPO_ROOT / "openapi.json"
 CONSTRAINTS = REPO_ROOT / "constraints.txt"
 
-# Each image's build context: the project files and the folders its Dockerfile copies.
+# Each image's build context: the project files and the folders its Dockerfile copies
+# (the feed's also setup.py, which compiles its C record formatter).
 PROJECT_FILES = ("pyproject.toml", "constraints.txt", "README.md")
 IMAGE_FOLDERS = {
-    "feed_container": ("ticker_core", "ticker_adapters", "feed_container"),
+    "feed_container": ("setup.py", "ticker_core", "ticker_adapters", "feed_container"),
     "kite_sim": ("ticker_core", "kite_sim"),
 }
 SIM_PORT = 8000

@@ -45,7 +45,7 @@ GIB = 1024**3
 def image_context(image: str) -> list[str]:
     """Docker-style excludes that keep only what ``image``'s Dockerfile copies in its context."""
     keep = (*PROJECT_FILES, *IMAGE_FOLDERS[image])
-    return ["*", *(f"!{item}" for item in keep), "**/__pycache__", "**/*.pyc"]
+    return ["*", *(f"!{item}" for item in keep), "**/__pycache__", "**/*.pyc", "**/*.so"]
 
 
 class Feed(Construct):

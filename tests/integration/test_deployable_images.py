@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 FUNCTIONS: dict[str, dict[str, object]] = PYPROJECT["tool"]["ticker-service"]["functions"]
 FIRST_PARTY = {"ticker_core", "ticker_adapters", "feed_container", "lambdas"}
-CONTEXT_FILES = ("pyproject.toml", "constraints.txt", "README.md")
+CONTEXT_FILES = ("pyproject.toml", "setup.py", "constraints.txt", "README.md")
 INSTALL_TIMEOUT_S = 900
 
 

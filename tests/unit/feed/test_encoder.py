@@ -1,4 +1,8 @@
-"""The columnar encoder writes exactly what ``encode_tick`` writes, and it is schema-valid."""
+"""The columnar encoder writes exactly what ``encode_tick`` writes, and it is schema-valid.
+
+Every test runs twice: with the C row formatter (``feed_container._recordfmt``)
+and with the pure-Python ``%`` path the feed falls back to without it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
+from feed_container import encoder as encoder_module
 from feed_container.encoder import UNKNOWN_UNDERLYING, ColumnarTickEncoder
 from ticker_core.instruments import Instrument, InstrumentRegistry, InstrumentType
 from ticker_core.kite_wire import PacketKind, decode_frame, encode_columns, join_frames, parse_ticks
@@ -24,6 +29,18 @@ SCHEMA = Draft202012Validator(
     json.loads(resources.files("ticker_core.schemas").joinpath("tick.v1.json").read_text()),
     format_checker=FormatChecker(),
 )
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def formatter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with the C row formatter, then with the pure-Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(encoder_module, "_format_rows", None)
+    elif encoder_module._format_rows is None:
+        pytest.fail(
+            "feed_container._recordfmt is not built (see tests/unit/feed/test_recordfmt.py)"
+        )
+    return str(request.param)
 
 
 def columns(
