@@ -5,7 +5,7 @@
  *   literals: tuple of n + 1 bytes, the template's text around its n slots
  *   kinds:    bytes of n characters, one per slot: 'd' (int, decimal),
  *             'r' (float, repr), 's' (bytes, as is), 'p' (float, a wire price:
- *             at most four decimals, written as repr writes such a number)
+ *             at most seven decimals, written as repr writes it)
  *   columns:  tuple of n lists, one per slot, each at least `rows` long
  *
  * Row i is literals[0] + slot_0(columns[0][i]) + literals[1] + ... + literals[n],
@@ -124,11 +124,16 @@ static int append_float(Buffer *buf, PyObject *value)
     return rc;
 }
 
-/* A wire price (an int32 over 100 or 10,000): its value to four decimals, split into
- * the integer part and the fraction with trailing zeros dropped ("12.5", "0.05",
- * "7.0"), which is repr's text for such a float (encoder.py explains why), without
- * the shortest-digits search repr does. Exactly the Python path's arithmetic:
- * rint(v * 10000) rounds half to even, as numpy's rint does. */
+/* A wire price: an int32 over 100, 10,000 or 10,000,000 (every segment's divisor), so
+ * at most seven decimals and ten significant digits. repr() of such a float is that
+ * decimal, written shortest (trailing zeros dropped, at least one decimal: "7.0"),
+ * because no shorter decimal lies within the float's half-ulp; so it is written from
+ * rint(v * 1e7) (exact for these values) without repr's shortest-digits search.
+ * Where repr would write something else, repr writes it: exponent notation below
+ * 1e-4 (and far above any price), -0.0, nan, inf. */
+#define PRICE_SCALE 10000000ULL
+#define PRICE_DECIMALS 7
+
 static int append_price(Buffer *buf, PyObject *value)
 {
     if (!PyFloat_Check(value)) {
@@ -136,27 +141,32 @@ static int append_price(Buffer *buf, PyObject *value)
                      Py_TYPE(value)->tp_name);
         return -1;
     }
-    double scaled = nearbyint(PyFloat_AS_DOUBLE(value) * 10000.0);
-    if (!(fabs(scaled) < 9.0e18)) { /* nan, inf or beyond int64: not a wire price */
+    double x = PyFloat_AS_DOUBLE(value);
+    double scaled = nearbyint(x * (double)PRICE_SCALE);
+    if (!(fabs(scaled) < 9.0e18) || (x != 0.0 && fabs(x) < 1e-4) ||
+        (x == 0.0 && signbit(x))) {
         return append_float(buf, value);
     }
     long long units = (long long)scaled;
     unsigned long long magnitude = magnitude_of(units);
-    unsigned long long fraction = magnitude % 10000;
-    char text[32];
+    unsigned long long fraction = magnitude % PRICE_SCALE;
+    char text[40];
     char *point = text + 24; /* the integer part ends here, the fraction follows */
-    char *start = write_decimal(point, magnitude / 10000, units < 0);
-    int end = 24;
-    text[end++] = '.';
-    char digits[4] = {(char)('0' + (int)(fraction / 1000)), (char)('0' + (int)(fraction / 100 % 10)),
-                      (char)('0' + (int)(fraction / 10 % 10)), (char)('0' + (int)(fraction % 10))};
-    int keep = 4;
+    char *start = write_decimal(point, magnitude / PRICE_SCALE, units < 0);
+    char *end = point;
+    *end++ = '.';
+    char digits[PRICE_DECIMALS];
+    for (int i = PRICE_DECIMALS - 1; i >= 0; i--) {
+        digits[i] = (char)('0' + (int)(fraction % 10));
+        fraction /= 10;
+    }
+    int keep = PRICE_DECIMALS;
     while (keep > 1 && digits[keep - 1] == '0') {
         keep--;
     }
-    memcpy(text + end, digits, (size_t)keep);
+    memcpy(end, digits, (size_t)keep);
     end += keep;
-    return buffer_append(buf, start, (text + end) - start);
+    return buffer_append(buf, start, end - start);
 }
 
 static int append_bytes(Buffer *buf, PyObject *value)

@@ -276,11 +276,11 @@ _DIRECTIVE = re.compile(rb"%(.)")
 
 
 def _price_style(batch: PacketBatch, *, native: bool) -> str:
+    if native:  # the C price slot writes every segment's prices (CDS included)
+        return _NATIVE
     segments = batch["instrument_token"] & 0xFF
     if not _TABLE_DIVISORS[segments].all():
         return _REPR
-    if native:
-        return _NATIVE
     columns = [batch[name] for name in _PRICE_COLUMNS if name in batch.columns]
     if "depth_price" in batch.columns:
         columns.append(batch["depth_price"])

@@ -98,15 +98,15 @@ def test_split_template_refuses_what_the_formatter_cannot_write() -> None:
     assert split_template(b"a%%b%dc%sd") == ((b"a%b", b"c", b"d"), b"ds")
 
 
-@given(st.integers(-(2**31), 2**31 - 1), st.sampled_from([100.0, 10_000.0]))
+@given(st.integers(-(2**31), 2**31 - 1), st.sampled_from([100.0, 10_000.0, 10_000_000.0]))
 def test_a_price_slot_writes_repr_of_any_wire_price(raw: int, divisor: float) -> None:
-    # Given a wire price: an int32 over a table divisor
+    # Given a wire price: an int32 over any segment's divisor
     price = raw / divisor
     # When written through a price slot, Then the text is repr's
     assert format_rows()((b"", b""), b"p", ([price],), 1) == [repr(price).encode()]
 
 
-def test_a_price_slot_falls_back_to_repr_for_what_no_wire_price_is() -> None:
-    values = [math.nan, math.inf, -math.inf, 1e300]
+def test_a_price_slot_writes_what_repr_writes_outside_the_wire_range_too() -> None:
+    values = [math.nan, math.inf, -math.inf, 1e300, -0.0, 1e-5, -3e-7, 1e-4, 2.5e15]
     out = format_rows()((b"", b""), b"p", (values,), len(values))
     assert out == [repr(v).encode() for v in values]
