@@ -86,8 +86,9 @@ static int append_int(Buffer *buf, PyObject *value)
     int overflow = 0;
     long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
     if (overflow != 0) {
-        /* Beyond 64 bits (never from a wire column): Python's own text. */
-        PyObject *text = PyObject_Str(value);
+        /* Beyond 64 bits (never from a wire column): int's own decimal text, as %d
+         * writes it (the base type's, so no Python code runs here). */
+        PyObject *text = PyLong_Type.tp_repr(value);
         if (text == NULL) {
             return -1;
         }
@@ -238,7 +239,12 @@ static PyObject *format_rows(PyObject *module, PyObject *const *args, Py_ssize_t
             if (buffer_append(&buf, PyBytes_AS_STRING(literal), PyBytes_GET_SIZE(literal)) < 0) {
                 goto fail;
             }
-            PyObject *value = PyList_GET_ITEM(PyTuple_GET_ITEM(columns, s), row);
+            PyObject *column = PyTuple_GET_ITEM(columns, s);
+            if (PyList_GET_SIZE(column) <= row) { /* shrunk meanwhile (a finalizer): refuse */
+                PyErr_SetString(PyExc_ValueError, "a column changed size while formatting");
+                goto fail;
+            }
+            PyObject *value = PyList_GET_ITEM(column, row);
             int rc;
             switch (kind[s]) {
             case 'd':
