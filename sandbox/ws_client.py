@@ -37,6 +37,13 @@ class ReplyTimeoutError(Exception):
 
 DataHandler = Callable[[Channel, list[dict[str, Any]]], None]
 
+#: How long the opening handshake may take. API Gateway gives $connect (the Lambda
+#: authorizer, then the integration) up to 29 s, and a cold authorizer followed by a cold
+#: connect function can use much of it: the sandbox's witness timed out at 15 s on a
+#: fresh checkout (no bytecode yet) of a loaded machine. Waiting less than the gateway
+#: would turns a slow accept into a failed connection.
+OPEN_TIMEOUT_S = 35.0
+
 
 class StreamClient:
     """One connection to the WebSocket API: requests with replies, and the data that streams.
@@ -52,7 +59,7 @@ class StreamClient:
         url: str,
         token: str,
         *,
-        open_timeout: float = 15.0,
+        open_timeout: float = OPEN_TIMEOUT_S,
         max_queue: int = 64,
         on_data: DataHandler | None = None,
         **connect_options: Any,
