@@ -53,6 +53,7 @@ from infra.grants import (
 )
 from infra.identity import Users
 from infra.lambda_assets import ARCHITECTURE, PYTHON_VERSION, RUNTIME, AssetSource
+from infra.limits import API_GATEWAY_INTEGRATION_TIMEOUT_S
 
 METRICS_NAMESPACE = "TickerService"
 PROXY_PORT = 5432
@@ -73,13 +74,14 @@ SIZING = {
     "persist-maintenance": Sizing(512, 300),
     "instruments": Sizing(1024, 300),
     "migrate": Sizing(512, 600),
-    # API Gateway waits 29 s for an integration (REST and WebSocket): so do the functions.
-    "api": Sizing(1024, 29),
+    # API Gateway waits this long for an integration (REST and WebSocket): so do these.
+    "api": Sizing(1024, API_GATEWAY_INTEGRATION_TIMEOUT_S),
     "api-order-updates": Sizing(512, 60),
-    "api-market": Sizing(1769, 29),  # one full vCPU: implied volatility for a whole chain
+    # One full vCPU: implied volatility for a whole chain.
+    "api-market": Sizing(1769, API_GATEWAY_INTEGRATION_TIMEOUT_S),
     "api-login-check": Sizing(512, 120),
     "ws-authorizer": Sizing(512, 10),
-    "ws": Sizing(512, 29),
+    "ws": Sizing(512, API_GATEWAY_INTEGRATION_TIMEOUT_S),
     "fanout-ticks": Sizing(1024, 60),
     "fanout-greeks": Sizing(1024, 60),
 }

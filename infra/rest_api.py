@@ -36,12 +36,13 @@ from constructs import Construct
 from infra.common import acknowledge, log_group
 from infra.config import StageConfig
 from infra.definitions import Operation, api_operations, load_openapi
+from infra.limits import API_GATEWAY_INTEGRATION_TIMEOUT_S
 
 STAGE = "v1"
 """The REST API's stage (the sandbox's local gateway serves the same one)."""
 SECURITY_SCHEME = "cognito"
 """The security scheme ``openapi.json`` names on authenticated operations."""
-INTEGRATION_TIMEOUT_MS = 29_000
+INTEGRATION_TIMEOUT_MS = API_GATEWAY_INTEGRATION_TIMEOUT_S * 1000
 """API Gateway's default integration timeout; the API functions' timeouts match it."""
 LOGIN_CALLBACK_PATH = "/kite/login/callback"
 POSTBACK_PATH = "/postbacks"

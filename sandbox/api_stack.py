@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from infra.limits import API_GATEWAY_INTEGRATION_TIMEOUT_S
 from kite_sim.config import AccountConfig, SimConfig
 from kite_sim.server import Simulator, ThreadedSimulator
 from lambdas.common.db import connection_parameters
@@ -250,20 +251,24 @@ def api_stack(
         )
         logs_dir = Path(logs)
         function = LambdaFunction.declared(
-            "api", env=env, log_dir=logs_dir, timeout_s=29, max_concurrency=environments
+            "api",
+            env=env,
+            log_dir=logs_dir,
+            timeout_s=API_GATEWAY_INTEGRATION_TIMEOUT_S,
+            max_concurrency=environments,
         )
         updates_function = LambdaFunction.declared(
             "api-order-updates",
             env=order_updates_env(aws, db, resources),
             log_dir=logs_dir,
-            timeout_s=29,
+            timeout_s=API_GATEWAY_INTEGRATION_TIMEOUT_S,
             max_concurrency=1,
         )
         market_function = LambdaFunction.declared(
             "api-market",
             env=markets,
             log_dir=logs_dir,
-            timeout_s=29,
+            timeout_s=API_GATEWAY_INTEGRATION_TIMEOUT_S,
             max_concurrency=market_environments,
         )
         login_check = LambdaFunction.declared(

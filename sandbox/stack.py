@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from infra.definitions import load_queue_mappings
+from infra.limits import API_GATEWAY_INTEGRATION_TIMEOUT_S
 from lambdas.common.db import DatabaseSettings, connection_parameters
 from lambdas.migrate.dal import migrate
 from lambdas.migrate.logic import bundled_migrations
@@ -426,13 +427,13 @@ class Stack:
         self._function(
             "api",
             api_env(aws, need(self.db, "PostgreSQL"), r, self.rest_url),
-            timeout_s=29,
+            timeout_s=API_GATEWAY_INTEGRATION_TIMEOUT_S,
             max_concurrency=API_ENVIRONMENTS,
         )
         self._function(
             "api-market",
             market_env(aws, need(self.db, "PostgreSQL"), r, self.rest_url),
-            timeout_s=29,
+            timeout_s=API_GATEWAY_INTEGRATION_TIMEOUT_S,
             memory_mb=1024,
             max_concurrency=MARKET_ENVIRONMENTS,
         )
@@ -471,7 +472,12 @@ class Stack:
         aws, r = need(self.aws, "moto"), need(self.resources, "AWS")
         api = need(self.api, "the API")
         self._function(AUTHORIZER, ws_authorizer_env(api.pool), timeout_s=10, max_concurrency=2)
-        self._function(ROUTES, ws_routes_env(aws, r), timeout_s=29, max_concurrency=2)
+        self._function(
+            ROUTES,
+            ws_routes_env(aws, r),
+            timeout_s=API_GATEWAY_INTEGRATION_TIMEOUT_S,
+            max_concurrency=2,
+        )
         self.ws_gateway = gateway = start_websocket_api(
             authorizer=self.functions[AUTHORIZER].invoke,
             integration=self.functions[ROUTES].invoke,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from infra.limits import API_GATEWAY_INTEGRATION_TIMEOUT_S
 from kite_sim.clock import ManualClock
 from kite_sim.config import SimConfig
 from kite_sim.feed import MODE_FULL
@@ -255,7 +256,11 @@ def ws_stack(moto_server: MotoServer) -> Iterator[WsStack]:
         try:
             authorizer = function(AUTHORIZER, ws_authorizer_env(pool), timeout_s=10)
             limit = {"WS_MAX_CONNECTIONS_PER_USER": str(MAX_CONNECTIONS_PER_USER)}
-            routes = function(ROUTES, {**ws_routes_env(aws, resources), **limit}, timeout_s=29)
+            routes = function(
+                ROUTES,
+                {**ws_routes_env(aws, resources), **limit},
+                timeout_s=API_GATEWAY_INTEGRATION_TIMEOUT_S,
+            )
             gateway = start_websocket_api(
                 authorizer=authorizer.invoke, integration=routes.invoke, region=aws.region
             )
