@@ -13,6 +13,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= feed,sim,lambdas,infra,dev
 PYTEST_ARGS ?=
+# make test's workers (pytest-xdist); tests/conftest.py keeps what shares a fixture together.
+PYTEST_WORKERS ?= 2
 ARGS ?=
 COVERAGE_FAIL_UNDER ?= 90
 
@@ -63,7 +65,8 @@ security: $(STAMP)
 	$(BIN)/python tools/secret_scan.py
 
 test: lint typecheck security
-	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FAIL_UNDER) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope \
+		--cov --cov-report=term --cov-fail-under=$(COVERAGE_FAIL_UNDER) $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
@@ -23,6 +24,62 @@ from sandbox.moto_server import AwsEndpoint, MotoServer
 from sandbox.postgres import ConnectionInfo, EmbeddedPostgres
 
 INSTRUMENTS_BUCKET = "ticker-instruments"
+
+# `make test` runs the suite on two workers (pytest-xdist). A test module is one unit of
+# work, so its module-scoped stack starts once; these directories are one unit each, as
+# their tests share a costly session fixture (the CDK synthesis; the Twisted reactor).
+WHOLE_DIRECTORY_UNITS = ("tests/infra/", "tests/integration/kite_sim/")
+# Handed out first, longest first, so that no worker is left with a long unit at the end;
+# the two e2e runs share one unit, so two whole sandboxes never run at once.
+LONG_UNITS_FIRST = ("tests/e2e/", "tests/infra/", "tests/integration/test_deployable_images.py")
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to when the suite runs on several workers."""
+    module = nodeid.partition("::")[0]
+    return next((d for d in WHOLE_DIRECTORY_UNITS if module.startswith(d)), module)
+
+
+def _start_rank(nodeid: str) -> int:
+    ranks = (i for i, prefix in enumerate(LONG_UNITS_FIRST) if nodeid.startswith(prefix))
+    return next(ranks, len(LONG_UNITS_FIRST))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Units of work as :func:`work_unit` draws them, handed out in collection order.
+
+    (Not ``--dist loadgroup``: its groups rename node ids, which pytest 9.2 ignores.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order set below
+    return WorkUnitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test its own node id; in an xdist worker, long units first (a stable sort)."""
+    _give_each_test_its_own_id(items)
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: _start_rank(item.nodeid))
+
+
+def _give_each_test_its_own_id(items: list[pytest.Item]) -> None:
+    """schemathesis names each operation's test ``test[GET /health]``, but pytest 9.2 builds
+    the node id from the function's name alone: one id for every operation, and xdist, which
+    tracks tests by id, ran one of them and dropped the rest without a word. The id is
+    rebuilt from the name, as pytest does for any other node; an id still shared fails the
+    session rather than a test going unrun."""
+    for item in items:
+        if item.name.endswith("]") and not item.nodeid.endswith("]") and item.parent:
+            item._id = item.parent.id.child(item.name)
+    shared = sorted(nodeid for nodeid, n in Counter(i.nodeid for i in items).items() if n > 1)
+    if shared:
+        raise pytest.UsageError(f"tests sharing a node id (only one would run): {shared[:5]}")
 
 
 @pytest.fixture(scope="session")

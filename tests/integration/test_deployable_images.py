@@ -6,8 +6,8 @@ feed's is read from ``feed_container/Dockerfile`` (what it copies and the
 extra it installs); each Lambda function's from ``[tool.ticker-service.functions]``
 in ``pyproject.toml``, the one declaration the CDK app reads too.
 
-For each set, in its own virtual environment (the distinct sets are built in
-parallel at session start, pip's cache shared; functions whose sets are the
+For each set, in its own virtual environment (the distinct sets are installed by
+uv in parallel at session start, its cache shared; functions whose sets are the
 same, folders and requirements, share one):
 
 * every first-party module the entry point can reach (its import closure,
@@ -181,8 +181,8 @@ def _copy_context(package_set: PackageSet, context: Path) -> None:
 def clean_env(**extra: str) -> dict[str, str]:
     """A process environment with nothing of ours: no settings, no AWS region, no PYTHONPATH."""
     keep = ("PATH", "HOME", "LANG", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
-    # pip's own settings (index, cache, certificates) and proxies reach the installs.
-    passed = ("PIP_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+    # The installers' own settings (index, cache, certificates) and proxies reach the installs.
+    passed = ("PIP_", "UV_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
     env = {k: v for k, v in os.environ.items() if k in keep or k.upper().startswith(passed)}
     return {
         **env,
@@ -192,22 +192,33 @@ def clean_env(**extra: str) -> dict[str, str]:
     }
 
 
+UV = Path(sys.executable).parent / "uv"
+
+
 def install(package_set: PackageSet, base: Path) -> Installed:
-    """A fresh venv holding exactly ``package_set`` (non-editable, pinned by constraints)."""
+    """A fresh venv holding exactly ``package_set`` (non-editable, pinned by constraints).
+
+    uv, not pip: the same resolution from the same pins, the same wheels, the project built
+    by its own backend in an isolated environment, but in seconds rather than minutes (pip
+    took three of the suite's fifteen minutes here). Nothing is compiled to bytecode at
+    install, as the Lambda assets are built; the probes compile only what they import.
+    """
     context = base / "context"
     _copy_context(package_set, context)
     venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    env = clean_env()
+    subprocess.run(
+        [str(UV), "venv", "--quiet", "--python", sys.executable, str(venv)],
+        check=True, timeout=120, env=env, cwd=base,
+    )  # fmt: skip
     python = venv / "bin" / "python"
     result = subprocess.run(
         [
-            # No bytecode compiled at install (half the install's time): as the Lambda assets
-            # are built; the probes compile only what they import.
-            str(python), "-m", "pip", "install", "--quiet", "--no-compile",
+            str(UV), "pip", "install", "--quiet", "--python", str(python),
             "-c", str(context / "constraints.txt"),
             f"{context}[{package_set.extra}]",
         ],
-        capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, env=clean_env(), cwd=base,
+        capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, env=env, cwd=base,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     return Installed(package_set, context, python)
